@@ -1,0 +1,1 @@
+"""One module per `kdsae` verb; see `kdsae_core.cli`."""

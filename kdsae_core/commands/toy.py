@@ -1,0 +1,44 @@
+"""`kdsae toy`: Experiment 1, the toy-model sweep, as one batched program."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import RunFolderError
+from ..paths import TOY_RESULTS_FILE, TOY_STATE_FILE
+from ..toy_sweep import PROFILES, ToyConfig, run_sweep
+from ._args import alpha_list, int_list, positive_int_list
+
+
+def register(sub) -> None:
+    p = sub.add_parser("toy", help="Experiment 1: train teachers and distilled students of the toy model")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick",
+                   help="paper: 48 configurations x 20 seeds x 10,000 steps; quick: the book's reduced grid")
+    p.add_argument("--n", type=int_list, help="feature counts, comma-separated")
+    p.add_argument("--alpha", type=alpha_list, help="sparsity levels (probability a feature is inactive)")
+    p.add_argument("--d-teacher", type=int_list, help="teacher widths")
+    p.add_argument("--widths", type=positive_int_list, help="student widths (default 1..d_T)")
+    p.add_argument("--importance", help="zipf:S, geometric:R or uniform (default zipf:1)")
+    p.add_argument("--mode", choices=["distill", "direct"])
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seeds", type=int, help="number of seeds")
+    p.add_argument("--eval-samples", type=int)
+    p.add_argument("--seed", type=int, help="base seed (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="output folder for toy_results.json")
+    p.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    fields = ("n", "alpha", "d_teacher", "widths", "importance", "mode", "steps", "batch", "lr", "seeds",
+              "eval_samples", "seed")
+    cfg = ToyConfig.from_profile(args.profile, **{f: getattr(args, f) for f in fields})
+    if (args.out / TOY_RESULTS_FILE).exists() and not (args.out / TOY_STATE_FILE).exists() and not args.force:
+        raise RunFolderError(f"{args.out} already holds toy results; pass --force to overwrite or use another --out.")
+    results = run_sweep(cfg, args.out)
+    print(json.dumps({"out": str(args.out / TOY_RESULTS_FILE),
+                      "median_accuracy_by_alpha": results["median_accuracy_by_alpha"]}, indent=1))
+    return 0

@@ -1,0 +1,63 @@
+"""Every path the project uses, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "results"
+NOTEBOOKS = REPO_ROOT / "notebooks"
+BOOK_BUILD = REPO_ROOT / "_build" / "html"
+
+TOY_RESULTS_FILE = "toy_results.json"
+TOY_STATE_FILE = "toy_state.pt"
+
+
+def toy_results_dir(profile: str) -> Path:
+    """Committed results of the toy sweep for a profile (`quick` or `paper`)."""
+    return RESULTS / "toy" / profile
+
+
+def reference_dir() -> Path | None:
+    """The authors' released Pythia-410M measurements, if present.
+
+    Looked up in `KDSAE_REFERENCE_DIR`, then beside the repository (`../shared/reference/...`).
+    """
+    env = os.environ.get("KDSAE_REFERENCE_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared" / "reference" / "pythia410m_colm_erdos")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+# ---- run folder layout (DESIGN.md section 5) -------------------------------------------------
+def run_config(run: Path) -> Path:
+    return Path(run) / "config.json"
+
+
+def run_metrics(run: Path) -> Path:
+    return Path(run) / "metrics.jsonl"
+
+
+def run_manifest(run: Path) -> Path:
+    return Path(run) / "MANIFEST.sha256"
+
+
+def checkpoint_dir(run: Path, trial: str, layer: int, snapshot: str) -> Path:
+    return Path(run) / "checkpoints" / trial / f"layer{layer:02d}" / snapshot
+
+
+def measurement_file(run: Path, trial: str, layer: int, snapshot: str) -> Path:
+    return Path(run) / "measurements" / trial / f"layer{layer:02d}_{snapshot}.json"
+
+
+def summary_file(run: Path, trial: str) -> Path:
+    return Path(run) / f"summary_{trial}.csv"
+
+
+def train_state_dir(run: Path) -> Path:
+    """Resumable trainer state (optimizer, controller, data position, RNG) of the last snapshot."""
+    return Path(run) / "state"

@@ -1,0 +1,207 @@
+"""Elhage et al. (2022) toy model of superposition, trained as many models at once.
+
+Model: x_hat = ReLU(W^T W x + b), W in R^{d x n}; loss = mean over samples of sum_i I_i (y_i - x_hat_i)^2,
+with y = x (task) or y = the teacher's output (distillation).
+
+A `Block` holds every model that shares the feature count n and the padded width d, laid out as
+[A, S, K, d, n]: A sparsity levels (each with its own data stream, shared by the block), S seeds and
+K widths per seed. Rows of W beyond a model's width start at zero and provably stay zero (their
+gradient and Adam update are exactly zero), so padding does not change any model. Forward and backward
+are written out by hand: autograd would keep more [models, batch, n] buffers alive, and this program is
+bound by memory traffic over those buffers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+from .errors import InvalidParameter
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+CACHE_BYTES = 12 << 20  # working set per chunk: well inside a 32 MiB L3, leaving room for the rest
+
+
+# ---- importance profiles and data ---------------------------------------------------------------
+def importance_profile(spec: str, n: int) -> torch.Tensor:
+    """`zipf:s` (I_i = i^-s), `geometric:r` (I_i = r^(i-1)) or `uniform`, i = 1..n, float64."""
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    name, _, arg = spec.partition(":")
+    try:
+        if name == "uniform" and not arg:
+            return torch.ones(n, dtype=torch.float64)
+        if name == "zipf" and float(arg) >= 0:
+            return i.pow(-float(arg))
+        if name == "geometric" and 0 < float(arg) <= 1:
+            return torch.tensor(float(arg), dtype=torch.float64).pow(i - 1)
+    except ValueError:
+        pass
+    raise InvalidParameter(
+        f"unknown importance profile {spec!r}: use zipf:S (S >= 0), geometric:R (0 < R <= 1) or uniform."
+    )
+
+
+def expected_x_squared(alpha: float) -> float:
+    """E[x_i^2] for x_i = u_i b_i, u ~ U[0, 1], b ~ Bernoulli(1 - alpha)."""
+    return (1.0 - alpha) / 3.0
+
+
+def stream_seed(*key) -> int:
+    """A stable 63-bit seed from any key (same on every machine and Python version)."""
+    return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little") >> 1
+
+
+class DataStream:
+    """Samples x in R^n for several sparsity levels, each from its own seeded generator."""
+
+    def __init__(self, n: int, alphas: list[float], key: tuple):
+        self.n = n
+        self.alphas = list(alphas)
+        self.generators = [torch.Generator().manual_seed(stream_seed(*key, n, a)) for a in alphas]
+
+    def sample(self, batch: int) -> torch.Tensor:
+        """[A, batch, n] float32."""
+        out = torch.empty(len(self.alphas), batch, self.n)
+        for k, (a, g) in enumerate(zip(self.alphas, self.generators)):
+            u = torch.rand(batch, self.n, generator=g)
+            active = torch.rand(batch, self.n, generator=g) < (1.0 - a)
+            out[k] = u * active
+        return out
+
+    def state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def load_state(self, states: list[torch.Tensor]) -> None:
+        for g, s in zip(self.generators, states):
+            g.set_state(s)
+
+
+# ---- a block of models ----------------------------------------------------------------------------
+def init_weights(d: int, n: int, width: int, seed: int) -> torch.Tensor:
+    """Xavier-normal init of one model's W [width, n], zero-padded to [d, n]."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.zeros(d, n)
+    w[:width] = torch.randn(width, n, generator=g) * math.sqrt(2.0 / (n + width))
+    return w
+
+
+class Block:
+    """Models [A, S, K] of feature count n, padded width d, trained together."""
+
+    def __init__(self, n: int, d: int, widths: list[list[list[int]]], seeds: list[list[list[int]]],
+                 importance: torch.Tensor):
+        A, S, K = len(widths), len(widths[0]), len(widths[0][0])
+        self.shape = (A, S, K)
+        self.n, self.d = n, d
+        self.widths = widths
+        self.W = torch.stack([
+            init_weights(d, n, widths[a][s][k], seeds[a][s][k])
+            for a in range(A) for s in range(S) for k in range(K)
+        ]).view(A, S, K, d, n)
+        self.b = torch.zeros(A, S, K, n)
+        self.importance = importance.to(torch.float32)
+        self.m_W, self.v_W = torch.zeros_like(self.W), torch.zeros_like(self.W)
+        self.m_b, self.v_b = torch.zeros_like(self.b), torch.zeros_like(self.b)
+        self.t = 0
+
+    @property
+    def count(self) -> int:
+        A, S, K = self.shape
+        return A * S * K
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """h = W x for every model: x [A, B, n] -> [A*S*K, B, d] (one bmm per sparsity level)."""
+        A, S, K = self.shape
+        B = x.shape[1]
+        h = torch.bmm(x, self.W.view(A, S * K * self.d, self.n).transpose(1, 2))  # [A, B, S*K*d]
+        return h.view(A, B, S * K, self.d).transpose(1, 2).reshape(A * S * K, B, self.d)
+
+    def _pre(self, h: torch.Tensor) -> torch.Tensor:
+        A, S, K = self.shape
+        return torch.baddbmm(self.b.view(A * S * K, 1, self.n), h, self.W.view(A * S * K, self.d, self.n))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [A, B, n] -> x_hat [A, S, K, B, n]."""
+        A, S, K = self.shape
+        return self._pre(self._hidden(x)).relu_().view(A, S, K, x.shape[1], self.n)
+
+    @torch.no_grad()
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-model loss [A, S, K] (float64): mean over samples of sum_i I_i (y_i - x_hat_i)^2."""
+        y = x[:, None, None] if y is None else y
+        r = self.forward(x).sub_(y)
+        return (r.square_() @ self.importance).sum(-1, dtype=torch.float64) / x.shape[1]
+
+    def _seed_chunks(self, B: int):
+        """(a, s0, s1) ranges of seeds whose [models, B, n] buffers fit in the last-level cache.
+
+        The arithmetic per byte is tiny (d <= 10), so keeping each chunk's buffers in cache between
+        the elementwise ops and the matmuls matters more than anything else (3-4x here)."""
+        A, S, K = self.shape
+        per_seed = K * B * (2 * self.n + self.d) * 4
+        step = max(1, min(S, CACHE_BYTES // max(per_seed, 1)))
+        for a in range(A):
+            for s0 in range(0, S, step):
+                yield a, s0, min(S, s0 + step)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor | None, lr: float) -> None:
+        """One Adam step on the importance-weighted loss against y ([A, S, 1|K, B, n]; None = x)."""
+        grad_W, grad_b = self.gradients(x, y)
+        self._adam(self.W, self.m_W, self.v_W, grad_W, lr)
+        self._adam(self.b, self.m_b, self.v_b, grad_b, lr)
+        self.t += 1
+
+    @torch.no_grad()
+    def gradients(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """d loss / d (W, b) for every model, written out by hand (checked against autograd in tests)."""
+        A, S, K = self.shape
+        B, n, d = x.shape[1], self.n, self.d
+        scale = self.importance * (2.0 / B)   # d loss / d x_hat = scale * residual; applied to small results
+        grad_W = torch.empty_like(self.W)
+        grad_b = torch.empty_like(self.b)
+        for a, s0, s1 in self._seed_chunks(B):
+            xa = x[a]                                                    # [B, n]
+            W = self.W[a, s0:s1].reshape(-1, d, n)                       # [m, d, n]
+            m = W.shape[0]
+            h = (xa @ W.reshape(m * d, n).T).view(B, m, d).transpose(0, 1).contiguous()  # [m, B, d]
+            out = torch.baddbmm(self.b[a, s0:s1].reshape(m, 1, n), h, W).relu_()
+            target = xa if y is None else y[a, s0:s1]                    # [B, n] or [s, 1|K, B, n]
+            g = out.view(s1 - s0, K, B, n).sub(target)
+            torch.ops.aten.threshold_backward.grad_input(g, out.view_as(g), 0.0, grad_input=g)
+            g = g.view(m, B, n)
+            grad_b[a, s0:s1] = (g.sum(1) * scale).view(s1 - s0, K, n)
+            g_dec = torch.bmm(h.transpose(1, 2), g)                      # through the decoder W^T
+            xtg = torch.matmul(xa.T, g)                                  # [m, n, n] = (g^T x)^T
+            g_enc = torch.bmm(W * scale, xtg.transpose(1, 2))            # through the encoder W
+            grad_W[a, s0:s1] = (g_dec.mul_(scale).add_(g_enc)).view(s1 - s0, K, d, n)
+        return grad_W, grad_b
+
+    def _adam(self, p, m, v, grad, lr) -> None:
+        b1, b2 = ADAM_BETAS
+        t = self.t + 1
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (v / (1 - b2**t)).sqrt_().add_(ADAM_EPS)
+        p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
+
+    def kept_features(self) -> torch.Tensor:
+        """[A, S, K] number of features with ||W_i||^2 > 0.5."""
+        return (self.W.square().sum(-2) > 0.5).sum(-1)
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("W", "b", "m_W", "v_W", "m_b", "v_b", "t")}
+
+
+
+    def load_state(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def cosine_lr(lr: float, step: int, total: int) -> float:
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / total))

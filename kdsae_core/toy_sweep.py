@@ -1,0 +1,346 @@
+"""Experiment 1: the toy-model sweep (DESIGN.md section 3) as one batched program, and its results.
+
+Every (sparsity, seed, width) model of a feature count n and teacher width d_T lives in one `Block`.
+Models that share (n, alpha) share data batches; seeds differ in initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import theory
+from .errors import BadFile, InvalidParameter
+from .fileio import atomic_write_bytes, atomic_write_json
+from .paths import TOY_RESULTS_FILE, TOY_STATE_FILE
+from .toy import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
+
+PROFILES: dict[str, dict] = {
+    "paper": dict(n=[10, 20, 40], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[3, 5, 8, 10], seeds=20,
+                  steps=10_000, batch=1024, lr=3e-3, eval_samples=65_536),
+    "quick": dict(n=[10, 20], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[3, 5], seeds=3,
+                  steps=1_500, batch=1024, lr=3e-3, eval_samples=16_384),
+}
+KNEE_TOLERANCE = 0.02  # knee width: first width within 2% of L_inf of the best measured floor
+EVAL_CHUNK = 4096
+
+
+@dataclass
+class ToyConfig:
+    """Experiment 1 settings. Field names are the notebook's papermill parameters."""
+
+    profile: str = "quick"
+    n: list[int] = field(default_factory=lambda: list(PROFILES["quick"]["n"]))
+    alpha: list[float] = field(default_factory=lambda: list(PROFILES["quick"]["alpha"]))
+    d_teacher: list[int] = field(default_factory=lambda: list(PROFILES["quick"]["d_teacher"]))
+    widths: list[int] | None = None  # None: 1..d_T for each teacher
+    importance: str = "zipf:1"
+    mode: str = "distill"
+    steps: int = PROFILES["quick"]["steps"]
+    batch: int = PROFILES["quick"]["batch"]
+    lr: float = PROFILES["quick"]["lr"]
+    seeds: int = PROFILES["quick"]["seeds"]
+    eval_samples: int = PROFILES["quick"]["eval_samples"]
+    seed: int = 0
+    checkpoint_every: int = 1000
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides) -> "ToyConfig":
+        if profile not in PROFILES:
+            raise InvalidParameter(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}.")
+        values = dict(PROFILES[profile], profile=profile)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def ints(name, values, low):
+            if not values or any(int(v) != v or v < low for v in values):
+                raise InvalidParameter(f"--{name.replace('_', '-')} must be whole numbers >= {low} (got {values!r}).")
+
+        ints("n", self.n, 2)
+        ints("d_teacher", self.d_teacher, 1)
+        for a in self.alpha:
+            if not 0.0 < a < 1.0:
+                raise InvalidParameter(f"--alpha must lie strictly between 0 and 1 (got {a!r}).")
+        if self.widths is not None:
+            ints("widths", self.widths, 1)
+        if max(self.d_teacher) > min(self.n):
+            raise InvalidParameter(f"teacher widths {self.d_teacher} must not exceed the feature count {min(self.n)}.")
+        if self.mode not in ("distill", "direct"):
+            raise InvalidParameter(f"--mode must be distill or direct (got {self.mode!r}).")
+        importance_profile(self.importance, 2)
+        for name in ("steps", "batch", "seeds", "eval_samples", "checkpoint_every"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
+                raise InvalidParameter(f"--{name.replace('_', '-')} must be a whole number >= 1.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidParameter(f"--lr must be positive (got {self.lr!r}).")
+        if len(set(self.n)) != len(self.n) or len(set(self.alpha)) != len(self.alpha) \
+                or len(set(self.d_teacher)) != len(self.d_teacher):
+            raise InvalidParameter("--n, --alpha and --d-teacher must not repeat a value.")
+
+    def student_widths(self, d_t: int) -> list[int]:
+        return list(range(1, d_t + 1)) if self.widths is None else sorted(self.widths)
+
+    def matches_paper_grid(self) -> bool:
+        p = PROFILES["paper"]
+        return (sorted(self.n) == p["n"] and sorted(self.alpha) == p["alpha"]
+                and sorted(self.d_teacher) == p["d_teacher"] and self.seeds == p["seeds"]
+                and self.steps == p["steps"] and self.batch == p["batch"] and self.lr == p["lr"]
+                and self.eval_samples == p["eval_samples"] and self.widths is None)
+
+
+# ---- building the batched program ------------------------------------------------------------------
+def _model_seed(cfg: ToyConfig, role: str, n: int, alpha: float, d_t: int, width: int, s: int) -> int:
+    return stream_seed(cfg.seed, role, n, alpha, d_t, width, s)
+
+
+def build_blocks(cfg: ToyConfig, n: int, d_t: int, role: str, alphas=None, seeds=None) -> Block:
+    """The teachers (role `teacher`, K=1) or students (K widths) of one (n, d_T)."""
+    alphas = cfg.alpha if alphas is None else alphas
+    seeds = range(cfg.seeds) if seeds is None else seeds
+    ws = [d_t] if role == "teacher" else cfg.student_widths(d_t)
+    widths = [[[w for w in ws] for _ in seeds] for _ in alphas]
+    model_seeds = [[[_model_seed(cfg, role, n, a, d_t, w, s) for w in ws] for s in seeds] for a in alphas]
+    d = max(ws)
+    return Block(n, d, widths, model_seeds, importance_profile(cfg.importance, n))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class ToySweep:
+    """The whole sweep: teacher phase, then student phase, resumable from `DIR/toy_state.pt`."""
+
+    def __init__(self, cfg: ToyConfig, out: Path | None = None, progress: bool = True):
+        cfg.validate()
+        self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
+        self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher") for n in cfg.n for d in cfg.d_teacher}
+        self.students = {(n, d): build_blocks(cfg, n, d, "student") for n in cfg.n for d in cfg.d_teacher}
+        self.streams = {(phase, n): DataStream(n, cfg.alpha, (cfg.seed, phase))
+                        for phase in ("teacher", "student") for n in cfg.n}
+        self.phase, self.step_in_phase = ("teacher" if cfg.mode == "distill" else "student"), 0
+
+    # -- state ------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step_in_phase,
+            "teachers": {k: b.state() for k, b in self.teachers.items()},
+            "students": {k: b.state() for k, b in self.students.items()},
+            "streams": {k: s.state() for k, s in self.streams.items()},
+        }
+
+    def save(self) -> None:
+        if self.out is None:
+            return
+        import io
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        atomic_write_bytes(self.out / TOY_STATE_FILE, buf.getvalue())
+
+    def try_resume(self) -> bool:
+        path = None if self.out is None else self.out / TOY_STATE_FILE
+        if path is None or not path.exists():
+            return False
+        try:
+            st = torch.load(path, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable state is reported the same way
+            raise BadFile(f"toy sweep state {path} is unreadable ({type(e).__name__}); delete it to start over.") from None
+        if st["config"] != dataclasses.asdict(self.cfg):
+            raise InvalidParameter(f"{path} belongs to a sweep with other settings; use another --out or delete it.")
+        self.phase, self.step_in_phase = st["phase"], st["step"]
+        for k, b in self.teachers.items():
+            b.load_state(st["teachers"][k])
+        for k, b in self.students.items():
+            b.load_state(st["students"][k])
+        for k, s in self.streams.items():
+            s.load_state(st["streams"][k])
+        return True
+
+    # -- training ---------------------------------------------------------------------------------
+    def _train_phase(self, phase: str) -> None:
+        cfg = self.cfg
+        blocks = self.teachers if phase == "teacher" else self.students
+        start = self.step_in_phase if self.phase == phase else 0
+        self.phase, self.step_in_phase = phase, start
+        n_models = sum(b.count for b in blocks.values())
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"toy {phase}s ({n_models} models)",
+                   disable=not self.progress, unit="step", mininterval=2.0)
+        stop = {"flag": False}
+
+        def on_signal(signum, frame):
+            stop["flag"] = True
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if _main_thread() else {}
+        try:
+            for step in range(start, cfg.steps):
+                lr = cosine_lr(cfg.lr, step, cfg.steps)
+                for n in cfg.n:
+                    x = self.streams[(phase, n)].sample(cfg.batch)
+                    for d in cfg.d_teacher:
+                        y = None
+                        if phase == "student" and cfg.mode == "distill":
+                            y = self.teachers[(n, d)].forward(x)  # [A, S, 1, B, n]
+                        blocks[(n, d)].step(x, y, lr)
+                self.step_in_phase = step + 1
+                bar.update(1)
+                if stop["flag"]:
+                    self.save()
+                    raise _Interrupted()
+                if self.out is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                    self.save()
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def train(self) -> None:
+        if self.cfg.mode == "distill" and self.phase == "teacher":
+            self._train_phase("teacher")
+            self.phase, self.step_in_phase = "student", 0
+            self.save()
+        if self.phase == "student":
+            self._train_phase("student")
+            self.phase = "done"
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Measured floors (loss against ground truth on fixed fresh samples) and kept features."""
+        cfg, out = self.cfg, {}
+        for n in cfg.n:
+            stream = DataStream(n, cfg.alpha, (cfg.seed, "eval"))
+            totals = {d: [torch.zeros(self.students[(n, d)].shape, dtype=torch.float64),
+                          torch.zeros(self.teachers[(n, d)].shape, dtype=torch.float64)] for d in cfg.d_teacher}
+            remaining = cfg.eval_samples
+            while remaining:
+                chunk = min(EVAL_CHUNK, remaining)
+                x = stream.sample(chunk)
+                for d in cfg.d_teacher:
+                    totals[d][0] += self.students[(n, d)].loss(x) * chunk
+                    totals[d][1] += self.teachers[(n, d)].loss(x) * chunk
+                remaining -= chunk
+            for d in cfg.d_teacher:
+                out[(n, d)] = {
+                    "student_floor": (totals[d][0] / cfg.eval_samples).numpy(),   # [A, S, K]
+                    "teacher_floor": (totals[d][1] / cfg.eval_samples).numpy(),   # [A, S, 1]
+                    "kept": self.students[(n, d)].kept_features().numpy(),
+                }
+        return out
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+# ---- results ------------------------------------------------------------------------------------------
+def knee_width(widths: list[int], floors: list[float], L_inf: float) -> int:
+    """First width whose measured floor is within KNEE_TOLERANCE * L_inf of the smallest floor."""
+    best = min(floors)
+    return next(w for w, f in zip(widths, floors) if f <= best + KNEE_TOLERANCE * L_inf)
+
+
+def assemble_results(cfg: ToyConfig, measured: dict) -> dict:
+    configs = []
+    for n in cfg.n:
+        imp = importance_profile(cfg.importance, n).numpy()
+        for ai, a in enumerate(cfg.alpha):
+            terms = imp * expected_x_squared(a)
+            L_inf = float(terms.sum())
+            g = theory.g_alpha(a)
+            d_star = theory.critical_width(n, a)
+            for d_t in cfg.d_teacher:
+                ws = cfg.student_widths(d_t)
+                m = measured[(n, d_t)]
+                per_seed = m["student_floor"][ai].T          # [K, S]
+                med = np.median(per_seed, axis=1)
+                pred = np.atleast_1d(theory.refined_floor(terms, ws, a))
+                naive = np.atleast_1d(theory.naive_floor(L_inf, n, ws, a))
+                below = np.asarray(ws) < d_star
+                acc_rel = np.where(below, theory.accuracy_rel(pred, med), np.nan)
+                acc_norm = theory.accuracy_norm(pred, med, L_inf)
+                configs.append({
+                    "n": n, "alpha": a, "d_teacher": d_t, "importance": cfg.importance, "mode": cfg.mode,
+                    "widths": ws,
+                    "measured_floor": per_seed.tolist(),
+                    "measured_floor_median": med.tolist(),
+                    "kept_features": m["kept"][ai].T.tolist(),
+                    "teacher_floor": m["teacher_floor"][ai][:, 0].tolist() if cfg.mode == "distill" else None,
+                    "predicted_floor": pred.tolist(), "naive_floor": naive.tolist(),
+                    "L_inf": L_inf, "d_star_S": d_star, "g_alpha": g,
+                    "feature_budget": np.atleast_1d(theory.feature_budget(n, ws, a)).tolist(),
+                    "accuracy_rel": [None if math.isnan(v) else float(v) for v in acc_rel],
+                    "accuracy_norm": acc_norm.tolist(),
+                    "knee_width": knee_width(ws, med.tolist(), L_inf),
+                })
+    medians, excluded = summarise_accuracy(configs)
+    return {"configs": configs, "median_accuracy_by_alpha": medians, "excluded": excluded,
+            "settings": {**dataclasses.asdict(cfg), "matches_paper_grid": cfg.matches_paper_grid(),
+                         "data_sharing": "models that share (n, alpha) share data batches; seeds differ in initialisation",
+                         "knee_tolerance": KNEE_TOLERANCE, "torch_threads": torch.get_num_threads()}}
+
+
+def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
+    """Median accuracy per alpha over all (config, width) pairs; `rel` only below d*_S."""
+    medians = {"rel": {}, "norm": {}}
+    excluded = {}
+    for a in sorted({c["alpha"] for c in configs}):
+        cs = [c for c in configs if c["alpha"] == a]
+        rel = [v for c in cs for v in c["accuracy_rel"] if v is not None]
+        norm = [v for c in cs for v in c["accuracy_norm"]]
+        total = sum(len(c["widths"]) for c in cs)
+        key = repr(a)
+        medians["rel"][key] = float(np.median(rel)) if rel else "no pairs"
+        medians["norm"][key] = float(np.median(norm))
+        excluded[key] = {"pairs": total, "rel_excluded_at_or_above_d_star": total - len(rel),
+                         "reason": "accuracy_rel is defined only below d*_S, where a non-zero floor is predicted"}
+    return medians, excluded
+
+
+def run_sweep(cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True) -> dict:
+    """Train, evaluate and (with `out`) write `out/toy_results.json` atomically. Resumes from a state."""
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    sweep = ToySweep(cfg, out, progress)
+    if resume:
+        sweep.try_resume()
+    try:
+        sweep.train()
+    except _Interrupted:
+        raise KeyboardInterrupt("toy sweep interrupted; state saved, rerun the same command to resume") from None
+    results = assemble_results(cfg, sweep.evaluate())
+    if out is not None:
+        atomic_write_json(Path(out) / TOY_RESULTS_FILE, results)
+        (Path(out) / TOY_STATE_FILE).unlink(missing_ok=True)
+    return results
+
+
+def load_results(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / TOY_RESULTS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadFile(f"toy results {path} do not exist; run `kdsae toy --out {path.parent}` first.") from None
+    except json.JSONDecodeError as e:
+        raise BadFile(f"toy results {path} are not valid JSON ({e.msg}).") from None
+    if not isinstance(data, dict) or "configs" not in data:
+        raise BadFile(f"toy results {path} lack the `configs` list.")
+    return data
+
+
+def default_threads() -> int:
+    return int(os.environ.get("KDSAE_THREADS", torch.get_num_threads()))
