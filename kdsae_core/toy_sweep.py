@@ -105,11 +105,11 @@ def _model_seed(cfg: ToyConfig, role: str, n: int, alpha: float, d_t: int, width
     return stream_seed(cfg.seed, role, n, alpha, d_t, width, s)
 
 
-def build_blocks(cfg: ToyConfig, n: int, d_t: int, role: str, alphas=None, seeds=None) -> Block:
+def build_blocks(cfg: ToyConfig, n: int, d_t: int, role: str, alphas=None, seeds=None, ws=None) -> Block:
     """The teachers (role `teacher`, K=1) or students (K widths) of one (n, d_T)."""
     alphas = cfg.alpha if alphas is None else alphas
     seeds = range(cfg.seeds) if seeds is None else seeds
-    ws = [d_t] if role == "teacher" else cfg.student_widths(d_t)
+    ws = ([d_t] if role == "teacher" else cfg.student_widths(d_t)) if ws is None else ws
     widths = [[[w for w in ws] for _ in seeds] for _ in alphas]
     model_seeds = [[[_model_seed(cfg, role, n, a, d_t, w, s) for w in ws] for s in seeds] for a in alphas]
     d = max(ws)
@@ -117,17 +117,22 @@ def build_blocks(cfg: ToyConfig, n: int, d_t: int, role: str, alphas=None, seeds
 
 
 class _Interrupted(Exception):
-    pass
+    """Training stopped early with its state saved."""
 
 
 class ToySweep:
     """The whole sweep: teacher phase, then student phase, resumable from `DIR/toy_state.pt`."""
 
-    def __init__(self, cfg: ToyConfig, out: Path | None = None, progress: bool = True):
+    def __init__(self, cfg: ToyConfig, out: Path | None = None, progress: bool = True, only: tuple | None = None):
+        """`only=(seed_index, width)` trains just that model of every configuration (and its teacher):
+        the one-model-at-a-time reference for tests and benchmarks."""
         cfg.validate()
         self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
-        self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher") for n in cfg.n for d in cfg.d_teacher}
-        self.students = {(n, d): build_blocks(cfg, n, d, "student") for n in cfg.n for d in cfg.d_teacher}
+        seeds, ws = (None, None) if only is None else ([only[0]], [only[1]])
+        self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher", seeds=seeds)
+                         for n in cfg.n for d in cfg.d_teacher}
+        self.students = {(n, d): build_blocks(cfg, n, d, "student", seeds=seeds, ws=ws)
+                         for n in cfg.n for d in cfg.d_teacher}
         self.streams = {(phase, n): DataStream(n, cfg.alpha, (cfg.seed, phase))
                         for phase in ("teacher", "student") for n in cfg.n}
         self.phase, self.step_in_phase = ("teacher" if cfg.mode == "distill" else "student"), 0
@@ -169,7 +174,7 @@ class ToySweep:
         return True
 
     # -- training ---------------------------------------------------------------------------------
-    def _train_phase(self, phase: str) -> None:
+    def _train_phase(self, phase: str, stop_after: int | None = None) -> None:
         cfg = self.cfg
         blocks = self.teachers if phase == "teacher" else self.students
         start = self.step_in_phase if self.phase == phase else 0
@@ -196,7 +201,7 @@ class ToySweep:
                         blocks[(n, d)].step(x, y, lr)
                 self.step_in_phase = step + 1
                 bar.update(1)
-                if stop["flag"]:
+                if stop["flag"] or (stop_after is not None and step + 1 == stop_after):
                     self.save()
                     raise _Interrupted()
                 if self.out is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
@@ -206,13 +211,18 @@ class ToySweep:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def train(self) -> None:
+    def train(self, stop_after: tuple[str, int] | None = None) -> None:
+        """Train to the end; `stop_after=(phase, step)` saves the state there and raises _Interrupted
+        (what SIGINT/SIGTERM do too)."""
+        def limit(phase):
+            return stop_after[1] if stop_after and stop_after[0] == phase else None
+
         if self.cfg.mode == "distill" and self.phase == "teacher":
-            self._train_phase("teacher")
+            self._train_phase("teacher", limit("teacher"))
             self.phase, self.step_in_phase = "student", 0
             self.save()
         if self.phase == "student":
-            self._train_phase("student")
+            self._train_phase("student", limit("student"))
             self.phase = "done"
 
     # -- evaluation -------------------------------------------------------------------------------

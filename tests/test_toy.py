@@ -1,0 +1,184 @@
+"""Experiment 1: data, gradients, the batched program against one model at a time, resume, CLI."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kdsae_core.cli import main
+from kdsae_core.errors import InvalidParameter
+from kdsae_core.toy import Block, DataStream, expected_x_squared, importance_profile
+from kdsae_core.toy_sweep import ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
+
+TINY = dict(n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=60, batch=256, eval_samples=2048)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.9])
+def test_data_distribution(alpha):
+    x = DataStream(20, [alpha], ("test",)).sample(50_000)[0].double()
+    # E[x^2] = (1 - alpha) / 3 with standard error ~ sqrt(Var/N); 5% relative is > 4 sigma here.
+    assert x.square().mean().item() == pytest.approx(expected_x_squared(alpha), rel=0.05)
+    assert (x > 0).double().mean().item() == pytest.approx(1 - alpha, abs=0.01)
+    assert x.min() >= 0 and x.max() <= 1
+
+
+def test_streams_are_reproducible_and_independent_of_the_other_levels():
+    a = DataStream(5, [0.8, 0.9], ("k",)).sample(16)
+    b = DataStream(5, [0.9], ("k",)).sample(16)
+    assert torch.equal(a[1], b[0])
+
+
+def test_importance_profiles():
+    assert importance_profile("zipf:1", 4).tolist() == [1, 1 / 2, 1 / 3, 1 / 4]
+    assert importance_profile("geometric:0.5", 3).tolist() == [1, 0.5, 0.25]
+    assert importance_profile("uniform", 3).tolist() == [1, 1, 1]
+    for bad in ("foo", "zipf:x", "geometric:2", "uniform:3"):
+        with pytest.raises(InvalidParameter, match="importance profile"):
+            importance_profile(bad, 3)
+
+
+def test_hand_written_gradients_match_autograd():
+    n, (A, S, K), d = 7, (2, 3, 4), 4
+    widths = [[[1, 2, 3, 4] for _ in range(S)] for _ in range(A)]
+    seeds = [[[100 * a + 10 * s + k for k in range(K)] for s in range(S)] for a in range(A)]
+    blk = Block(n, d, widths, seeds, importance_profile("zipf:1", n))
+    blk.b = torch.randn(blk.b.shape, generator=torch.Generator().manual_seed(1)) * 0.1
+    x = DataStream(n, [0.5, 0.7], ("grad",)).sample(64)
+    mask = torch.zeros_like(blk.W)
+    for a in range(A):
+        for s in range(S):
+            for k in range(K):
+                mask[a, s, k, :widths[a][s][k]] = 1
+    for y in (None, torch.rand(A, S, 1, 64, n, generator=torch.Generator().manual_seed(2))):
+        gW, gb = blk.gradients(x, y)
+        W, b = blk.W.clone().requires_grad_(), blk.b.clone().requires_grad_()
+        h = torch.einsum("abn,askdn->askbd", x, W)
+        out = torch.relu(torch.einsum("askbd,askdn->askbn", h, W) + b[:, :, :, None, :])
+        target = x[:, None, None] if y is None else y
+        (((out - target) ** 2) * blk.importance).sum(-1).mean(-1).sum().backward()
+        torch.testing.assert_close(gW, W.grad * mask, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gb, b.grad, rtol=1e-5, atol=1e-6)
+        assert torch.all(gW[mask == 0] == 0)  # padded rows never move
+
+
+def test_batched_program_equals_one_model_at_a_time():
+    cfg = ToyConfig.from_profile("quick", **TINY)
+    batched = ToySweep(cfg, progress=False)
+    batched.train()
+    full = batched.evaluate()
+    for s, width in [(1, 2), (0, 1)]:
+        single = ToySweep(cfg, progress=False, only=(s, width))
+        single.train()
+        alone = single.evaluate()
+        for key in full:  # (n, d_T)
+            d_t = key[1]
+            if width > d_t:
+                continue
+            k = cfg.student_widths(d_t).index(width)
+            np.testing.assert_allclose(alone[key]["student_floor"][:, 0, 0], full[key]["student_floor"][:, s, k],
+                                       rtol=1e-4)
+            torch.testing.assert_close(single.students[key].W[:, 0, 0, :width],
+                                       batched.students[key].W[:, s, k, :width], rtol=1e-4, atol=1e-5)
+
+
+def test_full_width_model_reaches_the_zero_floor_it_is_predicted():
+    # d_S = n keeps every feature (F_S = n), so the predicted floor is 0; a trained model gets close.
+    cfg = ToyConfig.from_profile("quick", n=[5], d_teacher=[5], widths=[5], alpha=[0.5], seeds=1, mode="direct",
+                                 steps=1500, batch=512, lr=1e-2, eval_samples=8192)
+    r = run_sweep(cfg, progress=False)
+    c = r["configs"][0]
+    assert c["predicted_floor"] == [0.0]
+    assert c["measured_floor_median"][0] < 0.02 * c["L_inf"]
+    assert c["kept_features"][0] == [5]
+
+
+def test_higher_sparsity_packs_more_features_into_one_dimension():
+    # A width-1 student on n = 10: at alpha = 0.95 the theory keeps floor(g) = 6 features, at 0.8 only 3,
+    # and the measured floor (as a fraction of L_inf) must be lower at the higher sparsity.
+    cfg = ToyConfig.from_profile("quick", n=[10], d_teacher=[1], alpha=[0.8, 0.95], seeds=2, mode="direct",
+                                 steps=800, batch=512, eval_samples=8192)
+    r = run_sweep(cfg, progress=False)
+    frac = {c["alpha"]: c["measured_floor_median"][0] / c["L_inf"] for c in r["configs"]}
+    assert frac[0.95] < frac[0.8]
+
+
+def test_results_have_the_documented_shape(tmp_path):
+    cfg = ToyConfig.from_profile("quick", **TINY)
+    r = run_sweep(cfg, tmp_path, progress=False)
+    assert json.loads((tmp_path / "toy_results.json").read_text()) == json.loads(json.dumps(r))
+    assert len(r["configs"]) == 4
+    c = next(c for c in r["configs"] if c["d_teacher"] == 3 and c["alpha"] == 0.8)
+    assert c["widths"] == [1, 2, 3]
+    assert np.array(c["measured_floor"]).shape == (3, 2)       # widths x seeds
+    assert np.array(c["kept_features"]).shape == (3, 2)
+    assert len(c["accuracy_norm"]) == 3
+    # d*_S = 6 / g(0.8) = 1.93: only width 1 is below it, so only it has accuracy_rel
+    assert c["d_star_S"] == pytest.approx(1.9313, rel=1e-4)
+    assert c["accuracy_rel"][0] is not None and c["accuracy_rel"][1:] == [None, None]
+    assert set(r["median_accuracy_by_alpha"]) == {"rel", "norm"}
+    assert r["median_accuracy_by_alpha"]["rel"]["0.95"] == "no pairs"  # d*_S = 6 / 6.68 < 1
+    assert r["excluded"]["0.95"]["rel_excluded_at_or_above_d_star"] == 5
+    assert r["settings"]["matches_paper_grid"] is False
+    assert not (tmp_path / "toy_state.pt").exists()
+
+
+def test_interrupted_sweep_resumes_to_identical_results(tmp_path):
+    cfg = ToyConfig.from_profile("quick", **TINY)
+    reference = run_sweep(cfg, progress=False)
+    for phase, step in (("teacher", 25), ("student", 40)):
+        out = tmp_path / phase
+        first = ToySweep(cfg, out, progress=False)
+        with pytest.raises(_Interrupted):
+            first.train(stop_after=(phase, step))
+        assert (out / "toy_state.pt").exists()
+        resumed = run_sweep(cfg, out, progress=False)
+        assert resumed == reference
+
+
+def test_identical_runs_give_identical_bytes(tmp_path):
+    cfg = ToyConfig.from_profile("quick", **TINY)
+    digests = []
+    for name in ("a", "b"):
+        run_sweep(cfg, tmp_path / name, progress=False)
+        digests.append(hashlib.sha256((tmp_path / name / "toy_results.json").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_assemble_results_uses_seed_medians():
+    cfg = ToyConfig.from_profile("quick", n=[4], d_teacher=[1], alpha=[0.5], seeds=3)
+    measured = {(4, 1): {"student_floor": np.array([[[0.1], [0.3], [0.2]]]),
+                         "teacher_floor": np.array([[[0.1], [0.1], [0.1]]]),
+                         "kept": np.array([[[1], [1], [1]]])}}
+    c = assemble_results(cfg, measured)["configs"][0]
+    assert c["measured_floor_median"] == [pytest.approx(0.2)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--alpha", "1.5"], "alpha must lie strictly between 0 and 1"),
+    (["--widths", "0"], "widths must be positive"),
+    (["--importance", "pareto:2"], "unknown importance profile"),
+    (["--d-teacher", "30"], "must not exceed the feature count"),
+    (["--steps", "0"], "--steps must be a whole number"),
+])
+def test_bad_cli_input_gives_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert exit_code(["toy", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def exit_code(argv):
+    """The exit status of `kdsae ARGV`, whether argparse exits or the verb returns."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_existing_results_are_not_overwritten_without_force(tmp_path, capsys):
+    (tmp_path / "toy_results.json").write_text("{}")
+    assert main(["toy", "--out", str(tmp_path), "--steps", "1"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "toy_results.json").read_text() == "{}"
