@@ -1,0 +1,158 @@
+"""Benchmark of Experiment 1: the batched toy sweep vs the same models trained one at a time.
+
+Writes benchmarks/results/toy_sweep.json and .md. Measures:
+- the quick profile end to end (wall time);
+- the paper profile: seconds per step of each phase (timed over a few steps) and the projected total,
+  or, with --paper-wall FILE, the wall time recorded by a full run (`{"wall_seconds": ...}`);
+- one model at a time: seconds per step of single (teacher + student) models, projected to all models;
+- FLOPs per step (hand count below) and the machine's fp32 matmul rate and memory bandwidth.
+
+    python benchmarks/toy_sweep.py [--paper-wall /path/wall.json] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from kdsae_core.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.toy_sweep import ToyConfig, ToySweep, run_sweep
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def step_flops(n: int, d: int, B: int) -> float:
+    """Hand count per model per step: h = Wx (2Bnd), W^T h (2Bdn), decoder grad h^T g (2Bdn),
+    g^T x (2Bn^2), W (g^T x) (2dn^2), and ~6Bn elementwise (relu, residual, mask, sum)."""
+    return 2 * B * n * d * 3 + 2 * B * n * n + 2 * d * n * n + 6 * B * n
+
+
+def sweep_flops(cfg: ToyConfig) -> dict:
+    """FLOPs per step: as executed (widths padded to d_T) and useful (each model at its own width)."""
+    B = cfg.batch
+    out = {"teacher": 0.0, "student_padded": 0.0, "student_useful": 0.0, "teacher_forward_in_distill": 0.0}
+    for n in cfg.n:
+        for d_t in cfg.d_teacher:
+            models = len(cfg.alpha) * cfg.seeds
+            out["teacher"] += models * step_flops(n, d_t, B)
+            out["teacher_forward_in_distill"] += models * (4 * B * n * d_t)
+            for w in cfg.student_widths(d_t):
+                out["student_padded"] += models * step_flops(n, d_t, B)
+                out["student_useful"] += models * step_flops(n, w, B)
+    return out
+
+
+def seconds_per_step(sweep: ToySweep, phase: str, steps: int) -> float:
+    cfg = sweep.cfg
+    blocks = sweep.teachers if phase == "teacher" else sweep.students
+
+    def one():
+        for n in cfg.n:
+            x = sweep.streams[(phase, n)].sample(cfg.batch)
+            for d in cfg.d_teacher:
+                y = sweep.teachers[(n, d)].forward(x) if phase == "student" else None
+                blocks[(n, d)].step(x, y, cfg.lr)
+
+    one()  # warm-up: first-touch of buffers
+    t = time.perf_counter()
+    for _ in range(steps):
+        one()
+    return (time.perf_counter() - t) / steps
+
+
+def machine_rates() -> dict:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    matmul = 5 * 2 * 2048**3 / (time.perf_counter() - t)
+    x = torch.empty(64 << 20)  # 256 MiB
+    x.fill_(1.0)
+    y = torch.empty_like(x)
+    t = time.perf_counter()
+    for _ in range(5):
+        y.copy_(x)
+    bandwidth = 5 * 2 * x.numel() * 4 / (time.perf_counter() - t)  # read + write
+    return {"fp32_matmul_gflops": matmul / 1e9, "copy_bandwidth_gbs": bandwidth / 1e9}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per phase for the projections")
+    ap.add_argument("--paper-wall", type=Path, help="wall.json of a full paper-profile run")
+    args = ap.parse_args()
+
+    result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                          "torch": torch.__version__, **machine_rates()}}
+
+    quick = ToyConfig.from_profile("quick")
+    t = time.perf_counter()
+    run_sweep(quick, progress=False)
+    models_quick = len(quick.n) * len(quick.alpha) * quick.seeds * sum(1 + d for d in quick.d_teacher)
+    result["quick"] = {"wall_seconds": time.perf_counter() - t, "models": models_quick, "steps": quick.steps}
+
+    paper = ToyConfig.from_profile("paper")
+    sweep = ToySweep(paper, progress=False)
+    per_step = {ph: seconds_per_step(sweep, ph, args.steps) for ph in ("teacher", "student")}
+    flops = sweep_flops(paper)
+    models = sum(b.count for b in sweep.teachers.values()) + sum(b.count for b in sweep.students.values())
+    del sweep
+    projected = paper.steps * (per_step["teacher"] + per_step["student"])
+    result["paper"] = {
+        "models": models, "steps": paper.steps, "seconds_per_step": per_step,
+        "projected_wall_seconds": projected,
+        "flops_per_step": flops,
+        "achieved_gflops": {
+            "teacher": flops["teacher"] / per_step["teacher"] / 1e9,
+            "student_executed": (flops["student_padded"] + flops["teacher_forward_in_distill"]) / per_step["student"] / 1e9,
+            "student_useful": flops["student_useful"] / per_step["student"] / 1e9,
+        },
+    }
+    if args.paper_wall and args.paper_wall.exists():
+        result["paper"]["measured_wall_seconds"] = json.loads(args.paper_wall.read_text())["wall_seconds"]
+
+    # One model at a time: one teacher and one student of the largest configuration (n 40, d_T 10, width 5),
+    # each its own program; projected to every model of the paper sweep.
+    single_cfg = ToyConfig.from_profile("paper", n=[40], d_teacher=[10], alpha=[0.9])
+    single = ToySweep(single_cfg, progress=False, only=(0, 5))
+    one = {ph: seconds_per_step(single, ph, args.steps * 5) for ph in ("teacher", "student")}
+    one_model_step = (one["teacher"] + one["student"]) / 2  # per model
+    result["one_at_a_time"] = {
+        "seconds_per_model_step": one_model_step,
+        "projected_wall_seconds": one_model_step * models * paper.steps,
+    }
+    result["speedup_batched_vs_one_at_a_time"] = result["one_at_a_time"]["projected_wall_seconds"] / (
+        result["paper"].get("measured_wall_seconds", projected))
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(OUT / "toy_sweep.json", result)
+    p = result["paper"]
+    md = [
+        "# toy_sweep benchmark", "",
+        f"Machine: {result['machine']['threads']} threads, fp32 matmul {result['machine']['fp32_matmul_gflops']:.0f} GFLOP/s, "
+        f"copy bandwidth {result['machine']['copy_bandwidth_gbs']:.1f} GB/s, torch {result['machine']['torch']}.", "",
+        "| what | value |", "|---|---|",
+        f"| quick profile ({models_quick} models, {quick.steps} steps), wall | {result['quick']['wall_seconds']:.1f} s |",
+        f"| paper profile ({models} models, {paper.steps} steps), s/step teacher / student | "
+        f"{per_step['teacher']:.3f} / {per_step['student']:.3f} |",
+        f"| paper profile, projected wall | {projected / 60:.1f} min |",
+        f"| paper profile, measured wall | "
+        f"{p['measured_wall_seconds'] / 60:.1f} min |" if "measured_wall_seconds" in p else "| paper profile, measured wall | not run here |",
+        f"| achieved GFLOP/s (teacher; student executed; student useful) | {p['achieved_gflops']['teacher']:.1f}; "
+        f"{p['achieved_gflops']['student_executed']:.1f}; {p['achieved_gflops']['student_useful']:.1f} |",
+        f"| one model at a time, s per model-step | {one_model_step * 1e3:.2f} ms |",
+        f"| one model at a time, projected paper sweep | {result['one_at_a_time']['projected_wall_seconds'] / 3600:.1f} h |",
+        f"| batched speed-up | {result['speedup_batched_vs_one_at_a_time']:.0f}x |",
+    ]
+    atomic_write_text(OUT / "toy_sweep.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
