@@ -1,0 +1,54 @@
+"""`kdsae verify`: the claims ledger — what of the paper the code reproduces, today, on this machine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .. import verify
+from ..errors import MissingData
+from ..paths import RESULTS
+from ..toy_sweep import ToyConfig, load_results, run_sweep
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify", help="check the paper's claims against fresh runs and the reference data")
+    p.add_argument("--profile", choices=["quick", "paper"], default="quick",
+                   help="toy sweep to run fresh: quick (~1 min) or paper (the 48-configuration grid, ~2 h)")
+    p.add_argument("--source", choices=["local", "hub"], default="local",
+                   help="hub: also measure the published paper-scale checkpoints (needs the hub)")
+    p.add_argument("--toy-results", type=Path,
+                   help="use this toy_results.json instead of a fresh sweep (its settings are checked)")
+    p.add_argument("--embedded-run", type=Path, default=RESULTS / "exp2" / "embedded",
+                   help="embedded-default run folder (default: the committed results/exp2/embedded)")
+    p.add_argument("--json", type=Path, help="also write the ledger as JSON here")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a testable claim is not reproduced")
+    p.set_defaults(func=run)
+
+
+def hub_measurements(trial: str) -> list[dict]:
+    try:
+        from ..hub import measure_published_trial
+    except ImportError:
+        raise MissingData("measuring the published checkpoints needs kdsae_core.hub.measure_published_trial, "
+                          "which this version does not have") from None
+    return measure_published_trial(trial)
+
+
+def run(args) -> int:
+    if args.toy_results:
+        toy = load_results(args.toy_results)
+    else:
+        toy = run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty())
+    ledger = verify.build_ledger(toy, args.source, args.embedded_run, hub_measurements)
+    print(verify.render_text(ledger))
+    if args.json:
+        from ..fileio import atomic_write_json
+        atomic_write_json(args.json, ledger.as_dicts())
+    counts = ledger.counts()
+    if counts[verify.ERROR]:
+        return 1
+    if args.strict and counts[verify.NOT_REPRODUCED]:
+        return 1
+    return 0
