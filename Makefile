@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup book test test-unit test-book bench clean
+.PHONY: setup browser book test test-unit test-book bench publish clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 book: setup
 	$(BIN)/kdsae book
 
-test: setup test-unit
+test: setup browser test-unit
 	$(BIN)/kdsae book --clean
 	$(MAKE) test-book
 
@@ -30,6 +30,21 @@ test-unit: setup
 
 test-book: setup
 	$(BIN)/python -m pytest -q tests/book
+
+# Headless Chromium for the browser test of the built book (Debian packages; installed when run as root).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "make: headless Chromium is missing (apt-get install chromium chromium-driver); the browser test will be skipped"; fi
+
+# Push the built book to the gh-pages branch of REMOTE (the Jupyter Book convention; see README).
+REMOTE     ?= origin
+BOOK_HTML  ?= _build/html
+GHP_IMPORT ?= $(BIN)/ghp-import
+publish:
+	test -f $(BOOK_HTML)/index.html || { echo "make publish: no built book in $(BOOK_HTML): run make book first"; exit 2; }
+	$(GHP_IMPORT) --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages --message "Publish the book" $(BOOK_HTML)
 
 bench: setup
 	$(BIN)/python benchmarks/toy_sweep.py
