@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import KdsaeError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
@@ -20,6 +22,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise KdsaeError(f"could not write {path} ({e.strerror or e}: disk full or file too large?); "
+                         "the previous version of the file is intact.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -51,3 +57,31 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def save_verified(path: Path, data: bytes) -> None:
+    """Write `path` and `path.sha256` atomically, keeping the previous good generation as `path.prev`."""
+    path = Path(path)
+    digest = Path(f"{path}.sha256")
+    if path.exists() and digest.exists():
+        os.replace(path, f"{path}.prev")
+        os.replace(digest, f"{path}.prev.sha256")
+    atomic_write_bytes(path, data)
+    atomic_write_text(digest, hashlib.sha256(data).hexdigest() + "\n")
+
+
+def load_verified(path: Path) -> tuple[bytes, Path] | None:
+    """The newest generation of `path` whose bytes match its digest, with the file it came from; None if
+    there is none. A generation that fails its check is reported on stderr and skipped."""
+    import sys
+    path = Path(path)
+    for candidate in (path, Path(f"{path}.prev")):
+        digest = Path(f"{candidate}.sha256")
+        if not candidate.exists():
+            continue
+        data = candidate.read_bytes()
+        expected = digest.read_text().strip() if digest.exists() else None
+        if expected == hashlib.sha256(data).hexdigest():
+            return data, candidate
+        print(f"kdsae: {candidate} is truncated or corrupted (sha256 mismatch); using an older snapshot", file=sys.stderr)
+    return None

@@ -7,9 +7,9 @@ Models that share (n, alpha) share data batches; seeds differ in initialisation.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from . import theory
 from .errors import BadFile, InvalidParameter
-from .fileio import atomic_write_bytes, atomic_write_json
+from .fileio import atomic_write_json, load_verified, save_verified
+from .runlock import run_lock
 from .paths import TOY_RESULTS_FILE, TOY_STATE_FILE
 from .toy import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
 
@@ -149,19 +150,19 @@ class ToySweep:
     def save(self) -> None:
         if self.out is None:
             return
-        import io
         buf = io.BytesIO()
         torch.save(self.state(), buf)
-        atomic_write_bytes(self.out / TOY_STATE_FILE, buf.getvalue())
+        save_verified(self.out / TOY_STATE_FILE, buf.getvalue())
 
     def try_resume(self) -> bool:
-        path = None if self.out is None else self.out / TOY_STATE_FILE
-        if path is None or not path.exists():
+        """Load the newest intact state of `out` (a corrupted one falls back to the previous generation)."""
+        if self.out is None:
             return False
-        try:
-            st = torch.load(path, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable state is reported the same way
-            raise BadFile(f"toy sweep state {path} is unreadable ({type(e).__name__}); delete it to start over.") from None
+        found = load_verified(self.out / TOY_STATE_FILE)
+        if found is None:
+            return False
+        data, path = found
+        st = torch.load(io.BytesIO(data), weights_only=True)
         if st["config"] != dataclasses.asdict(self.cfg):
             raise InvalidParameter(f"{path} belongs to a sweep with other settings; use another --out or delete it.")
         self.phase, self.step_in_phase = st["phase"], st["step"]
@@ -320,20 +321,26 @@ def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
 
 
 def run_sweep(cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True) -> dict:
-    """Train, evaluate and (with `out`) write `out/toy_results.json` atomically. Resumes from a state."""
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    sweep = ToySweep(cfg, out, progress)
+    """Train, evaluate and (with `out`) write `out/toy_results.json` atomically. With `out`, the sweep
+    holds the folder's lock, saves its state every `checkpoint_every` steps and resumes from it."""
+    if out is None:
+        return _run(ToySweep(cfg, None, progress), None, resume)
+    with run_lock(out):
+        return _run(ToySweep(cfg, out, progress), Path(out), resume)
+
+
+def _run(sweep: ToySweep, out: Path | None, resume: bool) -> dict:
     if resume:
         sweep.try_resume()
     try:
         sweep.train()
     except _Interrupted:
         raise KeyboardInterrupt("toy sweep interrupted; state saved, rerun the same command to resume") from None
-    results = assemble_results(cfg, sweep.evaluate())
+    results = assemble_results(sweep.cfg, sweep.evaluate())
     if out is not None:
-        atomic_write_json(Path(out) / TOY_RESULTS_FILE, results)
-        (Path(out) / TOY_STATE_FILE).unlink(missing_ok=True)
+        atomic_write_json(out / TOY_RESULTS_FILE, results)
+        for leftover in out.glob(f"{TOY_STATE_FILE}*"):
+            leftover.unlink()
     return results
 
 
@@ -351,6 +358,3 @@ def load_results(path: Path) -> dict:
         raise BadFile(f"toy results {path} lack the `configs` list.")
     return data
 
-
-def default_threads() -> int:
-    return int(os.environ.get("KDSAE_THREADS", torch.get_num_threads()))

@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds")
     p.add_argument("--eval-samples", type=int)
     p.add_argument("--seed", type=int, help="base seed (default 0)")
+    p.add_argument("--checkpoint-every", type=int, help="save a resumable state every N steps (default 1000)")
     p.add_argument("--out", required=True, type=Path, help="output folder for toy_results.json")
     p.add_argument("--force", action="store_true", help="overwrite results already in --out")
     p.set_defaults(func=run)
@@ -34,7 +35,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     fields = ("n", "alpha", "d_teacher", "widths", "importance", "mode", "steps", "batch", "lr", "seeds",
-              "eval_samples", "seed")
+              "eval_samples", "seed", "checkpoint_every")
     cfg = ToyConfig.from_profile(args.profile, **{f: getattr(args, f) for f in fields})
     if (args.out / TOY_RESULTS_FILE).exists() and not (args.out / TOY_STATE_FILE).exists() and not args.force:
         raise RunFolderError(f"{args.out} already holds toy results; pass --force to overwrite or use another --out.")
