@@ -129,11 +129,13 @@ class ToySweep:
         the one-model-at-a-time reference for tests and benchmarks."""
         cfg.validate()
         self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
-        seeds, ws = (None, None) if only is None else ([only[0]], [only[1]])
+        seeds = None if only is None else [only[0]]
+        self.widths = {d: (cfg.student_widths(d) if only is None else [only[1]]) for d in cfg.d_teacher}
         self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher", seeds=seeds)
                          for n in cfg.n for d in cfg.d_teacher}
-        self.students = {(n, d): build_blocks(cfg, n, d, "student", seeds=seeds, ws=ws)
-                         for n in cfg.n for d in cfg.d_teacher}
+        # One block per student width: padding narrow students to d_T cost 1.2-1.6x in step time.
+        self.students = {(n, d, w): build_blocks(cfg, n, d, "student", seeds=seeds, ws=[w])
+                         for n in cfg.n for d in cfg.d_teacher for w in self.widths[d]}
         self.streams = {(phase, n): DataStream(n, cfg.alpha, (cfg.seed, phase))
                         for phase in ("teacher", "student") for n in cfg.n}
         self.phase, self.step_in_phase = ("teacher" if cfg.mode == "distill" else "student"), 0
@@ -192,14 +194,7 @@ class ToySweep:
             if _main_thread() else {}
         try:
             for step in range(start, cfg.steps):
-                lr = cosine_lr(cfg.lr, step, cfg.steps)
-                for n in cfg.n:
-                    x = self.streams[(phase, n)].sample(cfg.batch)
-                    for d in cfg.d_teacher:
-                        y = None
-                        if phase == "student" and cfg.mode == "distill":
-                            y = self.teachers[(n, d)].forward(x)  # [A, S, 1, B, n]
-                        blocks[(n, d)].step(x, y, lr)
+                self.train_step(phase, step)
                 self.step_in_phase = step + 1
                 bar.update(1)
                 if stop["flag"] or (stop_after is not None and step + 1 == stop_after):
@@ -211,6 +206,20 @@ class ToySweep:
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def train_step(self, phase: str, step: int) -> None:
+        """One optimizer step of every model of the phase (teachers, or students against their teacher)."""
+        cfg = self.cfg
+        lr = cosine_lr(cfg.lr, step, cfg.steps)
+        for n in cfg.n:
+            x = self.streams[(phase, n)].sample(cfg.batch)
+            for d in cfg.d_teacher:
+                if phase == "teacher":
+                    self.teachers[(n, d)].step(x, None, lr)
+                    continue
+                y = self.teachers[(n, d)].forward(x) if cfg.mode == "distill" else None  # [A, S, 1, B, n]
+                for w in self.widths[d]:
+                    self.students[(n, d, w)].step(x, y, lr)
 
     def train(self, stop_after: tuple[str, int] | None = None) -> None:
         """Train to the end; `stop_after=(phase, step)` saves the state there and raises _Interrupted
@@ -232,21 +241,22 @@ class ToySweep:
         cfg, out = self.cfg, {}
         for n in cfg.n:
             stream = DataStream(n, cfg.alpha, (cfg.seed, "eval"))
-            totals = {d: [torch.zeros(self.students[(n, d)].shape, dtype=torch.float64),
-                          torch.zeros(self.teachers[(n, d)].shape, dtype=torch.float64)] for d in cfg.d_teacher}
+            blocks = {d: [self.teachers[(n, d)]] + [self.students[(n, d, w)] for w in self.widths[d]]
+                      for d in cfg.d_teacher}
+            totals = {d: [torch.zeros(b.shape, dtype=torch.float64) for b in bs] for d, bs in blocks.items()}
             remaining = cfg.eval_samples
             while remaining:
                 chunk = min(EVAL_CHUNK, remaining)
                 x = stream.sample(chunk)
-                for d in cfg.d_teacher:
-                    totals[d][0] += self.students[(n, d)].loss(x) * chunk
-                    totals[d][1] += self.teachers[(n, d)].loss(x) * chunk
+                for d, bs in blocks.items():
+                    for total, b in zip(totals[d], bs):
+                        total += b.loss(x) * chunk
                 remaining -= chunk
-            for d in cfg.d_teacher:
+            for d, bs in blocks.items():
                 out[(n, d)] = {
-                    "student_floor": (totals[d][0] / cfg.eval_samples).numpy(),   # [A, S, K]
-                    "teacher_floor": (totals[d][1] / cfg.eval_samples).numpy(),   # [A, S, 1]
-                    "kept": self.students[(n, d)].kept_features().numpy(),
+                    "student_floor": (torch.cat(totals[d][1:], dim=2) / cfg.eval_samples).numpy(),   # [A, S, K]
+                    "teacher_floor": (totals[d][0] / cfg.eval_samples).numpy(),                      # [A, S, 1]
+                    "kept": torch.cat([b.kept_features() for b in bs[1:]], dim=2).numpy(),
                 }
         return out
 
