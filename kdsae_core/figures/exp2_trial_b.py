@@ -1,0 +1,225 @@
+"""Seven renderings of one trial's per-layer measurements (drawn for trial B, the paper-exact trial).
+
+Every variant shows the same numbers (the final-snapshot measurement files); they differ in purpose:
+print, slides, appendix, overview, depth trend, relations between metrics, and the one-line headline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..run_data import RunData
+from .exp2_common import CARD_METRICS, fmt, heat_matrix, new_figure, short, suptitle, text_colour
+from .exp2_trial_a import draw_card, layer_table
+
+VARIANTS = ["paper_heatmap", "slides_heatmap", "appendix_sidecar", "small_multiples", "smooth_depth",
+            "correlation", "headline"]
+SLIDE_METRICS = ["L0", "alpha", "d_star_S", "dead"]
+PAPER_CMAP = "YlGnBu"  # sequential, one direction of meaning, prints in greyscale
+
+
+def metrics_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
+    """The per-layer metric vector all heatmap variants draw (one row per layer)."""
+    return layer_table(run, trial, layers)[["layer", *CARD_METRICS]]
+
+
+def _layer_heatmap(ax, data: pd.DataFrame, metrics: list[str], cmap: str, fontsize: float, annotate=True) -> None:
+    """Metrics as rows, layers as columns (depth reads left to right)."""
+    shades = heat_matrix(data, metrics).T
+    ax.imshow(shades, cmap=cmap, vmin=-0.1, vmax=1.1, aspect="auto", interpolation="nearest")
+    if annotate:
+        for i, metric in enumerate(metrics):
+            for j, value in enumerate(data[metric]):
+                ax.text(j, i, fmt(value, metric), ha="center", va="center", fontsize=fontsize,
+                        color=text_colour((shades[i, j] + 0.1) / 1.2, cmap), rotation=90 if len(data) > 12 else 0)
+    ax.set_yticks(range(len(metrics)), [short(m) for m in metrics])
+    step = 1 if len(data) <= 24 else 2
+    ax.set_xticks(range(0, len(data), step), [str(int(v)) for v in data["layer"]][::step])
+    ax.set_xlabel("layer (0-based)")
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+# ---- 1. the paper heatmap -----------------------------------------------------------------------------
+def paper_heatmap(data: pd.DataFrame, header: str) -> Figure:
+    n = len(data)
+    fig = new_figure(max(6.5, 1.05 * n + 1.8), 4.6 if n <= 12 else 6.0)
+    ax = fig.add_subplot()
+    _layer_heatmap(ax, data, CARD_METRICS, PAPER_CMAP, fontsize=9 if n <= 8 else 7)
+    suptitle(fig, "Per-layer SAE measurements (shade: value relative to its row)", header, 10)
+    return fig
+
+
+# ---- 2. compact slide palette -------------------------------------------------------------------------
+def slides_heatmap(data: pd.DataFrame, header: str) -> Figure:
+    n = len(data)
+    fig = new_figure(max(6.0, 0.8 * n + 1.6), 3.4)
+    ax = fig.add_subplot()
+    _layer_heatmap(ax, data, SLIDE_METRICS, "Greys", fontsize=11 if n <= 8 else 7, annotate=True)
+    ax.tick_params(labelsize=11)
+    suptitle(fig, "Sparsity and critical width through depth", header, 10)
+    return fig
+
+
+# ---- 3. heatmap with a per-layer sidecar (appendix) ---------------------------------------------------
+def appendix_sidecar_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
+    """The metric table plus mini statistics from each layer's importance and predictions."""
+    t = layer_table(run, trial, layers)
+    p = run.predictions
+    rows = []
+    for r in t.itertuples(index=False):
+        imp = run.importance[(trial, int(r.layer), r.snapshot)]
+        top = max(1, int(np.ceil(0.1 * imp.size)))
+        mine = p[(p["trial"] == trial) & (p["layer"] == r.layer) & (p["snapshot"] == r.snapshot)].set_index("width")
+        d = int(r.d_in) if r.d_in is not None and not pd.isna(r.d_in) else None
+        at = mine.loc[d] if d is not None and d in mine.index else None
+        rows.append({"layer": int(r.layer), "L_inf": float(r.L_inf), "top10pct_share": float(imp[:top].sum() / imp.sum()),
+                     "width": d, "features_kept_at_d_model": None if at is None else int(at["features_kept"]),
+                     "floor_frac_at_d_model": None if at is None else float(at["predicted_floor"] / r.L_inf)})
+    side = pd.DataFrame(rows)
+    return t[["layer", *CARD_METRICS]].merge(side, on="layer")
+
+
+def appendix_sidecar(data: pd.DataFrame, header: str) -> Figure:
+    n = len(data)
+    fig = new_figure(13.5, 0.45 * n + 2.0)
+    left, right = fig.subplots(1, 2, width_ratios=[3.2, 1.6], sharey=True)
+    draw_card(left, data, CARD_METRICS, cmap=PAPER_CMAP, fontsize=8.5)
+    right.set_xlim(0, 1)
+    right.set_ylim(n - 0.5, -0.5)
+    for i, r in enumerate(data.itertuples(index=False)):
+        kept = "\u2013" if pd.isna(r.features_kept_at_d_model) else f"{int(r.features_kept_at_d_model):,}"
+        floor = "\u2013" if pd.isna(r.floor_frac_at_d_model) else f"{100 * r.floor_frac_at_d_model:.1f}%"
+        right.text(0.02, i, f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {100 * r.top10pct_share:.0f}%\n"
+                   f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e", va="center", fontsize=8)
+    right.axis("off")
+    right.set_title("per-layer sidecar (from the sorted importance)", fontsize=9)
+    suptitle(fig, "Appendix table with per-layer sidecar", header, 10)
+    return fig
+
+
+# ---- 4. small multiples -------------------------------------------------------------------------------
+def small_multiples_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
+    """Long table: layer, metric, value, relative (value scaled to [0, 1] across layers)."""
+    t = metrics_data(run, trial, layers)
+    rel = pd.DataFrame(heat_matrix(t, CARD_METRICS), columns=CARD_METRICS).assign(layer=t["layer"].values)
+    vals = t.melt(id_vars="layer", var_name="metric", value_name="value")
+    return vals.merge(rel.melt(id_vars="layer", var_name="metric", value_name="relative"), on=["layer", "metric"])
+
+
+def small_multiples(data: pd.DataFrame, header: str) -> Figure:
+    layers = sorted(int(v) for v in data["layer"].unique())
+    cols = min(len(layers), 3 if len(layers) <= 6 else 6)
+    rows = int(np.ceil(len(layers) / cols))
+    fig = new_figure(4.1 * cols if cols <= 3 else 2.9 * cols, 3.1 * rows + 0.9)
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    order = CARD_METRICS[::-1]
+    for ax, layer in zip(axes, layers):
+        d = data[data["layer"] == layer].set_index("metric").loc[order]
+        ax.barh(range(len(order)), d["relative"] + 0.04, color="#3a6ea5", height=0.7)
+        for i, (metric, row) in enumerate(d.iterrows()):
+            ax.text(0.02, i, fmt(row["value"], metric), va="center", fontsize=7.5,
+                    color="white" if row["relative"] > 0.35 else "black")
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_yticks(range(len(order)), [short(m) for m in order], fontsize=8)
+        ax.set_xlim(0, 1.08)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[len(layers):]:
+        ax.axis("off")
+    fig.supxlabel("value relative to the other layers (0 = lowest, 1 = highest); numbers are the measured values",
+                  fontsize=9)
+    suptitle(fig, "Small multiples: every layer's metric vector", header, 10)
+    return fig
+
+
+# ---- 5. smooth gradient through depth -----------------------------------------------------------------
+def smooth_depth_data(run: RunData, trial: str, layers=None, per_layer: int = 60) -> pd.DataFrame:
+    """Column-relative values linearly interpolated between measured layers (`measured` marks layers)."""
+    t = metrics_data(run, trial, layers)
+    rel = heat_matrix(t, CARD_METRICS)
+    x = t["layer"].to_numpy(dtype=float)
+    depth = np.unique(np.concatenate([np.linspace(x.min(), x.max(), per_layer * max(1, len(x) - 1) + 1), x]))
+    out = {"depth": depth, "measured": np.isin(depth, x)}
+    for j, metric in enumerate(CARD_METRICS):
+        out[metric] = np.interp(depth, x, rel[:, j])
+    return pd.DataFrame(out)
+
+
+def smooth_depth(data: pd.DataFrame, header: str) -> Figure:
+    fig = new_figure(10, 4.4)
+    ax = fig.add_subplot()
+    grid = data[CARD_METRICS].to_numpy().T
+    d0, d1 = float(data["depth"].min()), float(data["depth"].max())
+    im = ax.imshow(grid, cmap=PAPER_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
+                   extent=(d0, d1, len(CARD_METRICS) - 0.5, -0.5))
+    measured = data.loc[data["measured"], "depth"]
+    for x in measured:
+        ax.axvline(x, color="white", lw=0.6, alpha=0.7)
+    ax.set_yticks(range(len(CARD_METRICS)), [short(m) for m in CARD_METRICS])
+    step = 1 if len(measured) <= 24 else 2
+    ax.set_xticks(measured.to_numpy()[::step], [str(int(v)) for v in measured][::step])
+    ax.set_xlabel("depth (layer, 0-based); white lines: measured layers, colour between them is interpolated")
+    cb = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.01)
+    cb.set_label("value relative to its row (0 = lowest layer, 1 = highest)")
+    suptitle(fig, "Smooth-gradient rendering (LINEAR INTERPOLATION between measured layers)", header, 10)
+    return fig
+
+
+# ---- 6. correlation matrix across layers --------------------------------------------------------------
+def correlation_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
+    """Pearson r between every two metrics over the layers; constant metrics are left out (r undefined)."""
+    t = metrics_data(run, trial, layers)
+    varying = [m for m in CARD_METRICS if t[m].nunique() > 1]
+    corr = t[varying].astype(float).corr(method="pearson")
+    long = corr.reset_index(names="metric_x").melt(id_vars="metric_x", var_name="metric_y", value_name="r")
+    return long.assign(n_layers=len(t))
+
+
+def correlation(data: pd.DataFrame, header: str) -> Figure:
+    metrics = [m for m in CARD_METRICS if m in set(data["metric_x"])]
+    mat = data.pivot(index="metric_x", columns="metric_y", values="r").loc[metrics, metrics].to_numpy()
+    n_layers = int(data["n_layers"].iloc[0]) if len(data) else 0
+    fig = new_figure(7.4, 6.4)
+    ax = fig.add_subplot()
+    im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
+    for i in range(len(metrics)):
+        for j in range(len(metrics)):
+            ax.text(j, i, f"{mat[i, j]:+.2f}", ha="center", va="center", fontsize=8.5,
+                    color="white" if abs(mat[i, j]) > 0.6 else "black")
+    ax.set_xticks(range(len(metrics)), [short(m) for m in metrics], rotation=45, ha="right")
+    ax.set_yticks(range(len(metrics)), [short(m) for m in metrics])
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label(f"Pearson r across {n_layers} layers (diverging: sign matters)")
+    left_out = [short(m) for m in CARD_METRICS if m not in metrics]
+    note = f"; constant over layers, left out: {', '.join(left_out)}" if left_out else ""
+    suptitle(fig, f"How the metrics move together across depth (n = {n_layers} layers{note})", header, 10)
+    return fig
+
+
+# ---- 7. headline card ---------------------------------------------------------------------------------
+def headline_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
+    t = layer_table(run, trial, layers)
+    return pd.DataFrame([{"mean_alpha": float(t["alpha"].mean()), "mean_L0": float(t["L0"].mean()),
+                          "total_dead": int(t["dead"].sum()), "n_layers": len(t),
+                          "d_sae": int(t["d_sae"].iloc[0]) if t["d_sae"].notna().all() else None}])
+
+
+def headline(data: pd.DataFrame, header: str) -> Figure:
+    r = data.iloc[0]
+    fig = new_figure(10, 2.7)
+    axes = fig.subplots(1, 3)
+    latents = f" of {int(r['n_layers'])} \u00d7 {int(r['d_sae']):,} latents" if pd.notna(r["d_sae"]) else ""
+    cards = [(f"{r['mean_alpha']:.4f}", "mean \u03b1 over layers", "fraction of latents inactive per token"),
+             (f"{r['mean_L0']:,.1f}", "mean L0 over layers", "active latents per token"),
+             (f"{int(r['total_dead']):,}", "dead latents in total", latents.strip() or "summed over layers")]
+    for ax, (big, label, unit) in zip(axes, cards):
+        ax.axis("off")
+        ax.text(0.5, 0.68, big, ha="center", va="center", fontsize=30, weight="bold", color="#1b3a5c")
+        ax.text(0.5, 0.30, label, ha="center", va="center", fontsize=11)
+        ax.text(0.5, 0.14, unit, ha="center", va="center", fontsize=8.5, color="0.35")
+    suptitle(fig, "Headline numbers", header, 10)
+    return fig
