@@ -27,10 +27,23 @@ def reference_dir() -> Path | None:
     env = os.environ.get("KDSAE_REFERENCE_DIR")
     candidates = [Path(env)] if env else []
     candidates.append(REPO_ROOT.parent / "shared" / "reference" / "pythia410m_colm_erdos")
+    candidates.append(reference_download_dir())
     for c in candidates:
         if c.is_dir():
             return c
     return None
+
+
+def reference_download_dir() -> Path:
+    """Where `kdsae fetch-reference` puts the authors' files by default (outside the repository: they
+    may not be committed): `$XDG_CACHE_HOME/kdsae/pythia410m_colm_erdos` or `~/.cache/kdsae/...`."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "kdsae" / "pythia410m_colm_erdos"
+
+
+def figures_out(name: str) -> Path:
+    """Folder the book's notebooks write their figures and figure data into (never results/)."""
+    return REPO_ROOT / "_build" / "figures" / name
 
 
 # ---- run folder layout (DESIGN.md section 5) -------------------------------------------------

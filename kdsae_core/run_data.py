@@ -99,6 +99,13 @@ class RunData:
         d = self.measurements["d_in"].dropna()
         return int(d.iloc[0]) if len(d) else None
 
+    def only(self, trials) -> "RunData":
+        """The same run restricted to some trials."""
+        keep = set(trials)
+        f = lambda df: df[df["trial"].isin(keep)].reset_index(drop=True)  # noqa: E731
+        return RunData(self.folder, self.config, f(self.metrics), f(self.measurements), f(self.predictions),
+                       {k: v for k, v in self.importance.items() if k[0] in keep}, f(self.summaries))
+
     def final_snapshot(self, trial: str) -> str:
         snaps = self.measurements.loc[self.measurements["trial"] == trial, "snapshot"].unique().tolist()
         if not snaps:
@@ -361,3 +368,24 @@ def reference_training_stats(ref: Path | None = None) -> pd.DataFrame:
     cols = ["layer", "batch", "tokens", "recon_loss", "l1_loss", "L0", "alive", "frac_alive", "l1_coeff", "total_tokens"]
     out = pd.concat(frames, ignore_index=True)
     return out[[c for c in cols if c in out.columns]]
+
+
+def combine_runs(runs: list[RunData]) -> RunData:
+    """Several run folders of one model (e.g. one per published trial) as one RunData."""
+    if not runs:
+        raise MissingData("no run folders to combine.")
+    models = {r.model for r in runs}
+    if len(models) > 1:
+        raise RunFolderError(f"cannot combine runs of different models ({', '.join(sorted(models))}).")
+    if len(runs) == 1:
+        return runs[0]
+    config = dict(runs[0].config)
+    config["trials"] = {k: v for r in runs for k, v in (r.config.get("trials") or {}).items()}
+    config["layers"] = sorted({int(v) for r in runs for v in (r.config.get("layers") or [])})
+    tokens = {r.config.get("tokens") for r in runs}
+    if len(tokens) > 1:  # budgets differ: say so rather than show one of them
+        config["tokens"] = None
+    cat = lambda frames: pd.concat(frames, ignore_index=True)  # noqa: E731
+    return RunData(Path(runs[0].folder), config, cat([r.metrics for r in runs]), cat([r.measurements for r in runs]),
+                   cat([r.predictions for r in runs]), {k: v for r in runs for k, v in r.importance.items()},
+                   cat([r.summaries for r in runs]))

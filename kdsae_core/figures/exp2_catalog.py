@@ -65,7 +65,7 @@ RUN_FIGURES: list[FigureSpec] = [
                exp2_trial_a.predicted_floors_data, exp2_trial_a.predicted_floors),
     # ---- trial B: seven renderings of the same measurements
     FigureSpec("paper_heatmap", "03_trial_b", "B", "Variant 1 paper heatmap",
-               "THE PAPER'S CHOICE: annotated, one sequential palette (no diverging colours: no metric has a "
+               "The paper's choice: annotated, one sequential palette (no diverging colours: no metric has a "
                "meaningful midpoint), readable in greyscale; also saved as SVG for print.",
                _b("paper_heatmap"), exp2_trial_b.paper_heatmap, ("png", "svg")),
     FigureSpec("slides_heatmap", "03_trial_b", "B", "Variant 2 compact slide palette",

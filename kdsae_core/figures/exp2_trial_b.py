@@ -154,6 +154,8 @@ def smooth_depth(data: pd.DataFrame, header: str) -> Figure:
     ax = fig.add_subplot()
     grid = data[CARD_METRICS].to_numpy().T
     d0, d1 = float(data["depth"].min()), float(data["depth"].max())
+    if d1 == d0:  # one layer: a single measured column
+        d0, d1 = d0 - 0.5, d1 + 0.5
     im = ax.imshow(grid, cmap=PAPER_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
                    extent=(d0, d1, len(CARD_METRICS) - 0.5, -0.5))
     measured = data.loc[data["measured"], "depth"]
@@ -185,6 +187,11 @@ def correlation(data: pd.DataFrame, header: str) -> Figure:
     n_layers = int(data["n_layers"].iloc[0]) if len(data) else 0
     fig = new_figure(7.4, 6.4)
     ax = fig.add_subplot()
+    if len(metrics) < 2:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "correlations need at least two layers whose metrics vary", ha="center", va="center")
+        suptitle(fig, f"How the metrics move together across depth (n = {n_layers} layers)", header, 10)
+        return fig
     im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
     for i in range(len(metrics)):
         for j in range(len(metrics)):

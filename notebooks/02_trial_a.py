@@ -1,0 +1,76 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Trial A: λ 3e-4 fixed, the dense regime
+#
+# Trial A trains one sparse autoencoder per residual-stream layer with a fixed L1 coefficient λ = 3e-4 in the
+# `mean` form (|z| averaged over tokens *and* latents, i.e. the paper's `sum` penalty divided by d_sae). The
+# penalty is weak, so many latents fire on every token: the authors' Pythia-410M run of this trial averages
+# L0 ≈ 6,184 active latents of 32,768. It shows what the theory's quantities look like when features are
+# *not* sparse. The box below names the model, layers and token budget of the run this page renders; by
+# default that is the embedded run (all-MiniLM-L6-v2), not Pythia-410M.
+
+# %% tags=["parameters"]
+trial = "A"  # which trial's measurements to draw (A, B, C)
+source = "local"  # local: the run folder below; hub: the published Pythia-410M checkpoints (needs the hub)
+layers = None  # None for every layer, or a list of 0-based layer numbers, e.g. [0, 3]
+run = "results/exp2/embedded"  # run folder (relative to the repository root)
+rerun = False  # True: train the SAEs again with the run's config (minutes) instead of rendering the committed run
+out = ""  # folder for the figures and their data; "" means _build/figures/02_trial_a
+
+# %%
+from kdsae_core.chapters import open_chapter, sentence
+
+ch = open_chapter("02_trial_a", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
+ch.header()
+
+# %% [markdown]
+# ## Training curves
+# Reconstruction MSE, the L1 penalty and their sum over training tokens, one line per layer.
+
+# %%
+d = ch.show("training_curves")
+ch.say(sentence("training_curves", d.data))
+
+# %% [markdown]
+# ## Summary card
+# One row per layer; each column is shaded relative to itself, with the numbers printed.
+
+# %%
+d = ch.show("summary_card")
+ch.say(sentence("summary_card", d.data))
+
+# %% [markdown]
+# ## The three KD quantities
+# Sparsity α = 1 − L0/F, capacity g(α) and critical width d*_S = F / g(α), per layer.
+
+# %%
+d = ch.show("kd_quantities")
+ch.say(sentence("kd_quantities", d.data))
+
+# %% [markdown]
+# ## L0 vs reconstruction
+# Each layer's place in the sparsity–reconstruction trade-off under this one λ.
+
+# %%
+d = ch.show("l0_vs_mse")
+ch.say(sentence("l0_vs_mse", d.data))
+
+# %% [markdown]
+# ## Predicted floor vs student width
+# The refined floor L*(d_S) = Σ_{i > F_S} E[z_i²] from each layer's measured importance, as a fraction of L∞;
+# dots are the widths the measurement file predicts ({1/8 … 1} × d_model), dotted lines each layer's d*_S.
+
+# %%
+d = ch.show("predicted_floors")
+ch.say(sentence("predicted_floors", d.data))

@@ -1,0 +1,60 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+
+# %% [markdown]
+# # Trial C: adaptive λ, target L0 ≈ 150
+#
+# Trial C fixes the *outcome* instead of the coefficient: λ starts at 5e-4 (`sum` form) and, after every step, a
+# proportional controller per layer moves it towards the value that makes the mean L0 equal the target
+# (150 by default): L̄0 ← 0.99·L̄0 + 0.01·L0, λ ← clamp(λ·exp(0.01·(L̄0 − T)/T), 1e-8, 1). Every layer then
+# has about the same sparsity, so differences between layers show up elsewhere (dead latents, reconstruction).
+# The authors' Pythia-410M run of this trial ends with ~7k of 32,768 latents dead per layer. The box below
+# names the model, layers and token budget of the run shown (the embedded run may use a smaller target).
+
+# %% tags=["parameters"]
+trial = "C"  # which trial's measurements to draw (C is the adaptive one)
+source = "local"  # local: the run folder below; hub: the published Pythia-410M checkpoints (needs the hub)
+layers = None  # None for every layer, or a list of 0-based layer numbers
+run = "results/exp2/embedded"  # run folder (relative to the repository root)
+rerun = False  # True: train the SAEs again with the run's config instead of rendering the committed run
+out = ""  # folder for the figures and their data; "" means _build/figures/04_trial_c
+
+# %%
+from kdsae_core.chapters import open_chapter, sentence
+
+ch = open_chapter("04_trial_c", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
+ch.header()
+
+# %% [markdown]
+# ## Dashboard
+# Layer by metric: L0 against its target, α, g(α), reconstruction MSE and dead latents, with the numbers.
+
+# %%
+d = ch.show("dashboard")
+ch.say(sentence("dashboard", d.data))
+
+# %% [markdown]
+# ## Depth landscape
+# Every per-layer property as a profile through depth, each in its own units.
+
+# %%
+d = ch.show("depth_landscape")
+ch.say(sentence("depth_landscape", d.data))
+
+# %% [markdown]
+# ## Controller trajectories
+# λ and L0 of every layer over training: the evidence that the controller reached its target.
+
+# %%
+d = ch.show("controller")
+ch.say(sentence("controller", d.data))
