@@ -67,7 +67,7 @@ class Chapter:
         from IPython.display import Markdown, display
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
         display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial} Figures and their data: "
-                         f"`{self.out}`."))
+                         f"`{run_data.display_path(self.out)}`."))
 
     def show(self, key: str, trial: str | None = None) -> cat.Drawn:
         from IPython.display import Image, display

@@ -245,6 +245,15 @@ def test_kdsae_figures_writes_every_figure_with_its_data(tmp_path, capsys):
             assert (out / x).stat().st_size > 0
     saved = pd.read_csv(out / "trialB_headline.csv").iloc[0]
     assert saved["total_dead"] == sum(raw("B", layer)["dead"] for layer in (0, 1, 2))
+    # the saved files hold the measurement files' numbers exactly (full float precision)
+    check_per_layer(pd.read_csv(out / "trialA_summary_card.csv"), "A", FINAL_KEYS)
+    check_per_layer(pd.read_csv(out / "trialC_dashboard.csv"), "C", ["L0", "alpha", "g_alpha", "mse", "dead"])
+    ctrl = pd.read_csv(out / "trialC_controller.csv")
+    rows = sorted(raw_metrics("C"), key=lambda r: (r["layer"], r["tokens"]))
+    assert ctrl["lambda"].tolist() == [r["lambda"] for r in rows]
+    floors = pd.read_csv(out / "trialA_predicted_floors.csv")
+    f = floors[(floors["source"] == "file") & (floors["layer"] == 2)]
+    assert f["predicted_floor"].tolist() == [raw("A", 2)["predictions"][str(w)]["predicted_floor"] for w in f["width"]]
     assert "16 figures" in capsys.readouterr().out
 
 

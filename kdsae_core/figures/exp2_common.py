@@ -119,7 +119,7 @@ def save(fig: Figure, data, folder: Path, name: str, formats: tuple[str, ...] = 
         atomic_write_bytes(folder / f"{name}.{ext}", buf.getvalue())
         written[ext] = folder / f"{name}.{ext}"
     if isinstance(data, pd.DataFrame):
-        atomic_write_text(folder / f"{name}.csv", data.to_csv(index=False, float_format="%.10g"))
+        atomic_write_text(folder / f"{name}.csv", data.to_csv(index=False))
         written["data"] = folder / f"{name}.csv"
     else:
         atomic_write_json(folder / f"{name}.json", data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .. import theory
 from ..run_data import RunData
@@ -114,7 +114,11 @@ def kd_quantities(data: pd.DataFrame, header: str) -> Figure:
     axes[0].set_title("sparsity \u03b1", fontsize=10)
     axes[1].set_title("capacity g(\u03b1)", fontsize=10)
     axes[2].set_title("critical width d*_S = F / g(\u03b1)", fontsize=10)
-    axes[0].set_xticks(list(data["layer"]) if len(data) <= 12 else axes[0].get_xticks())
+    if len(data) <= 12:
+        axes[0].set_xticks(list(data["layer"]))
+    else:
+        axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_xlim(data["layer"].min() - 0.5, data["layer"].max() + 0.5)
     suptitle(fig, "The three knowledge-distillation quantities per layer", header, 11)
     return fig
 

@@ -46,7 +46,7 @@ def _layer_heatmap(ax, data: pd.DataFrame, metrics: list[str], cmap: str, fontsi
 # ---- 1. the paper heatmap -----------------------------------------------------------------------------
 def paper_heatmap(data: pd.DataFrame, header: str) -> Figure:
     n = len(data)
-    fig = new_figure(max(6.5, 1.05 * n + 1.8), 4.6 if n <= 12 else 6.0)
+    fig = new_figure(max(6.5, min(16.0, 1.05 * n + 1.8)), 4.6 if n <= 12 else 6.0)
     ax = fig.add_subplot()
     _layer_heatmap(ax, data, CARD_METRICS, PAPER_CMAP, fontsize=9 if n <= 8 else 7)
     suptitle(fig, "Per-layer SAE measurements (shade: value relative to its row)", header, 10)
@@ -56,7 +56,7 @@ def paper_heatmap(data: pd.DataFrame, header: str) -> Figure:
 # ---- 2. compact slide palette -------------------------------------------------------------------------
 def slides_heatmap(data: pd.DataFrame, header: str) -> Figure:
     n = len(data)
-    fig = new_figure(max(6.0, 0.8 * n + 1.6), 3.4)
+    fig = new_figure(max(6.0, min(14.0, 0.8 * n + 1.6)), 3.4)
     ax = fig.add_subplot()
     _layer_heatmap(ax, data, SLIDE_METRICS, "Greys", fontsize=11 if n <= 8 else 7, annotate=True)
     ax.tick_params(labelsize=11)
