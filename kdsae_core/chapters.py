@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths, run_data
+from . import paths, reference_data, run_data
 from .errors import InvalidParameter, MissingData, RunFolderError
 from .figures import exp2_catalog as cat
 
@@ -249,9 +249,9 @@ class ReferenceChapter:
         self.ref = Path(reference_dir).expanduser() if reference_dir else paths.reference_dir()
         self.measurements, self.stats, self.why_missing = {}, None, ""
         try:
-            folder = run_data.require_reference_dir(self.ref)
-            self.measurements = run_data.reference_measurements(folder)
-            self.stats = run_data.reference_training_stats(folder)
+            folder = reference_data.require_reference_dir(self.ref)
+            self.measurements = reference_data.reference_measurements(folder)
+            self.stats = reference_data.reference_training_stats(folder)
         except MissingData as e:
             self.why_missing = str(e)
 
@@ -260,11 +260,11 @@ class ReferenceChapter:
         return bool(self.measurements) and self.stats is not None
 
     def published(self) -> pd.DataFrame:
-        return run_data.published_table()
+        return reference_data.published_table()
 
     def recomputed(self) -> pd.DataFrame:
         """The released files' F and L0 with alpha, g(alpha), d*_S recomputed, beside the published values."""
-        mine = run_data.reference_table(self.ref)
+        mine = reference_data.reference_table(self.ref)
         pub = self.published().set_index("layer")
         for col in ("F_alive", "L0", "alpha", "g_alpha", "d_star_S"):
             mine[f"{col} (published)"] = mine["layer"].map(pub[col])

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kdsae_core import paths, run_data, theory  # noqa: E402
+from kdsae_core import paths, reference_data, theory  # noqa: E402
 from kdsae_core.cli import main  # noqa: E402
 from kdsae_core.commands import fetch_reference  # noqa: E402
 from kdsae_core.errors import BadFile, MissingData  # noqa: E402
@@ -30,8 +30,8 @@ def ref():
 
 
 def test_released_measurements_reproduce_the_published_layer_12_and_16_rows(ref):
-    table = run_data.reference_table(ref).set_index("layer")
-    pub = run_data.published_table().set_index("layer")
+    table = reference_data.reference_table(ref).set_index("layer")
+    pub = reference_data.published_table().set_index("layer")
     assert list(table.index) == [12, 16]
     for layer in (12, 16):
         assert table.loc[layer, "F_alive"] == pub.loc[layer, "F_alive"]
@@ -45,7 +45,7 @@ def test_released_measurements_reproduce_the_published_layer_12_and_16_rows(ref)
 
 
 def test_released_training_stats(ref):
-    stats = run_data.reference_training_stats(ref)
+    stats = reference_data.reference_training_stats(ref)
     assert sorted(stats["layer"].unique()) == [8, 12, 16]
     assert (stats.groupby("layer").size() == 184).all()
     assert stats["tokens"].min() == 0 and stats["tokens"].max() == pytest.approx(299.9e6)
@@ -58,7 +58,7 @@ def test_released_training_stats(ref):
 
 
 def test_reference_figures_plot_the_released_numbers(ref, tmp_path):
-    ms, stats = run_data.reference_measurements(ref), run_data.reference_training_stats(ref)
+    ms, stats = reference_data.reference_measurements(ref), reference_data.reference_training_stats(ref)
     drawn = {s.key: cat.draw_reference(s.key, ms, stats, tmp_path) for s in cat.REFERENCE_FIGURES}
     for key, d in drawn.items():
         title = d.figure._suptitle.get_text()
@@ -133,9 +133,9 @@ def test_fetch_from_a_server_validates_and_writes_every_file(ref, tmp_path, monk
     with serve(ref) as url:
         monkeypatch.setenv("KDSAE_REFERENCE_URL", url)
         assert main(["fetch-reference", "--out", str(tmp_path / "ref")]) == 0
-    for name in run_data.REFERENCE_FILES:
+    for name in reference_data.REFERENCE_FILES:
         assert (tmp_path / "ref" / name).read_bytes() == (ref / name).read_bytes()
-    assert run_data.reference_table(tmp_path / "ref")["F_alive"].tolist() == [28_665, 29_169]
+    assert reference_data.reference_table(tmp_path / "ref")["F_alive"].tolist() == [28_665, 29_169]
 
 
 def test_a_bad_download_replaces_nothing(ref, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdsae_core import run_data
+from kdsae_core import reference_data, run_data
 from kdsae_core.errors import BadFile, MissingData, RunFolderError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
@@ -168,16 +168,16 @@ def test_truncated_last_metrics_line_is_skipped_but_a_middle_one_fails(copy, cap
 
 
 def test_published_table_is_design_section_2():
-    t = run_data.published_table().set_index("layer")
+    t = reference_data.published_table().set_index("layer")
     assert list(t.index) == [8, 12, 16]
     assert t.loc[12, "F_alive"] == 28_665 and t.loc[12, "d_star_S"] == 1_064.7 and t.loc[16, "g_alpha"] == 24.60
     assert t.loc[8, "L0"] == 234.9 and t.loc[16, "alpha"] == 0.99146
 
 
 def test_reference_loaders_explain_how_to_get_the_data(tmp_path):
-    for fn in (run_data.reference_measurements, run_data.reference_training_stats):
+    for fn in (reference_data.reference_measurements, reference_data.reference_training_stats):
         with pytest.raises(MissingData, match="fetch-reference"):
             fn(tmp_path / "missing")
         with pytest.raises(MissingData, match="fetch-reference"):
             fn(tmp_path)  # exists, but empty
-    assert isinstance(run_data.published_table(), pd.DataFrame)
+    assert isinstance(reference_data.published_table(), pd.DataFrame)

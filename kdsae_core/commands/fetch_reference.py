@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import BadFile, InvalidParameter, MissingData
 from ..fileio import atomic_write_bytes
 from ..paths import REPO_ROOT, reference_download_dir
-from ..run_data import REFERENCE_FILES
+from ..reference_data import REFERENCE_FILES
 
 REPOSITORY = "Dawar13/COLM_ERDOS_labs"
 FOLDER = "results/exp2_sae"
@@ -65,7 +65,7 @@ def _download(url: str) -> bytes:
 
 def _validate(name: str, data: bytes) -> None:
     """Load the downloaded bytes with the same loaders the book uses; raise BadFile if they do not load."""
-    from .. import run_data, theory
+    from .. import reference_data, theory
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
@@ -73,7 +73,7 @@ def _validate(name: str, data: bytes) -> None:
             if name.startswith("measurements_"):
                 theory.load_measurement(path)
             else:
-                run_data.reference_training_stats(Path(tmp))
+                reference_data.reference_training_stats(Path(tmp))
         except (BadFile, MissingData) as e:
             raise BadFile(f"the downloaded {name} is not a valid reference file ({e}); nothing was replaced.") from None
 

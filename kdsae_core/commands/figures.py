@@ -37,7 +37,7 @@ def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = Fa
     matplotlib.use("Agg")
     from tqdm.auto import tqdm
 
-    from .. import run_data
+    from .. import reference_data, run_data
     from ..figures import exp2_catalog as cat
     from ..fileio import atomic_write_json
 
@@ -54,7 +54,7 @@ def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = Fa
         index["figures"].append(_entry(d, out))
     if with_reference:
         try:
-            ms, stats = run_data.reference_measurements(), run_data.reference_training_stats()
+            ms, stats = reference_data.reference_measurements(), reference_data.reference_training_stats()
         except MissingData as e:
             index["skipped"] += [{"figure": s.stem(), "why": str(e)} for s in cat.REFERENCE_FIGURES]
         else:

@@ -10,7 +10,6 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from ..run_data import RunData
 
 # column -> (short label for tables, axis label with unit)
 METRICS: dict[str, tuple[str, str]] = {

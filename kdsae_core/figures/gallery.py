@@ -11,7 +11,7 @@ import html
 import io
 from pathlib import Path
 
-from .. import paths, run_data
+from .. import paths, reference_data, run_data
 from ..errors import MissingData
 from . import exp2_catalog as cat
 
@@ -75,8 +75,8 @@ def gallery_html(run: str | Path = "results/exp2/embedded", out: str | Path | No
     parts = [CSS, f"<p><b>Run shown:</b> {html.escape(data.scale_note())}</p>"]
     ref_note = ""
     try:
-        folder = run_data.require_reference_dir(reference_dir)
-        ms, stats = run_data.reference_measurements(folder), run_data.reference_training_stats(folder)
+        folder = reference_data.require_reference_dir(reference_dir)
+        ms, stats = reference_data.reference_measurements(folder), reference_data.reference_training_stats(folder)
         drawn["06_pythia_reference"] = [cat.draw_reference(s.key, ms, stats, out) for s in cat.REFERENCE_FIGURES]
     except MissingData as e:
         ref_note = f"<p>Pythia-410M reference figures: not drawn here ({html.escape(str(e))})</p>"

@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from .. import theory
-from ..run_data import REFERENCE_MODEL, format_tokens, layer_span
-from .exp2_common import layer_colours, new_figure, plain_log_axis, suptitle, tokens_axis
+from ..reference_data import REFERENCE_MODEL
+from ..run_data import format_tokens, layer_span
+from .exp2_common import new_figure, plain_log_axis, suptitle, tokens_axis
 
 PYTHIA_D_MODEL = 1024
 PYTHIA_D_SAE = 32_768

@@ -1,0 +1,85 @@
+"""The authors' released Pythia-410M data (DESIGN.md sections 2 and 5) as tables: the published per-layer
+values (committed facts), the released measurements and training curves (read from `reference_dir()`,
+never committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import paths, theory
+from .errors import BadFile, MissingData
+from .run_data import _read_json
+
+# ---- the authors' Pythia-410M reference data ----------------------------------------------------------
+REFERENCE_MODEL = "EleutherAI/pythia-410m"
+REFERENCE_MEASURED_LAYERS = (12, 16)
+REFERENCE_TRAINING_LAYERS = (8, 12, 16)
+REFERENCE_FILES = ([f"measurements_layer{layer}.json" for layer in REFERENCE_MEASURED_LAYERS]
+                   + [f"training_stats_layer{layer}.json" for layer in REFERENCE_TRAINING_LAYERS])
+HOW_TO_GET_REFERENCE = ("run `kdsae fetch-reference` (or set KDSAE_REFERENCE_DIR to a folder holding the "
+                        "authors' measurements_layer12/16.json and training_stats_layer8/12/16.json)")
+
+
+def published_table() -> pd.DataFrame:
+    """The per-layer values the co-author's README publishes (DESIGN.md section 2), as printed there."""
+    from .verify import PUBLISHED_LAYERS
+    rows = [{"layer": layer, **values} for layer, values in sorted(PUBLISHED_LAYERS.items())]
+    return pd.DataFrame(rows, columns=["layer", "F_alive", "L0", "alpha", "g_alpha", "d_star_S"])
+
+
+def require_reference_dir(ref: Path | None = None) -> Path:
+    ref = Path(ref) if ref is not None else paths.reference_dir()
+    if ref is None or not Path(ref).is_dir():
+        raise MissingData(f"the authors' Pythia-410M reference data are not here: {HOW_TO_GET_REFERENCE}.")
+    return Path(ref)
+
+
+def reference_measurements(ref: Path | None = None) -> dict[int, theory.Measurement]:
+    """Layer -> Measurement for every released measurements_layer{L}.json (layers 12 and 16)."""
+    ref = require_reference_dir(ref)
+    out = {}
+    for layer in REFERENCE_MEASURED_LAYERS:
+        path = ref / f"measurements_layer{layer}.json"
+        if path.exists():
+            out[layer] = theory.load_measurement(path)
+    if not out:
+        raise MissingData(f"{ref} holds no measurements_layer*.json: {HOW_TO_GET_REFERENCE}.")
+    return out
+
+
+def reference_table(ref: Path | None = None) -> pd.DataFrame:
+    """Per released layer: F, L0, alpha, g(alpha), d*_S recomputed from the released files."""
+    rows = [{"layer": layer, "F_alive": m.F_alive, "L0": m.avg_active, "alpha": m.alpha, "g_alpha": m.g_alpha,
+             "d_star_S": m.d_star_S, "L_inf": m.L_inf} for layer, m in sorted(reference_measurements(ref).items())]
+    return pd.DataFrame(rows)
+
+
+def reference_training_stats(ref: Path | None = None) -> pd.DataFrame:
+    """The released SAE training curves (training_stats_layer{8,12,16}.json) as one tidy table.
+
+    Columns: layer, batch, tokens (from tokens_M), recon_loss, l1_loss, L0, alive, frac_alive, l1_coeff.
+    """
+    ref = require_reference_dir(ref)
+    frames = []
+    for layer in REFERENCE_TRAINING_LAYERS:
+        path = ref / f"training_stats_layer{layer}.json"
+        if not path.exists():
+            continue
+        data = _read_json(path)
+        curves, cfg = data.get("training_curves"), data.get("config", {})
+        if not isinstance(curves, list) or not curves:
+            raise BadFile(f"{path} has no training_curves list.")
+        df = pd.DataFrame(curves)
+        need = {"batch", "tokens_M", "recon_loss", "l1_loss", "L0"}
+        if need - set(df.columns):
+            raise BadFile(f"{path}: training_curves lack {', '.join(sorted(need - set(df.columns)))}.")
+        df["tokens"] = df.pop("tokens_M") * 1e6
+        frames.append(df.assign(layer=int(cfg.get("layer", layer)), l1_coeff=cfg.get("l1_coeff"),
+                                total_tokens=cfg.get("total_tokens")))
+    if not frames:
+        raise MissingData(f"{ref} holds no training_stats_layer*.json: {HOW_TO_GET_REFERENCE}.")
+    cols = ["layer", "batch", "tokens", "recon_loss", "l1_loss", "L0", "alive", "frac_alive", "l1_coeff", "total_tokens"]
+    out = pd.concat(frames, ignore_index=True)
+    return out[[c for c in cols if c in out.columns]]
