@@ -180,7 +180,7 @@ def predicted_floors_data(run: RunData, trial: str, layers=None, points: int = 1
 def predicted_floors(data: pd.DataFrame, header: str) -> Figure:
     layers = sorted(int(v) for v in data["layer"].unique())
     colours = layer_colours(layers)
-    fig = new_figure(10, 5.5)
+    fig = new_figure(11.5, 5.5)
     ax = fig.add_subplot()
     for layer in layers:
         d = data[data["layer"] == layer]
@@ -207,6 +207,6 @@ def predicted_floors(data: pd.DataFrame, header: str) -> Figure:
     if len(layers) > 8:
         layer_legend_or_colourbar(fig, [ax], layers, colours)
         handles, labels = handles[-2:], labels[-2:]
-    ax.legend(handles, labels, fontsize=8, loc="lower left", frameon=True)
+    fig.legend(handles, labels, fontsize=8, loc="outside right center", frameon=False)
     suptitle(fig, "Refined loss floor vs student width (from each layer's measured importance)", header, 10)
     return fig

@@ -92,7 +92,7 @@ def appendix_sidecar(data: pd.DataFrame, header: str) -> Figure:
     right.set_ylim(n - 0.5, -0.5)
     for i, r in enumerate(data.itertuples(index=False)):
         kept = "\u2013" if pd.isna(r.features_kept_at_d_model) else f"{int(r.features_kept_at_d_model):,}"
-        floor = "\u2013" if pd.isna(r.floor_frac_at_d_model) else f"{100 * r.floor_frac_at_d_model:.1f}%"
+        floor = "\u2013" if pd.isna(r.floor_frac_at_d_model) else f"{100 * r.floor_frac_at_d_model:.2g}%"
         right.text(0.02, i, f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {100 * r.top10pct_share:.0f}%\n"
                    f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e", va="center", fontsize=8)
     right.axis("off")
