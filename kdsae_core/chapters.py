@@ -39,6 +39,9 @@ def _retrain(run: Path, trials: list[str], layers, out: Path) -> Path:
     except ImportError:
         raise MissingData("rerun=True needs the SAE engine (kdsae_core.train), which this version does not have; "
                           "render the committed run with rerun=False.") from None
+    if not hasattr(engine, "retrain_like"):
+        raise MissingData("rerun=True needs kdsae_core.train.retrain_like(run, out, trials=, layers=) (train again "
+                          "with a run folder's config into `out`, return the new run folder); this version lacks it.")
     return Path(engine.retrain_like(run, out / "rerun", trials=trials, layers=layers))
 
 
@@ -117,6 +120,9 @@ def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False) -> Chapter:
     except ImportError:
         raise MissingData(f"this run has no pilot trials and training them needs the SAE engine (kdsae_core.train), "
                           "which this version does not have; use pilots=False.") from None
+    if not hasattr(engine, "train_pilots_like"):
+        raise MissingData("pilots=True on a run without pilot trials needs kdsae_core.train.train_pilots_like(run, out, "
+                          "lambdas=, layers=); this version lacks it: use pilots=False.")
     folder = engine.train_pilots_like(run.folder, ch.out / "pilots", lambdas=PILOT_LAMBDAS, layers=ch.layers)
     ch.run = run_data.combine_runs([run.only([t for t in run.trials if t in MAIN_TRIALS]),
                                     run_data.load_run(folder, layers=ch.layers)])

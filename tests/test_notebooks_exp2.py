@@ -98,3 +98,17 @@ def test_bad_parameters_say_what_to_do(monkeypatch):
     with pytest.raises(KdsaeError):  # no hub module, or the hub is unreachable: either way one clear error
         chapters.open_run(FIXTURE, source="hub", trials=["A"])
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_rerun_and_pilots_without_an_engine_say_what_is_missing(tmp_path):
+    try:
+        from kdsae_core import train
+        if hasattr(train, "retrain_like") or hasattr(train, "train_pilots_like"):
+            pytest.skip("the SAE engine provides retraining; this checks the message when it does not")
+    except ImportError:
+        pass
+    ch = chapters.open_chapter("05_trials_compared", run=str(FIXTURE), out=str(tmp_path), trials=["A", "B", "C"])
+    with pytest.raises(KdsaeError, match="pilots"):
+        chapters.with_pilots(ch, pilots=True, rerun=True)
+    with pytest.raises(KdsaeError, match="rerun=True needs"):
+        chapters.open_run(FIXTURE, rerun=True, out=tmp_path)
