@@ -112,3 +112,9 @@ def test_rerun_and_pilots_without_an_engine_say_what_is_missing(tmp_path):
         chapters.with_pilots(ch, pilots=True, rerun=True)
     with pytest.raises(KdsaeError, match="rerun=True needs"):
         chapters.open_run(FIXTURE, rerun=True, out=tmp_path)
+
+
+def test_gallery_without_toy_results_says_so(tmp_path):
+    from kdsae_core.figures.gallery import _toy_cards
+    cards, note = _toy_cards(tmp_path, "../notebooks", tmp_path / "no_toy_results.json")
+    assert cards == [] and "no committed toy results" in note

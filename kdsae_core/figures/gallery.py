@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 from .. import paths, reference_data, run_data
@@ -16,6 +17,7 @@ from ..errors import MissingData
 from . import exp2_catalog as cat
 
 CHAPTER_TITLES = {
+    "01_toy_validation": "Experiment 1: the toy model",
     "02_trial_a": "Trial A: \u03bb 3e-4 fixed, dense regime",
     "03_trial_b": "Trial B: \u03bb 8e-5 fixed, paper-exact",
     "04_trial_c": "Trial C: adaptive \u03bb, target L0",
@@ -23,6 +25,14 @@ CHAPTER_TITLES = {
     "06_pythia_reference": "Pythia-410M reference measurements",
 }
 PAPER_CHOICE = {"paper_heatmap"}
+TOY_RATIONALE = {
+    "toy_loss_vs_width": ("Loss floor vs student width", "The central test of the theory: measured floors (seed median "
+                          "and range) against the predicted refined and naive floors, with d*_S marked."),
+    "toy_accuracy_grid": ("Accuracy per (alpha, F)", "How closely measured matches predicted in each cell of the "
+                          "grid: where the closed form can be trusted."),
+    "toy_measured_vs_predicted": ("Measured vs predicted", "Every (configuration, width) pair against the diagonal, "
+                                  "and the measured knee against d*_S."),
+}
 CSS = """<style>
 .kd-gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:14px;margin:8px 0 26px}
 .kd-card{border:1px solid #d0d7de;border-radius:6px;padding:8px;background:#fff;font-size:0.85em;line-height:1.35}
@@ -57,8 +67,35 @@ def _card(d: cat.Drawn, notebooks_url: str) -> str:
             f'<div class="kd-file">{html.escape(d.stem)}.png</div></div>')
 
 
+def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[str], str]:
+    """Cards for the toy chapter's figures, drawn from committed toy results (no sweep is run here)."""
+    try:
+        from . import toy as toy_figures
+        from ..toy_sweep import load_results
+    except ImportError:
+        return [], ""
+    candidates = [Path(path)] if path else [paths.toy_results_dir(p) / paths.TOY_RESULTS_FILE for p in ("paper", "quick")]
+    path = next((c for c in candidates if c.exists()), None)
+    if path is None:
+        return [], "<p>Experiment 1: no committed toy results to draw from here; the chapter runs them live.</p>"
+    written = toy_figures.draw_all(load_results(path), out / "toy")
+    cards = []
+    link = f"{notebooks_url}/01_toy_validation.html"
+    for name, files in written.items():
+        heading, why = TOY_RATIONALE.get(name, (name, ""))
+        thumb = "data:image/png;base64," + base64.b64encode(files["png"].read_bytes()).decode()
+        data = files.get("csv") or files.get("data")
+        cards.append(f'<div class="kd-card"><a href="{link}"><img src="{thumb}" alt="{html.escape(name)}"></a>'
+                     f"<h4>{html.escape(heading)}</h4><div>{html.escape(why)}</div>"
+                     f'<div class="kd-links"><a href="{link}">chapter</a>'
+                     + (f'<a download="{data.name}" href="{_data_uri(data)}">data ({data.suffix[1:].upper()})</a>'
+                        if data else "") + f'</div><div class="kd-file">{html.escape(name)}.png</div></div>')
+    return cards, ""
+
+
 def gallery_html(run: str | Path = "results/exp2/embedded", out: str | Path | None = None,
-                 reference_dir: str | Path | None = None, notebooks_url: str = "../notebooks") -> str:
+                 reference_dir: str | Path | None = None, notebooks_url: str = "../notebooks",
+                 toy_results: str | Path | None = None) -> str:
     """Draw every figure (into `out`, default _build/figures/gallery) and return the gallery as HTML."""
     import matplotlib
     matplotlib.rcParams["figure.max_open_warning"] = 0
@@ -72,7 +109,8 @@ def gallery_html(run: str | Path = "results/exp2/embedded", out: str | Path | No
             drawn.setdefault(s.chapter, []).append(cat.draw(s.key, data, out, trial))
         except MissingData:
             continue  # a trial without metrics has no curves; the chapter says so itself
-    parts = [CSS, f"<p><b>Run shown:</b> {html.escape(data.scale_note())}</p>"]
+    note = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(data.scale_note()))
+    parts = [CSS]
     ref_note = ""
     try:
         folder = reference_data.require_reference_dir(reference_dir)
@@ -80,7 +118,16 @@ def gallery_html(run: str | Path = "results/exp2/embedded", out: str | Path | No
         drawn["06_pythia_reference"] = [cat.draw_reference(s.key, ms, stats, out) for s in cat.REFERENCE_FIGURES]
     except MissingData as e:
         ref_note = f"<p>Pythia-410M reference figures: not drawn here ({html.escape(str(e))})</p>"
+    toy_cards, toy_note = _toy_cards(out, notebooks_url, toy_results)
     for chapter, title in CHAPTER_TITLES.items():
+        if chapter == "01_toy_validation":
+            if toy_cards:
+                parts.append(f'<h3><a href="{notebooks_url}/{chapter}.html">{html.escape(title)}</a></h3>')
+                parts.append('<div class="kd-gallery">' + "".join(toy_cards) + "</div>")
+            parts.append(toy_note)
+            continue
+        if chapter == "02_trial_a":
+            parts.append(f"<p><b>Experiment 2, run shown:</b> {note}</p>")
         if chapter not in drawn:
             continue
         parts.append(f'<h3><a href="{notebooks_url}/{chapter}.html">{html.escape(title)}</a></h3>')
