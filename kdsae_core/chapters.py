@@ -83,6 +83,16 @@ class Chapter:
         from IPython.display import Markdown, display
         display(Markdown(text))
 
+    def figure(self, key: str, trial: str | None = None) -> None:
+        """Show a figure and its computed sentence; if the run lacks what it needs (e.g. a hub download has
+        no training log), say so in one sentence instead."""
+        try:
+            d = self.show(key, trial)
+        except MissingData as e:
+            self.say(f"*Not drawn for this run:* {e}")
+            return
+        self.say(sentence(key, d.data))
+
 
 def open_chapter(name: str, trial: str | None = None, source: str = "local", layers=None,
                  run: str | Path = "results/exp2/embedded", rerun: bool = False, out: str | Path = "",
@@ -177,6 +187,12 @@ def _floors(d: pd.DataFrame) -> str:
             "of L\u221e across layers; it reaches 0 only at d*_S.")
 
 
+def _sidecar(d: pd.DataFrame) -> str:
+    return (f"The top 10% of alive latents hold {_pct(d['top10pct_share'].min())}\u2013{_pct(d['top10pct_share'].max())} "
+            "of each layer's L\u221e; the more concentrated the importance, the further the refined floor sits below "
+            "the naive one.")
+
+
 def _headline(d: pd.DataFrame) -> str:
     r = d.iloc[0]
     return (f"Mean \u03b1 {r['mean_alpha']:.4f} and mean L0 {r['mean_L0']:,.1f} over {int(r['n_layers'])} layers, "
@@ -190,7 +206,9 @@ def _corr(d: pd.DataFrame) -> str:
     top = off.loc[off["r"].abs().idxmax()]
     pair = d[(d["metric_x"] == "alpha") & (d["metric_y"] == "dead")]["r"]
     extra = f" \u03b1 vs dead latents: r = {pair.iloc[0]:+.2f}." if len(pair) and pd.notna(pair.iloc[0]) else ""
-    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers: {top['metric_x']} vs {top['metric_y']} "
+    from .figures.exp2_common import short
+    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers: {short(top['metric_x'])} vs "
+            f"{short(top['metric_y'])} "
             f"(r = {top['r']:+.2f}); with this few layers, read the signs.{extra}")
 
 
@@ -236,7 +254,9 @@ def _same(text):
 
 _SENTENCES = {
     "training_curves": _training, "summary_card": _card, "kd_quantities": _kd, "l0_vs_mse": _l0mse,
-    "predicted_floors": _floors, "paper_heatmap": _card, "slides_heatmap": _card, "appendix_sidecar": _card,
+    "predicted_floors": _floors, "paper_heatmap": _card,
+    "slides_heatmap": _same("The same final-snapshot numbers as variant 1, four metrics only."),
+    "appendix_sidecar": _sidecar,
     "small_multiples": _same("Each panel is one layer; bars are relative to the other layers, numbers are measured."),
     "smooth_depth": _same("Colour between the white lines is interpolated between measured layers, not measured."), "correlation": _corr, "headline": _headline,
     "dashboard": _dashboard, "depth_landscape": _landscape, "controller": _controller, "frontier": _frontier,

@@ -29,7 +29,7 @@ rerun = False  # True: train the SAEs again with the run's config (minutes) inst
 out = ""  # folder for the figures and their data; "" means _build/figures/02_trial_a
 
 # %%
-from kdsae_core.chapters import open_chapter, sentence
+from kdsae_core.chapters import open_chapter
 
 ch = open_chapter("02_trial_a", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
 ch.header()
@@ -39,32 +39,28 @@ ch.header()
 # Reconstruction MSE, the L1 penalty and their sum over training tokens, one line per layer.
 
 # %%
-d = ch.show("training_curves")
-ch.say(sentence("training_curves", d.data))
+ch.figure("training_curves")
 
 # %% [markdown]
 # ## Summary card
 # One row per layer; each column is shaded relative to itself, with the numbers printed.
 
 # %%
-d = ch.show("summary_card")
-ch.say(sentence("summary_card", d.data))
+ch.figure("summary_card")
 
 # %% [markdown]
 # ## The three KD quantities
 # Sparsity α = 1 − L0/F, capacity g(α) and critical width d*_S = F / g(α), per layer.
 
 # %%
-d = ch.show("kd_quantities")
-ch.say(sentence("kd_quantities", d.data))
+ch.figure("kd_quantities")
 
 # %% [markdown]
 # ## L0 vs reconstruction
 # Each layer's place in the sparsity–reconstruction trade-off under this one λ.
 
 # %%
-d = ch.show("l0_vs_mse")
-ch.say(sentence("l0_vs_mse", d.data))
+ch.figure("l0_vs_mse")
 
 # %% [markdown]
 # ## Predicted floor vs student width
@@ -72,5 +68,4 @@ ch.say(sentence("l0_vs_mse", d.data))
 # dots are the widths the measurement file predicts ({1/8 … 1} × d_model), dotted lines each layer's d*_S.
 
 # %%
-d = ch.show("predicted_floors")
-ch.say(sentence("predicted_floors", d.data))
+ch.figure("predicted_floors")

@@ -28,7 +28,7 @@ rerun = False  # True: train the SAEs again with the run's config instead of ren
 out = ""  # folder for the figures and their data; "" means _build/figures/03_trial_b
 
 # %%
-from kdsae_core.chapters import open_chapter, sentence
+from kdsae_core.chapters import open_chapter
 
 ch = open_chapter("03_trial_b", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
 ch.header()
@@ -39,51 +39,46 @@ ch.header()
 # as PNG and SVG for print.
 
 # %%
-d = ch.show("paper_heatmap")
-ch.say(sentence("paper_heatmap", d.data))
+ch.figure("paper_heatmap")
 
 # %% [markdown]
 # ## Variant 2 compact slide palette
 # Four metrics, large numbers, grey shades that survive a projector.
 
 # %%
-d = ch.show("slides_heatmap")
+ch.figure("slides_heatmap")
 
 # %% [markdown]
 # ## Variant 3 heatmap with sidecar
 # The appendix table, with per-layer statistics of the importance distribution beside it.
 
 # %%
-d = ch.show("appendix_sidecar")
+ch.figure("appendix_sidecar")
 
 # %% [markdown]
 # ## Variant 4 small multiples
 # Every layer's metric vector on one page.
 
 # %%
-d = ch.show("small_multiples")
-ch.say(sentence("small_multiples", d.data))
+ch.figure("small_multiples")
 
 # %% [markdown]
 # ## Variant 5 smooth gradient
 # Trends through depth; colour between measured layers is linear interpolation (labelled on the figure).
 
 # %%
-d = ch.show("smooth_depth")
-ch.say(sentence("smooth_depth", d.data))
+ch.figure("smooth_depth")
 
 # %% [markdown]
 # ## Variant 6 metric correlations
 # Pearson correlation of the per-layer metrics across layers (e.g. α against the dead-latent count).
 
 # %%
-d = ch.show("correlation")
-ch.say(sentence("correlation", d.data))
+ch.figure("correlation")
 
 # %% [markdown]
 # ## Variant 7 headline card
 # Mean α, mean L0 and the total number of dead latents.
 
 # %%
-d = ch.show("headline")
-ch.say(sentence("headline", d.data))
+ch.figure("headline")

@@ -30,7 +30,7 @@ rerun = False  # True: train the SAEs again with the run's config instead of ren
 out = ""  # folder for the figures and their data; "" means _build/figures/04_trial_c
 
 # %%
-from kdsae_core.chapters import open_chapter, sentence
+from kdsae_core.chapters import open_chapter
 
 ch = open_chapter("04_trial_c", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
 ch.header()
@@ -40,21 +40,18 @@ ch.header()
 # Layer by metric: L0 against its target, α, g(α), reconstruction MSE and dead latents, with the numbers.
 
 # %%
-d = ch.show("dashboard")
-ch.say(sentence("dashboard", d.data))
+ch.figure("dashboard")
 
 # %% [markdown]
 # ## Depth landscape
 # Every per-layer property as a profile through depth, each in its own units.
 
 # %%
-d = ch.show("depth_landscape")
-ch.say(sentence("depth_landscape", d.data))
+ch.figure("depth_landscape")
 
 # %% [markdown]
 # ## Controller trajectories
 # λ and L0 of every layer over training: the evidence that the controller reached its target.
 
 # %%
-d = ch.show("controller")
-ch.say(sentence("controller", d.data))
+ch.figure("controller")

@@ -31,7 +31,7 @@ pilots = False  # True: add the pilot coefficients' points (1e-4, 2e-4, 7e-4)
 out = ""  # folder for the figures and their data; "" means _build/figures/05_trials_compared
 
 # %%
-from kdsae_core.chapters import open_chapter, sentence, with_pilots
+from kdsae_core.chapters import open_chapter, with_pilots
 
 ch = open_chapter("05_trials_compared", source=source, layers=layers, run=run, rerun=rerun, out=out,
                   trials=None if pilots else trials)
@@ -44,5 +44,4 @@ ch.header()
 # points across trials (that layer's trade-off curve).
 
 # %%
-d = ch.show("frontier")
-ch.say(sentence("frontier", d.data))
+ch.figure("frontier")

@@ -118,3 +118,14 @@ def test_gallery_without_toy_results_says_so(tmp_path):
     from kdsae_core.figures.gallery import _toy_cards
     cards, note = _toy_cards(tmp_path, "../notebooks", tmp_path / "no_toy_results.json")
     assert cards == [] and "no committed toy results" in note
+
+
+def test_a_run_without_a_training_log_still_renders(tmp_path):
+    """Hub downloads hold measurements but no metrics.jsonl: curves are skipped with one sentence."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    (run / "metrics.jsonl").unlink()
+    nb = execute(paths.NOTEBOOKS / "04_trial_c.py", tmp_path / "o.ipynb", run=str(run), out=str(tmp_path / "figs"))
+    assert len(outputs(nb, "image/png")) == 2
+    assert any("Not drawn for this run" in t and "no logged steps for trial C" in t for t in outputs(nb, "text/markdown"))
