@@ -240,6 +240,10 @@ def _pct(v) -> str:
     return v if isinstance(v, str) else f"{100 * v:.1f}%"
 
 
+def _pairs(k) -> str:
+    return f"{k} pair" if k == 1 else f"{k} pairs"
+
+
 def loss_sentence(results: dict) -> str:
     d = loss_vs_width_data(results)
     gap = (d.measured_median - d.predicted_floor) / d.L_inf
@@ -249,10 +253,10 @@ def loss_sentence(results: dict) -> str:
              f"pairs measure at or above it"]
     if below.any():
         parts.append(f"below d*_S the measured floor exceeds the predicted one by a median {_pct(float(gap[below].median()))} "
-                     f"of L\u221e ({int(below.sum())} pairs)")
+                     f"of L\u221e ({_pairs(int(below.sum()))})")
     if (~below).any():
         parts.append(f"at or above d*_S, where the prediction is 0, students measure a median "
-                     f"{_pct(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e ({int((~below).sum())} pairs)")
+                     f"{_pct(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e ({_pairs(int((~below).sum()))})")
     return "; ".join(parts) + "."
 
 
@@ -278,9 +282,9 @@ def accuracy_sentence(results: dict) -> str:
         ex = excluded.get(a, {})
         below = ex.get("pairs", 0) - ex.get("rel_excluded_at_or_above_d_star", 0)
         rel = ("no pairs below d*_S" if med["rel"][a] == "no pairs"
-               else f"{_pct(med['rel'][a])} over {below} pairs below d*_S")
+               else f"{_pct(med['rel'][a])} over {_pairs(below)} below d*_S")
         lines.append(f"- \u03b1 = {a}: accuracy_rel {rel}; accuracy_norm {_pct(med['norm'][a])} over "
-                     f"{ex.get('pairs', '?')} pairs")
+                     f"{_pairs(ex.get('pairs', '?'))}")
     rel = {a: v for a, v in med["rel"].items() if v != "no pairs"}
     norm_ok = all(v > PAPER_THRESHOLD for v in med["norm"].values())
     failing = [a for a, v in rel.items() if v <= PAPER_THRESHOLD]
