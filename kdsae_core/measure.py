@@ -1,0 +1,189 @@
+"""Measure trained SAEs (DESIGN.md section 4): for every (trial, layer, snapshot) checkpoint of a run, over
+fresh tokens (the corpus' held-out measurement split): MSE, L1, combined loss, explained variance, L0,
+alive F (fire rate > 1e-5), dead latents, alpha, g(alpha), d*_S, the sorted E[z^2] importances and the
+predicted floors at {1/8 ... 1} x d_model. All checkpoints are measured from the same forward passes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import activations as acts
+from . import checkpoints, manifest, paths, theory
+from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
+from .fileio import atomic_write_json, atomic_write_text
+from .run_data import snapshot_tokens
+from .runlock import run_lock
+
+SUMMARY_COLUMNS = ["layer", "L0", "alpha", "g_alpha", "d_star_S", "F_alive", "dead", "d_sae", "mse", "l1", "loss",
+                   "explained_variance", "tokens", "lambda"]
+
+
+@dataclass
+class Checkpoint:
+    trial: str
+    layer: int
+    snapshot: str
+    folder: Path
+
+
+def list_checkpoints(run: Path, trials=None, layers=None, snapshots=None) -> list[Checkpoint]:
+    root = Path(run) / "checkpoints"
+    out = []
+    for folder in sorted(root.glob("*/layer*/*")) if root.is_dir() else []:
+        if not (folder / checkpoints.CFG_FILE).exists():
+            continue
+        trial, layer, snap = folder.parent.parent.name, int(folder.parent.name[len("layer"):]), folder.name
+        if (trials is None or trial in trials) and (layers is None or layer in layers) \
+                and (snapshots is None or snap in snapshots):
+            out.append(Checkpoint(trial, layer, snap, folder))
+    return sorted(out, key=lambda c: (c.trial, c.layer, snapshot_tokens(c.snapshot)))
+
+
+class _Accumulator:
+    """Running sums for one SAE over the measurement tokens (float64 where it matters)."""
+
+    def __init__(self, sae, d_in: int, d_sae: int, device):
+        self.sae = sae
+        f64 = dict(dtype=torch.float64, device=device)
+        self.n = 0
+        self.sse = torch.zeros((), **f64)
+        self.sum_x = torch.zeros(d_in, **f64)
+        self.sum_x2 = torch.zeros(d_in, **f64)
+        self.fires = torch.zeros(d_sae, dtype=torch.int64, device=device)
+        self.sum_z = torch.zeros(d_sae, **f64)
+        self.sum_z2 = torch.zeros(d_sae, **f64)
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor) -> None:
+        z = self.sae.encode(x)
+        err = self.sae.decode(z) - x
+        self.n += x.shape[0]
+        self.sse += err.double().square().sum()
+        xd = x.double()
+        self.sum_x += xd.sum(0)
+        self.sum_x2 += xd.square().sum(0)
+        self.fires += torch.count_nonzero(z, dim=0)
+        self.sum_z += z.sum(0, dtype=torch.float64)
+        self.sum_z2 += z.double().square().sum(0)
+
+
+def _result(acc: _Accumulator, ck: Checkpoint, cfg: dict, run_cfg: dict) -> dict:
+    meta = checkpoints.kdsae_meta(cfg)
+    trial = meta.get("trial") or (run_cfg.get("trials") or {}).get(ck.trial) or {}
+    form = trial.get("l1_form", "sum")
+    lam = meta.get("lambda", trial.get("l1_coeff"))
+    d_in, d_sae, n = int(cfg["d_in"]), int(cfg["d_sae"]), acc.n
+    rate = acc.fires.double() / n
+    alive = rate > theory.ALIVE_THRESHOLD
+    F = int(alive.sum())
+    L0 = float(acc.fires.sum()) / n
+    if F == 0:
+        raise BadFile(f"{ck.folder}: no latent fired on the {n:,} measurement tokens; there is nothing to measure.")
+    importance = torch.sort(acc.sum_z2[alive] / n, descending=True).values.cpu().numpy()
+    m = theory.Measurement(F_alive=F, avg_active=L0, sorted_importance=importance, layer=ck.layer, snapshot=ck.snapshot)
+    variance = float((acc.sum_x2 - acc.sum_x.square() / n).sum())
+    mse = float(acc.sse) / (n * d_in)
+    l1 = float(acc.sum_z.sum()) / n / (1 if form == "sum" else d_sae)
+    out = {
+        "layer": ck.layer, "snapshot": ck.snapshot, "trial": ck.trial, "model": run_cfg.get("model"),
+        "tokens": meta.get("tokens"), "measure_tokens": n, "d_in": d_in, "d_sae": d_sae,
+        "F_alive": F, "dead": d_sae - F, "avg_active": L0,
+        "mse": mse, "l1": l1, "lambda": lam, "l1_form": form,
+        "loss": mse + float(lam) * l1 if lam is not None else None,
+        "explained_variance": 1.0 - float(acc.sse) / variance if variance > 0 else None,
+        "alive_threshold": theory.ALIVE_THRESHOLD,
+    }
+    if 0 < L0 < F:
+        out.update({"alpha": m.alpha, "g_alpha": m.g_alpha, "d_star_S": m.d_star_S, "L_inf": m.L_inf,
+                    "predictions": {str(k): v for k, v in m.predictions(theory.default_widths(d_in)).items()}})
+    else:  # alpha = 1 - L0/F is outside (0, 1): the theory does not apply; say so rather than invent a value
+        out.update({"alpha": None, "g_alpha": None, "d_star_S": None, "L_inf": m.L_inf, "predictions": {},
+                    "note": f"L0 = {L0:.4g} is not inside (0, F = {F}): alpha is undefined"})
+    out["sorted_importance"] = importance.tolist()
+    return out
+
+
+def _write_summaries(run: Path, trials) -> list[Path]:
+    """summary_{trial}.csv from the measurement files on disk: one row per layer, its last snapshot."""
+    written = []
+    for trial in sorted(trials):
+        last: dict[int, dict] = {}
+        for path in sorted((Path(run) / "measurements" / trial).glob("layer*_*.json")):
+            r = json.loads(path.read_text())
+            layer = int(r["layer"])
+            if layer not in last or snapshot_tokens(r["snapshot"]) > snapshot_tokens(last[layer]["snapshot"]):
+                last[layer] = r
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        for layer in sorted(last):
+            w.writerow({**last[layer], "L0": last[layer]["avg_active"]})
+        atomic_write_text(paths.summary_file(run, trial), buf.getvalue())
+        written.append(paths.summary_file(run, trial))
+    return written
+
+
+def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, snapshots=None,
+                progress: bool = True, batch_tokens: int | None = None, model=None, device: str | None = None) -> list[Path]:
+    """Measure every selected checkpoint of `run`; write measurement JSONs, summaries and the manifest."""
+    run = Path(run)
+    if not paths.run_config(run).exists():
+        raise RunFolderError(f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
+                             "download one with `kdsae download`.")
+    run_cfg = json.loads(paths.run_config(run).read_text())
+    settings = run_cfg.get("settings") or {}
+    n_tokens = int(tokens or settings.get("measure_tokens") or 100_000)
+    if n_tokens < 1:
+        raise InvalidParameter(f"--tokens must be positive (got {n_tokens}).")
+    cks = list_checkpoints(run, trials, layers, snapshots)
+    if not cks:
+        raise MissingData(f"{run} has no checkpoints to measure"
+                          + (" for the trials/layers/snapshots asked for" if trials or layers or snapshots else "") + ".")
+    listed = manifest.read_manifest(run)
+    device = device or settings.get("device", "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    with run_lock(run):
+        model = model if model is not None else acts.load_model(run_cfg.get("model_source") or run_cfg["model"], device)
+        source = acts.ActivationSource(model, sorted({c.layer for c in cks}))
+        accs = {}
+        for c in cks:
+            rel = str(c.folder.relative_to(run) / checkpoints.WEIGHTS_FILE)
+            sae, cfg = checkpoints.load_checkpoint(c.folder, expected_sha256=listed.get(rel), device=device)
+            if cfg["d_in"] != source.d_model:
+                raise BadFile(f"{c.folder} has d_in {cfg['d_in']}, but the model's residual stream has {source.d_model}.")
+            accs[(c.trial, c.layer, c.snapshot)] = (_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg)
+        context = int(settings.get("context") or run_cfg.get("context") or 128)
+        batch = int(batch_tokens or settings.get("batch_tokens") or 4096)
+        n_seq = max(1, batch // context)
+        stream = acts.TokenStream(model.tokenizer, settings.get("dataset") or run_cfg.get("dataset", "embedded"),
+                                  context, split="measure")
+        done = 0
+        bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",
+                   disable=not progress, mininterval=2.0)
+        while done < n_tokens:
+            take = min(n_seq, math.ceil((n_tokens - done) / context))
+            x = source(stream.next_batch(take))
+            for acc, c, _ in accs.values():
+                acc.add(x[c.layer])
+            done += take * context
+            bar.update(take * context)
+        bar.close()
+        results = [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs.values()]
+        written = []
+        for r in results:
+            path = paths.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
+            atomic_write_json(path, r)
+            written.append(path)
+        written += _write_summaries(run, {r["trial"] for r in results})
+        manifest.write_manifest(run)
+    return written
