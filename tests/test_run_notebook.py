@@ -143,3 +143,12 @@ def test_a_failing_cell_fails_the_run_and_keeps_the_record(tmp_path, capsys):
     assert "tiny.py failed in cell" in err and "AssertionError: x is 2" in err
     assert json.loads((tmp_path / "o" / "run.json").read_text())["status"] == "failed"
     assert (tmp_path / "o" / "tiny.ipynb").exists()
+
+
+def test_figure_folder_is_never_in_results(tmp_path):
+    from kdsae_core.errors import RunFolderError
+    for bad in ("results", "results/toy/figs", str(paths.RESULTS / "x")):
+        with pytest.raises(RunFolderError, match="inside results/"):
+            nbp.figure_folder(bad, "01_toy_validation")
+    assert nbp.figure_folder("", "01_toy_validation") == paths.figures_out("01_toy_validation").resolve()
+    assert nbp.figure_folder(str(tmp_path / "f"), "x") == (tmp_path / "f").resolve()
