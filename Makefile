@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup browser book test test-unit test-book bench publish clean
+.PHONY: setup saelens-env browser book test test-unit test-book test-saelens bench publish clean
 
 setup: $(STAMP)
 
@@ -21,15 +21,30 @@ $(STAMP): requirements.txt pyproject.toml
 book: setup
 	$(BIN)/kdsae book
 
-test: setup browser test-unit
+test: setup saelens-env browser test-unit test-saelens
 	$(BIN)/kdsae book --clean
 	$(MAKE) test-book
 
 test-unit: setup
-	$(BIN)/python -m pytest -q tests --ignore=tests/book
+	$(BIN)/python -m pytest -q tests --ignore=tests/book --ignore=tests/saelens
 
 test-book: setup
 	$(BIN)/python -m pytest -q tests/book
+
+# SAELens 6.x pins transformer-lens < 4, so it gets its own environment (same torch CPU build).
+SL_VENV  := .venv-saelens
+SL_STAMP := $(SL_VENV)/.installed-$(shell cat requirements-saelens.txt | cksum | cut -d' ' -f1)
+saelens-env: $(SL_STAMP)
+
+$(SL_STAMP): requirements-saelens.txt
+	test -x $(SL_VENV)/bin/python || $(PYTHON) -m venv $(SL_VENV)
+	$(SL_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-saelens.txt
+	rm -f $(SL_VENV)/.installed-*
+	touch $@
+
+# Tests that need SAELens run in .venv (pytest) and drive .venv-saelens/bin/python as a subprocess.
+test-saelens: setup saelens-env
+	KDSAE_SAELENS_PYTHON=$(CURDIR)/$(SL_VENV)/bin/python $(BIN)/python -m pytest -q tests/saelens
 
 # Headless Chromium for the browser test of the built book (Debian packages; installed when run as root).
 browser:
