@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import functools
+import hashlib
 import json
 import os
 import re
@@ -222,14 +223,19 @@ def _hub_documents(name: str) -> Iterator[str]:
 
 
 def split_documents(docs: Iterator[str], split: str) -> Iterator[tuple[int, str]]:
-    """(index, text) of the documents in `split` (train | measure), after skipping short documents."""
+    """(index, text) of the documents in `split` (train | measure), after skipping short documents and
+    repeats of an earlier document (so no measurement text was seen in training)."""
     if split not in ("train", "measure"):
         raise InvalidParameter(f"split must be train or measure (got {split!r}).")
-    i = 0
+    i, seen = 0, set()
     for doc in docs:
         doc = doc.strip()
         if len(doc) < MIN_DOC_CHARS:
             continue
+        digest = hashlib.blake2b(doc.encode("utf-8", "replace"), digest_size=16).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
         if (i % MEASURE_EVERY == MEASURE_EVERY - 1) == (split == "measure"):
             yield i, doc
         i += 1

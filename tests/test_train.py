@@ -1,0 +1,273 @@
+"""The Experiment 2 engine end to end at tiny size: activations, training, snapshots, resume, measurement.
+
+The language model is a random-weight Pythia-shaped model (pythia-14m shape, built offline) or the real
+all-MiniLM-L6-v2 from its package; the text is the packaged English text or small local files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdsae_core import activations as acts
+from kdsae_core import manifest, paths, theory
+from kdsae_core.checkpoints import load_checkpoint
+from kdsae_core.errors import BadFile, InvalidParameter, MissingData, RunFolderError
+from kdsae_core.measure import Checkpoint, _Accumulator, _result, measure_run
+from kdsae_core.run_data import load_run
+from kdsae_core.sae import SAE
+from kdsae_core.train import SAETrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def pythia(tmp_path_factory):
+    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    return folder, acts.load_model(str(folder))
+
+
+def tiny(model_folder, **kw) -> SAETrainConfig:
+    values = dict(model=str(model_folder), layers=[0, 2], d_sae=64, tokens=2048, batch_tokens=256, context=64,
+                  n_snapshots=2, measure_tokens=1024)
+    values.update(kw)
+    return SAETrainConfig.from_profile("embedded", **values)
+
+
+# ---- activations ---------------------------------------------------------------------------------------
+def test_all_layer_capture_equals_per_layer_capture(pythia):
+    folder, model = pythia
+    tokens = acts.TokenStream(model.tokenizer, "embedded", 32).next_batch(3)
+    together = acts.ActivationSource(model, [0, 2, 4])(tokens)
+    for layer in (0, 2, 4):
+        alone = acts.ActivationSource(model, [layer])(tokens)[layer]
+        torch.testing.assert_close(together[layer], alone, rtol=0, atol=1e-6)
+        assert together[layer].shape == (3 * 32, 128)
+
+
+def test_the_forward_pass_stops_after_the_last_requested_layer(pythia):
+    _, model = pythia
+    ran = []
+    handles = [b.register_forward_hook(lambda m, i, o, k=k: ran.append(k)) for k, b in enumerate(model.blocks)]
+    try:
+        acts.ActivationSource(model, [0, 1])(torch.randint(100, 1000, (2, 16)))
+    finally:
+        for h in handles:
+            h.remove()
+    assert sorted(set(ran)) == [0, 1]
+
+
+def test_minilm_capture_matches_hugging_face_hidden_states():
+    from transformers import AutoModel
+    model = acts.load_model("embedded")
+    tokens = acts.TokenStream(model.tokenizer, "embedded", 48).next_batch(2)
+    got = acts.ActivationSource(model, range(6))(tokens)
+    hf = AutoModel.from_pretrained(str(acts.embedded_model_path()))
+    with torch.no_grad():
+        hidden = hf(tokens, output_hidden_states=True).hidden_states
+    for layer in range(6):
+        torch.testing.assert_close(got[layer], hidden[layer + 1].reshape(-1, 384), rtol=0, atol=2e-5)
+
+
+def test_a_layer_the_model_lacks_is_refused(pythia):
+    _, model = pythia
+    with pytest.raises(InvalidParameter, match="layer 6 does not exist: the model has 6 layers, numbered 0-5"):
+        acts.ActivationSource(model, [0, 6])
+
+
+# ---- text -------------------------------------------------------------------------------------------------
+def test_token_stream_packs_resumes_and_keeps_the_splits_apart(pythia):
+    _, model = pythia
+    tok = model.tokenizer
+    s = acts.TokenStream(tok, "embedded", 64)
+    first = s.next_batch(4)
+    assert first.shape == (4, 64) and bool((first[:, 0] == tok.cls_token_id).all())
+    state = s.state()
+    nxt = s.next_batch(4)
+    again = acts.TokenStream(tok, "embedded", 64)
+    again.load_state(json.loads(json.dumps(state)))  # the state survives JSON, as in trainer.json
+    assert torch.equal(again.next_batch(4), nxt)
+    train = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "train")}
+    measure = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "measure")}
+    assert measure and train and not (train & measure)
+    assert len(measure) == pytest.approx(len(train | measure) / acts.MEASURE_EVERY, abs=1)
+
+
+def test_local_text_files_and_their_errors(tmp_path, pythia):
+    _, model = pythia
+    long = "The quick brown fox jumps over the lazy dog near the river bank. "
+    lines = [f"Line {i}. " + long * 3 for i in range(10)]
+    (tmp_path / "a.txt").write_text("short\n" + "\n".join(lines + lines[:1]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": f"Record {i}. " + long}) for i in range(10)) + "\n")
+    docs = list(acts.iter_documents(str(tmp_path)))
+    assert len(docs) == 22
+    kept = list(acts.split_documents(iter(docs), "train")) + list(acts.split_documents(iter(docs), "measure"))
+    assert len(kept) == 20  # "short" is under 50 characters, and the repeated line is a repeat
+    s = acts.TokenStream(model.tokenizer, str(tmp_path), 16)
+    assert s.next_batch(2).shape == (2, 16)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "c.jsonl").write_text('{"body": 1}\n')
+    with pytest.raises(BadFile, match="line 1: expected a JSON object with a `text` field"):
+        list(acts.iter_documents(str(tmp_path / "bad")))
+    with pytest.raises(BadFile, match="does not exist"):
+        list(acts.iter_documents(str(tmp_path / "missing.txt")))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "e.txt").write_text("tiny\n")
+    with pytest.raises(MissingData, match="ran out"):
+        acts.TokenStream(model.tokenizer, str(tmp_path / "empty"), 16).next_batch(1)
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+def test_a_short_run_writes_every_file_of_the_run_folder(tmp_path, pythia):
+    folder, model = pythia
+    cfg = tiny(folder)
+    run = Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
+    config = json.loads(paths.run_config(run).read_text())
+    assert config["settings"] == cfg.settings() and config["d_in"] == 128 and config["layers"] == [0, 2]
+    assert [s["label"] for s in config["snapshots"]] == ["1.024k", "final"]
+    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    assert len(rows) == cfg.steps * 3 * 2 and {r["step"] for r in rows} == set(range(1, 9))
+    assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac"}
+    for r in rows:
+        lam_l1 = r["lambda"] * r["l1"]
+        assert r["loss"] == pytest.approx(r["mse"] + lam_l1, rel=1e-5)
+    for trial in "ABC":
+        for layer in (0, 2):
+            for snap in ("1.024k", "final"):
+                sae, c = load_checkpoint(paths.checkpoint_dir(run, trial, layer, snap))
+                assert (c["d_in"], c["d_sae"]) == (128, 64)
+                assert c["metadata"]["hook_name"] == f"blocks.{layer}.hook_resid_post"
+                assert c["metadata"]["kdsae"]["snapshot"] == snap
+    assert manifest.verify_manifest(run) == []
+    assert not paths.train_state_dir(run).exists()
+    assert json.loads((run / "status.json").read_text())["status"] == "complete"
+    # trial C's lambda moves, A and B's do not
+    lam = {t: {r["lambda"] for r in rows if r["trial"] == t} for t in "ABC"}
+    assert lam["A"] == {3e-4} and lam["B"] == {8e-5} and len(lam["C"]) > 1
+
+    measure_run(run, progress=False, model=model)
+    data = load_run(run, snapshots=None)
+    assert len(data.measurements) == 3 * 2 * 2
+    for _, m in data.measurements.iterrows():
+        assert m["F_alive"] + m["dead"] == 64 and m["measure_tokens"] == 1024
+        assert m["alpha"] == pytest.approx(1 - m["L0"] / m["F_alive"], rel=1e-9)
+        assert m["d_star_S"] == pytest.approx(m["F_alive"] / theory.g_alpha(m["alpha"]), rel=1e-9)
+    assert sorted(data.predictions["width"].unique()) == theory.default_widths(128)
+    summary = (run / "summary_C.csv").read_text().splitlines()
+    assert summary[0].startswith("layer,L0,alpha,g_alpha,d_star_S,F_alive,dead") and len(summary) == 3
+    assert manifest.verify_manifest(run) == []
+
+
+def test_stop_and_resume_gives_the_same_final_weights_and_log(tmp_path, pythia):
+    folder, model = pythia
+    cfg = tiny(folder, n_snapshots=2, state_every_tokens=512)
+    whole = Trainer(cfg, tmp_path / "whole", progress=False, model=model).run()
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt, match="state saved"):
+        Trainer(cfg, part, progress=False, model=model).run(stop_after_step=3)
+    assert paths.train_state_dir(part).exists()
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        Trainer(cfg, part, progress=False, model=model).run()
+    Trainer(cfg, part, progress=False, model=model).run(resume=True)
+    for trial in "ABC":
+        for layer in (0, 2):
+            for snap in ("1.024k", "final"):
+                a = paths.checkpoint_dir(whole, trial, layer, snap) / "sae_weights.safetensors"
+                b = paths.checkpoint_dir(part, trial, layer, snap) / "sae_weights.safetensors"
+                assert a.read_bytes() == b.read_bytes()
+    assert paths.run_metrics(whole).read_text() == paths.run_metrics(part).read_text()
+
+
+def test_resume_with_other_settings_and_a_foreign_folder_are_refused(tmp_path, pythia):
+    folder, model = pythia
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny(folder), run, progress=False, model=model).run(stop_after_step=2)
+    with pytest.raises(RunFolderError, match=r"other settings \(lr\)"):
+        Trainer(tiny(folder, lr=1e-3), run, progress=False, model=model).run(resume=True)
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not empty and holds no run"):
+        Trainer(tiny(folder), stray, progress=False, model=model).run()
+    assert (stray / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(tokens=100), "fewer than one batch"),
+    (dict(batch_tokens=100), "multiple of the context"),
+    (dict(trials=["A", "Z"]), "unknown trial 'Z'"),
+    (dict(d_sae=0), "--d-sae must be a whole number >= 1"),
+    (dict(lr=-1.0), "--lr must be a positive number"),
+    (dict(dtype="fp16"), "--dtype must be fp32 or bf16"),
+    (dict(n_snapshots=50), "exceeds the number of steps"),
+])
+def test_bad_settings_are_one_clear_sentence(kw, message):
+    with pytest.raises(InvalidParameter, match=message):
+        tiny("unused", **kw)
+
+
+def test_pilot_trials_are_the_mean_form(tmp_path):
+    specs = tiny("unused", trials=["P7e-04", "P1e-04"]).trial_specs()
+    assert specs["P7e-04"].l1_coeff == 7e-4 and specs["P7e-04"].l1_form == "mean"
+
+
+# ---- measurement --------------------------------------------------------------------------------------------
+def test_measurement_of_a_crafted_sae_with_a_known_firing_pattern():
+    """Tokens are basis vectors e_j with known frequencies; latent j (j < 4) reads e_j with bias -0.5, so it
+    fires exactly on the tokens e_j with z = 0.5; latents 4..7 never fire. Then every quantity is known."""
+    d_in, d_sae = 4, 8
+    sae = SAE(d_in, d_sae)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[:, :4] = torch.eye(4)
+        sae.b_enc.copy_(torch.tensor([-0.5] * 4 + [-1.0] * 4))
+        sae.W_dec.zero_()
+        sae.W_dec[:4] = torch.eye(4)
+    counts = [5000, 3000, 1500, 500]  # 10,000 tokens
+    x = torch.cat([torch.eye(4)[j].repeat(n, 1) for j, n in enumerate(counts)])
+    acc = _Accumulator(sae, d_in, d_sae, "cpu")
+    for chunk in x.split(1024):
+        acc.add(chunk)
+    cfg = {"d_in": d_in, "d_sae": d_sae, "metadata": {"kdsae": {"trial": {"l1_form": "sum"}, "lambda": 0.1, "tokens": 0}}}
+    r = _result(acc, Checkpoint("B", 3, "final", Path(".")), cfg, {"model": "crafted"})
+    assert (r["F_alive"], r["dead"], r["avg_active"]) == (4, 4, 1.0)
+    assert r["alpha"] == pytest.approx(0.75) and r["g_alpha"] == pytest.approx(theory.g_alpha(0.75))
+    assert r["d_star_S"] == pytest.approx(4 / theory.g_alpha(0.75))
+    # E[z_j^2] = 0.25 * frequency_j, sorted descending; x_hat = 0.5 e_j, so MSE = 0.25 / 4
+    assert r["sorted_importance"] == pytest.approx([0.25 * n / 10_000 for n in counts])
+    assert r["mse"] == pytest.approx(0.0625) and r["l1"] == pytest.approx(0.5) and r["loss"] == pytest.approx(0.1125)
+    variance = sum(n / 10_000 * (1 - n / 10_000) for n in counts)  # per-dim Bernoulli variance, summed
+    assert r["explained_variance"] == pytest.approx(1 - 0.25 / variance)
+
+
+def test_measure_refuses_a_checkpoint_of_another_width(tmp_path, pythia):
+    folder, model = pythia
+    run = Trainer(tiny(folder, trials=["B"], layers=[1]), tmp_path / "run", progress=False, model=model).run()
+    with pytest.raises(BadFile, match="d_sae 64, not the 32 asked for"):
+        load_checkpoint(paths.checkpoint_dir(run, "B", 1, "final"), d_sae=32)
+    weights = paths.checkpoint_dir(run, "B", 1, "final") / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(BadFile, match="does not match its manifest sha256"):
+        measure_run(run, progress=False, model=model)
+    assert not (run / "measurements").exists()
+
+
+def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythia):
+    folder, model = pythia
+    cfg = tiny(folder, trials=["A"], layers=[0], state_every_tokens=512)
+
+    def poison(step, x):
+        if step == 4:
+            x[0][3, 5] = float("nan")
+        return x
+
+    run = tmp_path / "run"
+    from kdsae_core.train import NumericalFault
+    with pytest.raises(NumericalFault, match=r"layer 0 activations at step 5 are not finite.*step 4\) is intact"):
+        Trainer(cfg, run, progress=False, model=model, batch_hook=poison).run()
+    Trainer(cfg, run, progress=False, model=model).run(resume=True)  # clean input resumes from step 4
+    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and all(math.isfinite(r["loss"]) for r in rows)
