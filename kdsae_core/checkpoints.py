@@ -1,8 +1,11 @@
 """On-disk SAE checkpoints: one folder per (layer, snapshot) holding `cfg.json` + `sae_weights.safetensors`.
 
 The folder is the SAELens layout (`SAE.load_from_disk` reads it: cfg fields `architecture`, `d_in`, `d_sae`,
-`dtype`, `device`, `apply_b_dec_to_input`, `normalize_activations`, `metadata`); what kdsae itself needs
-(trial, layer, snapshot, tokens, lambda at the snapshot, L1 form) lives under `metadata.kdsae`.
+`dtype`, `device`, `apply_b_dec_to_input`, `normalize_activations`, `reshape_activations`, `metadata`); what
+kdsae itself needs (trial, layer, snapshot, tokens, lambda at the snapshot, L1 form) lives under
+`metadata.kdsae`. `metadata.sae_lens_version` must be present and >= 6: without it SAELens 6 treats the file as
+a pre-6 config, drops the whole `metadata` block (model, hook, kdsae) and sets prepend_bos to True (checked
+against SAELens 6.54.12 by tests/saelens).
 Weights are written atomically; loading checks names, shapes and (when a manifest lists the file) sha256.
 """
 
@@ -23,6 +26,9 @@ from .sae import PARAM_NAMES, SAE
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
+SAELENS_FORMAT_VERSION = "6.54.12"  # the SAELens release whose cfg.json format this writes (tests/saelens)
+SAELENS_FIELDS = {"architecture": "standard", "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
+                  "normalize_activations": "none", "reshape_activations": "none"}
 
 
 def sae_cfg(d_in: int, d_sae: int, *, model: str, layer: int, context: int, dataset: str, kdsae: dict) -> dict:
@@ -37,6 +43,8 @@ def sae_cfg(d_in: int, d_sae: int, *, model: str, layer: int, context: int, data
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {
+            "sae_lens_version": SAELENS_FORMAT_VERSION,
+            "sae_lens_training_version": None,  # trained by kdsae, not by SAELens
             "model_name": model,
             "hook_name": f"blocks.{layer}.hook_resid_post",
             "hook_head_index": None,
@@ -46,6 +54,16 @@ def sae_cfg(d_in: int, d_sae: int, *, model: str, layer: int, context: int, data
             "kdsae": kdsae,
         },
     }
+
+
+def saelens_cfg(cfg: dict) -> dict:
+    """`cfg` completed for SAELens 6 (older kdsae runs lack `metadata.sae_lens_version`); nothing else changes."""
+    out = {**SAELENS_FIELDS, **cfg}
+    meta = dict(out.get("metadata") or {})
+    meta.setdefault("sae_lens_version", SAELENS_FORMAT_VERSION)
+    meta.setdefault("sae_lens_training_version", None)
+    out["metadata"] = meta
+    return out
 
 
 def save_checkpoint(folder: Path, sae: SAE, cfg: dict) -> None:
