@@ -33,13 +33,18 @@ def read_manifest(run: Path) -> dict[str, str]:
     path = paths.run_manifest(run)
     if not path.exists():
         return {}
+    return parse_manifest(path.read_text(), path)
+
+
+def parse_manifest(text: str, where) -> dict[str, str]:
+    """{relative path: sha256} of a manifest's text (`where` names it in errors)."""
     out = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise BadFile(f"{path}, line {i}, is not `<sha256>  <path>`.")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise BadFile(f"{where}, line {i}, is not `<sha256>  <path>`.")
         out[name] = digest
     return out
 

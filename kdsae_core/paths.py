@@ -74,3 +74,25 @@ def summary_file(run: Path, trial: str) -> Path:
 def train_state_dir(run: Path) -> Path:
     """Resumable trainer state (optimizer, controller, data position, RNG) of the last snapshot."""
     return Path(run) / "state"
+
+
+# ---- Hugging Face hub (hub.py, published.py) ------------------------------------------------
+def kdsae_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/kdsae` or `~/.cache/kdsae`: downloads that may not live in the repository."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "kdsae"
+
+
+def hub_run_dir(trial: str, revision: str | None = None) -> Path:
+    """Run folder that `hub.fetch_trial` converts and measures a published trial into (KDSAE_HUB_RUNS overrides
+    the parent folder): `<cache>/hub-runs/trial{T}` (`trial{T}@{revision}` for a pinned revision)."""
+    root = Path(os.environ["KDSAE_HUB_RUNS"]) if os.environ.get("KDSAE_HUB_RUNS") else kdsae_cache_dir() / "hub-runs"
+    return root / (f"trial{trial}" + (f"@{revision}" if revision else ""))
+
+
+def published_file(layer: int, snapshot: str) -> str:
+    """Name of one of the authors' published checkpoints: `sae_layer{LL}_{snapshot}.pt`."""
+    return f"sae_layer{layer:02d}_{snapshot}.pt"
+
+
+MODEL_CARD_FILE = "README.md"
