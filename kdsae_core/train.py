@@ -1,6 +1,6 @@
 """Experiment 2 training (DESIGN.md section 4): one SAE per (trial, layer), ALL fed from the same forward
 pass of the language model per batch, with K evenly spaced snapshots, a per-step metrics log and exact
-resume.
+resume. One process, or several under torchrun (kdsae_core.distributed: each rank owns some layers).
 
 Run folder (DESIGN.md section 5, paths.py): config.json, metrics.jsonl, MANIFEST.sha256,
 checkpoints/{trial}/layer{LL}/{snapshot}/, state/ (resumable, removed when the run completes), status.json.
@@ -8,14 +8,12 @@ checkpoints/{trial}/layer{LL}/{snapshot}/, state/ (resumable, removed when the r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,23 +22,14 @@ from tqdm.auto import tqdm
 
 from . import activations as acts
 from . import checkpoints, manifest, paths, train_state
+from .distributed import LocalComm
 from .errors import InvalidParameter, KdsaeError, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text
-from .run_data import format_tokens
 from .runlock import run_lock
-from .sae import SAEUnit, TrialSpec, paper_trials, pilot_trial
+from .sae import SAEUnit
 from .toy import stream_seed
+from .train_config import PROFILES, SAETrainConfig  # noqa: F401  (re-exported: the engine's public names)
 
-PROFILES: dict[str, dict] = {
-    # Sized so the three trials on all 6 MiniLM layers train and measure in well under 30 minutes on 2 cores.
-    "embedded": dict(model="embedded", dataset="embedded", d_sae=2048, tokens=300_000, n_snapshots=5,
-                     batch_tokens=512, context=128, device="cpu", dtype="fp32", measure_tokens=100_000,
-                     alive_window_tokens=100_000),
-    # As the authors ran it (needs a GPU and the hub).
-    "paper": dict(model="EleutherAI/pythia-410m", dataset="monology/pile-uncopyrighted", d_sae=32_768,
-                  tokens=300_000_000, n_snapshots=6, batch_tokens=32_768, context=1024, device="cuda",
-                  dtype="bf16", measure_tokens=1_000_000, alive_window_tokens=10_000_000),
-}
 ACTIVATION_LIMIT = 1e6  # |x| above this (or non-finite) stops the run: the forward pass has blown up
 STATUS_FILE = "status.json"
 
@@ -53,158 +42,36 @@ class _Stop(Exception):
     """SIGINT/SIGTERM (or a test's stop_after_step): a resumable state has been written."""
 
 
-@dataclass
-class SAETrainConfig:
-    """Experiment 2 settings; the field names are the CLI options and the notebooks' parameters."""
-
-    profile: str = "embedded"
-    model: str = "embedded"
-    layers: list[int] | None = None  # None: every layer of the model
-    trials: list[str] = field(default_factory=lambda: ["A", "B", "C"])  # A, B, C or pilots like P7e-04
-    d_sae: int | None = 2048
-    expansion: float | None = None  # d_sae = expansion * d_model (instead of d_sae)
-    tokens: int = 300_000
-    n_snapshots: int = 5
-    batch_tokens: int = 512
-    context: int = 128
-    dataset: str = "embedded"
-    device: str = "cpu"
-    dtype: str = "fp32"
-    lr: float = 3e-4
-    grad_clip: float = 1.0
-    target_l0: float = 150.0
-    seed: int = 0
-    measure_tokens: int = 100_000
-    alive_window_tokens: int = 100_000
-    state_every_tokens: int = 0  # also write a resumable state every N tokens (0: at snapshots only)
-
-    @classmethod
-    def from_profile(cls, profile: str, **overrides) -> "SAETrainConfig":
-        if profile not in PROFILES:
-            raise InvalidParameter(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}.")
-        values = dict(PROFILES[profile], profile=profile)
-        if overrides.get("expansion") is not None:
-            values["d_sae"] = None
-        if overrides.get("d_sae") is not None:
-            values["expansion"] = None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    @classmethod
-    def from_json(cls, d: dict) -> "SAETrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        def whole(name, low):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise InvalidParameter(f"--{name.replace('_', '-')} must be a whole number >= {low} (got {v!r}).")
-
-        for name, low in (("tokens", 1), ("n_snapshots", 1), ("batch_tokens", 1), ("context", 2), ("seed", 0),
-                          ("measure_tokens", 1), ("alive_window_tokens", 1), ("state_every_tokens", 0)):
-            whole(name, low)
-        if (self.d_sae is None) == (self.expansion is None):
-            raise InvalidParameter("give exactly one of --d-sae and --expansion.")
-        if self.d_sae is not None:
-            whole("d_sae", 1)
-        if self.expansion is not None and not (math.isfinite(self.expansion) and self.expansion > 0):
-            raise InvalidParameter(f"--expansion must be a positive number (got {self.expansion!r}).")
-        if self.batch_tokens % self.context:
-            raise InvalidParameter(f"--batch-tokens ({self.batch_tokens}) must be a multiple of the context length "
-                                   f"({self.context}): a batch is a whole number of sequences.")
-        if self.tokens < self.batch_tokens:
-            raise InvalidParameter(f"--tokens ({self.tokens}) is fewer than one batch ({self.batch_tokens} tokens).")
-        if self.n_snapshots > self.steps:
-            raise InvalidParameter(f"--n-snapshots ({self.n_snapshots}) exceeds the number of steps ({self.steps}).")
-        if self.dtype not in ("fp32", "bf16"):
-            raise InvalidParameter(f"--dtype must be fp32 or bf16 (got {self.dtype!r}).")
-        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise InvalidParameter(f"--device must be cpu or cuda (got {self.device!r}).")
-        for name in ("lr", "target_l0"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise InvalidParameter(f"--{name.replace('_', '-')} must be a positive number (got {v!r}).")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise InvalidParameter(f"--grad-clip must be >= 0 (got {self.grad_clip!r}).")
-        if self.layers is not None and (not self.layers or any(int(v) != v or v < 0 for v in self.layers)):
-            raise InvalidParameter(f"--layers must be 0-based layer numbers (got {self.layers!r}).")
-        if not self.trials or len(set(self.trials)) != len(self.trials):
-            raise InvalidParameter(f"--trial must name distinct trials (got {self.trials!r}).")
-        self.trial_specs()
-
-    @property
-    def steps(self) -> int:
-        return math.ceil(self.tokens / self.batch_tokens)
-
-    @property
-    def n_seq(self) -> int:
-        return self.batch_tokens // self.context
-
-    def trial_specs(self) -> dict[str, TrialSpec]:
-        known = paper_trials(self.target_l0)
-        out = {}
-        for name in self.trials:
-            if name in known:
-                out[name] = known[name]
-            elif name.startswith("P"):
-                try:
-                    out[name] = pilot_trial(float(name[1:]))
-                except ValueError:
-                    raise InvalidParameter(f"pilot trial {name!r} must be P followed by its lambda, like P7e-04.") from None
-                out[name] = dataclasses.replace(out[name], name=name)
-            else:
-                raise InvalidParameter(f"unknown trial {name!r}: use A, B, C or a pilot like P7e-04.")
-            out[name].validate()
-        return out
-
-    def snapshot_schedule(self) -> list[tuple[str, int]]:
-        """[(label, step)] for K evenly spaced token counts; the last label is `final`."""
-        out = []
-        for k in range(1, self.n_snapshots + 1):
-            nominal = self.tokens * k / self.n_snapshots
-            step = max(1, math.ceil(nominal / self.batch_tokens))
-            out.append(("final" if k == self.n_snapshots else format_tokens(nominal), step))
-        return out
-
-    def resolved_d_sae(self, d_model: int) -> int:
-        return int(self.d_sae) if self.d_sae is not None else max(1, round(self.expansion * d_model))
-
-    def settings(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def owner_all(layer: int) -> bool:
-    return True
+def unit_key(trial: str, layer: int) -> str:
+    return f"{trial}/layer{layer:02d}"
 
 
 class Trainer:
     """Train every (trial, layer) SAE of a config into a run folder.
 
-    `owns(layer)` selects the layers this process trains (all of them, unless a distributed run shards them);
-    `batch_hook(step, activations)` lets tests inject faults into a batch.
+    `comm` is the process group (LocalComm: this process trains every layer); `batch_hook(step,
+    activations)` lets tests inject faults into a batch.
     """
 
-    def __init__(self, cfg: SAETrainConfig, out: Path, progress: bool = True, model=None,
-                 owns: Callable[[int], bool] = owner_all,
+    def __init__(self, cfg: SAETrainConfig, out: Path, progress: bool = True, model=None, comm=None,
                  batch_hook: Callable[[int, dict], dict] | None = None):
         cfg.validate()
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.owns, self.batch_hook = owns, batch_hook
+        self.cfg, self.out = cfg, Path(out)
+        self.comm = comm or LocalComm()
+        self.progress = progress and self.comm.is_main
+        self.batch_hook = batch_hook
         self._model = model
         self.step = 0
         self._manifest_cache: dict = {}
+        self._metrics_file = None
 
     # -- set-up -----------------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise InvalidParameter("--device cuda was asked for, but no CUDA device is available here; use --device cpu.")
-        self.model = self._model if self._model is not None else acts.load_model(cfg.model, cfg.device)
+        device = getattr(self.comm, "device", None) or cfg.device
+        self.model = self._model if self._model is not None else acts.load_model(cfg.model, str(device))
         n_layers = acts.model_layers(self.model)
         self.layers = acts.check_layers(range(n_layers) if cfg.layers is None else cfg.layers, n_layers)
         autocast = torch.bfloat16 if cfg.dtype == "bf16" else None
@@ -213,14 +80,17 @@ class Trainer:
         self.d_sae = cfg.resolved_d_sae(self.d_in)
         self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train")
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
+        specs = cfg.trial_specs()
+        self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
         self.units = {}
-        for name, spec in cfg.trial_specs().items():
+        for name, spec in specs.items():
             for layer in self.layers:
-                if self.owns(layer):
+                if self.comm.owns(layer, self.layers):
                     # Every trial at a layer starts from the same weights: the trials differ only in their L1.
-                    u = SAEUnit(spec, layer, self.d_in, self.d_sae, stream_seed(cfg.seed, "sae", layer), cfg.lr,
-                                cfg.grad_clip, cfg.device, compute)
-                    self.units[u.key] = u
+                    self.units[unit_key(name, layer)] = SAEUnit(
+                        spec, layer, self.d_in, self.d_sae, stream_seed(cfg.seed, "sae", layer), cfg.lr,
+                        cfg.grad_clip, str(device), compute)
+        self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
 
     def run_config(self) -> dict:
@@ -234,17 +104,22 @@ class Trainer:
             "seed": cfg.seed, "lr": cfg.lr, "measure_tokens": cfg.measure_tokens,
             "trials": {n: s.to_json() for n, s in cfg.trial_specs().items()},
             "snapshots": [{"label": lab, "step": s, "tokens": s * cfg.batch_tokens} for lab, s in cfg.snapshot_schedule()],
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": self.comm.world,
         }
 
-    def _prepare_folder(self, resume: bool, force: bool) -> bool:
-        """True when resuming a state; refuses to mix runs."""
+    def _prepare_folder(self, resume: bool, force: bool) -> str:
+        """Main process: check the folder and write config.json. Returns `done`, `resume` or `fresh`."""
         out, cfg_path = self.out, paths.run_config(self.out)
+        old = None
         if cfg_path.exists():
             try:
                 old = json.loads(cfg_path.read_text())
             except json.JSONDecodeError:
                 old = {}
+        if old is not None:
+            same = old.get("settings") == self.cfg.settings()
+            if resume and same and (out / STATUS_FILE).exists():
+                return "done"
             if force and not resume:
                 for sub in ("checkpoints", "measurements", "state"):
                     shutil.rmtree(out / sub, ignore_errors=True)
@@ -253,25 +128,29 @@ class Trainer:
             elif not resume:
                 raise RunFolderError(f"{out} already holds a run: pass --resume to continue it, --force to start it "
                                      "over, or use another --out.")
-            elif old.get("settings") != self.cfg.settings():
-                diff = sorted(k for k in set(old.get("settings") or {}) | set(self.cfg.settings())
-                              if (old.get("settings") or {}).get(k) != self.cfg.settings().get(k))
+            elif not same:
+                theirs, mine = old.get("settings") or {}, self.cfg.settings()
+                diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
                 raise RunFolderError(f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
                                      "resume it with its own settings, or use another --out.")
-        elif any(out.iterdir()) if out.is_dir() else False:
-            stray = [p.name for p in out.iterdir() if p.name != ".lock"]
+        else:
+            stray = [p.name for p in out.iterdir() if p.name != ".lock"] if out.is_dir() else []
             if stray and not force:
-                raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}...): use an "
+                raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
                                      "empty or new --out, or --force.")
         atomic_write_json(cfg_path, self.run_config())
-        return resume and self._load_state()
+        return "resume" if resume else "fresh"
 
-    def _load_state(self) -> bool:
-        found = train_state.load_latest_state(self.out)
-        if found is None:
+    def _resume_state(self) -> bool:
+        """Load the newest generation every process finds intact for its own SAEs; False if there is none."""
+        mine = train_state.intact_steps(self.out, sorted(self.units))
+        found = self.comm.gather_objects(mine)
+        chosen = next((s for s in mine if all(s in f for f in found)), None) if self.comm.is_main else None
+        chosen = self.comm.broadcast_object(chosen)
+        if chosen is None:
             return False
-        meta, units = found
-        if meta.get("settings") != self.cfg.settings() or set(meta["units"]) != set(self.units):
+        meta, units = train_state.load_state(self.out, chosen, sorted(self.units))
+        if meta.get("settings") != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
             raise RunFolderError(f"the saved state in {paths.train_state_dir(self.out)} belongs to other settings; "
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
@@ -279,7 +158,8 @@ class Trainer:
         self.stream.load_state(meta["stream"])
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
         self.step = int(meta["step"])
-        self._truncate_metrics(self.step)
+        if self.comm.is_main:
+            self._truncate_metrics(self.step)
         return True
 
     # -- files ------------------------------------------------------------------------------------------
@@ -299,10 +179,15 @@ class Trainer:
         atomic_write_text(path, "".join(f"{line}\n" for line in keep))
 
     def _save_state(self) -> None:
-        meta = {"settings": self.cfg.settings(), "units": sorted(self.units), "stream": self.stream.state(),
-                "torch_rng": torch.get_rng_state().tolist(), "tokens": self.step * self.cfg.batch_tokens}
-        self._metrics_file.flush()
-        train_state.save_state(self.out, self.step, meta, {k: u.state() for k, u in self.units.items()})
+        digests = train_state.write_units(self.out, self.step, {k: u.state() for k, u in self.units.items()})
+        every = self.comm.gather_objects(digests)
+        if self.comm.is_main:
+            merged = {name: d for part in every for name, d in part.items()}
+            meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": self.stream.state(),
+                    "torch_rng": torch.get_rng_state().tolist(), "tokens": self.step * self.cfg.batch_tokens}
+            self._metrics_file.flush()
+            train_state.commit(self.out, self.step, meta, merged)
+        self.comm.barrier()
 
     def _snapshot(self, label: str) -> None:
         cfg = self.cfg
@@ -312,13 +197,15 @@ class Trainer:
             c = checkpoints.sae_cfg(self.d_in, self.d_sae, model=acts.model_display_name(cfg.model), layer=u.layer,
                                     context=cfg.context, dataset=cfg.dataset, kdsae=meta)
             checkpoints.save_checkpoint(paths.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
-        self._metrics_file.flush()
-        manifest.write_manifest(self.out, self._manifest_cache)
+        self.comm.barrier()
+        if self.comm.is_main:
+            self._metrics_file.flush()
+            manifest.write_manifest(self.out, self._manifest_cache)
 
-    # -- the loop ---------------------------------------------------------------------------------------------
+    # -- one step ---------------------------------------------------------------------------------------------
     def _batch(self) -> dict[int, torch.Tensor]:
-        tokens = self.stream.next_batch(self.cfg.n_seq)
-        x = self.source(tokens)
+        tokens = self.stream.next_batch(self.cfg.n_seq)  # every process reads the whole batch (cheap)
+        x = self.comm.route(self.source(self.comm.shard(tokens)), self.layers)
         if self.batch_hook is not None:
             x = self.batch_hook(self.step, x)
         return x
@@ -327,65 +214,87 @@ class Trainer:
         for layer, t in x.items():
             peak = t.abs().max()
             if not bool(torch.isfinite(peak)) or float(peak) > ACTIVATION_LIMIT:
-                raise NumericalFault(f"layer {layer} activations at step {self.step + 1} are "
-                                     f"{'not finite' if not bool(torch.isfinite(peak)) else f'exploding (|x| = {float(peak):.3g})'}; "
+                what = "not finite" if not bool(torch.isfinite(peak)) else f"exploding (|x| = {float(peak):.3g})"
+                raise NumericalFault(f"layer {layer} activations at step {self.step + 1} are {what}; "
                                      f"the run stopped, {self._last_good()}.")
 
     def _last_good(self) -> str:
-        st = train_state.load_latest_state(self.out) if paths.train_state_dir(self.out).exists() else None
+        st = train_state.load_latest_state(self.out, keys=[]) if paths.train_state_dir(self.out).exists() else None
         return (f"its last good state (step {st[0]['step']}) is intact: fix the input and resume with --resume"
                 if st else "no state had been saved yet")
 
-    def _log(self, rows: list[dict]) -> None:
-        self._metrics_file.write("".join(json.dumps(r) + "\n" for r in rows))
-
-    def _train_step(self) -> None:
+    def _train_step(self) -> tuple[list[dict], NumericalFault | None]:
+        """Step every SAE this process owns; (metrics rows, the fault that stopped it or None)."""
         cfg = self.cfg
         x = self._batch()
-        self._check_activations(x)
         rows = []
-        for u in self.units.values():
-            lam = float(u.controller.lam)
-            s = u.step(x[u.layer])
-            loss = float(s.loss)
-            if not math.isfinite(loss):
-                raise NumericalFault(f"the loss of trial {u.trial.name} at layer {u.layer} is {loss} at step "
-                                     f"{self.step + 1}; the run stopped, {self._last_good()}.")
-            rows.append({"trial": u.trial.name, "layer": u.layer, "step": self.step + 1,
-                         "tokens": (self.step + 1) * cfg.batch_tokens, "mse": float(s.mse), "l1": float(s.l1),
-                         "loss": loss, "L0": float(s.l0), "lambda": lam,
-                         "alive_frac": float(u.alive_fraction(self.alive_window_steps))})
-        self.step += 1
-        self._log(rows)
+        try:
+            self._check_activations(x)
+            for u in self.units.values():
+                lam = float(u.controller.lam)
+                s = u.step(x[u.layer])
+                loss = float(s.loss)
+                if not math.isfinite(loss):
+                    raise NumericalFault(f"the loss of trial {u.trial.name} at layer {u.layer} is {loss} at step "
+                                         f"{self.step + 1}; the run stopped, {self._last_good()}.")
+                rows.append({"trial": u.trial.name, "layer": u.layer, "step": self.step + 1,
+                             "tokens": (self.step + 1) * cfg.batch_tokens, "mse": float(s.mse), "l1": float(s.l1),
+                             "loss": loss, "L0": float(s.l0), "lambda": lam,
+                             "alive_frac": float(u.alive_fraction(self.alive_window_steps))})
+        except NumericalFault as e:
+            return rows, e
+        return rows, None
 
+    def _log(self, rows: list[dict]) -> None:
+        every = self.comm.gather_objects(rows)
+        if self.comm.is_main:
+            merged = sorted((r for part in every for r in part), key=lambda r: self._order[unit_key(r["trial"], r["layer"])])
+            self._metrics_file.write("".join(json.dumps(r) + "\n" for r in merged))
+
+    # -- the run ----------------------------------------------------------------------------------------------
     def run(self, resume: bool = False, force: bool = False, stop_after_step: int | None = None) -> Path:
         """Train to the end (or, with `stop_after_step`, save a resumable state there and raise KeyboardInterrupt)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        with run_lock(self.out):
+        with self.comm.lock(lambda: run_lock(self.out)):
             self._setup()
-            status = self.out / STATUS_FILE
-            if resume and status.exists() and paths.run_config(self.out).exists() and \
-                    json.loads(paths.run_config(self.out).read_text()).get("settings") == self.cfg.settings():
-                return self.out  # already complete
-            resumed = self._prepare_folder(resume, force)
+            decision = None
+            if self.comm.is_main:
+                try:
+                    decision = self._prepare_folder(resume, force)
+                except KdsaeError as e:
+                    self.comm.broadcast_object(("error", str(e)))
+                    raise
+            decision = self.comm.broadcast_object(decision)
+            if isinstance(decision, tuple):
+                raise RunFolderError(decision[1])
+            if decision == "done":
+                return self.out
+            resumed = decision == "resume" and self._resume_state()
             if not resumed:
                 self.step = 0
-                paths.run_metrics(self.out).write_text("")
+                if self.comm.is_main:
+                    paths.run_metrics(self.out).write_text("")
+            if self.comm.is_main:
+                self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
             try:
                 self._loop(stop_after_step)
             except _Stop:
                 raise KeyboardInterrupt(f"training stopped at step {self.step}; state saved, resume with --resume") from None
             finally:
-                self._metrics_file.close()
-            train_state.clear_state(self.out)
-            atomic_write_json(status, {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
-            manifest.write_manifest(self.out, self._manifest_cache)
+                if self._metrics_file is not None:
+                    self._metrics_file.close()
+            self.comm.barrier()
+            if self.comm.is_main:
+                train_state.clear_state(self.out)
+                atomic_write_json(self.out / STATUS_FILE,
+                                  {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
+                manifest.write_manifest(self.out, self._manifest_cache)
+            self.comm.barrier()
         return self.out
 
     def _loop(self, stop_after_step: int | None) -> None:
         cfg = self.cfg
-        self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
-        schedule = dict((s, lab) for lab, s in cfg.snapshot_schedule())
+        schedule = {s: lab for lab, s in cfg.snapshot_schedule()}
         state_every = math.ceil(cfg.state_every_tokens / cfg.batch_tokens) if cfg.state_every_tokens else 0
         stop = {"flag": False}
 
@@ -395,25 +304,31 @@ class Trainer:
         old = ({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
                if threading.current_thread() is threading.main_thread() else {})
         bar = tqdm(total=cfg.steps * cfg.batch_tokens, initial=self.step * cfg.batch_tokens, unit="tok",
-                   unit_scale=True, desc=f"train {len(self.units)} SAEs", disable=not self.progress, mininterval=2.0)
+                   unit_scale=True, desc=f"train {len(self.all_keys)} SAEs", disable=not self.progress, mininterval=2.0)
         try:
             t0, done0 = time.perf_counter(), self.step
             while self.step < cfg.steps:
-                self._train_step()
+                rows, fault = self._train_step()
+                faulted, stopping = self.comm.any([fault is not None, stop["flag"] or stop_after_step == self.step + 1])
+                if faulted:
+                    raise fault or NumericalFault(f"another process of this run hit a numerical fault at step "
+                                                  f"{self.step + 1} (see its message); the run stopped, {self._last_good()}.")
+                self.step += 1
+                self._log(rows)
                 bar.update(cfg.batch_tokens)
+                saved = False
                 if self.step in schedule:
                     self._snapshot(schedule[self.step])
-                    if self.step < cfg.steps:
-                        self._save_state()
-                elif state_every and self.step % state_every == 0:
+                if self.step < cfg.steps and (self.step in schedule or (state_every and self.step % state_every == 0)
+                                              or stopping):
                     self._save_state()
-                if (stop["flag"] or stop_after_step == self.step) and self.step < cfg.steps:
-                    if self.step not in schedule and not (state_every and self.step % state_every == 0):
-                        self._save_state()
+                    saved = True
+                if stopping and self.step < cfg.steps:
+                    assert saved
                     raise _Stop()
                 if self.progress and self.step % 10 == 0:
                     rate = (self.step - done0) * cfg.batch_tokens / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix_str(f"{rate / max(len(self.units), 1):,.0f} tok/s per SAE", refresh=False)
+                    bar.set_postfix_str(f"{rate:,.0f} tok/s through {len(self.all_keys)} SAEs", refresh=False)
         finally:
             bar.close()
             for s, h in old.items():
@@ -426,7 +341,7 @@ def train(cfg: SAETrainConfig, out: Path, resume: bool = False, force: bool = Fa
 
 
 def retrain_like(run: Path, out: Path, trials=None, layers=None) -> Path:
-    """Train again with a run folder's settings (optionally fewer trials or layers) into `out`."""
+    """Train again with a run folder's settings (optionally fewer trials or layers) into `out`, and measure."""
     old = json.loads(paths.run_config(run).read_text())
     settings = dict(old["settings"])
     if trials is not None:

@@ -2,6 +2,10 @@
 Adam moments, controller, firing record) and `trainer.json` (step, data position, settings, and the sha256
 of every file beside it). `RUN/state/LATEST` names the newest complete generation; the one before it is kept,
 so a state that turns out truncated or corrupted falls back to the previous good one.
+
+Writing is two-phase so that several processes (a torchrun job: each rank owns some SAEs) can share it:
+every process writes its own SAEs' files (`write_units`), then one process writes `trainer.json` with all
+their digests and moves LATEST (`commit`).
 """
 
 from __future__ import annotations
@@ -25,57 +29,87 @@ TRAINER_FILE = "trainer.json"
 LATEST = "LATEST"
 
 
-def _unit_file(key: str) -> str:
+def unit_file(key: str) -> str:
     return key.replace("/", "_") + ".safetensors"
 
 
-def save_state(run: Path, step: int, meta: dict, units: dict[str, dict[str, torch.Tensor]]) -> Path:
-    """Write generation `step` (files first, trainer.json with their digests, then LATEST), drop older ones."""
-    root = paths.train_state_dir(run)
-    gen = root / f"step{step:09d}"
+def generation_dir(run: Path, step: int) -> Path:
+    return paths.train_state_dir(run) / f"step{step:09d}"
+
+
+def write_units(run: Path, step: int, units: dict[str, dict[str, torch.Tensor]]) -> dict[str, str]:
+    """Write these SAEs' state files of generation `step`; return {file name: sha256}."""
+    gen = generation_dir(run, step)
     digests = {}
     for key, tensors in units.items():
         data = st_save(tensors)
-        atomic_write_bytes(gen / _unit_file(key), data)
-        digests[_unit_file(key)] = hashlib.sha256(data).hexdigest()
-    atomic_write_json(gen / TRAINER_FILE, {**meta, "step": step, "files": digests})
+        atomic_write_bytes(gen / unit_file(key), data)
+        digests[unit_file(key)] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def commit(run: Path, step: int, meta: dict, digests: dict[str, str]) -> Path:
+    """Write trainer.json (with every unit's digest), point LATEST at it, drop generations beyond KEEP."""
+    root, gen = paths.train_state_dir(run), generation_dir(run, step)
+    atomic_write_json(gen / TRAINER_FILE, {**meta, "step": step, "files": dict(sorted(digests.items()))})
     atomic_write_text(root / LATEST, gen.name + "\n")
     for old in sorted(p for p in root.glob("step*") if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return gen
 
 
-def _load_generation(gen: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+def save_state(run: Path, step: int, meta: dict, units: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """One process owns every SAE: write and commit generation `step`."""
+    return commit(run, step, meta, write_units(run, step, units))
+
+
+def _generations(run: Path) -> list[Path]:
+    """Generation folders, the one LATEST names first, then newest first."""
+    root = paths.train_state_dir(run)
+    if not root.is_dir():
+        return []
+    latest = (root / LATEST).read_text().strip() if (root / LATEST).exists() else None
+    gens = [p for p in root.glob("step*") if p.is_dir() and p.name[4:].isdigit()]
+    return sorted(gens, key=lambda p: (p.name != latest, -int(p.name[4:])))
+
+
+def _load_generation(gen: Path, keys: list[str] | None, load: bool = True) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+    """(meta, {key: tensors}) of `keys` (default: every unit) if trainer.json and those files are intact
+    (`load=False`: check the digests only)."""
     try:
         meta = json.loads((gen / TRAINER_FILE).read_text())
-        missing = [k for k in meta["units"] if _unit_file(k) not in meta["files"]]
+        keys = meta["units"] if keys is None else keys
+        missing = [k for k in keys if unit_file(k) not in meta["files"]]
         if missing:
             raise ValueError(f"it lacks the state of {', '.join(missing)}")
         units = {}
-        for name, digest in meta["files"].items():
-            path = gen / name
-            if sha256_file(path) != digest:
+        for key in keys:
+            path = gen / unit_file(key)
+            if sha256_file(path) != meta["files"][unit_file(key)]:
                 raise ValueError(f"{path} does not match its sha256")
-            units[name] = st_load(path.read_bytes())
+            if load:
+                units[key] = st_load(path.read_bytes())
         return meta, units
     except (OSError, ValueError, KeyError, TypeError, SafetensorError, json.JSONDecodeError) as e:
         print(f"kdsae: training state {gen} is truncated or corrupted ({e}); trying an older one", file=sys.stderr)
         return None
 
 
-def load_latest_state(run: Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+def intact_steps(run: Path, keys: list[str] | None = None) -> list[int]:
+    """Steps of the generations whose trainer.json and `keys`' files are intact, preferred one first."""
+    return [int(g.name[4:]) for g in _generations(run) if _load_generation(g, keys, load=False) is not None]
+
+
+def load_state(run: Path, step: int, keys: list[str] | None = None) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+    return _load_generation(generation_dir(run, step), keys)
+
+
+def load_latest_state(run: Path, keys: list[str] | None = None) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
     """(trainer meta, {unit key: tensors}) of the newest intact generation, or None."""
-    root = paths.train_state_dir(run)
-    if not root.is_dir():
-        return None
-    gens = sorted((p for p in root.glob("step*") if p.is_dir()), reverse=True)
-    latest = (root / LATEST).read_text().strip() if (root / LATEST).exists() else None
-    gens.sort(key=lambda p: (p.name != latest, -int(p.name[4:]) if p.name[4:].isdigit() else 0))
-    for gen in gens:
-        found = _load_generation(gen)
+    for gen in _generations(run):
+        found = _load_generation(gen, keys)
         if found is not None:
-            meta, files = found
-            return meta, {k: files[_unit_file(k)] for k in meta["units"]}
+            return found
     return None
 
 

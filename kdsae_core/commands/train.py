@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..distributed import make_comm
 from ..errors import InvalidParameter
 from ..train import PROFILES, SAETrainConfig, Trainer
 from ._args import int_list
@@ -60,7 +61,13 @@ def run(args) -> int:
     cfg = SAETrainConfig.from_profile(args.profile, **overrides)
     if args.layers is None:
         cfg.layers = None
-    Trainer(cfg, args.out).run(resume=args.resume, force=args.force)
+    comm = make_comm(cfg.device)  # several processes under torchrun, else this one
+    try:
+        Trainer(cfg, args.out, comm=comm).run(resume=args.resume, force=args.force)
+    finally:
+        comm.close()
+    if not comm.is_main:
+        return 0
     print(f"kdsae train: run folder {args.out}")
     if args.measure:
         from ..measure import measure_run
