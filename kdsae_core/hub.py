@@ -270,12 +270,12 @@ def upload(folder: Path, repo: str, revision: str | None = None, force: bool = F
     try:
         api.create_repo(repo, exist_ok=True, private=private)
         try:
-            head = api.model_info(repo, revision=branch)
-        except RevisionNotFoundError:
+            head, new_branch = api.model_info(repo, revision=branch), False
+        except RevisionNotFoundError:  # a new branch starts from main's files: they are replaced, not "overwritten"
             api.create_branch(repo, branch=branch)
-            head = api.model_info(repo, revision=branch)
+            head, new_branch = api.model_info(repo, revision=branch), True
         existing = [s.rfilename for s in (head.siblings or []) if s.rfilename != ".gitattributes"]
-        if existing and not force:
+        if existing and not force and not new_branch:
             raise HubError(f"{repo} at revision {branch} already holds {len(existing)} files (e.g. {existing[0]}): "
                            "pass --force to replace them, or publish to another --revision.")
         # parent_commit: if anyone commits between the check above and this upload, the hub refuses it.
