@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup saelens-env browser book test test-unit test-book test-saelens bench publish clean
+.PHONY: setup saelens-env browser book test test-unit test-book test-saelens results-exp2 results-toy bench publish clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,16 @@ GHP_IMPORT ?= $(BIN)/ghp-import
 publish:
 	test -f $(BOOK_HTML)/index.html || { echo "make publish: no built book in $(BOOK_HTML): run make book first"; exit 2; }
 	$(GHP_IMPORT) --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages --message "Publish the book" $(BOOK_HTML)
+
+# Regenerate the committed results the book renders (results/): Experiment 2's embedded run (~20 min on 2
+# cores) and Experiment 1's paper grid (hours on 2 cores). Both resume where they stopped.
+results-exp2: setup
+	$(BIN)/kdsae train --profile embedded --out runs/embedded --resume --measure
+	$(BIN)/python -c "from kdsae_core.results import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
+
+results-toy: setup
+	$(BIN)/kdsae toy --profile paper --out runs/toy-paper
+	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
 
 bench: setup
 	$(BIN)/python benchmarks/toy_sweep.py

@@ -1,0 +1,41 @@
+"""Committing a run into results/: no weights, no state, thinned metrics, a fresh manifest that verifies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdsae_core import activations as acts
+from kdsae_core import manifest
+from kdsae_core.errors import RunFolderError
+from kdsae_core.measure import measure_run
+from kdsae_core.results import commit_exp2_run, thin_metrics
+from kdsae_core.run_data import load_run
+from kdsae_core.train import SAETrainConfig, Trainer
+
+
+def test_thin_metrics_keeps_first_last_every_kth_and_snapshot_steps():
+    lines = [json.dumps({"step": s, "trial": "A", "layer": 0}) for s in range(1, 24)]
+    kept = [json.loads(line)["step"] for line in thin_metrics(lines, 5, {7})]
+    assert kept == [1, 5, 7, 10, 15, 20, 23]
+
+
+def test_a_committed_run_has_no_weights_and_renders(tmp_path):
+    folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    model = acts.load_model(str(folder))
+    cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B", "C"], d_sae=32,
+                                      tokens=2560, batch_tokens=128, context=64, n_snapshots=2, measure_tokens=512)
+    run = Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
+    with pytest.raises(RunFolderError, match="no measurements"):
+        commit_exp2_run(run, tmp_path / "results")
+    measure_run(run, progress=False, model=model)
+    dest = commit_exp2_run(run, tmp_path / "results", every=4)
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert not [f for f in files if f.endswith((".safetensors", ".pt")) or f.startswith(("checkpoints", "state"))]
+    assert "measurements/C/layer01_final.json" in files and "summary_B.csv" in files
+    steps = sorted({json.loads(line)["step"] for line in (dest / "metrics.jsonl").read_text().splitlines()})
+    assert steps == [1, 4, 8, 10, 12, 16, 20]  # every 4th, the first, the last and the snapshot step 10
+    assert manifest.verify_manifest(dest) == [] and "metrics.jsonl" in manifest.read_manifest(dest)
+    data = load_run(dest)
+    assert sorted(data.trials) == ["B", "C"] and data.layers == [1]
