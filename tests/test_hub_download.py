@@ -89,6 +89,9 @@ def test_download_and_measure_offline_through_the_real_cli(tmp_path, pythia):
     assert meta["source"]["commit"] == commit and meta["source"]["sha256"] == blob == meta["source"]["etag"]
     assert meta["tokens"] == 300_000_000 and meta["source"]["layout"] == "authors"
     assert len(run.trial_metrics("B")) == 6  # the training history stored in the files (3 rows per layer)
+    # the paper's figures draw from the downloaded run
+    assert cli.main(["figures", "--run", str(out), "--out", str(tmp_path / "figs")]) == 0
+    assert len(list((tmp_path / "figs").glob("trialB_*.png"))) >= 3
     # the dummy token appears in no output and no file
     fail = subprocess.run([KDSAE, "download", "--trial", "A", "--layers", "0", "--out", tmp_path / "other"], env=env,
                           capture_output=True, text=True, timeout=300)
