@@ -8,7 +8,11 @@ mean over tokens: the paper-exact form) or `mean` (the sum form divided by d_sae
 
 `fused_backward` writes the exact gradients of that loss by hand: no input gradient, no autograd graph, the
 L1 term and the ReLU mask folded into one pass over the [batch, d_sae] activations (`sae_loss` is the
-autograd reference the tests compare it with).
+autograd reference the tests compare it with). The per-step work besides the five matrix products is a few
+memory-bound passes over [batch, d_sae] (benchmarks/sae_step.py measures what they cost): the encoder bias
+gradient rides in the last product, per-latent sums are a matrix-vector product, the gradients are written
+into the same buffers every step, gradient clipping is folded into fused Adam, and the decoder renormalisation
+reads each weight from memory once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ LAMBDA_BOUNDS = (1e-8, 1.0)  # the adaptive controller keeps lambda inside these
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")  # SAELens' names, also our safetensors keys
+_NORMALIZE_BLOCK_BYTES = 1 << 20  # rows per block of the CPU decoder renormalisation (fits in L2)
 
 
 # ---- the trials -------------------------------------------------------------------------------------
@@ -160,7 +165,15 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
-        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min(1e-12))
+        """Decoder rows to unit norm. On the CPU in blocks of rows that stay in cache between the norm and the
+        division, so each weight is read from memory once (per-row results are the same for any block size)."""
+        W = self.W_dec
+        if W.device.type != "cpu":
+            W.div_(torch.linalg.vector_norm(W, dim=1, keepdim=True).clamp_min_(1e-12))
+            return
+        rows = max(1, _NORMALIZE_BLOCK_BYTES // max(1, W.shape[1] * W.element_size()))
+        for block in W.split(rows):
+            block.div_(torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_min_(1e-12))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {n: getattr(self, n).detach() for n in PARAM_NAMES}
@@ -207,34 +220,85 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
 
     Five matrix products (encoder, decoder, two weight gradients, the latent gradient): 10 d_in d_sae FLOPs
     per token, no gradient with respect to x. b_dec enters the encoder as a bias correction, so its
-    gradient needs no [B, d_in] product.
+    gradient needs no [B, d_in] product; b_enc's gradient is one more row of the W_enc-gradient product
+    (the centred input carries a column of ones). Besides the products, the [B, d_sae] activations are
+    touched by: the ReLU (fused into the encoder product on CUDA), one matrix-vector product for the
+    per-latent sums (L1 and which latents fired), the masked latent gradient (written in place) and the
+    L0 count (in place over the activations once they are no longer needed). The gradients are written into
+    the same buffers every step (views of one block for W_enc and b_enc), so no gradient memory is
+    allocated after the first step.
     """
     B = x.shape[0]
-    cd = compute_dtype or sae.W_enc.dtype
-    W_enc, b_enc, W_dec, b_dec = (t.to(cd) for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
+    d_in, d_sae = sae.d_in, sae.d_sae
+    pd = sae.W_enc.dtype
+    cd = compute_dtype or pd
+    W_enc, b_enc, W_dec, b_dec = (t.detach().to(cd) for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
     x = x.to(cd)
-    xc = x - b_dec
-    z = torch.addmm(b_enc, xc, W_enc).relu_()                      # [B, d_sae]
-    err = torch.addmm(b_dec, z, W_dec).sub_(x)                      # x_hat - x, [B, d_in]
-    counts = torch.count_nonzero(z, dim=0)                          # per-latent firing count
+    g_enc_block, g_dec, g_b_dec = _grad_buffers(sae)
+    # [x - b_dec | 1]: the ones column makes the last product give b_enc's gradient too.
+    xa = torch.empty(B, d_in + 1, dtype=cd, device=x.device)
+    xa[:, d_in] = 1
+    xc = xa[:, :d_in]
+    torch.sub(x, b_dec, out=xc)
+    z = _addmm_relu(b_enc, xc, W_enc)                                 # [B, d_sae]
+    err = torch.addmm(b_dec, z, W_dec).sub_(x)                        # x_hat - x, [B, d_in]
     mse = err.float().square().mean()
-    l1 = z.float().sum() / B
+    # Per-latent sums of z >= 0: the L1 term, and a latent fired on the batch iff its sum is > 0.
+    colsum = (torch.mv(z.T, z.new_ones(B)) if cd in (torch.float32, torch.float64)
+              else z.sum(0, dtype=torch.float32)).float()
+    l1 = colsum.sum() / B
     if form == "mean":
-        l1 = l1 / sae.d_sae
-    lam_t = torch.as_tensor(lam, dtype=torch.float32, device=z.device)
-    per_token = lam_t / (B if form == "sum" else B * sae.d_sae)
-    g_err = err.mul_(2.0 / (B * sae.d_in))                          # dLoss/dx_hat
-    sae.W_dec.grad = (z.T @ g_err).to(sae.W_dec.dtype)
+        l1 = l1 / d_sae
+    lam64 = torch.as_tensor(lam, dtype=torch.float64, device=z.device)
+    lam_t = lam64.float()
+    per_token = lam64 / (B if form == "sum" else B * d_sae)  # rounded once, to the compute dtype
+    g_err = err.mul_(2.0 / (B * d_in))                                # dLoss/dx_hat
+    _mm_into(g_dec, z.T, g_err)                                       # W_dec gradient
     g_dec_bias = g_err.sum(0)
-    # dLoss/dpre = (g_err W_dec^T + lam/B) masked by z > 0: the L1 term rides in the matmul's bias.
-    bias = per_token.to(cd).expand(sae.d_sae)
-    g_pre = torch.ops.aten.threshold_backward(torch.addmm(bias, g_err, W_dec.T), z, 0)
-    sae.W_enc.grad = (xc.T @ g_pre).to(sae.W_enc.dtype)
-    g_enc_bias = g_pre.sum(0)
-    sae.b_enc.grad = g_enc_bias.to(sae.b_enc.dtype)
-    sae.b_dec.grad = (g_dec_bias - W_enc @ g_enc_bias).to(sae.b_dec.dtype)
-    l0 = counts.sum().float() / B
-    return StepStats(mse=mse, l1=l1, loss=mse + lam_t * l1, l0=l0, fired=counts > 0)
+    # dLoss/dpre = (g_err W_dec^T + lam/B) masked by z > 0: the L1 term rides in the matmul's bias, the mask is
+    # applied in place.
+    g_pre = torch.addmm(per_token.to(cd).expand(d_sae), g_err, W_dec.T)
+    torch.ops.aten.threshold_backward.grad_input(g_pre, z, 0, grad_input=g_pre)
+    # L0: z is no longer needed, so its signs (0 or 1) are counted in place; a row sum of at most d_sae ones is
+    # exact in float32, the total is summed in float64.
+    l0 = z.sign_().sum(1, dtype=torch.float32).sum(dtype=torch.float64).float() / B
+    _mm_into(g_enc_block, xa.T, g_pre)                                # [W_enc | b_enc] gradient
+    g_enc_bias = g_enc_block[d_in].to(cd)
+    g_b_dec.copy_(g_dec_bias - torch.mv(W_enc, g_enc_bias))
+    return StepStats(mse=mse, l1=l1, loss=mse + lam_t * l1, l0=l0, fired=colsum > 0)
+
+
+def _addmm_relu(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """relu(bias + a @ b): on CUDA the ReLU runs in the matmul's epilogue; elsewhere addmm then relu_."""
+    if bias.device.type == "cuda":
+        return torch._addmm_activation(bias, a, b)
+    return torch.addmm(bias, a, b).relu_()
+
+
+def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.dtype == out.dtype:
+        torch.mm(a, b, out=out)
+    else:
+        out.copy_(a @ b)
+
+
+def _grad_buffers(sae: SAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradient buffers of an SAE, created once and kept as its parameters' `.grad`:
+    ([d_in + 1, d_sae] block whose rows are W_enc.grad and whose last row is b_enc.grad, W_dec.grad, b_dec.grad).
+    Recreated when something else has replaced or cleared a `.grad` (autograd, zero_grad(set_to_none=True))."""
+    cached = getattr(sae, "_grad_block", None)
+    params = (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)
+    if cached is not None and all(p.grad is g for p, g in zip(params, cached[1])):
+        return cached[0]
+    kw = dict(dtype=sae.W_enc.dtype, device=sae.W_enc.device)
+    block = torch.empty(sae.d_in + 1, sae.d_sae, **kw)
+    g_dec = torch.empty(sae.d_sae, sae.d_in, **kw)
+    g_b_dec = torch.empty(sae.d_in, **kw)
+    views = (block[:sae.d_in], block[sae.d_in], g_dec, g_b_dec)
+    for p, g in zip(params, views):
+        p.grad = g
+    object.__setattr__(sae, "_grad_block", ((block, g_dec, g_b_dec), views))
+    return block, g_dec, g_b_dec
 
 
 class SAEUnit:
@@ -260,13 +324,24 @@ class SAEUnit:
         lam = self.controller.lam
         stats = fused_backward(self.sae, x, lam, self.trial.l1_form, self.compute_dtype)
         if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.grad_clip, foreach=True)
+            self._clip_gradients()
         self.opt.step()
         self.sae.normalize_decoder_()
         self.controller.update(stats.l0)
-        self.last_fired[stats.fired] = self.steps
+        self.last_fired.masked_fill_(stats.fired, self.steps)  # no host sync (a boolean index would need one)
         self.steps += 1
         return stats
+
+    def _clip_gradients(self) -> None:
+        """clip_grad_norm_(max_norm=grad_clip): the same coefficient, min(1, clip / (norm + 1e-6)). With fused
+        Adam the scaling is folded into the optimizer's own pass over the gradients (its `grad_scale`, which
+        divides them), instead of a separate pass that multiplies every gradient."""
+        grads = [p.grad for p in self.sae.parameters()]
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if self.opt.defaults.get("fused"):
+            self.opt.grad_scale = ((norm + 1e-6) / self.grad_clip).clamp_(min=1.0)
+        else:
+            torch.nn.utils.clip_grads_with_norm_(grads, self.grad_clip, norm, foreach=True)
 
     def alive_fraction(self, window_steps: int) -> torch.Tensor:
         return (self.last_fired >= self.steps - window_steps).float().mean()
