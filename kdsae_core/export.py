@@ -83,6 +83,7 @@ def export_run(run: Path, to: Path, repo: str | None = None, force: bool = False
     run, to = Path(run).expanduser().absolute(), Path(to).expanduser().absolute()
     if not paths.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
+    paths.refuse_results(to, "--to")
     if to.resolve() == run.resolve() or run.resolve() in to.resolve().parents:
         raise InvalidParameter(f"--to {to} is inside the run folder {run}: choose a folder outside it.")
     if to.resolve() in run.resolve().parents:

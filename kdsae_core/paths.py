@@ -96,3 +96,12 @@ def published_file(layer: int, snapshot: str) -> str:
 
 
 MODEL_CARD_FILE = "README.md"
+
+
+def refuse_results(folder: Path, what: str) -> None:
+    """Weights never go into results/ (small committed result files only)."""
+    from .errors import InvalidParameter
+    f, results = Path(folder).expanduser().resolve(), RESULTS.resolve()
+    if f == results or results in f.parents:
+        raise InvalidParameter(f"{what} {folder} is inside results/, which holds small committed result files and "
+                               "never weights: choose a folder outside it (e.g. runs/).")

@@ -82,6 +82,14 @@ def _measure_settings(model, dataset, context, batch_tokens, measure_tokens) -> 
 
 
 # ---- the output folder ------------------------------------------------------------------------------------------
+def _earlier_settings(out: Path) -> dict:
+    try:
+        cfg = json.loads(paths.run_config(out).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return (cfg.get("settings") or {}) if cfg.get("profile") == HUB_PROFILE else {}
+
+
 def _existing(out: Path, settings: dict) -> dict | None:
     """The config of an earlier download into `out` (merged into), None for a new or empty folder; refuses
     any other content."""
@@ -341,12 +349,15 @@ def download_run(out: Path, trial: str | None = None, repo: str | None = None, n
     """Fetch and convert published checkpoints into the run folder `out`; return it."""
     src = resolve_source(trial, repo, name)
     out = Path(out).expanduser().absolute()
+    paths.refuse_results(out, "--out")
     layers = None if layers is None else sorted({int(v) for v in layers})
     if layers is not None and any(v < 0 for v in layers):
         raise InvalidParameter(f"--layers must be 0-based layer numbers (got {layers}).")
     for s in snapshots or ():
         snapshot_tokens(s)  # names a bad label
-    settings = _measure_settings(model, dataset, context, batch_tokens, measure_tokens)
+    given = dict(model=model, dataset=dataset, context=context, batch_tokens=batch_tokens, measure_tokens=measure_tokens)
+    earlier = _earlier_settings(out)  # adding to an earlier download: options not given keep its values
+    settings = _measure_settings(**{k: v if v is not None else earlier.get(k) for k, v in given.items()})
     old = _existing(out, settings)
     if trial is None and _is_kdsae_repo(src.repo, revision, cache):
         _download_kdsae(out, src.repo, layers, snapshots, revision, cache, old, progress)

@@ -155,6 +155,28 @@ def test_any_repo_in_any_supported_layout(tmp_path, capsys, pythia):
     assert json.loads(paths.run_config(out).read_text())["trials"]["hub"] == {"name": "hub"}
 
 
+def test_two_trials_download_into_one_run_folder(tmp_path, capsys, pythia):
+    cache, out = tmp_path / "hf", tmp_path / "run"
+    hf_cache(cache, REPO_B, trial_b_files(layers=(0,), snapshots=(("final", 300_000_000),)))
+    hf_cache(cache, PUBLISHED["A"].repo, {"sae_layer00_final.pt": authors_file(5, 0, 300_000_000)})
+    for trial in ("B", "A"):
+        rc, _, err = kdsae(capsys, "download", "--trial", trial, "--layers", "0", "--snapshots", "final",
+                           "--cache", cache, "--out", out, *measure_opts(pythia))
+        assert rc == 0, err
+    cfg = json.loads(paths.run_config(out).read_text())
+    assert sorted(cfg["trials"]) == ["A", "B"] and sorted(cfg["hub"]) == ["A", "B"]
+    assert cfg["trials"]["A"]["l1_form"] == "mean" and cfg["hub"]["A"]["repo"] == PUBLISHED["A"].repo
+    assert {json.loads(line)["trial"] for line in paths.run_metrics(out).read_text().splitlines()} == {"A", "B"}
+    rc, _, err = kdsae(capsys, "download", "--trial", "A", "--layers", "0", "--snapshots", "final", "--cache", cache,
+                       "--out", out)  # options not repeated: the folder's own settings
+    assert rc == 0, err
+    rc, _, err = kdsae(capsys, "download", "--trial", "A", "--layers", "0", "--snapshots", "final", "--cache", cache,
+                       "--out", out, "--context", "128")
+    assert rc == 2 and "other measurement settings (context)" in err
+    rc, _, err = kdsae(capsys, "download", "--trial", "A", "--out", paths.RESULTS / "x", "--cache", cache)
+    assert rc == 2 and "inside results/" in err and not (paths.RESULTS / "x").exists()
+
+
 # ---- bad input: one line, exit 2, nothing overwritten ----------------------------------------------------------
 def _flip(data: bytes) -> bytes:
     b = bytearray(data)
