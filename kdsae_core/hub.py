@@ -169,8 +169,15 @@ def _problem(f: Fetched, expected_sha256: str | None, check: Callable[[Path], No
         try:
             check(f.path)
         except BadFile as e:
-            return f"{f.repo}: {f.filename}: {e}".rstrip(".")
+            return about(f, e).rstrip(".")
     return None
+
+
+def about(f: Fetched, e: Exception) -> str:
+    """A message about the cached copy of a fetched file, naming the repository file instead of the cache path."""
+    text = str(e).replace(f"{f.path}: ", "", 1).replace(f"{f.path} ", "", 1).removesuffix("; download it again.")
+    sep = ": " if not text.startswith(("is ", "was ", "has ", "holds ", "does ")) else " "
+    return f"{f.repo}: {f.filename}{sep}{text}"
 
 
 def _download(repo, filename, revision, cache, force: bool) -> Path:

@@ -213,7 +213,10 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
             sources[name] = f.sha256
             if _done(out, src, lay, snap, listed, f.sha256):
                 continue
-            ck = layouts.load_pt(f.path)
+            try:
+                ck = layouts.load_pt(f.path)
+            except BadFile as e:
+                raise BadFile(hub.about(f, e)) from None
             shapes.add((ck.d_in, ck.d_sae))
             meta = {"trial": src.spec, "layer": lay, "snapshot": snap, "tokens": _tokens(ck.extra, snap, src),
                     "lambda": lam, "source": {"repo": src.repo, "revision": revision, "commit": f.commit, "file": name,

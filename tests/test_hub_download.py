@@ -227,6 +227,20 @@ def test_bad_files_give_one_line_exit_2_and_change_nothing(tmp_path, capsys, pyt
     assert not [p for p in tmp_path.iterdir() if ".download-" in p.name]  # no staging folder left behind
 
 
+def test_a_crafted_pickle_on_the_hub_runs_nothing(tmp_path, capsys):
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
+    subprocess.run([sys.executable, "-c", (
+        "import os, torch\n"
+        "class Evil:\n"
+        f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+        f"torch.save({{'model_state': Evil()}}, {str(evil)!r})\n")], check=True)
+    hf_cache(tmp_path / "hf", REPO_B, {"sae_layer00_final.pt": evil.read_bytes()})
+    rc, _, err = kdsae(capsys, "download", "--trial", "B", "--layers", "0", "--snapshots", "final",
+                       "--cache", tmp_path / "hf", "--out", tmp_path / "run")
+    assert rc == 2 and "sae_layer00_final.pt was refused" in err and "weights_only=True" in err
+    assert len(err.strip().splitlines()) == 1 and not marker.exists() and not (tmp_path / "run").exists()
+
+
 def test_offline_with_an_empty_cache_names_the_repository_the_file_and_the_way(tmp_path, capsys):
     cache = tmp_path / "empty-cache"
     cache.mkdir()
