@@ -87,7 +87,7 @@ def hub_run_dir(trial: str, revision: str | None = None) -> Path:
     """Run folder that `hub.fetch_trial` converts and measures a published trial into (KDSAE_HUB_RUNS overrides
     the parent folder): `<cache>/hub-runs/trial{T}` (`trial{T}@{revision}` for a pinned revision)."""
     root = Path(os.environ["KDSAE_HUB_RUNS"]) if os.environ.get("KDSAE_HUB_RUNS") else kdsae_cache_dir() / "hub-runs"
-    return root / (f"trial{trial}" + (f"@{revision}" if revision else ""))
+    return root / (f"trial{trial}" + (f"@{revision.replace('/', '_')}" if revision else ""))
 
 
 def published_file(layer: int, snapshot: str) -> str:

@@ -152,8 +152,9 @@ def _choose(layer: int, snapshot: str, listing: list[str] | None, src: Source, r
     return cands[0]
 
 
-def _done(out: Path, src: Source, layer: int, snap: str, listed: dict, sha256: str | None) -> bool:
-    """True when `out` already holds this checkpoint converted from the same file, intact."""
+def _done(out: Path, src: Source, layer: int, snap: str, listed: dict, sha256: str | None, revision=None) -> bool:
+    """True when `out` already holds this checkpoint converted from the same file (same digest when it is
+    known, else the same revision), intact."""
     folder = paths.checkpoint_dir(out, src.name, layer, snap)
     try:
         meta = checkpoints.kdsae_meta(checkpoints.read_cfg(folder))
@@ -161,6 +162,8 @@ def _done(out: Path, src: Source, layer: int, snap: str, listed: dict, sha256: s
         return False
     source = meta.get("source") or {}
     if source.get("repo") != src.repo or (sha256 is not None and source.get("sha256") != sha256):
+        return False
+    if sha256 is None and revision is not None and revision not in (source.get("revision"), source.get("commit")):
         return False
     rel = str((folder / checkpoints.WEIGHTS_FILE).relative_to(out))
     return rel in listed and not manifest.verify_manifest(out, only=[rel])
@@ -194,7 +197,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
     names = {(lay, s): _choose(lay, s, listing, src, revision, cache) for lay, s in jobs}
     if hub.offline():  # everything must be in the cache (or already converted): say so before any work
         missing = [names[j] for j in jobs if hub.cached(src.repo, names[j], revision, cache) is None
-                   and not _done(out, src, *j, listed, None)]
+                   and not _done(out, src, *j, listed, None, revision)]
         if missing:
             more = f" ({len(missing) - 1} more of the {len(jobs)} files asked for are missing too)" if len(missing) > 1 else ""
             err = hub._missing_offline(src.repo, missing[0], revision, cache)
