@@ -1,5 +1,6 @@
 """Published checkpoints -> run folders (DESIGN.md section 5): the three trials the authors put on the hub, any
-repository in their `sae_layer{LL}_{snapshot}.pt` layout, and runs published by `kdsae publish`.
+repository in their `sae_layer{LL}_{snapshot}.pt` layout, and (through kdsae_repo.py) runs published by
+`kdsae publish`.
 
 `download_run` fetches the selected files through hub.py (verified), converts each `.pt` through layouts.py
 into a checkpoint folder, and writes config.json, metrics.jsonl (the training history stored in the files) and
@@ -42,7 +43,6 @@ PUBLISHED_SNAPSHOTS = ("50M", "100M", "150M", "200M", "250M", FINAL)
 PUBLISHED_TOKENS = 300_000_000  # the `final` snapshot of the published trials
 PAPER_MODEL = "EleutherAI/pythia-410m"
 HUB_PROFILE = "hub"
-KDSAE_MARKERS = ("MANIFEST.sha256", "config.json")  # a repository written by `kdsae publish`
 
 
 @dataclass
@@ -112,7 +112,7 @@ def _existing(out: Path, settings: dict) -> dict | None:
     return None
 
 
-def _staging(out: Path) -> Path:
+def staging_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
 
@@ -203,7 +203,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
             err = hub._missing_offline(src.repo, missing[0], revision, cache)
             raise MissingData(f"{str(err).rstrip('.')}{more}.")
     lam = src.spec.get("l1_coeff") if src.spec.get("controller", "fixed") == "fixed" else None
-    staging = _staging(out)
+    staging = staging_beside(out)
     converted, history, shapes, sources = [], {}, set(), {}
     try:
         bar = tqdm(jobs, desc=f"download {src.repo}", unit="file", disable=not progress)
@@ -293,60 +293,6 @@ def _write_config(out: Path, old: dict | None, src: Source, settings: dict, revi
     atomic_write_json(paths.run_config(out), cfg)
 
 
-# ---- runs published by `kdsae publish` -------------------------------------------------------------------------
-def _is_kdsae_repo(repo: str, revision, cache) -> bool:
-    listing = hub.list_files(repo, revision)
-    if listing is not None:
-        return all(m in listing for m in KDSAE_MARKERS)
-    return all(hub.cached(repo, m, revision, cache) is not None for m in KDSAE_MARKERS)
-
-
-def _wanted(rel: str, name_filter, layers, snapshots) -> bool:
-    """Whether a file of a published kdsae run belongs to the selection."""
-    parts = rel.split("/")
-    if parts[0] == "checkpoints" and len(parts) == 5:
-        trial, layer, snap = parts[1], parts[2], parts[3]
-    elif parts[0] == "measurements" and len(parts) == 3 and parts[2].startswith("layer") and "_" in parts[2]:
-        trial, (layer, snap) = parts[1], parts[2][:-len(".json")].split("_", 1)
-    else:
-        return len(parts) == 1 and rel != paths.MODEL_CARD_FILE
-    try:
-        n = int(layer[len("layer"):])
-    except ValueError:
-        return False
-    return (layers is None or n in layers) and (snapshots is None or snap in snapshots) \
-        and (name_filter is None or trial == name_filter)
-
-
-def _download_kdsae(out: Path, repo: str, layers, snapshots, revision, cache, old, progress) -> int:
-    if old is not None:
-        raise RunFolderError(f"{out} holds an earlier download; a run published by kdsae is downloaded into a new "
-                             "or empty --out.")
-    mf = hub.fetch(repo, "MANIFEST.sha256", revision, cache)
-    listed = manifest.parse_manifest(mf.path.read_text(), f"{repo}: MANIFEST.sha256")
-    chosen = [hub.safe_relpath(n) for n in listed]  # names from the hub: refuse `..` and absolute paths first
-    chosen = [n for n in chosen if _wanted(n, None, layers, snapshots)]
-    if "config.json" not in chosen:
-        raise BadFile(f"{repo}: MANIFEST.sha256 does not list config.json; it is not a run published by kdsae.")
-    staging = _staging(out)
-    try:
-        for rel in tqdm(chosen, desc=f"download {repo}", unit="file", disable=not progress):
-            f = hub.fetch(repo, rel, revision, cache, expected_sha256=listed[rel])
-            target = hub.inside(staging, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f.path, target)
-        from .measure import list_checkpoints
-        for c in list_checkpoints(staging):  # the weights must load, not only match their digests
-            checkpoints.load_checkpoint(c.folder)
-        manifest.write_manifest(staging)
-        if out.exists():
-            out.rmdir()  # empty, checked by _existing
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return len(chosen)
-
-
 # ---- entry points -------------------------------------------------------------------------------------------------
 def download_run(out: Path, trial: str | None = None, repo: str | None = None, name: str | None = None,
                  layers=None, snapshots=None, revision: str | None = None, cache: Path | None = None,
@@ -365,8 +311,9 @@ def download_run(out: Path, trial: str | None = None, repo: str | None = None, n
     earlier = _earlier_settings(out)  # adding to an earlier download: options not given keep its values
     settings = _measure_settings(**{k: v if v is not None else earlier.get(k) for k, v in given.items()})
     old = _existing(out, settings)
-    if trial is None and _is_kdsae_repo(src.repo, revision, cache):
-        _download_kdsae(out, src.repo, layers, snapshots, revision, cache, old, progress)
+    from . import kdsae_repo
+    if trial is None and kdsae_repo.is_kdsae_repo(src.repo, revision, cache):
+        kdsae_repo.download(out, src.repo, layers, snapshots, revision, cache, old, progress)
         return out
     if layers is not None and trial is not None and max(layers) >= PUBLISHED_LAYERS:
         raise InvalidParameter(f"layer {max(layers)} does not exist: the published trials have layers "
