@@ -116,9 +116,9 @@ class Fetched:
 
 def how_to_get(repo: str, filename: str, revision: str | None) -> str:
     rev = f" --revision {revision}" if revision else ""
-    return (f"run the same command with the hub reachable (unset HF_HUB_OFFLINE), or on a machine with network "
-            f"access run `hf download {repo} {filename}{rev}` and copy its Hugging Face cache here "
-            "(HF_HUB_CACHE, or --cache)")
+    reach = "unset HF_HUB_OFFLINE and run the same command" if offline() else "run the same command with the hub reachable"
+    return (f"{reach}, or on a machine with network access run `hf download {repo} {filename}{rev}` and copy its "
+            "Hugging Face cache here (HF_HUB_CACHE, or --cache)")
 
 
 def _missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
@@ -202,9 +202,10 @@ def _download(repo, filename, revision, cache, force: bool) -> Path:
         raise MissingData(f"{repo} has no revision {revision!r}.") from None
     except EntryNotFoundError:
         raise MissingData(f"{repo}{f' (revision {revision})' if revision else ''} has no file {filename}.") from None
-    except (HfHubHTTPError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 -- any other failure of the transfer, as one sentence
         raise HubError(redact(f"{repo}: {filename} could not be fetched ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''}).")) from None
+                              f"{str(e).splitlines()[0][:160] if str(e) else ''}); run the command again "
+                              "(downloads resume).")) from None
 
 
 def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | None = None,
@@ -252,8 +253,13 @@ def list_files(repo: str, revision: str | None = None) -> list[str] | None:
                           "grant access to it.") from None
     except RevisionNotFoundError:
         raise MissingData(f"{repo} has no revision {revision!r}.") from None
-    except (HfHubHTTPError, OSError) as e:
-        raise HubError(redact(f"could not list the files of {repo} ({type(e).__name__}).")) from None
+    except HfHubHTTPError as e:
+        raise HubError(redact(f"the hub refused to list the files of {repo} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160] if str(e) else ''}).")) from None
+    except Exception as e:  # noqa: BLE001 -- no answer at all (connection refused, timeout): work from the cache
+        print(redact(f"kdsae: could not reach the hub to list {repo} ({type(e).__name__}); using the files in the "
+                     "Hugging Face cache"), file=sys.stderr)
+        return None
     return [safe_relpath(n) for n in names]
 
 
@@ -295,8 +301,11 @@ def upload(folder: Path, repo: str, revision: str | None = None, force: bool = F
     except HfHubHTTPError as e:
         raise HubError(redact(f"the hub refused the upload to {repo} ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else ''}); a write token in HF_TOKEN is needed.")) from None
-    except OSError as e:
-        raise HubError(redact(f"could not reach the hub to publish {repo} ({type(e).__name__}).")) from None
+    except HubError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- no answer at all (connection refused, timeout)
+        raise HubError(redact(f"could not reach the hub to publish {repo} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''}); nothing was uploaded.")) from None
     return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}/tree/{branch}")
 
 
