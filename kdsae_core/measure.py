@@ -23,6 +23,7 @@ from .fileio import atomic_write_json, atomic_write_text
 from .run_data import snapshot_tokens
 from .runlock import run_lock
 
+MEASURE_BATCH_TOKENS = 4096  # per forward pass; at least the training batch
 SUMMARY_COLUMNS = ["layer", "L0", "alpha", "g_alpha", "d_star_S", "F_alive", "dead", "d_sae", "mse", "l1", "loss",
                    "explained_variance", "tokens", "lambda"]
 
@@ -163,7 +164,7 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
                 raise BadFile(f"{c.folder} has d_in {cfg['d_in']}, but the model's residual stream has {source.d_model}.")
             accs[(c.trial, c.layer, c.snapshot)] = (_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg)
         context = int(settings.get("context") or run_cfg.get("context") or 128)
-        batch = int(batch_tokens or settings.get("batch_tokens") or 4096)
+        batch = int(batch_tokens or max(int(settings.get("batch_tokens") or 0), MEASURE_BATCH_TOKENS))
         n_seq = max(1, batch // context)
         stream = acts.TokenStream(model.tokenizer, settings.get("dataset") or run_cfg.get("dataset", "embedded"),
                                   context, split="measure")
