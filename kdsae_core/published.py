@@ -72,7 +72,7 @@ def resolve_source(trial: str | None = None, repo: str | None = None, name: str 
 
 
 def _measure_settings(model, dataset, context, batch_tokens, measure_tokens) -> dict:
-    from .train import PROFILES
+    from .train_config import PROFILES
     paper = PROFILES["paper"]
     context = int(context or paper["context"])
     batch = int(batch_tokens or max(context, paper["batch_tokens"] // paper["context"] * context))
