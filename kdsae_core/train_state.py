@@ -1,7 +1,7 @@
 """The resumable state of a training run: `RUN/state/step{N}/` with one safetensors file per SAE (weights,
-Adam moments, controller, firing record) and `trainer.json` (step, data position, settings, and the sha256
-of every file beside it). `RUN/state/LATEST` names the newest complete generation; the one before it is kept,
-so a state that turns out truncated or corrupted falls back to the previous good one.
+Adam moments, controller, firing record) and `trainer.json` (step, data position, settings, the sha256 of
+every file beside it and of its own content). `RUN/state/LATEST` names the newest complete generation; the
+one before it is kept, so a state that turns out truncated or corrupted falls back to the previous good one.
 
 Writing is two-phase so that several processes (a torchrun job: each rank owns some SAEs) can share it:
 every process writes its own SAEs' files (`write_units`), then one process writes `trainer.json` with all
@@ -33,6 +33,12 @@ def unit_file(key: str) -> str:
     return key.replace("/", "_") + ".safetensors"
 
 
+def _digest(meta: dict) -> str:
+    """sha256 of trainer.json's content (canonical JSON), stored in it: a flipped digit that leaves the file
+    valid JSON (a data position, an RNG byte) is caught like a flipped weight."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
 def generation_dir(run: Path, step: int) -> Path:
     return paths.train_state_dir(run) / f"step{step:09d}"
 
@@ -51,7 +57,8 @@ def write_units(run: Path, step: int, units: dict[str, dict[str, torch.Tensor]])
 def commit(run: Path, step: int, meta: dict, digests: dict[str, str]) -> Path:
     """Write trainer.json (with every unit's digest), point LATEST at it, drop generations beyond KEEP."""
     root, gen = paths.train_state_dir(run), generation_dir(run, step)
-    atomic_write_json(gen / TRAINER_FILE, {**meta, "step": step, "files": dict(sorted(digests.items()))})
+    body = json.loads(json.dumps({**meta, "step": step, "files": dict(sorted(digests.items()))}))
+    atomic_write_json(gen / TRAINER_FILE, {**body, "sha256": _digest(body)})
     atomic_write_text(root / LATEST, gen.name + "\n")
     for old in sorted(p for p in root.glob("step*") if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
@@ -77,7 +84,13 @@ def _load_generation(gen: Path, keys: list[str] | None, load: bool = True) -> tu
     """(meta, {key: tensors}) of `keys` (default: every unit) if trainer.json and those files are intact
     (`load=False`: check the digests only)."""
     try:
-        meta = json.loads((gen / TRAINER_FILE).read_text())
+        path = gen / TRAINER_FILE
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e})") from None
+        if "sha256" in meta and meta.pop("sha256") != _digest(meta):  # (older states have none: loaded unchecked)
+            raise ValueError(f"{path} does not match its sha256")
         keys = meta["units"] if keys is None else keys
         missing = [k for k in keys if unit_file(k) not in meta["files"]]
         if missing:
