@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import activations as acts
 from . import checkpoints, manifest, paths, theory
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, sha256_file
 from .run_data import snapshot_tokens
 from .runlock import run_lock
 
@@ -159,6 +159,9 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         accs = {}
         for c in cks:
             rel = str(c.folder.relative_to(run) / checkpoints.WEIGHTS_FILE)
+            cfg_rel = str(c.folder.relative_to(run) / checkpoints.CFG_FILE)  # its lambda and L1 form enter the loss
+            if cfg_rel in listed and sha256_file(run / cfg_rel) != listed[cfg_rel]:
+                raise BadFile(f"{run / cfg_rel} does not match its manifest sha256 (truncated or corrupted).")
             sae, cfg = checkpoints.load_checkpoint(c.folder, expected_sha256=listed.get(rel), device=device)
             if cfg["d_in"] != source.d_model:
                 raise BadFile(f"{c.folder} has d_in {cfg['d_in']}, but the model's residual stream has {source.d_model}.")
