@@ -18,8 +18,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import paths, theory
+from . import manifest, paths, theory
 from .errors import BadFile, MissingData, RunFolderError
+from .fileio import sha256_file
 
 # Scalar fields of a measurement file, in the order tables show them. `avg_active` becomes `L0`.
 MEASUREMENT_SCALARS = ["tokens", "measure_tokens", "d_in", "d_sae", "F_alive", "dead", "L0", "alpha",
@@ -245,16 +246,33 @@ def _measurement_row(path: Path, trial: str, layer: int, snapshot: str) -> tuple
     return row, m.sorted_importance, preds
 
 
+def _manifest_check(run: Path):
+    """path -> path, raising BadFile if the run's MANIFEST.sha256 lists the file with another digest. While a run
+    is still training (no status.json) its config and metrics log legitimately run ahead of the manifest."""
+    listed = manifest.read_manifest(run)
+    growing = set() if (run / "status.json").exists() else {"config.json", "metrics.jsonl"}
+
+    def verified(path: Path) -> Path:
+        rel = Path(path).relative_to(run).as_posix()
+        if rel in listed and rel not in growing and Path(path).exists() and sha256_file(path) != listed[rel]:
+            raise BadFile(f"{path} does not match its manifest sha256 (truncated or corrupted): write it again "
+                          "(`kdsae measure`, `kdsae train --resume`) or fetch the run again.")
+        return path
+    return verified
+
+
 def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[int] | None = None,
              snapshots: Iterable[str] | None = (FINAL,)) -> RunData:
     """Load a run folder. `snapshots=None` loads every snapshot; the default loads `final` only (or, for
-    a trial without a `final` file, its last snapshot)."""
+    a trial without a `final` file, its last snapshot). Every file read that the run's MANIFEST.sha256 lists
+    must match its digest there (a truncated or bit-flipped file is named, never shown)."""
     run = Path(run)
     if not run.is_dir():
         raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train` or pass --run.")
     if not paths.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
-    config = _read_json(paths.run_config(run))
+    verified = _manifest_check(run)
+    config = _read_json(verified(paths.run_config(run)))
     want_trials = set(trials) if trials is not None else None
     want_layers = {int(v) for v in layers} if layers is not None else None
     found: dict[tuple[str, int], dict[str, Path]] = {}
@@ -275,12 +293,12 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
         if not chosen and snapshots is not None and FINAL in snapshots:
             chosen = [max(by_snap, key=snapshot_tokens)]
         for snap in chosen:
-            row, imp, pred = _measurement_row(by_snap[snap], trial, layer, snap)
+            row, imp, pred = _measurement_row(verified(by_snap[snap]), trial, layer, snap)
             rows.append(row)
             preds.extend(pred)
             importance[(trial, layer, snap)] = imp
     measurements = pd.DataFrame(rows, columns=["trial", "layer", "snapshot", *MEASUREMENT_SCALARS])
-    metrics = read_metrics(paths.run_metrics(run))
+    metrics = read_metrics(verified(paths.run_metrics(run)))
     if want_trials is not None:
         metrics = metrics[metrics["trial"].isin(want_trials)]
     if want_layers is not None:
@@ -290,7 +308,7 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
         trial = path.stem[len("summary_"):]
         if want_trials is None or trial in want_trials:
             try:
-                summaries.append(pd.read_csv(path).assign(trial=trial))
+                summaries.append(pd.read_csv(verified(path)).assign(trial=trial))
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
                 raise BadFile(f"{path} is not a readable CSV ({e}).") from None
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=["trial", "layer"])
