@@ -268,6 +268,11 @@ class Trainer:
             if isinstance(decision, tuple):
                 raise RunFolderError(decision[1])
             if decision == "done":
+                if self.comm.is_main and paths.train_state_dir(self.out).exists():
+                    # killed between status.json and the end: finish the manifest (never re-hash a finished run's
+                    # files otherwise: that would bless a file damaged since) and drop the state
+                    manifest.write_manifest(self.out, self._manifest_cache)
+                    train_state.clear_state(self.out)
                 return self.out
             resumed = decision == "resume" and self._resume_state()
             if not resumed:
@@ -284,11 +289,11 @@ class Trainer:
                 if self._metrics_file is not None:
                     self._metrics_file.close()
             self.comm.barrier()
-            if self.comm.is_main:
-                train_state.clear_state(self.out)
+            if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
                 atomic_write_json(self.out / STATUS_FILE,
                                   {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
                 manifest.write_manifest(self.out, self._manifest_cache)
+                train_state.clear_state(self.out)
             self.comm.barrier()
         return self.out
 
