@@ -185,7 +185,7 @@ class Trainer:
             merged = {name: d for part in every for name, d in part.items()}
             meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": self.stream.state(),
                     "torch_rng": torch.get_rng_state().tolist(), "tokens": self.step * self.cfg.batch_tokens}
-            self._metrics_file.flush()
+            self._metrics("flush")
             train_state.commit(self.out, self.step, meta, merged)
         self.comm.barrier()
 
@@ -199,7 +199,7 @@ class Trainer:
             checkpoints.save_checkpoint(paths.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
         self.comm.barrier()
         if self.comm.is_main:
-            self._metrics_file.flush()
+            self._metrics("flush")
             manifest.write_manifest(self.out, self._manifest_cache)
 
     # -- one step ---------------------------------------------------------------------------------------------
@@ -249,7 +249,15 @@ class Trainer:
         every = self.comm.gather_objects(rows)
         if self.comm.is_main:
             merged = sorted((r for part in every for r in part), key=lambda r: self._order[unit_key(r["trial"], r["layer"])])
-            self._metrics_file.write("".join(json.dumps(r) + "\n" for r in merged))
+            self._metrics("write", "".join(json.dumps(r) + "\n" for r in merged))
+
+    def _metrics(self, op: str, *args) -> None:
+        """write / flush / close the metrics log: a full disk is one sentence naming it, never a traceback."""
+        try:
+            getattr(self._metrics_file, op)(*args)
+        except OSError as e:
+            raise KdsaeError(f"could not write {paths.run_metrics(self.out)} ({e.strerror or e}: disk full or file too "
+                             "large?); the last saved state is intact: make room and resume with --resume.") from None
 
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self, resume: bool = False, force: bool = False, stop_after_step: int | None = None) -> Path:
@@ -281,13 +289,20 @@ class Trainer:
                     paths.run_metrics(self.out).write_text("")
             if self.comm.is_main:
                 self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
+            ended = False  # the loop ended normally or by a stop: a failing close is then the error to report
             try:
                 self._loop(stop_after_step)
+                ended = True
             except _Stop:
+                ended = True
                 raise KeyboardInterrupt(f"training stopped at step {self.step}; state saved, resume with --resume") from None
             finally:
                 if self._metrics_file is not None:
-                    self._metrics_file.close()
+                    try:
+                        self._metrics("close")
+                    except KdsaeError:
+                        if ended:
+                            raise
             self.comm.barrier()
             if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
                 atomic_write_json(self.out / STATUS_FILE,
