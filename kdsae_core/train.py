@@ -79,6 +79,8 @@ class Trainer:
         self.d_in = self.source.d_model
         self.d_sae = cfg.resolved_d_sae(self.d_in)
         self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train")
+        # a corpus that cannot fill one batch is refused now, before any file of the run folder is touched
+        acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train").next_batch(cfg.n_seq)
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
