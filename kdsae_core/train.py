@@ -42,6 +42,11 @@ class _Stop(Exception):
     """SIGINT/SIGTERM (or a test's stop_after_step): a resumable state has been written."""
 
 
+def _temporary(p: Path) -> bool:
+    """A temporary of fileio's atomic writes (`.NAME.XXXXXXXX.tmp`), left behind if its process was killed."""
+    return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
+
+
 def unit_key(trial: str, layer: int) -> str:
     return f"{trial}/layer{layer:02d}"
 
@@ -136,10 +141,12 @@ class Trainer:
                 raise RunFolderError(f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
                                      "resume it with its own settings, or use another --out.")
         else:
-            stray = [p.name for p in out.iterdir() if p.name != ".lock"] if out.is_dir() else []
+            stray = [p.name for p in out.iterdir() if p.name != ".lock" and not _temporary(p)] if out.is_dir() else []
             if stray and not force:
                 raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
                                      "empty or new --out, or --force.")
+        for tmp in filter(_temporary, out.rglob(".*.tmp")):  # left by writes a killed process never finished
+            tmp.unlink(missing_ok=True)
         atomic_write_json(cfg_path, self.run_config())
         return "resume" if resume else "fresh"
 
