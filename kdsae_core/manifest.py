@@ -1,6 +1,7 @@
 """`RUN/MANIFEST.sha256`: the sha256 of every file of a run folder, in `sha256sum` format.
 
-Updated incrementally (a file whose size and mtime are unchanged keeps its digest), written atomically.
+Updated incrementally (a file whose size and mtime are unchanged keeps its digest), written atomically;
+writers that add to an existing run (`update_manifest`) re-hash only the files they wrote.
 Not listed: the manifest itself, the lock, the resumable trainer state (it carries its own digests) and
 temporary files.
 """
@@ -62,6 +63,27 @@ def write_manifest(run: Path, cache: dict | None = None) -> dict[str, str]:
             hit = (st.st_size, st.st_mtime_ns, sha256_file(run / rel))
             cache[key] = hit
         digests[key] = hit[2]
+    atomic_write_text(paths.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+    return digests
+
+
+def update_manifest(run: Path, written, cache: dict | None = None) -> dict[str, str]:
+    """Record the digests of `written` (files the caller has just written, absolute or relative to `run`) and
+    keep every other entry as listed, dropping those whose file is gone: a file damaged after it was listed
+    is never re-blessed by a later writer. Without a manifest yet, every file is hashed (write_manifest)."""
+    run = Path(run)
+    if not paths.run_manifest(run).exists():
+        return write_manifest(run, cache)
+    cache = {} if cache is None else cache
+    digests = read_manifest(run)
+    for f in written:
+        key = str(Path(f).relative_to(run) if Path(f).is_absolute() else Path(f))
+        st = (run / key).stat()
+        hit = cache.get(key)
+        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
+            hit = cache[key] = (st.st_size, st.st_mtime_ns, sha256_file(run / key))
+        digests[key] = hit[2]
+    digests = {k: d for k, d in digests.items() if (run / k).is_file()}
     atomic_write_text(paths.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
     return digests
 

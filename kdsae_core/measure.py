@@ -189,5 +189,5 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
             atomic_write_json(path, r)
             written.append(path)
         written += _write_summaries(run, {r["trial"] for r in results})
-        manifest.write_manifest(run)
+        manifest.update_manifest(run, written)  # only these: a file damaged since it was listed stays caught
     return written

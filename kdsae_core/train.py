@@ -209,7 +209,15 @@ class Trainer:
         self.comm.barrier()
         if self.comm.is_main:
             self._metrics("flush")
-            manifest.write_manifest(self.out, self._manifest_cache)
+            self._record(*(paths.checkpoint_dir(self.out, trial, int(layer), label) / name
+                           for trial, layer in (key.split("/layer") for key in self.all_keys)
+                           for name in (checkpoints.WEIGHTS_FILE, checkpoints.CFG_FILE)))
+
+    def _record(self, *written: Path) -> None:
+        """Put the files just written (and the config and log, which change as the run goes) in the manifest;
+        entries of other files stay as listed, so a file damaged since is never re-blessed."""
+        manifest.update_manifest(self.out, [paths.run_config(self.out), paths.run_metrics(self.out), *written],
+                                 self._manifest_cache)
 
     # -- one step ---------------------------------------------------------------------------------------------
     def _batch(self) -> dict[int, torch.Tensor]:
@@ -286,9 +294,8 @@ class Trainer:
                 raise RunFolderError(decision[1])
             if decision == "done":
                 if self.comm.is_main and paths.train_state_dir(self.out).exists():
-                    # killed between status.json and the end: finish the manifest (never re-hash a finished run's
-                    # files otherwise: that would bless a file damaged since) and drop the state
-                    manifest.write_manifest(self.out, self._manifest_cache)
+                    # killed between status.json and the end: finish the manifest and drop the state
+                    self._record(self.out / STATUS_FILE)
                     train_state.clear_state(self.out)
                 return self.out
             resumed = decision == "resume" and self._resume_state()
@@ -316,7 +323,7 @@ class Trainer:
             if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
                 atomic_write_json(self.out / STATUS_FILE,
                                   {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
-                manifest.write_manifest(self.out, self._manifest_cache)
+                self._record(self.out / STATUS_FILE)
                 train_state.clear_state(self.out)
             self.comm.barrier()
         return self.out
