@@ -77,7 +77,10 @@ def update_manifest(run: Path, written, cache: dict | None = None) -> dict[str, 
     cache = {} if cache is None else cache
     digests = read_manifest(run)
     for f in written:
-        key = str(Path(f).relative_to(run) if Path(f).is_absolute() else Path(f))
+        try:
+            key = str(Path(f).relative_to(run))
+        except ValueError:  # already relative to the run folder
+            key = str(f)
         st = (run / key).stat()
         hit = cache.get(key)
         if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
