@@ -255,9 +255,9 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     g_err = err.mul_(2.0 / (B * d_in))                                # dLoss/dx_hat
     _mm_into(g_dec, z.T, g_err)                                       # W_dec gradient
     g_dec_bias = g_err.sum(0)
-    # dLoss/dpre = (g_err W_dec^T + lam/B) masked by z > 0: the L1 term rides in the matmul's bias, the mask is
-    # applied in place.
-    g_pre = torch.addmm(per_token.to(cd).expand(d_sae), g_err, W_dec.T)
+    # dLoss/dpre = (g_err W_dec^T + lam/B) masked by z > 0: the L1 term rides in the matmul's bias (a contiguous
+    # vector, which CUDA adds in the matmul's epilogue), the mask is applied in place.
+    g_pre = torch.addmm(per_token.to(cd).expand(d_sae).contiguous(), g_err, W_dec.T)
     torch.ops.aten.threshold_backward.grad_input(g_pre, z, 0, grad_input=g_pre)
     # L0: z is no longer needed, so its signs (0 or 1) are counted in place; a row sum of at most d_sae ones is
     # exact in float32, the total is summed in float64.
@@ -371,6 +371,13 @@ class SAEUnit:
         self.controller.load_state({"lambda": st["controller.lambda"], "l0_ema": st["controller.l0_ema"]})
         self.last_fired = st["last_fired"].to(dev).clone()
         self.steps = int(st["steps"][0])
+
+
+def allow_tf32_on_cuda(enabled: bool = True) -> None:
+    """TF32 for fp32 matrix products on CUDA GPUs (about 8x the fp32 rate on an H100, 10-bit mantissa
+    products). CUDA only: CPU results stay exact and deterministic."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
 
 
 def _fused_adam_ok(device) -> bool:
