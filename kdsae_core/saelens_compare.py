@@ -84,14 +84,16 @@ class SAELensWorker:
         return out
 
     def setup(self, unit_weights: dict[str, torch.Tensor], batches: list[torch.Tensor], l1_coefficient: float,
-              lr: float, convention: str, threads: int | None = None, folder: Path | None = None) -> dict:
+              lr: float, convention: str, threads: int | None = None, folder: Path | None = None,
+              clock: str = "wall") -> dict:
         folder = Path(folder or tempfile.mkdtemp(prefix="kdsae-saelens-"))
         save_file({k: v.detach().cpu().contiguous() for k, v in unit_weights.items()}, str(folder / "weights.safetensors"))
         save_file({f"x{i}": b.contiguous() for i, b in enumerate(batches)}, str(folder / "batches.safetensors"))
         d_sae, d_in = unit_weights["W_dec"].shape
         return self.call(cmd="setup", d_in=int(d_in), d_sae=int(d_sae), l1_coefficient=float(l1_coefficient),
                          lr=float(lr), weights=str(folder / "weights.safetensors"),
-                         batches=str(folder / "batches.safetensors"), convention=convention, threads=threads)
+                         batches=str(folder / "batches.safetensors"), convention=convention, threads=threads,
+                         clock=clock)
 
     def steps(self, n: int) -> dict:
         return self.call(cmd="steps", n=int(n))

@@ -4,7 +4,7 @@ Run by the SAELens environment's python (.venv-saelens: sae-lens 6.x, torch 2.13
 sae_lens, torch and safetensors. It reads one JSON command per line on stdin and answers one JSON line on stdout:
 
   {"cmd": "setup", "d_in", "d_sae", "l1_coefficient", "lr", "weights": FILE, "batches": FILE,
-   "convention": "shipped" | "unit_norm", "threads"}
+   "convention": "shipped" | "unit_norm", "threads", "clock": "wall" | "cpu"}
       builds sae_lens.StandardTrainingSAE with the given initial weights (W_enc, b_enc, W_dec, b_dec from a
       safetensors FILE) and sae_lens.SAETrainer (constant lr, Adam betas (0.9, 0.999), no autocast, no wandb);
       the batches (safetensors FILE, tensors x0, x1, ...) are used in turn.
@@ -44,6 +44,7 @@ class Worker:
         if job.get("threads"):
             torch.set_num_threads(int(job["threads"]))
         self.convention = job.get("convention", "shipped")
+        self.clock = time.process_time if job.get("clock") == "cpu" else time.perf_counter
         cls = UnitNormL1SAE if self.convention == "unit_norm" else StandardTrainingSAE
         cfg = StandardTrainingSAEConfig(d_in=int(job["d_in"]), d_sae=int(job["d_sae"]),
                                         l1_coefficient=float(job["l1_coefficient"]), dtype="float32",
@@ -69,7 +70,7 @@ class Worker:
     def steps(self, job: dict) -> dict:
         n = int(job["n"])
         losses, mse, l1 = [], [], []
-        t = time.perf_counter()
+        t = self.clock()
         for _ in range(n):
             x = self.batches[self.i % len(self.batches)]
             self.i += 1
@@ -81,7 +82,7 @@ class Worker:
             losses.append(out.loss.detach())
             mse.append(out.losses["mse_loss"].detach())
             l1.append(out.losses["l1_loss"].detach())
-        seconds = time.perf_counter() - t
+        seconds = self.clock() - t
         return {"seconds": seconds, "losses": [float(v) for v in losses], "mse": [float(v) for v in mse],
                 "l1": [float(v) for v in l1]}
 

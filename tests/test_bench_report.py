@@ -1,0 +1,79 @@
+"""The performance page's numbers come from the benchmark result files (kdsae_core.bench_report) and the cost
+arithmetic of kdsae_core.sae_plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdsae_core import bench_report, sae_plan
+
+
+def test_committed_page_matches_the_result_files():
+    """book/performance.md shows exactly what benchmarks/results/*.json give (regenerate: run a benchmark, or
+    `python -c 'from kdsae_core.bench_report import update_performance_page; update_performance_page()'`)."""
+    assert bench_report.stale_sections() == []
+
+
+def fake_results(folder):
+    m = {"cpu": "TestCPU", "cores": 2, "torch_threads": 2, "memory_bytes": 2**34, "torch": "2.13.0", "blas": "MKL",
+         "malloc_env": {"MALLOC_MMAP_MAX_": "0"}, "load_average_start": [0.1, 0, 0], "load_average_end": [0.2, 0, 0],
+         "date": "2026-01-01T00:00:00", "git_commit": "0123456789abcdef", "clock": "wall"}
+    frac = {"median": 0.9312, "min": 0.9, "max": 0.95, "rounds": 3, "best": 0.94}
+    var = {"label": "kdsae SAEUnit.step", "time": {"median_s": 9.5, "samples_s": [9.5, 9.4, 9.6]},
+           "tokens_per_s": 431.1, "fraction_of_matmul": frac}
+    comp = dict(var, time={"median_s": 10.0, "samples_s": [10.5, 9.9, 10.4]})
+    step = {"benchmark": "sae_step", "machine": m, "batch_tokens": 4096, "rounds": 3, "command": "cmd",
+            "copy_bandwidth": {"start": {"median_bytes_per_s": 20e9}},
+            "shapes": [{"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096, "goal_fraction": 0.9, "goal_met": True,
+                        "matmul": {"gflops": 144.0, "time": {"median_s": 8.8}}, "variants": {"kdsae": var}}]}
+    compiled = dict(step, shapes=[dict(step["shapes"][0], variants={"kdsae": var, "compiled": comp})])
+    (folder / "sae_step.json").write_text(json.dumps(step))
+    (folder / "sae_step_compile.json").write_text(json.dumps(compiled))
+
+
+def test_tables_are_rendered_from_the_files(tmp_path):
+    fake_results(tmp_path)
+    sections = bench_report.render_sections(tmp_path)
+    assert set(sections) == set(bench_report.SECTIONS)
+    assert "| 1024 x 32768 | 144 | kdsae | 431 | 0.931 (0.900-0.950) | 0.940 | >= 0.90: **met** |" in sections["sae_step"]
+    assert "TestCPU" in sections["machine"]
+    assert "not use it" in sections["compile"] and "| 1.08 (1.05-1.11) |" in sections["compile"]
+    assert "this CPU at the measured 431 tokens/s" in sections["projection"]
+    assert "Not measured yet" in sections["vs_saelens"] and "benchmarks/vs_saelens.py" in sections["vs_saelens"]
+
+
+def test_page_update_replaces_only_the_marked_sections(tmp_path):
+    fake_results(tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\nhand text\n\n<!-- bench:sae_step -->\nold numbers\n<!-- /bench:sae_step -->\n\nmore\n")
+    assert bench_report.update_performance_page(page, tmp_path) == page
+    text = page.read_text()
+    assert "old numbers" not in text and "0.931" in text and text.startswith("# Title\n\nhand text\n")
+    assert text.endswith("<!-- /bench:sae_step -->\n\nmore\n")
+    assert bench_report.update_performance_page(page, tmp_path) is None  # already current
+    assert "sae_step" not in bench_report.stale_sections(page, tmp_path)
+
+
+def test_paper_scale_arithmetic():
+    assert sae_plan.sae_params(1024, 32768) * 16 / 1e9 == pytest.approx(1.074, abs=1e-3)  # per SAE, the brief's 1.07 GB
+    f = sae_plan.paper_flops()
+    assert f["sae_per_trial"] == pytest.approx(24 * 300e6 * 10 * 1024 * 32768)
+    assert sae_plan.required_sae_rate(2.0)["without_lm"] == pytest.approx(f["sae_per_trial"] / 7200)
+    one = sae_plan.projection(n_gpus=1, trials=1)
+    assert one["wall_s"] == pytest.approx(one["steps"] * (24 * one["sae_step_s"] + one["lm_forward_s_per_step"]))
+    assert one["steps"] == 9156 and one["saes_per_gpu"] == 24 and one["fits"]
+    assert not sae_plan.projection(n_gpus=1, trials=3)["fits"]  # 72 SAEs x 1.07 GB do not fit in 80 GB
+    eight = sae_plan.projection(n_gpus=8, trials=1)
+    assert eight["saes_per_gpu"] == 3 and eight["wall_s"] < one["wall_s"] / 6
+
+
+def test_memory_plan_counts_and_fit():
+    plan = sae_plan.memory_plan(1024, 32768, 4096, 2, 1, "fp32", budget_bytes=8 * 10**9)
+    assert plan.per_sae_bytes == 16 * sae_plan.sae_params(1024, 32768)
+    assert plan.workspace_bytes >= 2 * 4096 * 32768 * 4  # z and the latent gradient
+    assert plan.total_bytes == 2 * plan.per_sae_bytes + plan.workspace_bytes + plan.activations_bytes
+    assert plan.saes_that_fit == (8 * 10**9 - plan.workspace_bytes - plan.activations_bytes) // plan.per_sae_bytes
+    text = sae_plan.format_memory_plan(plan)
+    assert "1.07 GB x 2" in text and "fits" in text
