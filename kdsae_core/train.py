@@ -47,6 +47,11 @@ def _temporary(p: Path) -> bool:
     return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
 
 
+def _remove_temporaries(run: Path) -> None:
+    for tmp in filter(_temporary, run.rglob(".*.tmp")):  # writes a killed process never finished (we hold the lock)
+        tmp.unlink(missing_ok=True)
+
+
 def unit_key(trial: str, layer: int) -> str:
     return f"{trial}/layer{layer:02d}"
 
@@ -126,6 +131,7 @@ class Trainer:
         if old is not None:
             same = old.get("settings") == self.cfg.settings()
             if resume and same and (out / STATUS_FILE).exists():
+                _remove_temporaries(out)
                 return "done"
             if force and not resume:
                 for sub in ("checkpoints", "measurements", "state"):
@@ -145,8 +151,7 @@ class Trainer:
             if stray and not force:
                 raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
                                      "empty or new --out, or --force.")
-        for tmp in filter(_temporary, out.rglob(".*.tmp")):  # left by writes a killed process never finished
-            tmp.unlink(missing_ok=True)
+        _remove_temporaries(out)
         atomic_write_json(cfg_path, self.run_config())
         return "resume" if resume else "fresh"
 
