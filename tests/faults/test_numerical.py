@@ -1,0 +1,122 @@
+"""Issue 7, item 3: an infinite loss, infinite or exploding activations stop the run with a clear message, the last
+good state and snapshot intact, and a clean resume ends where an uninterrupted run ends. The target-L0
+controller keeps lambda inside [1e-8, 1] on random adversarial L0 streams (reaching either bound, never
+passing it) and in a real run pushed to its ceiling.
+
+What tests/test_train.py (a NaN activation) and tests/test_sae.py (fixed adversarial L0 sequences) already
+cover is not repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from kdsae_core import activations as acts
+from kdsae_core import manifest, paths, train_state
+from kdsae_core.checkpoints import load_checkpoint
+from kdsae_core.sae import LAMBDA_BOUNDS, L1Controller, paper_trials
+from kdsae_core.train import NumericalFault, SAETrainConfig, Trainer
+
+from .sae_helpers import run_files
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model):
+    return acts.load_model(str(tiny_model))
+
+
+def cfg_for(tiny_model, corpus, **kw) -> SAETrainConfig:
+    values = dict(model=str(tiny_model), dataset=str(corpus), layers=[0, 2], trials=["A", "C"], d_sae=64,
+                  tokens=2048, batch_tokens=256, context=64, n_snapshots=2, state_every_tokens=512)
+    return SAETrainConfig.from_profile("embedded", **{**values, **kw})
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, tiny_model, corpus, lm):
+    return run_files(Trainer(cfg_for(tiny_model, corpus), tmp_path_factory.mktemp("clean") / "run", progress=False,
+                             model=lm).run())
+
+
+def _inf_activation(trainer, step, x):
+    x[2][7, 3] = float("inf")
+    return x
+
+
+def _exploding_activations(trainer, step, x):
+    x[0] = x[0] * 1e7
+    return x
+
+
+def _blown_up_weights(trainer, step, x):
+    # an SAE whose weights blew up: x_hat = b_dec = 1e20 everywhere, so the squared error overflows to inf
+    sae = trainer.units["C/layer00"].sae
+    with torch.no_grad():
+        sae.b_dec.fill_(1e20)
+        sae.b_enc.fill_(-1e38)
+    return x
+
+
+@pytest.mark.parametrize("poison, message", [
+    (_inf_activation, r"layer 2 activations at step 7 are not finite"),
+    (_exploding_activations, r"layer 0 activations at step 7 are exploding \(\|x\| = [0-9.e+]+\)"),
+    (_blown_up_weights, r"the loss of trial C at layer 0 is inf at step 7"),
+])
+def test_a_numerical_fault_stops_the_run_with_the_last_good_state_intact(tmp_path, tiny_model, corpus, lm, clean,
+                                                                         poison, message):
+    cfg, run = cfg_for(tiny_model, corpus), tmp_path / "run"
+    trainer = Trainer(cfg, run, progress=False, model=lm,
+                      batch_hook=lambda step, x: poison(trainer, step, x) if step == 6 else x)
+    with pytest.raises(NumericalFault, match=message + r"; the run stopped, its last good state \(step 6\) is intact: "
+                       r"fix the input and resume with --resume\.$") as e:
+        trainer.run()
+    assert "\n" not in str(e.value)
+    assert train_state.intact_steps(run) == [6, 4]
+    assert all("metrics.jsonl" in p for p in manifest.verify_manifest(run))  # the log runs ahead of the manifest
+    for trial in "AC":
+        for layer in (0, 2):
+            sae, _ = load_checkpoint(paths.checkpoint_dir(run, trial, layer, "1.024k"))
+            assert all(bool(torch.isfinite(t).all()) for t in sae.tensors().values())
+    assert not (run / "status.json").exists() and not paths.checkpoint_dir(run, "A", 0, "final").exists()
+    steps = [json.loads(line)["step"] for line in paths.run_metrics(run).read_text().splitlines()]
+    assert max(steps) == 6 and all(math.isfinite(json.loads(line)["loss"])
+                                   for line in paths.run_metrics(run).read_text().splitlines())
+    Trainer(cfg, run, progress=False, model=lm).run(resume=True)  # the input fixed: resume from step 6
+    assert run_files(run) == clean
+
+
+def test_the_controller_stays_in_bounds_on_random_adversarial_l0_streams():
+    """20,000 steps mixing ordinary values with 0, negatives, NaN, +-inf, huge and tiny values, in float32 and
+    float64 (the trainer hands over float32): lambda is finite and inside its bounds after every update. Then
+    a stream far above the target takes lambda to its ceiling and no further, and one where nothing fires takes
+    it to its floor, never to zero or below."""
+    rng = random.Random(7)
+    specials = [0.0, -1.0, -1e30, float("nan"), float("inf"), -float("inf"), 1e38, 3e-45, 1e-300, 1e308]
+    c = L1Controller(paper_trials()["C"])
+    for i in range(20_000):
+        v = rng.choice(specials) if rng.random() < 0.3 else rng.lognormvariate(math.log(150), 3)
+        c.update(torch.tensor(v, dtype=torch.float32 if i % 2 else torch.float64))
+        lam = c.lam.item()
+        assert math.isfinite(lam) and LAMBDA_BOUNDS[0] <= lam <= LAMBDA_BOUNDS[1], (i, v, lam)
+    for stream, bound in (([1e6] * 100, LAMBDA_BOUNDS[1]), ([0.0] * 1500, LAMBDA_BOUNDS[0])):
+        c = L1Controller(paper_trials()["C"])
+        for v in stream:
+            c.update(torch.tensor(v, dtype=torch.float32))
+            assert LAMBDA_BOUNDS[0] <= c.lam.item() <= LAMBDA_BOUNDS[1]
+        assert c.lam.item() == bound > 0
+
+
+def test_a_real_run_pushed_to_the_ceiling_keeps_lambda_there(tmp_path, tiny_model, corpus, lm):
+    """Target L0 = 0.001: every step asks for a larger lambda (the floor is the random test's job: lambda falls
+    by at most a factor e^-0.01 per step, so a real run reaches it only after ~1,000 steps)."""
+    cfg = cfg_for(tiny_model, corpus, trials=["C"], layers=[0], target_l0=1e-3, n_snapshots=1, state_every_tokens=0)
+    run = Trainer(cfg, tmp_path / "run", progress=False, model=lm).run()
+    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    lams = [r["lambda"] for r in rows]
+    assert all(LAMBDA_BOUNDS[0] <= v <= LAMBDA_BOUNDS[1] for v in lams) and all(math.isfinite(r["loss"]) for r in rows)
+    _, cfg_json = load_checkpoint(paths.checkpoint_dir(run, "C", 0, "final"))
+    assert lams[-1] == cfg_json["metadata"]["kdsae"]["lambda"] == LAMBDA_BOUNDS[1]
