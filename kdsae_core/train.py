@@ -192,7 +192,19 @@ class Trainer:
                 keep.append(line)
         atomic_write_text(path, "".join(f"{line}\n" for line in keep))
 
+    def _check_weights(self) -> None:
+        """Before anything is saved: an optimizer step that left non-finite weights must not become the
+        "last good" state (checked only here, not every step: at the paper shape it is a pass over 5 GB)."""
+        bad = next((u for u in self.units.values() if not all(bool(torch.isfinite(t).all())
+                                                               for t in u.sae.tensors().values())), None)
+        (anywhere,) = self.comm.any([bad is not None])
+        if anywhere:
+            where = f"trial {bad.trial.name} at layer {bad.layer}" if bad else "another process's SAE"
+            raise NumericalFault(f"the weights of {where} are not finite after step {self.step}; nothing was saved, "
+                                 f"{self._last_good()}.")
+
     def _save_state(self) -> None:
+        self._check_weights()
         digests = train_state.write_units(self.out, self.step, {k: u.state() for k, u in self.units.items()})
         every = self.comm.gather_objects(digests)
         if self.comm.is_main:
@@ -205,6 +217,7 @@ class Trainer:
 
     def _snapshot(self, label: str) -> None:
         cfg = self.cfg
+        self._check_weights()
         for u in self.units.values():
             meta = {"trial": u.trial.to_json(), "layer": u.layer, "snapshot": label, "step": self.step,
                     "tokens": self.step * cfg.batch_tokens, "lambda": float(u.controller.lam), "seed": cfg.seed}
@@ -284,53 +297,62 @@ class Trainer:
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self, resume: bool = False, force: bool = False, stop_after_step: int | None = None) -> Path:
         """Train to the end (or, with `stop_after_step`, save a resumable state there and raise KeyboardInterrupt)."""
+        created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        with self.comm.lock(lambda: run_lock(self.out)):
-            self._setup()
-            decision = None
-            if self.comm.is_main:
-                try:
-                    decision = self._prepare_folder(resume, force)
-                except KdsaeError as e:
-                    self.comm.broadcast_object(("error", str(e)))
-                    raise
-            decision = self.comm.broadcast_object(decision)
-            if isinstance(decision, tuple):
-                raise RunFolderError(decision[1])
-            if decision == "done":
-                if self.comm.is_main and paths.train_state_dir(self.out).exists():
-                    # killed between status.json and the end: finish the manifest and drop the state
-                    self._record(self.out / STATUS_FILE)
-                    train_state.clear_state(self.out)
-                return self.out
-            resumed = decision == "resume" and self._resume_state()
-            if not resumed:
-                self.step = 0
-                if self.comm.is_main:
-                    paths.run_metrics(self.out).write_text("")
-            if self.comm.is_main:
-                self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
-            ended = False  # the loop ended normally or by a stop: a failing close is then the error to report
+        try:
+            with self.comm.lock(lambda: run_lock(self.out)):
+                return self._run_locked(resume, force, stop_after_step)
+        except BaseException:
+            if created and self.comm.is_main and not any(self.out.iterdir()):
+                self.out.rmdir()  # a run refused before it wrote anything leaves no empty folder behind
+            raise
+
+    def _run_locked(self, resume: bool, force: bool, stop_after_step: int | None) -> Path:
+        self._setup()
+        decision = None
+        if self.comm.is_main:
             try:
-                self._loop(stop_after_step)
-                ended = True
-            except _Stop:
-                ended = True
-                raise KeyboardInterrupt(f"training stopped at step {self.step}; state saved, resume with --resume") from None
-            finally:
-                if self._metrics_file is not None:
-                    try:
-                        self._metrics("close")
-                    except KdsaeError:
-                        if ended:
-                            raise
-            self.comm.barrier()
-            if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
-                atomic_write_json(self.out / STATUS_FILE,
-                                  {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
+                decision = self._prepare_folder(resume, force)
+            except KdsaeError as e:
+                self.comm.broadcast_object(("error", str(e)))
+                raise
+        decision = self.comm.broadcast_object(decision)
+        if isinstance(decision, tuple):
+            raise RunFolderError(decision[1])
+        if decision == "done":
+            if self.comm.is_main and paths.train_state_dir(self.out).exists():
+                # killed between status.json and the end: finish the manifest and drop the state
                 self._record(self.out / STATUS_FILE)
                 train_state.clear_state(self.out)
-            self.comm.barrier()
+            return self.out
+        resumed = decision == "resume" and self._resume_state()
+        if not resumed:
+            self.step = 0
+            if self.comm.is_main:
+                paths.run_metrics(self.out).write_text("")
+        if self.comm.is_main:
+            self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
+        ended = False  # the loop ended normally or by a stop: a failing close is then the error to report
+        try:
+            self._loop(stop_after_step)
+            ended = True
+        except _Stop:
+            ended = True
+            raise KeyboardInterrupt(f"training stopped at step {self.step}; state saved, resume with --resume") from None
+        finally:
+            if self._metrics_file is not None:
+                try:
+                    self._metrics("close")
+                except KdsaeError:
+                    if ended:
+                        raise
+        self.comm.barrier()
+        if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
+            atomic_write_json(self.out / STATUS_FILE,
+                              {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
+            self._record(self.out / STATUS_FILE)
+            train_state.clear_state(self.out)
+        self.comm.barrier()
         return self.out
 
     def _loop(self, stop_after_step: int | None) -> None:

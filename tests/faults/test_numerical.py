@@ -120,3 +120,36 @@ def test_a_real_run_pushed_to_the_ceiling_keeps_lambda_there(tmp_path, tiny_mode
     assert all(LAMBDA_BOUNDS[0] <= v <= LAMBDA_BOUNDS[1] for v in lams) and all(math.isfinite(r["loss"]) for r in rows)
     _, cfg_json = load_checkpoint(paths.checkpoint_dir(run, "C", 0, "final"))
     assert lams[-1] == cfg_json["metadata"]["kdsae"]["lambda"] == LAMBDA_BOUNDS[1]
+
+
+def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
+    """The 8th optimizer update leaves a NaN weight after a finite loss (the loss only sees it a step later):
+    the snapshot due right then refuses to save, naming the SAE, and the step-4 state stays the last good one."""
+    from kdsae_core.train import NumericalFault, SAETrainConfig, Trainer
+
+    folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B"], d_sae=32,
+                                      tokens=2048, batch_tokens=128, context=64, n_snapshots=2, state_every_tokens=512)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+
+    def poison_on_update_8(step, x):
+        unit = next(iter(trainer.units.values()))
+        if step == 0:
+            real, calls = unit.opt.step, [0]
+
+            def step_then_poison(*a, **k):
+                out = real(*a, **k)
+                calls[0] += 1
+                if calls[0] == 8:
+                    with torch.no_grad():
+                        unit.sae.W_dec[0, 0] = float("nan")
+                return out
+            unit.opt.step = step_then_poison
+        return x
+
+    trainer.batch_hook = poison_on_update_8
+    with pytest.raises(NumericalFault, match=r"weights of trial B at layer 1 are not finite after step 8; nothing was "
+                                             r"saved, its last good state \(step 4\) is intact"):
+        trainer.run()
+    assert train_state.intact_steps(tmp_path / "run") == [4]
+    assert not paths.checkpoint_dir(tmp_path / "run", "B", 1, "1.024k").exists()
