@@ -31,6 +31,7 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")  # SAELens' names, also our safetensors keys
 _NORMALIZE_BLOCK_BYTES = 1 << 20  # rows per block of the CPU decoder renormalisation (fits in L2)
+_ALIGN = 8  # the centred input's width (d_in + its ones column) is padded with zeros to a multiple of this
 
 
 # ---- the trials -------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     Five matrix products (encoder, decoder, two weight gradients, the latent gradient): 10 d_in d_sae FLOPs
     per token, no gradient with respect to x. b_dec enters the encoder as a bias correction, so its
     gradient needs no [B, d_in] product; b_enc's gradient is one more row of the W_enc-gradient product
-    (the centred input carries a column of ones). Besides the products, the [B, d_sae] activations are
+    (the centred input carries a column of ones, padded to an aligned width). Besides the products, the [B, d_sae] activations are
     touched by: the ReLU (fused into the encoder product on CUDA), one matrix-vector product for the
     per-latent sums (L1 and which latents fired), the masked latent gradient (written in place) and the
     L0 count (in place over the activations once they are no longer needed). The gradients are written into
@@ -235,8 +236,9 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     W_enc, b_enc, W_dec, b_dec = (t.detach().to(cd) for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
     x = x.to(cd)
     g_enc_block, g_dec, g_b_dec = _grad_buffers(sae)
-    # [x - b_dec | 1]: the ones column makes the last product give b_enc's gradient too.
-    xa = torch.empty(B, d_in + 1, dtype=cd, device=x.device)
+    # [x - b_dec | 1 | 0...]: the ones column makes the last product give b_enc's gradient too; zero columns pad
+    # the rows to a multiple of _ALIGN elements (aligned operands for the matrix libraries).
+    xa = torch.zeros(B, _padded(d_in), dtype=cd, device=x.device)
     xa[:, d_in] = 1
     xc = xa[:, :d_in]
     torch.sub(x, b_dec, out=xc)
@@ -262,7 +264,7 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     # L0: z is no longer needed, so its signs (0 or 1) are counted in place; a row sum of at most d_sae ones is
     # exact in float32, the total is summed in float64.
     l0 = z.sign_().sum(1, dtype=torch.float32).sum(dtype=torch.float64).float() / B
-    _mm_into(g_enc_block, xa.T, g_pre)                                # [W_enc | b_enc] gradient
+    _mm_into(g_enc_block, xa.T, g_pre)                                # [W_enc | b_enc | 0...] gradient
     g_enc_bias = g_enc_block[d_in].to(cd)
     g_b_dec.copy_(g_dec_bias - torch.mv(W_enc, g_enc_bias))
     return StepStats(mse=mse, l1=l1, loss=mse + lam_t * l1, l0=l0, fired=colsum > 0)
@@ -275,6 +277,11 @@ def _addmm_relu(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return torch.addmm(bias, a, b).relu_()
 
 
+def _padded(d_in: int) -> int:
+    """d_in + 1 rounded up to a multiple of _ALIGN."""
+    return -(-(d_in + 1) // _ALIGN) * _ALIGN
+
+
 def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     if a.dtype == out.dtype:
         torch.mm(a, b, out=out)
@@ -284,14 +291,15 @@ def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 def _grad_buffers(sae: SAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The gradient buffers of an SAE, created once and kept as its parameters' `.grad`:
-    ([d_in + 1, d_sae] block whose rows are W_enc.grad and whose last row is b_enc.grad, W_dec.grad, b_dec.grad).
+    ([_padded(d_in), d_sae] block whose first d_in rows are W_enc.grad and whose next row is b_enc.grad (the
+    remaining rows are zero), W_dec.grad, b_dec.grad).
     Recreated when something else has replaced or cleared a `.grad` (autograd, zero_grad(set_to_none=True))."""
     cached = getattr(sae, "_grad_block", None)
     params = (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)
     if cached is not None and all(p.grad is g for p, g in zip(params, cached[1])):
         return cached[0]
     kw = dict(dtype=sae.W_enc.dtype, device=sae.W_enc.device)
-    block = torch.empty(sae.d_in + 1, sae.d_sae, **kw)
+    block = torch.empty(_padded(sae.d_in), sae.d_sae, **kw)
     g_dec = torch.empty(sae.d_sae, sae.d_in, **kw)
     g_b_dec = torch.empty(sae.d_in, **kw)
     views = (block[:sae.d_in], block[sae.d_in], g_dec, g_b_dec)
