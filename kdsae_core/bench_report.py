@@ -20,12 +20,17 @@ from .paths import REPO_ROOT
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PAGE = REPO_ROOT / "book" / "performance.md"
 SECTIONS = ("machine", "sae_step", "vs_saelens", "all_layers", "compile", "cpu_model", "projection", "memory")
+MAIN = ("sae_step", "vs_saelens", "all_layers")
+ONE_THREAD = "_cpu1"  # the same benchmark with --threads 1 --clock cpu, when it has been run
+ONE_THREAD_NOTE = ("The same benchmark with one thread, timed in process CPU time (`--threads 1 --clock cpu "
+                   "--out-name {name}`): on a shared machine it leaves out the time other jobs hold the core, and "
+                   "with one thread no thread waits at a barrier for a descheduled sibling.")
 _MARK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
 def load_results(folder: Path = RESULTS) -> dict[str, dict]:
     out = {}
-    for name in ("sae_step", "vs_saelens", "all_layers", "sae_step_compile"):
+    for name in ("sae_step", "vs_saelens", "all_layers", "sae_step_compile", *(f"{n}{ONE_THREAD}" for n in MAIN)):
         p = Path(folder) / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -255,16 +260,26 @@ def _memory(r: dict | None) -> str:
         plan = a["memory_plan"]
         lines += ["", f"Check (all_layers benchmark): the plan gives {plan['n_saes']} x {plan['per_sae_bytes'] / 1e6:.1f} MB + "
                   f"{plan['workspace_bytes'] / 1e6:.2f} MB for its {plan['n_saes']} SAEs; the process grew by "
-                  f"{mm / 1e6:.0f} MB creating and stepping them."]
+                  f"{mm / 1e6:.0f} MB creating them and stepping each once (resident memory, which also holds allocator "
+                  "slack and Python objects)."]
     return "\n".join(lines) + "\n"
+
+
+def _with_one_thread(render, res: dict, name: str) -> str:
+    text = render(res.get(name))
+    extra = res.get(name + ONE_THREAD)
+    if extra:
+        text += "\n" + ONE_THREAD_NOTE.format(name=name + ONE_THREAD) + "\n\n" + render(extra)
+    return text
 
 
 def render_sections(folder: Path = RESULTS) -> dict[str, str]:
     res = load_results(folder)
-    return {"machine": _machine(res), "sae_step": _sae_step(res.get("sae_step")),
-            "vs_saelens": _vs_saelens(res.get("vs_saelens")), "all_layers": _all_layers(res.get("all_layers")),
+    return {"machine": _machine(res), "sae_step": _with_one_thread(_sae_step, res, "sae_step"),
+            "vs_saelens": _with_one_thread(_vs_saelens, res, "vs_saelens"),
+            "all_layers": _with_one_thread(_all_layers, res, "all_layers"),
             "compile": _compile(res.get("sae_step_compile")),
-            "cpu_model": _cpu_model(res.get("sae_step")), "projection": _projection(res.get("sae_step")),
+            "cpu_model": _with_one_thread(_cpu_model, res, "sae_step"), "projection": _projection(res.get("sae_step")),
             "memory": _memory(res)}
 
 

@@ -79,7 +79,7 @@ def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers:
     per_sae = 16 * P
     work = 2 * batch_tokens * d_sae * cb + 6 * batch_tokens * (d_in + 1) * cb
     if compute != "fp32":
-        work += P * cb + (d_in + 1) * d_sae * cb
+        work += P * cb + (d_in + 8) * d_sae * cb
     activations = n_layers * batch_tokens * d_in * 4
     total = n_saes * per_sae + work + activations + model_bytes
     fit = None
