@@ -61,14 +61,15 @@ publish:
 	test -f $(BOOK_HTML)/index.html || { echo "make publish: no built book in $(BOOK_HTML): run make book first"; exit 2; }
 	$(GHP_IMPORT) --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages --message "Publish the book" $(BOOK_HTML)
 
-# Regenerate the committed results the book renders (results/): Experiment 2's embedded run (~20 min on 2
-# cores) and Experiment 1's paper grid (hours on 2 cores). Both resume where they stopped.
+# Regenerate the committed results the book renders (results/): Experiment 2's embedded run and Experiment 1's
+# paper grid. Both resume where they stopped. One thread each, as the committed files were made: CPU results are
+# bit-identical for the same thread count (and one-thread jobs do not stall each other on a shared machine).
 results-exp2: setup
-	$(BIN)/kdsae train --profile embedded --out runs/embedded --resume --measure
+	OMP_NUM_THREADS=1 $(BIN)/kdsae train --profile embedded --out runs/embedded --resume --measure
 	$(BIN)/python -c "from kdsae_core.results import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
 
 results-toy: setup
-	$(BIN)/kdsae toy --profile paper --out runs/toy-paper
+	OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --out runs/toy-paper
 	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
 
 bench: setup
