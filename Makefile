@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup saelens-env browser book test test-unit test-book test-saelens results-exp2 results-toy bench publish clean
+.PHONY: setup saelens-env browser book test test-unit test-book test-saelens results-exp2 results-toy results-figures bench publish clean
 
 setup: $(STAMP)
 
@@ -67,10 +67,16 @@ publish:
 results-exp2: setup
 	OMP_NUM_THREADS=1 $(BIN)/kdsae train --profile embedded --out runs/embedded --resume --measure
 	$(BIN)/python -c "from kdsae_core.results import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
+	$(MAKE) results-figures
 
 results-toy: setup
 	OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --out runs/toy-paper
 	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
+	$(MAKE) results-figures
+
+# The data of every figure drawn from the committed runs: what `kdsae verify --figures` compares against.
+results-figures: setup
+	$(BIN)/python -c "from kdsae_core.results import commit_figure_data as c; c()"
 
 bench: setup
 	$(BIN)/python benchmarks/toy_sweep.py

@@ -113,3 +113,52 @@ def compare(reference: Path, candidate: Path, tolerances=EXACT) -> list[Drift]:
             if problem:
                 drifts.append(Drift(name, q, problem))
     return drifts
+
+
+# ---- the committed figure data (results/figures/) -------------------------------------------------------------
+def draw_figure_data(out: Path, exp2_run: Path | None, toy_results: Path | None) -> dict[str, Path]:
+    """Draw every figure of the committed runs into `out` ({group: folder}): `exp2` from an Experiment 2 run
+    folder, `toy` from a toy_results.json. The Pythia-410M reference figures are left out: their data are
+    the authors' files, which are read from outside the repository and never committed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from .commands.figures import draw_all as draw_exp2
+    from .figures import toy as toy_figures
+    from .toy_sweep import load_results
+
+    groups = {}
+    if exp2_run is not None:
+        groups["exp2"] = Path(out) / "exp2"
+        draw_exp2(exp2_run, groups["exp2"])
+        (groups["exp2"] / "figures.json").unlink(missing_ok=True)  # an index of paths, not figure data
+    if toy_results is not None:
+        groups["toy"] = Path(out) / "toy"
+        toy_figures.draw_all(load_results(toy_results), groups["toy"])
+    return groups
+
+
+def only_data(folder: Path, dest: Path) -> None:
+    """Copy the figure data files (not the PNGs) of `folder` to `dest`, replacing what was there."""
+    import shutil
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for rel, path in data_files(folder).items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest / rel)
+
+
+def check_committed(reference: Path, exp2_run: Path | None, toy_results: Path | None, tolerances=EXACT,
+                    work: Path | None = None) -> list[Drift]:
+    """Redraw the figures and compare their data with the committed reference, group by group."""
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        groups = draw_figure_data(Path(tmp), exp2_run, toy_results)
+        drifts = []
+        for name, folder in groups.items():
+            ref = Path(reference) / name
+            if not ref.is_dir():
+                drifts.append(Drift(name, "-", f"no committed figure data in {ref} to compare with"))
+                continue
+            drifts += [Drift(f"{name}/{d.figure}", d.quantity, d.detail) for d in compare(ref, folder, tolerances)]
+        return drifts

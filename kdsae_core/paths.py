@@ -19,6 +19,11 @@ def toy_results_dir(profile: str) -> Path:
     return RESULTS / "toy" / profile
 
 
+def committed_figure_data() -> Path:
+    """The figure data (CSV/JSON, no images) drawn from the committed runs: the reference of `kdsae verify --figures`."""
+    return RESULTS / "figures"
+
+
 def reference_dir() -> Path | None:
     """The authors' released Pythia-410M measurements, if present.
 

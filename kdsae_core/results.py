@@ -59,3 +59,19 @@ def commit_toy_results(out: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(out) / paths.TOY_RESULTS_FILE, dest / paths.TOY_RESULTS_FILE)  # the same bytes as the run wrote
     return dest
+
+
+def commit_figure_data(dest: Path | None = None) -> Path:
+    """results/figures/{exp2,toy}: the data of every figure drawn from the committed runs (the reference of
+    `kdsae verify --figures`)."""
+    import tempfile
+
+    from . import figure_regression as fr
+    dest = Path(dest) if dest is not None else paths.committed_figure_data()
+    exp2 = paths.RESULTS / "exp2" / "embedded"
+    toy = paths.toy_results_dir("paper") / paths.TOY_RESULTS_FILE
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = fr.draw_figure_data(Path(tmp), exp2 if exp2.is_dir() else None, toy if toy.exists() else None)
+        for name, folder in groups.items():
+            fr.only_data(folder, dest / name)
+    return dest

@@ -44,3 +44,23 @@ def test_missing_and_changed_labels_are_reported(tmp_path):
     drifts = {str(d) for d in compare(tmp_path / "a", tmp_path / "b", EXACT)}
     assert "trial_a/summary_card.csv: -: missing from the new figures" in drifts
     assert any("toy_floors.json: label: 'n=10' became 'n=20'" == d for d in drifts)
+
+
+def test_redrawn_figures_of_a_run_match_their_committed_data_and_a_perturbed_copy_is_named(tmp_path):
+    """The whole path of `kdsae verify --figures`: draw every figure of a run, keep the data, redraw and compare."""
+    from pathlib import Path
+
+    from kdsae_core.figure_regression import check_committed, draw_figure_data, only_data
+
+    fixture = Path(__file__).parent / "fixtures" / "exp2_run"
+    groups = draw_figure_data(tmp_path / "drawn", fixture, None)
+    only_data(groups["exp2"], tmp_path / "reference" / "exp2")
+    assert not list((tmp_path / "reference").rglob("*.png"))
+    assert check_committed(tmp_path / "reference", fixture, None) == []  # drawing is deterministic: exact
+    card = next((tmp_path / "reference" / "exp2").rglob("*summary_card*.csv"))
+    df = pd.read_csv(card)
+    df.loc[0, "mse"] *= 1.5
+    df.to_csv(card, index=False)
+    drifts = check_committed(tmp_path / "reference", fixture, None)
+    assert [(d.figure.split("/")[-1], d.quantity) for d in drifts] == [(card.name, "mse")]
+    assert "33.3% relative" in drifts[0].detail  # relative to the committed value: 0.005 / 0.015

@@ -24,6 +24,10 @@ def register(sub) -> None:
                    help="embedded-default run folder (default: the committed results/exp2/embedded)")
     p.add_argument("--json", type=Path, help="also write the ledger as JSON here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a testable claim is not reproduced")
+    p.add_argument("--figures", action="store_true",
+                   help="instead of the ledger: redraw every figure and compare its data with results/figures/ "
+                        "(exactly for the committed runs; with re-training tolerances for --embedded-run/--toy-results "
+                        "elsewhere)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +40,23 @@ def hub_measurements(trial: str) -> list[dict]:
     return measure_published_trial(trial)
 
 
+def run_figures(args) -> int:
+    from .. import figure_regression as fr
+    from ..paths import committed_figure_data, toy_results_dir, TOY_RESULTS_FILE
+    toy = args.toy_results or toy_results_dir("paper") / TOY_RESULTS_FILE
+    committed = Path(args.embedded_run).resolve() == (RESULTS / "exp2" / "embedded").resolve() and not args.toy_results
+    drifts = fr.check_committed(committed_figure_data(), args.embedded_run, toy if Path(toy).exists() else None,
+                                fr.EXACT if committed else fr.RETRAIN_TOLERANCES)
+    for d in drifts:
+        print(f"DRIFT {d}")
+    print(f"{len(drifts)} drifts ({'exact comparison' if committed else 're-training tolerances'}; reference "
+          f"{committed_figure_data()})")
+    return 1 if drifts else 0
+
+
 def run(args) -> int:
+    if args.figures:
+        return run_figures(args)
     if args.toy_results:
         toy = load_results(args.toy_results)
     else:
