@@ -198,7 +198,29 @@ VARIANTS = {"kdsae": (KdsaeStep, "kdsae SAEUnit.step"),
 
 
 # ---- the benchmark ----------------------------------------------------------------------------------------
-def bench_shape(d_in, d_sae, B, rounds, names, min_sample_s) -> dict:
+PRODUCTS = {"aten::mm", "aten::addmm", "aten::_addmm_activation"}
+
+
+def outside_products(step, samples: int = 3) -> dict:
+    """Time a step spends outside the matrix products, from torch.profiler's self time per op (the fewest of
+    `samples` steps): the work the speed changes remove, measured without the products' noise. The products'
+    own time and the largest other ops come with it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    best = None
+    for _ in range(samples):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        ev = prof.key_averages()
+        products = sum(e.self_cpu_time_total for e in ev if e.key in PRODUCTS) / 1e6
+        other = sum(e.self_cpu_time_total for e in ev if e.key not in PRODUCTS) / 1e6
+        if best is None or other < best["outside_s"]:
+            top = sorted(((e.self_cpu_time_total / 1e6, e.key) for e in ev if e.key not in PRODUCTS), reverse=True)[:6]
+            best = {"outside_s": other, "products_s": products, "top_ops": [[k, t] for t, k in top]}
+    return best
+
+
+def bench_shape(d_in, d_sae, B, rounds, names, min_sample_s, profile_ops=True) -> dict:
     g = torch.Generator().manual_seed(0)
     batches = Batches(d_in, B, 4, g)
     fns = {"matmul": Matmuls(d_in, d_sae, B, g)}
@@ -220,6 +242,10 @@ def bench_shape(d_in, d_sae, B, rounds, names, min_sample_s) -> dict:
         out["variants"][n] = {"label": VARIANTS[n][1], "time": t, "tokens_per_s": B / t["median_s"],
                               "gflops": flops / t["median_s"] / 1e9,
                               "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times[n])}
+    if profile_ops:
+        for n in names:
+            if n != "compiled":  # inductor's kernels do not show as aten ops
+                out["variants"][n]["profile"] = outside_products(fns[n])
     k = out["variants"].get("kdsae")
     if k:
         out["goal_met"] = k["fraction_of_matmul"]["median"] >= out["goal_fraction"]
@@ -236,16 +262,18 @@ def markdown(result: dict) -> list[str]:
           f"{result['rounds']} alternating rounds (range in brackets); \"fastest samples\" is the ratio of each "
           "variant's fastest sample, the one least disturbed by other jobs.", "",
           _bench.machine_line(result["machine"]), "",
-          "| d_in x d_sae | matmul GFLOP/s | variant | tokens/s per layer | fraction of matmul rate | fastest samples | goal |",
-          "|---|---|---|---|---|---|---|"]
+          "| d_in x d_sae | matmul GFLOP/s | variant | tokens/s per layer | fraction of matmul rate | fastest samples | "
+          "outside the products (profiler) | goal |",
+          "|---|---|---|---|---|---|---|---|"]
     for s in result["shapes"]:
         for i, (n, v) in enumerate(s["variants"].items()):
             f = v["fraction_of_matmul"]
             goal = ""
             if n == "kdsae":
                 goal = f">= {s['goal_fraction']:.2f}: {'met' if s['goal_met'] else 'NOT met'}"
+            outside = f"{v['profile']['outside_s'] * 1e3:.0f} ms" if "profile" in v else "-"
             md.append(f"| {s['d_in']} x {s['d_sae']} | {s['matmul']['gflops']:.0f} | {n} | {v['tokens_per_s']:,.0f} | "
-                      f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f['best']:.3f} | {goal} |")
+                      f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f['best']:.3f} | {outside} | {goal} |")
     return md
 
 
@@ -276,6 +304,7 @@ def main() -> None:
     ap.add_argument("--shapes", type=parse_shapes, default=list(SHAPES), help="e.g. 384x2048,1024x32768")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
+    ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler pass (time outside the products)")
     ap.add_argument("--min-sample-seconds", type=float, default=1.0, help="steps per timing sample: about this long")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine with --threads 1")
@@ -289,7 +318,7 @@ def main() -> None:
     names = ["kdsae", "previous", "plain"] + (["compiled"] if args.compile else [])
     m = _bench.machine()
     bandwidth = copy_bandwidth()
-    shapes = [bench_shape(d_in, d_sae, args.batch, args.rounds, names, args.min_sample_seconds)
+    shapes = [bench_shape(d_in, d_sae, args.batch, args.rounds, names, args.min_sample_seconds, not args.no_profile)
               for d_in, d_sae in args.shapes]
     bandwidth_end = copy_bandwidth()
     result = {"benchmark": "sae_step", "machine": _bench.finish_machine(m), "batch_tokens": args.batch,

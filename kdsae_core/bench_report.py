@@ -64,15 +64,25 @@ def _sae_step(r: dict | None) -> str:
     if not r:
         return _missing("sae_step")
     lines = ["| d_in x d_sae | matmul rate (GFLOP/s) | step | tokens/s per layer | fraction of matmul rate "
-             "(median, range) | fastest samples | goal |", "|---|---|---|---|---|---|---|"]
+             "(median, range) | fastest samples | time outside the products | goal |", "|---|---|---|---|---|---|---|---|"]
     for s in r["shapes"]:
         for n, v in s["variants"].items():
             f = v["fraction_of_matmul"]
             goal = (f">= {s['goal_fraction']:.2f}: **{'met' if s['goal_met'] else 'not met'}**" if n == "kdsae" else "")
+            outside = f"{v['profile']['outside_s'] * 1e3:,.0f} ms" if "profile" in v else "-"
             lines.append(f"| {s['d_in']} x {s['d_sae']} | {s['matmul']['gflops']:.0f} | {n} | {_g(v['tokens_per_s'])} | "
-                         f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f.get('best', float('nan')):.3f} | {goal} |")
+                         f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f.get('best', float('nan')):.3f} | {outside} | {goal} |")
+    paper = _paper_shape(r)
+    if paper and any("profile" in v for v in paper["variants"].values()):
+        lines += ["", "Largest ops outside the products at 1024 x 32768 (profiler self time, one step):", ""]
+        for n, v in paper["variants"].items():
+            if "profile" in v:
+                lines.append(f"- `{n}`: " + ", ".join(f"`{k}` {t * 1e3:,.0f} ms" for k, t in v["profile"]["top_ops"]))
     labels = {n: v["label"] for s in r["shapes"] for n, v in s["variants"].items()}
     lines += ["", "Steps: " + "; ".join(f"`{n}` = {lab}" for n, lab in labels.items()) + ". "
+              "Time outside the products: torch.profiler's self time of every op other than the matrix products, "
+              "the fewest of 3 profiled steps (the memory-bound work the speed changes remove; less noisy than the "
+              "fraction on a shared machine). "
               f"Batch {r['batch_tokens']} tokens, fp32, {r['rounds']} rounds; command `{r['command']}`."]
     return "\n".join(lines) + "\n"
 
@@ -117,7 +127,7 @@ def _all_layers(r: dict | None) -> str:
              f"| one batch, all {L} layers: one pass / separate runs | {s['one_pass']['median_s'] * 1e3:.1f} ms / "
              f"{s['separate']['median_s'] * 1e3:.1f} ms ({w['median']:.2f}x) |",
              f"| overhead per extra layer (not forward, not the SAE step) | **{r['overhead_s_per_layer'] * 1e3:.2f} ms** "
-             f"({r['overhead_fraction_of_step'] * 100:.1f}% of a step) |"]
+             f"({r['overhead_fraction_of_step'] * 100:.1f}% of a step{'; below zero: none measurable' if r['overhead_s_per_layer'] < 0 else ''}) |"]
     lines += ["", f"{r['model']}, {r['d_in']} x {r['d_sae']}, {r['batch_tokens']} tokens per batch (context "
               f"{r['context']}), trial {r['trial']['name']}, {r['rounds']} rounds; command `{r['command']}`."]
     return "\n".join(lines) + "\n"
@@ -138,13 +148,17 @@ def _compile(r: dict | None) -> str:
         lines.append(f"| {s['d_in']} x {s['d_sae']} | {k['fraction_of_matmul']['median']:.3f} | "
                      f"{c['fraction_of_matmul']['median']:.3f} | {med:.2f} ({min(ratio):.2f}-{max(ratio):.2f}) |")
     kept = all(v < 0.97 for v in verdicts)
-    lines += ["", f"The `compiled` step runs the same gradient computation as one function under `torch.compile` "
-              "(inductor, C++ kernels on the CPU) so that it can fuse the elementwise work around the products. "
-              + ("It is faster at every shape measured." if kept else
-                 "It does not win here (ratios near or above 1: the products are library calls either way, and "
-                 "inductor's reductions over the batch dimension are slower than the eager matrix-vector product), "
-                 "so the library does not use it; on a GPU, where the elementwise passes weigh far more against the "
-                 "products, compiling the step is worth measuring again.")
+    faster = [f"{sh['d_in']} x {sh['d_sae']} ({v:.2f})" for sh, v in zip(r["shapes"], verdicts) if v < 1]
+    slower = [f"{sh['d_in']} x {sh['d_sae']} ({v:.2f})" for sh, v in zip(r["shapes"], verdicts) if v >= 1]
+    lines += ["", "The `compiled` step runs the same gradient computation as one function under `torch.compile` "
+              "(inductor, C++ kernels on the CPU) so that it can fuse the elementwise work around the products; the "
+              "products stay library calls. Compiled / eager below 1 means the compiled step is faster: "
+              + (f"faster at {', '.join(faster)}" if faster else "faster at no shape")
+              + (f"; slower at {', '.join(slower)}" if slower else "") + ". "
+              + ("It wins by more than 3% at every shape measured." if kept else
+                 "It does not win by more than 3% at every shape, so the library does not use it (and does not pay "
+                 "the compilation at the start of every run). On a GPU, where the elementwise passes weigh far more "
+                 "against the products, compiling the step is worth measuring again.")
               + f" {r['rounds']} rounds; command `{r['command']}`."]
     return "\n".join(lines) + "\n"
 
@@ -254,14 +268,14 @@ def _memory(r: dict | None) -> str:
                      f"{m.activations_bytes / 1e9:.3g} GB | {m.model_bytes / 1e9:.3g} GB | {m.total_bytes / 1e9:.3g} GB | "
                      f"{'-' if m.budget_bytes is None else f'{m.budget_bytes / 1e9:.3g} GB'} | "
                      f"{'-' if m.saes_that_fit is None else m.saes_that_fit} |")
-    a = (r or {}).get("all_layers")
-    if a:
-        mm = a["memory_measured"]["units_and_workspace"]
+    a = (r or {}).get("all_layers") or (r or {}).get("all_layers" + ONE_THREAD)
+    if a and "held_by_units" in a["memory_measured"]:
+        held = a["memory_measured"]["held_by_units"]
         plan = a["memory_plan"]
-        lines += ["", f"Check (all_layers benchmark): the plan gives {plan['n_saes']} x {plan['per_sae_bytes'] / 1e6:.1f} MB + "
-                  f"{plan['workspace_bytes'] / 1e6:.2f} MB for its {plan['n_saes']} SAEs; the process grew by "
-                  f"{mm / 1e6:.0f} MB creating them and stepping each once (resident memory, which also holds allocator "
-                  "slack and Python objects)."]
+        lines += ["", f"Check (all_layers benchmark): the plan gives {plan['n_saes']} x {plan['per_sae_bytes'] / 1e6:.2f} MB "
+                  f"= {plan['n_saes'] * plan['per_sae_bytes'] / 1e6:.1f} MB for its {plan['n_saes']} SAEs; the tensors they "
+                  f"hold after a step add up to {held / 1e6:.1f} MB (the gradient buffer's alignment rows and the "
+                  "firing record make the difference)."]
     return "\n".join(lines) + "\n"
 
 

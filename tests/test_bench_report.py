@@ -22,8 +22,10 @@ def fake_results(folder):
          "date": "2026-01-01T00:00:00", "git_commit": "0123456789abcdef", "clock": "wall"}
     frac = {"median": 0.9312, "min": 0.9, "max": 0.95, "rounds": 3, "best": 0.94}
     var = {"label": "kdsae SAEUnit.step", "time": {"median_s": 9.5, "samples_s": [9.5, 9.4, 9.6]},
-           "tokens_per_s": 431.1, "fraction_of_matmul": frac}
+           "tokens_per_s": 431.1, "fraction_of_matmul": frac,
+           "profile": {"outside_s": 0.4321, "products_s": 9.0, "top_ops": [["aten::sign_", 0.1], ["aten::sum", 0.05]]}}
     comp = dict(var, time={"median_s": 10.0, "samples_s": [10.5, 9.9, 10.4]})
+    comp.pop("profile")
     step = {"benchmark": "sae_step", "machine": m, "batch_tokens": 4096, "rounds": 3, "command": "cmd",
             "copy_bandwidth": {"start": {"median_bytes_per_s": 20e9}},
             "shapes": [{"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096, "goal_fraction": 0.9, "goal_met": True,
@@ -37,9 +39,12 @@ def test_tables_are_rendered_from_the_files(tmp_path):
     fake_results(tmp_path)
     sections = bench_report.render_sections(tmp_path)
     assert set(sections) == set(bench_report.SECTIONS)
-    assert "| 1024 x 32768 | 144 | kdsae | 431 | 0.931 (0.900-0.950) | 0.940 | >= 0.90: **met** |" in sections["sae_step"]
+    assert ("| 1024 x 32768 | 144 | kdsae | 431 | 0.931 (0.900-0.950) | 0.940 | 432 ms | >= 0.90: **met** |"
+            in sections["sae_step"])
+    assert "- `kdsae`: `aten::sign_` 100 ms, `aten::sum` 50 ms" in sections["sae_step"]
     assert "TestCPU" in sections["machine"]
-    assert "not use it" in sections["compile"] and "| 1.08 (1.05-1.11) |" in sections["compile"]
+    assert "does not use it" in sections["compile"] and "| 1.08 (1.05-1.11) |" in sections["compile"]
+    assert "slower at 1024 x 32768 (1.08)" in sections["compile"]
     assert "this CPU at the measured 431 tokens/s" in sections["projection"]
     assert "Not measured yet" in sections["vs_saelens"] and "benchmarks/vs_saelens.py" in sections["vs_saelens"]
 
