@@ -44,8 +44,14 @@ class TrialSpec:
     l1_form: str
     controller: str = "fixed"  # fixed | target_l0
     target_l0: float | None = None
-    rate: float = 0.01  # controller gain: lambda <- lambda * exp(rate * (L0_ema - T) / T)
+    rate: float = 0.01  # controller gain: lambda <- lambda * exp(rate * e), e = (L0_ema - T) / T
     ema: float = 0.99  # controller smoothing: L0_ema <- ema * L0_ema + (1 - ema) * L0
+    # e is clipped to [-error_bound, error_bound] (None: unclipped). L0_ema >= 0 already bounds e below by -1; the
+    # default bound 1 makes the law symmetric, so lambda moves at most 1% per step either way. Unclipped, an SAE
+    # that starts far above its target (L0 ~ 1,000 of 2,048 latents against T = 150) winds lambda up 6% a step
+    # for the ~100 steps the EMA lags, overshoots, and its latents all die: the embedded run's layers reached
+    # L0 = 0 by step 300 with lambda ~ 0.3 and never recovered (see the trial C chapter).
+    error_bound: float | None = 1.0
 
     def validate(self) -> None:
         if self.l1_form not in L1_FORMS:
@@ -62,6 +68,8 @@ class TrialSpec:
                 raise InvalidParameter(f"trial {self.name}: the starting lambda must lie in {LAMBDA_BOUNDS}.")
             if not (0 < self.rate <= 1 and 0 <= self.ema < 1):
                 raise InvalidParameter(f"trial {self.name}: controller rate must be in (0, 1] and ema in [0, 1).")
+            if self.error_bound is not None and not (math.isfinite(self.error_bound) and self.error_bound > 0):
+                raise InvalidParameter(f"trial {self.name}: the controller's error bound must be positive or None.")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -92,7 +100,8 @@ class L1Controller:
     """lambda for one SAE, as a 0-dim float64 tensor on the SAE's device (no host round-trip per step).
 
     Fixed: lambda never changes. Target L0 (trial C): after every step, L0_ema <- ema L0_ema + (1 - ema) L0
-    (the first step sets L0_ema = L0), then lambda <- clamp(lambda exp(rate (L0_ema - T) / T), 1e-8, 1).
+    (the first step sets L0_ema = L0), then lambda <- clamp(lambda exp(rate e), 1e-8, 1) with the relative error
+    e = clip((L0_ema - T) / T, -error_bound, error_bound) (TrialSpec.error_bound; None leaves e unclipped).
     A NaN L0 leaves lambda unchanged (the trainer stops the run on a non-finite loss before that matters).
     """
 
@@ -115,7 +124,8 @@ class L1Controller:
         first = torch.isnan(self.l0_ema)
         ema = torch.where(first, l0, s.ema * self.l0_ema + (1 - s.ema) * l0)
         self.l0_ema = torch.where(ok, ema, self.l0_ema)
-        rel = ((self.l0_ema - s.target_l0) / s.target_l0).clamp(-1e3, 1e3)  # no overflow in exp
+        bound = 1e3 if s.error_bound is None else s.error_bound  # 1e3: no overflow in exp when unclipped
+        rel = ((self.l0_ema - s.target_l0) / s.target_l0).clamp(-bound, bound)
         new = (self.lam * torch.exp(s.rate * rel)).clamp(*LAMBDA_BOUNDS)
         self.lam = torch.where(ok & torch.isfinite(new), new, self.lam)
 

@@ -154,3 +154,25 @@ def test_trial_specs_reject_bad_values():
     t = paper_trials()
     assert (t["A"].l1_coeff, t["A"].l1_form, t["B"].l1_coeff, t["B"].l1_form) == (3e-4, "mean", 8e-5, "sum")
     assert (t["C"].l1_coeff, t["C"].target_l0, t["C"].rate, t["C"].ema) == (5e-4, 150.0, 0.01, 0.99)
+
+
+def _lagged_stream(spec, steps: int, tau: float = 20.0):
+    """An SAE stand-in that starts at L0 = 1,000 and follows L0(lambda) = 150 (lambda / 0.025)^-1.5 (capped at
+    2,048) with a lag of `tau` steps: the response measured on the embedded run's first 140 steps."""
+    c = L1Controller(spec)
+    l0, trace = 1000.0, []
+    for _ in range(steps):
+        static = min(2048.0, 150 * (c.lam.item() / 0.025) ** -1.5)
+        l0 += (static - l0) / tau
+        c.update(torch.tensor(l0))
+        trace.append((l0, c.lam.item()))
+    return trace
+
+
+def test_the_bounded_error_keeps_the_controller_out_of_the_overshoot_that_kills_latents():
+    bounded = _lagged_stream(paper_trials()["C"], 2344)
+    assert max(lam for _, lam in bounded) < 0.2 and min(l0 for l0, _ in bounded) > 10
+    assert all(abs(l0 / 150 - 1) < 0.10 for l0, _ in bounded[1800:])
+    literal = _lagged_stream(TrialSpec("C", 5e-4, "sum", controller="target_l0", target_l0=150.0, error_bound=None), 2344)
+    assert max(lam for _, lam in literal) == LAMBDA_BOUNDS[1]  # unclipped, lambda winds up to its ceiling
+    assert min(l0 for l0, _ in literal) < 1
