@@ -29,10 +29,12 @@ class LocalComm:
         return True
 
     def shard(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [steps, n_seq, context] -> the sequences this process runs through the model."""
         return tokens
 
-    def route(self, x: dict[int, torch.Tensor], layers: list[int]) -> dict[int, torch.Tensor]:
-        return x
+    def route(self, x: dict[int, torch.Tensor], layers: list[int], steps: int) -> dict[int, torch.Tensor]:
+        """This process's activations {layer: [tokens, d]} -> {owned layer: [steps, batch tokens, d]}."""
+        return {layer: t.reshape(steps, -1, t.shape[-1]) for layer, t in x.items()}
 
     def gather_objects(self, obj) -> list:
         return [obj]
@@ -77,16 +79,17 @@ class TorchComm(LocalComm):
         return self.owner(layer, layers) == self.rank
 
     def shard(self, tokens: torch.Tensor) -> torch.Tensor:
-        n = tokens.shape[0]
+        n = tokens.shape[1]
         if n % self.world:
             from .errors import InvalidParameter
             raise InvalidParameter(f"{n} sequences per batch do not split evenly over {self.world} processes: "
                                    "choose --batch-tokens / --context as a multiple of the process count.")
         k = n // self.world
-        return tokens[self.rank * k:(self.rank + 1) * k]
+        return tokens[:, self.rank * k:(self.rank + 1) * k]
 
-    def route(self, x: dict[int, torch.Tensor], layers: list[int]) -> dict[int, torch.Tensor]:
-        """Gather every layer's shards, in rank order, on the layer's owner."""
+    def route(self, x: dict[int, torch.Tensor], layers: list[int], steps: int) -> dict[int, torch.Tensor]:
+        """Gather every layer's shards on the layer's owner; each step's batch is the ranks' shares of it in rank
+        order, exactly the batch one process would have."""
         out = {}
         for layer in sorted(layers):
             dst = self.owner(layer, layers)
@@ -94,7 +97,7 @@ class TorchComm(LocalComm):
             if self.rank == dst:
                 parts = [torch.empty_like(part) for _ in range(self.world)]
                 self.dist.gather(part, gather_list=parts, dst=dst)
-                out[layer] = torch.cat(parts)
+                out[layer] = torch.cat([p.reshape(steps, -1, p.shape[-1]) for p in parts], dim=1)
             else:
                 self.dist.gather(part, dst=dst)
         return out

@@ -41,10 +41,24 @@ def assert_same_as_reference(run, reference):
     assert manifest.verify_manifest(run) == []
 
 
-def test_signals_from_outside_at_random_moments(tmp_path, tiny_model, corpus, reference):
+# The signal chain needs a run long enough that four signals always land before its last state: 128 steps
+# with a state every 2 (the shared reference run has 16; its tiny SAEs train a step in milliseconds).
+LONG = ("--tokens", "32768")
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory, tiny_model, corpus):
+    out = tmp_path_factory.mktemp("long-reference") / "run"
+    code, err = finish(kdsae(train_args(tiny_model, corpus, out, *LONG)))
+    assert code == 0, err[-3000:]
+    return run_files(out), out
+
+
+def test_signals_from_outside_at_random_moments(tmp_path, tiny_model, corpus, long_reference):
     rng = random.Random(2604_04037)  # the moments are random, and the same at every run of the test
+    reference = long_reference
     run = tmp_path / "run"
-    args = train_args(tiny_model, corpus, run)
+    args = train_args(tiny_model, corpus, run, *LONG)
     plan = [signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGKILL]
     for i, sig in enumerate(plan):
         p = kdsae(args + (["--resume"] if i else []))
