@@ -24,25 +24,14 @@ def _resolve(run: str | Path) -> Path:
 
 
 def _hub_run(trial: str, layers) -> Path:
-    try:
-        from .hub import fetch_trial
-    except ImportError:
-        raise MissingData("source='hub' needs kdsae_core.hub.fetch_trial, which this version does not have; "
-                          "use source='local'.") from None
+    from .hub import fetch_trial
     return Path(fetch_trial(trial, layers=layers))
 
 
 def _retrain(run: Path, trials: list[str], layers, out: Path) -> Path:
     """rerun=True: train again with the run's own config, into a fresh folder beside the figures."""
-    try:
-        from . import train as engine
-    except ImportError:
-        raise MissingData("rerun=True needs the SAE engine (kdsae_core.train), which this version does not have; "
-                          "render the committed run with rerun=False.") from None
-    if not hasattr(engine, "retrain_like"):
-        raise MissingData("rerun=True needs kdsae_core.train.retrain_like(run, out, trials=, layers=) (train again "
-                          "with a run folder's config into `out`, return the new run folder); this version lacks it.")
-    return Path(engine.retrain_like(run, out / "rerun", trials=trials, layers=layers))
+    from .train import retrain_like
+    return Path(retrain_like(run, out / "rerun", trials=trials, layers=layers))
 
 
 def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", trials=None, layers=None,
@@ -125,15 +114,8 @@ def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False) -> Chapter:
         return ch
     if extra and not rerun:
         return ch
-    try:
-        from . import train as engine
-    except ImportError:
-        raise MissingData(f"this run has no pilot trials and training them needs the SAE engine (kdsae_core.train), "
-                          "which this version does not have; use pilots=False.") from None
-    if not hasattr(engine, "train_pilots_like"):
-        raise MissingData("pilots=True on a run without pilot trials needs kdsae_core.train.train_pilots_like(run, out, "
-                          "lambdas=, layers=); this version lacks it: use pilots=False.")
-    folder = engine.train_pilots_like(run.folder, ch.out / "pilots", lambdas=PILOT_LAMBDAS, layers=ch.layers)
+    from .train import train_pilots_like
+    folder = train_pilots_like(run.folder, ch.out / "pilots", lambdas=PILOT_LAMBDAS, layers=ch.layers)
     ch.run = run_data.combine_runs([run.only([t for t in run.trials if t in MAIN_TRIALS]),
                                     run_data.load_run(folder, layers=ch.layers)])
     return ch

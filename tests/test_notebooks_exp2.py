@@ -100,20 +100,6 @@ def test_bad_parameters_say_what_to_do(monkeypatch):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
-def test_rerun_and_pilots_without_an_engine_say_what_is_missing(tmp_path):
-    try:
-        from kdsae_core import train
-        if hasattr(train, "retrain_like") or hasattr(train, "train_pilots_like"):
-            pytest.skip("the SAE engine provides retraining; this checks the message when it does not")
-    except ImportError:
-        pass
-    ch = chapters.open_chapter("05_trials_compared", run=str(FIXTURE), out=str(tmp_path), trials=["A", "B", "C"])
-    with pytest.raises(KdsaeError, match="pilots"):
-        chapters.with_pilots(ch, pilots=True, rerun=True)
-    with pytest.raises(KdsaeError, match="rerun=True needs"):
-        chapters.open_run(FIXTURE, rerun=True, out=tmp_path)
-
-
 def test_gallery_without_toy_results_says_so(tmp_path):
     from kdsae_core.figures.gallery import _toy_cards
     cards, note = _toy_cards(tmp_path, "../notebooks", tmp_path / "no_toy_results.json")

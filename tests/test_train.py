@@ -271,3 +271,16 @@ def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythi
     Trainer(cfg, run, progress=False, model=model).run(resume=True)  # clean input resumes from step 4
     rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9)) and all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia):
+    """rerun=True (the chapters' parameter) retrains from the run's own config: on CPU, the same measurements."""
+    from kdsae_core import chapters
+    folder, model = pythia
+    run = Trainer(tiny(folder, trials=["A", "C"]), tmp_path / "run", progress=False, model=model).run()
+    measure_run(run, progress=False, model=model)
+    again = chapters.open_run(run, trials=["C"], rerun=True, out=tmp_path / "figs")
+    assert again.folder == tmp_path / "figs" / "rerun" and again.trials == ["C"]
+    for layer in (0, 2):
+        a, b = (paths.measurement_file(r, "C", layer, "final") for r in (run, again.folder))
+        assert b.read_bytes() == a.read_bytes()
