@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import checkpoints, manifest, paths
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, replace_folder
 from .run_data import format_tokens, snapshot_tokens
 
 EXPORTED_TOP = ("config.json", "metrics.jsonl")
@@ -98,13 +98,7 @@ def export_run(run: Path, to: Path, repo: str | None = None, force: bool = False
     staging = Path(tempfile.mkdtemp(prefix=f".{to.name}.export-", dir=to.parent))
     try:
         _stage(run, staging, repo)
-        if to.exists():
-            old = to.with_name(f".{to.name}.old-{os.getpid()}")
-            os.replace(to, old)
-            os.replace(staging, to)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, to)
+        replace_folder(staging, to)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return to

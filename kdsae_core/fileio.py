@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,16 @@ def load_verified(path: Path) -> tuple[bytes, Path] | None:
             return data, candidate
         print(f"kdsae: {candidate} is truncated or corrupted (sha256 mismatch); using an older snapshot", file=sys.stderr)
     return None
+
+
+def replace_folder(staged: Path, target: Path) -> None:
+    """Move a finished staging folder to `target`, replacing an older copy (moved aside first, then removed)."""
+    staged, target = Path(staged), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staged, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, target)

@@ -11,7 +11,6 @@ was. `fetch_trial` adds the measurement (the chapters' `source="hub"` and `kdsae
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoints, hub, layouts, manifest, paths
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, replace_folder
 from .run_data import FINAL, snapshot_tokens
 
 
@@ -115,18 +114,6 @@ def _existing(out: Path, settings: dict) -> dict | None:
 def staging_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
-
-
-def _install(staged: Path, target: Path) -> None:
-    """Move a staged folder into place, replacing an older copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(staged, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(staged, target)
 
 
 # ---- the authors' .pt layout ------------------------------------------------------------------------------------
@@ -244,7 +231,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
             raise BadFile(f"{src.repo} holds SAEs of shape (d_in, d_sae) = {next(iter(shapes))}, but {out} already "
                           f"holds ({old.get('d_in')}, {old.get('d_sae')}): use another --out.")
         for lay, snap, rel in converted:
-            _install(staging / rel, out / rel)
+            replace_folder(staging / rel, out / rel)
             paths.measurement_file(out, src.name, lay, snap).unlink(missing_ok=True)  # measured from the old file
     finally:
         shutil.rmtree(staging, ignore_errors=True)

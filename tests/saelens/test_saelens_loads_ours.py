@@ -31,18 +31,6 @@ TOL = 1e-6  # max |difference| between SAELens' and kdsae's z and x_hat (both fl
 REPO = "someone/tiny-kdsae"
 
 
-@pytest.fixture(scope="module")
-def saelens_python() -> Path:
-    exe = os.environ.get("KDSAE_SAELENS_PYTHON")
-    if not exe:
-        if os.environ.get("KDSAE_REQUIRE_SAELENS") == "1":
-            pytest.fail("KDSAE_REQUIRE_SAELENS=1 but KDSAE_SAELENS_PYTHON is not set: run `make test-saelens`.")
-        pytest.skip("KDSAE_SAELENS_PYTHON is not set: `make test-saelens` builds .venv-saelens and runs this test")
-    if not Path(exe).exists():
-        pytest.fail(f"KDSAE_SAELENS_PYTHON={exe} does not exist: run `make saelens-env`.")
-    return Path(exe)
-
-
 def test_saelens_loads_our_checkpoints_with_identical_outputs(saelens_python, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = tmp_path / "hf"

@@ -14,9 +14,6 @@ Without it the test is skipped, unless KDSAE_REQUIRE_SAELENS=1 (then it fails).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from kdsae_core.sae import TrialSpec
@@ -27,18 +24,6 @@ STEPS = 100
 # (trial, activation scale): the scales put the gradient norm above the clip on most steps of the first case
 # and on few steps of the second, so both branches of the clipping are compared.
 CASES = [(TrialSpec("B", 8e-5, "sum"), 0.1), (TrialSpec("A", 3e-4, "mean"), 0.03)]
-
-
-@pytest.fixture(scope="module")
-def saelens_python() -> Path:
-    exe = os.environ.get("KDSAE_SAELENS_PYTHON")
-    if not exe:
-        if os.environ.get("KDSAE_REQUIRE_SAELENS") == "1":
-            pytest.fail("KDSAE_REQUIRE_SAELENS=1 but KDSAE_SAELENS_PYTHON is not set: run `make test-saelens`.")
-        pytest.skip("KDSAE_SAELENS_PYTHON is not set: `make test-saelens` builds .venv-saelens and runs this test")
-    if not Path(exe).exists():
-        pytest.fail(f"KDSAE_SAELENS_PYTHON={exe} does not exist: run `make saelens-env`.")
-    return Path(exe)
 
 
 def test_loss_trajectory_matches_saelens_standard_sae(saelens_python):
