@@ -105,28 +105,44 @@ def check_layers(layers, n_layers: int) -> list[int]:
 
 
 class ActivationSource:
-    """Residual-stream activations of several layers from one forward pass per batch."""
+    """Residual-stream activations of several layers from one forward pass per batch.
+
+    The pass stops right after the last requested layer's hook_resid_post, also when that is the model's last
+    block: transformer-lens' `stop_at_layer` cannot stop there, and the unembedding it would then run (a
+    30,522-word MLM head on MiniLM, 50,304 words on Pythia) costs several times all the blocks together.
+    """
 
     def __init__(self, model, layers, autocast_dtype: torch.dtype | None = None):
         self.model = model
         self.layers = check_layers(layers, model_layers(model))
         self.names = [HOOK.format(layer) for layer in self.layers]
-        last = self.layers[-1] + 1
-        self.stop_at_layer = last if last < model_layers(model) else None
         self.autocast_dtype = autocast_dtype
         self.d_model = int(model.cfg.d_model)
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
         """{layer: [n_tokens, d_model] float32} for tokens [n_seq, context]."""
+        from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
         device = next(self.model.parameters()).device
         tokens = tokens.to(device)
         ctx = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                else _nullcontext())
+        got: dict[str, torch.Tensor] = {}
+
+        def keeper(name: str):  # the hook's own name may be the canonical one (blocks.L.hook_out), not our alias
+            def keep(tensor, hook):
+                got[name] = tensor.detach()
+                if name == self.names[-1]:
+                    raise StopAtLayerException(tensor)  # run_with_hooks returns here and removes its hooks
+            return keep
+
         with ctx:
-            _, cache = self.model.run_with_cache(tokens, names_filter=self.names, stop_at_layer=self.stop_at_layer,
-                                                 return_cache_object=False)
-        return {layer: cache[name].reshape(-1, self.d_model).float() for layer, name in zip(self.layers, self.names)}
+            self.model.run_with_hooks(tokens, fwd_hooks=[(name, keeper(name)) for name in self.names])
+        missing = [n for n in self.names if n not in got]
+        if missing:
+            raise RuntimeError(f"the forward pass never reached {missing[0]}")
+        return {layer: got[name].reshape(-1, self.d_model).float() for layer, name in zip(self.layers, self.names)}
 
 
 class _nullcontext:

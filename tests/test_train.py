@@ -50,13 +50,29 @@ def test_all_layer_capture_equals_per_layer_capture(pythia):
 def test_the_forward_pass_stops_after_the_last_requested_layer(pythia):
     _, model = pythia
     ran = []
-    handles = [b.register_forward_hook(lambda m, i, o, k=k: ran.append(k)) for k, b in enumerate(model.blocks)]
+    handles = [b.register_forward_pre_hook(lambda m, i, k=k: ran.append(k)) for k, b in enumerate(model.blocks)]
     try:
         acts.ActivationSource(model, [0, 1])(torch.randint(100, 1000, (2, 16)))
     finally:
         for h in handles:
             h.remove()
     assert sorted(set(ran)) == [0, 1]
+
+
+def test_asking_for_the_last_layer_skips_the_unembedding(pythia):
+    """stop_at_layer cannot stop after the last block; we do, so the 50,304-word unembedding never runs."""
+    _, model = pythia
+    ran = []
+    handle = model.unembed.register_forward_hook(lambda *a: ran.append(1))
+    try:
+        tokens = torch.randint(100, 1000, (2, 16))
+        got = acts.ActivationSource(model, list(range(acts.model_layers(model))))(tokens)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter="blocks.5.hook_resid_post", return_cache_object=False)
+    finally:
+        handle.remove()
+    assert ran == [1]  # only the reference pass ran it
+    assert torch.equal(got[5], cache["blocks.5.hook_resid_post"].reshape(-1, 128))
 
 
 def test_minilm_capture_matches_hugging_face_hidden_states():
