@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pandas as pd
+import pytest
 
 from kdsae_core.figure_regression import EXACT, RETRAIN_TOLERANCES, compare
 
@@ -64,3 +65,16 @@ def test_redrawn_figures_of_a_run_match_their_committed_data_and_a_perturbed_cop
     drifts = check_committed(tmp_path / "reference", fixture, None)
     assert [(d.figure.split("/")[-1], d.quantity) for d in drifts] == [(card.name, "mse")]
     assert "33.3% relative" in drifts[0].detail  # relative to the committed value: 0.005 / 0.015
+
+
+def test_the_committed_figure_data_are_what_the_committed_run_draws():
+    """results/figures/exp2 (the reference of `kdsae verify --figures`) redraws exactly from results/exp2/embedded,
+    and that run still matches its manifest; regenerate both with `make results-exp2`."""
+    from kdsae_core import manifest, paths
+    from kdsae_core.figure_regression import check_committed
+
+    run = paths.RESULTS / "exp2" / "embedded"
+    if not run.is_dir():
+        pytest.skip("no committed embedded run in this checkout")
+    assert manifest.verify_manifest(run) == []
+    assert check_committed(paths.RESULTS / "figures", run, None) == []
