@@ -32,6 +32,15 @@ def step_flops(n: int, d: int, B: int) -> float:
     return 2 * B * n * d * 3 + 2 * B * n * n + 2 * d * n * n + 6 * B * n
 
 
+def step_bytes(n: int, d: int, B: int) -> float:
+    """Hand count of the bytes one model's step moves through the [B, n] and [B, d] buffers (fp32), if every
+    pass went to memory: [B, n] out written by baddbmm, relu in place (r+w), residual (3), ReLU backward (3),
+    bias-gradient sum (1), the two gradient products read g (2) -> 11 passes; the input read by two products
+    (2); h written, read by two products and made contiguous (4 passes of [B, d]). Weights and Adam state
+    (d x n per model) are negligible next to these."""
+    return 4.0 * B * (13 * n + 4 * d)
+
+
 def sweep_flops(cfg: ToyConfig) -> dict:
     """FLOPs per step of each phase (every model at its own width; students also run their teacher)."""
     B = cfg.batch
@@ -43,6 +52,21 @@ def sweep_flops(cfg: ToyConfig) -> dict:
             out["student"] += models * 4 * B * n * d_t  # the teacher's forward pass on the student batch
             for w in cfg.student_widths(d_t):
                 out["student"] += models * step_flops(n, w, B)
+    return out
+
+
+def sweep_bytes(cfg: ToyConfig) -> dict:
+    """Bytes per step of each phase, the same bookkeeping as sweep_flops (the student phase also runs the
+    teachers' forward pass on its batch: its [B, n] output written and read once more, about 3 passes)."""
+    B = cfg.batch
+    out = {"teacher": 0.0, "student": 0.0}
+    for n in cfg.n:
+        for d_t in cfg.d_teacher:
+            models = len(cfg.alpha) * cfg.seeds
+            out["teacher"] += models * step_bytes(n, d_t, B)
+            out["student"] += models * 4.0 * B * (3 * n + 2 * d_t)
+            for w in cfg.student_widths(d_t):
+                out["student"] += models * step_bytes(n, w, B)
     return out
 
 
@@ -93,11 +117,17 @@ def main() -> None:
     models = sum(b.count for b in sweep.teachers.values()) + sum(b.count for b in sweep.students.values())
     del sweep
     projected = paper.steps * (per_step["teacher"] + per_step["student"])
+    moved = sweep_bytes(paper)
+    bandwidth = result["machine"]["copy_bandwidth_gbs"] * 1e9
+    floor = paper.steps * (moved["teacher"] + moved["student"]) / bandwidth
     result["paper"] = {
         "models": models, "steps": paper.steps, "seconds_per_step": per_step,
         "projected_wall_seconds": projected,
         "flops_per_step": flops,
         "achieved_gflops": {ph: flops[ph] / per_step[ph] / 1e9 for ph in per_step},
+        "bytes_per_step": moved,
+        "memory_floor_seconds": floor,
+        "projected_over_floor": projected / floor,
     }
     if args.paper_wall and args.paper_wall.exists():
         result["paper"]["measured_wall_seconds"] = json.loads(args.paper_wall.read_text())["wall_seconds"]
@@ -129,6 +159,9 @@ def main() -> None:
         f"| paper profile, projected wall | {projected / 60:.1f} min |",
         f"| paper profile, measured wall | "
         f"{p['measured_wall_seconds'] / 60:.1f} min |" if "measured_wall_seconds" in p else "| paper profile, measured wall | not run here |",
+        f"| memory-traffic floor (bytes per step {moved['teacher'] / 1e9:.2f} + {moved['student'] / 1e9:.2f} GB "
+        f"x {paper.steps} steps / copy bandwidth) | {floor / 60:.1f} min; projected wall = "
+        f"{projected / floor:.1f}x the floor |",
         f"| achieved GFLOP/s (teacher; student phase) | {p['achieved_gflops']['teacher']:.1f}; "
         f"{p['achieved_gflops']['student']:.1f} |",
         f"| one model at a time, s per model-step | {one_model_step * 1e3:.2f} ms |",
