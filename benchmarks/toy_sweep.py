@@ -41,33 +41,30 @@ def step_bytes(n: int, d: int, B: int) -> float:
     return 4.0 * B * (13 * n + 4 * d)
 
 
-def sweep_flops(cfg: ToyConfig) -> dict:
-    """FLOPs per step of each phase (every model at its own width; students also run their teacher)."""
+def _per_phase(cfg: ToyConfig, per_model_step, teacher_forward) -> dict:
+    """Sum a per-model-step cost over every model of each phase (every model at its own width); the student
+    phase also runs each teacher's forward pass on the student batch (teacher_forward(n, d_T, B))."""
     B = cfg.batch
     out = {"teacher": 0.0, "student": 0.0}
     for n in cfg.n:
         for d_t in cfg.d_teacher:
             models = len(cfg.alpha) * cfg.seeds
-            out["teacher"] += models * step_flops(n, d_t, B)
-            out["student"] += models * 4 * B * n * d_t  # the teacher's forward pass on the student batch
+            out["teacher"] += models * per_model_step(n, d_t, B)
+            out["student"] += models * teacher_forward(n, d_t, B)
             for w in cfg.student_widths(d_t):
-                out["student"] += models * step_flops(n, w, B)
+                out["student"] += models * per_model_step(n, w, B)
     return out
+
+
+def sweep_flops(cfg: ToyConfig) -> dict:
+    """FLOPs per step of each phase; the teacher's forward pass is its two products (4 B n d_T)."""
+    return _per_phase(cfg, step_flops, lambda n, d, B: 4 * B * n * d)
 
 
 def sweep_bytes(cfg: ToyConfig) -> dict:
-    """Bytes per step of each phase, the same bookkeeping as sweep_flops (the student phase also runs the
-    teachers' forward pass on its batch: its [B, n] output written and read once more, about 3 passes)."""
-    B = cfg.batch
-    out = {"teacher": 0.0, "student": 0.0}
-    for n in cfg.n:
-        for d_t in cfg.d_teacher:
-            models = len(cfg.alpha) * cfg.seeds
-            out["teacher"] += models * step_bytes(n, d_t, B)
-            out["student"] += models * 4.0 * B * (3 * n + 2 * d_t)
-            for w in cfg.student_widths(d_t):
-                out["student"] += models * step_bytes(n, w, B)
-    return out
+    """Bytes per step of each phase; the teacher's forward pass writes and reads its [B, n] output and its
+    [B, d_T] hidden state (about 3 and 2 passes)."""
+    return _per_phase(cfg, step_bytes, lambda n, d, B: 4.0 * B * (3 * n + 2 * d))
 
 
 def seconds_per_step(sweep: ToySweep, phase: str, steps: int) -> float:
