@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from kdsae_core.bench_report import update_performance_page
 from kdsae_core.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.paths import REPO_ROOT
 
@@ -38,6 +39,7 @@ def main() -> None:
     md = (f"# book_build benchmark\n\n`kdsae book --clean` on {os.cpu_count()} cores: **{wall / 60:.1f} min** "
           f"for {len(pages)} HTML pages (goal <= {GOAL_SECONDS // 60} min).\n")
     atomic_write_text(OUT / "book_build.md", md)
+    update_performance_page()  # book/performance.md shows this result
     print(md)
 
 

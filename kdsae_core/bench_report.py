@@ -19,8 +19,10 @@ from .paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PAGE = REPO_ROOT / "book" / "performance.md"
-SECTIONS = ("machine", "sae_step", "vs_saelens", "all_layers", "compile", "cpu_model", "projection", "memory")
+SECTIONS = ("machine", "sae_step", "vs_saelens", "all_layers", "compile", "cpu_model", "projection", "memory",
+            "toy_sweep", "book_build")
 MAIN = ("sae_step", "vs_saelens", "all_layers")
+OWN_MACHINE_LINE = ("toy_sweep", "book_build")  # their sections state their own machine
 ONE_THREAD = "_cpu1"  # the same benchmark with --threads 1 --clock cpu, when it has been run
 ONE_THREAD_NOTE = ("The same benchmark with one thread, timed in process CPU time (`--threads 1 --clock cpu "
                    "--out-name {name}`): on a shared machine it leaves out the time other jobs hold the core, and "
@@ -30,7 +32,8 @@ _MARK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /ben
 
 def load_results(folder: Path = RESULTS) -> dict[str, dict]:
     out = {}
-    for name in ("sae_step", "vs_saelens", "all_layers", "sae_step_compile", *(f"{n}{ONE_THREAD}" for n in MAIN)):
+    for name in ("sae_step", "vs_saelens", "all_layers", "sae_step_compile", *(f"{n}{ONE_THREAD}" for n in MAIN),
+                 "toy_sweep", "book_build"):
         p = Path(folder) / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -49,13 +52,15 @@ def _machine(results: dict) -> str:
     lines = ["| benchmark | machine | torch threads | clock | load average (start, end) | date | commit |",
              "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
+        if name in OWN_MACHINE_LINE:
+            continue
         m = r["machine"]
         env = "malloc kept" if m["malloc_env"].get("MALLOC_MMAP_MAX_") == "0" else "glibc malloc defaults"
         lines.append(f"| {name} | {m['cpu']}, {m['cores']} cores, {(m['memory_bytes'] or 0) / 2**30:.0f} GiB, torch "
                      f"{m['torch']}, {env} | {m['torch_threads']} | {m.get('clock', 'wall')} | "
                      f"{m['load_average_start'][0]:.2f}, {m.get('load_average_end', [float('nan')])[0]:.2f} | "
                      f"{m['date'][:10]} | `{m['git_commit'][:10]}` |")
-    if not results:
+    if len(lines) == 2:
         return _missing("sae_step")
     return "\n".join(lines) + "\n"
 
@@ -279,6 +284,61 @@ def _memory(r: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+TOY_GOALS = {"speedup": 10.0, "paper_minutes": 90.0, "over_floor": 1.5, "quick_minutes": 3.0}
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _toy_sweep(r: dict | None) -> str:
+    if not r:
+        return _missing("toy_sweep")
+    m, p, one = r["machine"], r["paper"], r["one_at_a_time"]
+    wall = p.get("measured_wall_seconds")
+    best = wall if wall is not None else p["projected_wall_seconds"]
+    kind = "measured" if wall is not None else "projected"
+    quick = r["quick"]["wall_seconds"]
+    lines = [
+        "| what | value | goal |", "|---|---|---|",
+        f"| quick profile ({r['quick']['models']} models, {r['quick']['steps']} steps), wall | {quick:.0f} s | "
+        f"<= {TOY_GOALS['quick_minutes']:g} min: {_met(quick <= 60 * TOY_GOALS['quick_minutes'])} |",
+        f"| paper profile ({p['models']} models, {p['steps']} steps), s per step teachers / students | "
+        f"{p['seconds_per_step']['teacher']:.3f} / {p['seconds_per_step']['student']:.3f} | |",
+        f"| paper profile, wall projected from those steps | {p['projected_wall_seconds'] / 60:.1f} min | |",
+        f"| paper profile, measured wall of the full run | "
+        + (f"{wall / 60:.1f} min |" if wall is not None else "not run with this benchmark |")
+        + f" <= {TOY_GOALS['paper_minutes']:g} min ({kind}): {_met(best <= 60 * TOY_GOALS['paper_minutes'])} |",
+        f"| memory-traffic floor, every pass to memory ({(p['bytes_per_step']['teacher'] + p['bytes_per_step']['student']) / 1e9:.2f} GB "
+        f"per step at {m['copy_bandwidth_gbs']:.1f} GB/s) | {p['memory_floor_seconds'] / 60:.1f} min | |",
+    ]
+    if "cache_floor_seconds" in p:
+        over = best / p["cache_floor_seconds"]
+        lines.append(f"| memory-traffic floor of the cache-blocked program (same bytes at {m['cache_copy_bandwidth_gbs']:.1f} GB/s) "
+                     f"| {p['cache_floor_seconds'] / 60:.1f} min; {kind} wall = {over:.2f}x | "
+                     f"<= {TOY_GOALS['over_floor']:g}x: {_met(over <= TOY_GOALS['over_floor'])} |")
+    speed = one["projected_wall_seconds"] / best
+    lines += [
+        f"| achieved GFLOP/s, teachers / students (fp32 matmul {m['fp32_matmul_gflops']:.0f}) | "
+        f"{p['achieved_gflops']['teacher']:.1f} / {p['achieved_gflops']['student']:.1f} | |",
+        f"| one model at a time: per model-step; projected sweep | {one['seconds_per_model_step'] * 1e3:.2f} ms; "
+        f"{one['projected_wall_seconds'] / 3600:.1f} h | |",
+        f"| batched over one at a time ({kind} wall) | **{speed:.1f}x** | >= {TOY_GOALS['speedup']:g}x: "
+        f"{_met(speed >= TOY_GOALS['speedup'])} |",
+        "", f"{m['threads']} torch thread(s), torch {m['torch']}; command `python benchmarks/toy_sweep.py"
+        + (" --paper-wall WALL.json" if wall is not None else "") + "`."]
+    return "\n".join(lines) + "\n"
+
+
+def _book_build(r: dict | None) -> str:
+    if not r:
+        return _missing("book_build")
+    wall, goal = r["wall_seconds"], r["goal_seconds"]
+    return (f"`kdsae book --clean` (what `make book` runs after set-up) on {r['cores']} cores, {r['torch_threads']} torch "
+            f"thread(s) per notebook: **{wall / 60:.1f} min** for {r['pages']} HTML pages (goal <= {goal / 60:g} min: "
+            f"{_met(wall <= goal)}).\n")
+
+
 def _with_one_thread(render, res: dict, name: str) -> str:
     text = render(res.get(name))
     extra = res.get(name + ONE_THREAD)
@@ -294,7 +354,8 @@ def render_sections(folder: Path = RESULTS) -> dict[str, str]:
             "all_layers": _with_one_thread(_all_layers, res, "all_layers"),
             "compile": _compile(res.get("sae_step_compile")),
             "cpu_model": _with_one_thread(_cpu_model, res, "sae_step"), "projection": _projection(res.get("sae_step")),
-            "memory": _memory(res)}
+            "memory": _memory(res), "toy_sweep": _toy_sweep(res.get("toy_sweep")),
+            "book_build": _book_build(res.get("book_build"))}
 
 
 def _replace(text: str, sections: dict[str, str]) -> str:
