@@ -96,13 +96,14 @@ def _vs_saelens(r: dict | None) -> str:
     if not r:
         return _missing("vs_saelens")
     lines = ["| d_in x d_sae | kdsae tokens/s | SAELens tokens/s | kdsae fraction | SAELens fraction | speed-up "
-             "(median, range) | fastest samples | goal |", "|---|---|---|---|---|---|---|---|"]
+             "(median, range) | fastest samples | ceiling: 1 / SAELens fraction | goal |", "|---|---|---|---|---|---|---|---|---|"]
     for s in r["shapes"]:
         sp = s["speedup"]
         goal = (f">= {s['goal_speedup']:.2f}x: **{'met' if s['goal_met'] else 'not met'}**" if "goal_speedup" in s else "")
         lines.append(f"| {s['d_in']} x {s['d_sae']} | {_g(s['kdsae']['tokens_per_s'])} | {_g(s['saelens']['tokens_per_s'])} | "
                      f"{s['kdsae']['fraction_of_matmul']['median']:.3f} | {s['saelens']['fraction_of_matmul']['median']:.3f} | "
-                     f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | {sp.get('best', float('nan')):.2f}x | {goal} |")
+                     f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | {sp.get('best', float('nan')):.2f}x | "
+                     f"{1 / s['saelens']['fraction_of_matmul']['median']:.2f}x | {goal} |")
     t = r["trajectory"]
     mt, sh = t["saelens"]["unit_norm"], t["saelens"]["shipped"]
     lines += ["", f"SAELens {r['saelens_version']}, `SAETrainer.step` of `StandardTrainingSAE` as shipped; "
