@@ -91,7 +91,7 @@ def toy_claims(ledger: Ledger, results: dict) -> None:
         return measured, _verdict(ok), f"accuracy_rel (DESIGN.md section 2) on the paper grid ({grid}).{note}"
 
     ledger.add(Claim("toy-accuracy", "Median prediction accuracy above 93% at all sparsity levels (48 configurations).",
-                     "paper, Experiment 1", "median over (config, width) pairs of accuracy_rel per alpha, from a fresh sweep",
+                     "paper, Experiment 1", "median over (config, width) pairs of accuracy_rel per alpha",
                      "> 0.93 at every alpha with pairs below d*_S"), accuracy)
 
     def monotone():

@@ -15,13 +15,17 @@
 #
 # Each quantitative claim of the paper (and of the lab's write-up), the check that tests it, what this
 # build measured, and a verdict: **reproduced** (green), **not reproduced** (red) or **not testable here**
-# (grey, with why). The toy-model verdicts come from a sweep run fresh during this build, never from
-# committed numbers; a claim about "the paper's 48 configurations" gets a verdict only from results whose
-# settings equal the paper grid. The same ledger prints from the command line: `kdsae verify`
-# (`--profile paper` for the full toy grid, `--source hub` to measure the published checkpoints).
+# (grey, with why). The toy-model verdicts come from the committed paper-grid sweep
+# (`results/toy/paper/toy_results.json`, written by `kdsae toy --profile paper`) when it is there, else
+# from a sweep run fresh during this build (`rerun` always runs one); a claim about "the paper's 48
+# configurations" gets a verdict only from results whose settings equal the paper grid (checked from the
+# file's own settings). The same ledger prints from the command line: `kdsae verify` (`--profile paper`
+# for the full toy grid run fresh, `--toy-results FILE` for a finished one, `--source hub` to measure the
+# published checkpoints).
 
 # %% tags=["parameters"]
-profile = "quick"  # toy sweep run fresh for the toy claims: quick or paper
+rerun = False  # True: run the toy sweep of `profile` now instead of reading the committed paper-grid results
+profile = "quick"  # toy sweep run fresh (with rerun, or when no committed results exist): quick or paper
 source = "local"  # local, or hub to measure the published paper-scale checkpoints
 toy_results = ""  # path to an existing toy_results.json instead of a fresh sweep (its settings are checked)
 
@@ -32,10 +36,19 @@ from IPython.display import HTML, display
 
 from kdsae_core import verify
 from kdsae_core.commands.verify import hub_measurements
-from kdsae_core.paths import RESULTS
+from kdsae_core.paths import RESULTS, TOY_RESULTS_FILE, toy_results_dir
 from kdsae_core.toy_sweep import ToyConfig, load_results, run_sweep
 
-toy = load_results(Path(toy_results)) if toy_results else run_sweep(ToyConfig.from_profile(profile), progress=False)
+committed_toy = toy_results_dir("paper") / TOY_RESULTS_FILE
+if toy_results:
+    toy, toy_source = load_results(Path(toy_results)), f"the toy results {toy_results}"
+elif committed_toy.exists() and not rerun:
+    toy, toy_source = load_results(committed_toy), f"the committed results {committed_toy.relative_to(RESULTS.parent)}"
+else:
+    toy, toy_source = run_sweep(ToyConfig.from_profile(profile), progress=False), f"a {profile} sweep run now"
+print(f"Toy-model claims from {toy_source} ({len(toy['configs'])} configurations, "
+      f"{toy['settings']['seeds']} seeds, {toy['settings']['steps']} steps; paper grid: "
+      f"{'yes' if toy['settings'].get('matches_paper_grid') else 'no'}).")
 ledger = verify.build_ledger(toy, source, RESULTS / "exp2" / "embedded", hub_measurements)
 counts = ledger.counts()
 display(HTML(verify.render_html(ledger)))

@@ -12,7 +12,8 @@ import pytest
 from kdsae_core import paths
 from kdsae_core.paths import BOOK_BUILD, REPO_ROOT
 
-PAGES = {"intro": "book/intro.html", "theory": "book/theory.html", "toy": "notebooks/01_toy_validation.html"}
+PAGES = {"intro": "book/intro.html", "theory": "book/theory.html", "toy": "notebooks/01_toy_validation.html",
+         "claims": "notebooks/07_claims.html"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ERROR_MARKERS = ("Traceback (most recent call last)", 'class="output traceback')  # myst-nb's error output
 
@@ -60,6 +61,19 @@ def test_toy_page_states_its_source_and_verdict(html):
     assert "The paper’s text is not available to us" in text or "The paper's text is not available to us" in text
     assert "share data batches" in text and "geometric:0.9" in text
     assert "live quick, zipf:1" in text and "live quick, geometric:0.9" in text  # the live check ran
+
+
+def test_claims_page_judges_the_toy_claims_on_the_committed_paper_grid(html):
+    text = _text(html["claims"])
+    verdict = re.search(r"<tr[^>]*><td><b>([^<]+)</b></td><td>Median prediction accuracy above 93%", html["claims"])
+    assert verdict, "the toy-accuracy claim is missing from the ledger"
+    committed = paths.toy_results_dir("paper") / paths.TOY_RESULTS_FILE
+    if committed.exists():
+        assert "Toy-model claims from the committed results results/toy/paper/toy_results.json" in text
+        assert "paper grid: yes" in text
+        assert verdict.group(1) in ("reproduced", "not reproduced")  # a verdict, not "not testable here"
+    else:
+        assert "Toy-model claims from a quick sweep run now" in text and verdict.group(1) == "not testable here"
 
 
 def test_toy_figure_data_saved_beside_the_pngs(html):
