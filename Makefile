@@ -69,8 +69,10 @@ results-exp2: setup
 	$(BIN)/python -c "from kdsae_core.results import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
 	$(MAKE) results-figures
 
+# wall.json: the wall time of this invocation (a resumed sweep records only its last part), for benchmarks/toy_sweep.py.
 results-toy: setup
-	OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --out runs/toy-paper
+	start=$$(date +%s) && OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --out runs/toy-paper && \
+	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"command\": \"make results-toy\"}" > runs/toy-paper/wall.json
 	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
 	$(MAKE) results-figures
 

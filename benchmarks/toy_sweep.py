@@ -8,6 +8,8 @@ Writes benchmarks/results/toy_sweep.json and .md. Measures:
 - FLOPs per step (hand count below) and the machine's fp32 matmul rate and memory bandwidth.
 
     python benchmarks/toy_sweep.py [--paper-wall /path/wall.json] [--steps 20]
+
+The measured wall defaults to results/toy/paper/wall.json, written by `make results-toy`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 
 from kdsae_core.bench_report import update_performance_page
 from kdsae_core.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.paths import toy_results_dir
+from kdsae_core.results import TOY_WALL_FILE
 from kdsae_core.toy import CACHE_BYTES
 from kdsae_core.toy_sweep import ToyConfig, ToySweep, run_sweep
 
@@ -108,7 +112,8 @@ def machine_rates() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per phase for the projections")
-    ap.add_argument("--paper-wall", type=Path, help="wall.json of a full paper-profile run")
+    ap.add_argument("--paper-wall", type=Path, default=toy_results_dir("paper") / TOY_WALL_FILE,
+                    help="wall.json of a full paper-profile run (default: the committed run's)")
     args = ap.parse_args()
 
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -145,6 +150,7 @@ def main() -> None:
     }
     if args.paper_wall and args.paper_wall.exists():
         result["paper"]["measured_wall_seconds"] = json.loads(args.paper_wall.read_text())["wall_seconds"]
+        result["paper"]["measured_wall_file"] = str(args.paper_wall)
 
     # One model at a time: one teacher and one student of the largest configuration (n 40, d_T 10, width 5),
     # each its own program; projected to every model of the paper sweep.

@@ -326,8 +326,9 @@ def _toy_sweep(r: dict | None) -> str:
         f"{one['projected_wall_seconds'] / 3600:.1f} h | |",
         f"| batched over one at a time ({kind} wall) | **{speed:.1f}x** | >= {TOY_GOALS['speedup']:g}x: "
         f"{_met(speed >= TOY_GOALS['speedup'])} |",
-        "", f"{m['threads']} torch thread(s), torch {m['torch']}; command `python benchmarks/toy_sweep.py"
-        + (" --paper-wall WALL.json" if wall is not None else "") + "`."]
+        "", f"{m['threads']} torch thread(s), torch {m['torch']}; command `python benchmarks/toy_sweep.py`"
+        + (f"; the measured wall is the full run's, from `{Path(p['measured_wall_file']).name}` of the committed "
+           "paper results (`make results-toy` writes it)" if wall is not None else "") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,11 +10,12 @@ import shutil
 from pathlib import Path
 
 from . import manifest, paths
-from .errors import RunFolderError
+from .errors import BadFile, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text
 from .toy_sweep import load_results
 
 KEPT = ("config.json", "status.json")
+TOY_WALL_FILE = "wall.json"
 
 
 def thin_metrics(lines: list[str], every: int, keep_steps: set[int]) -> list[str]:
@@ -53,11 +54,17 @@ def commit_exp2_run(run: Path, dest: Path, every: int = 5) -> Path:
 
 
 def commit_toy_results(out: Path, dest: Path) -> Path:
-    """results/toy/PROFILE/toy_results.json from a finished `kdsae toy` folder."""
+    """results/toy/PROFILE/toy_results.json from a finished `kdsae toy` folder, with its wall.json (the run's
+    wall time, written by `make results-toy`) when there is one."""
     load_results(Path(out))  # validates it
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(out) / paths.TOY_RESULTS_FILE, dest / paths.TOY_RESULTS_FILE)  # the same bytes as the run wrote
+    wall = Path(out) / TOY_WALL_FILE
+    if wall.exists():
+        if not isinstance(json.loads(wall.read_text()).get("wall_seconds"), (int, float)):
+            raise BadFile(f"{wall} lacks a numeric wall_seconds.")
+        shutil.copy2(wall, dest / TOY_WALL_FILE)
     return dest
 
 

@@ -90,7 +90,8 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
     paper = {"models": 7200, "steps": 10000, "seconds_per_step": {"teacher": 0.06, "student": 0.42},
              "projected_wall_seconds": 4800.0, "achieved_gflops": {"teacher": 10.0, "student": 12.0},
              "bytes_per_step": {"teacher": 1e9, "student": 5e9}, "memory_floor_seconds": 10000.0,
-             "cache_floor_seconds": 2000.0, "measured_wall_seconds": 5100.0}
+             "cache_floor_seconds": 2000.0, "measured_wall_seconds": 5100.0,
+             "measured_wall_file": "results/toy/paper/wall.json"}
     toy = {"machine": machine, "quick": {"wall_seconds": 200.0, "models": 240, "steps": 1500}, "paper": paper,
            "one_at_a_time": {"seconds_per_model_step": 1e-3, "projected_wall_seconds": 72000.0}}
     (tmp_path / "toy_sweep.json").write_text(json.dumps(toy))
@@ -102,6 +103,6 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
     assert "| 85.0 min | <= 90 min (measured): **met** |" in toy_text          # 5100 s
     assert "33.3 min; measured wall = 2.55x | <= 1.5x: **not met** |" in toy_text  # 5100 / 2000
     assert "| **14.1x** | >= 10x: **met** |" in toy_text                        # 72000 / 5100
-    assert "--paper-wall WALL.json`." in toy_text
+    assert "the measured wall is the full run's, from `wall.json`" in toy_text
     assert "**16.7 min** for 15 HTML pages (goal <= 15 min: **not met**)" in sections["book_build"]
     assert "Not measured yet" in sections["machine"]  # no SAE benchmark here: the toy line is not a machine row
