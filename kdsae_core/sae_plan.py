@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 GB = 1e9
 GiB = 2**30
@@ -87,6 +88,21 @@ def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers:
         fit = max(0, math.floor((budget_bytes - work - activations - model_bytes) / per_sae))
     return MemoryPlan(d_in, d_sae, batch_tokens, compute, n_saes, n_layers, per_sae, work, activations,
                       model_bytes, budget_bytes, total, fit)
+
+
+def available_memory_bytes(device: str) -> int | None:
+    """Memory free for the run on `device` now: a CUDA device's free memory, or the host's MemAvailable
+    (Linux); None where it cannot be read."""
+    if device.startswith("cuda"):
+        import torch
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def format_memory_plan(plan: MemoryPlan) -> str:

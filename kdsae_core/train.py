@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import activations as acts
-from . import checkpoints, manifest, paths, train_state
+from . import checkpoints, manifest, paths, sae_plan, train_state
 from .distributed import LocalComm
 from .errors import InvalidParameter, KdsaeError, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text
@@ -96,6 +97,7 @@ class Trainer:
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
+        self._check_memory(len(specs) * sum(self.comm.owns(l, self.layers) for l in self.layers), str(device))
         self.units = {}
         for name, spec in specs.items():
             for layer in self.layers:
@@ -106,6 +108,23 @@ class Trainer:
                         cfg.grad_clip, str(device), compute)
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
+
+    def _check_memory(self, n_saes: int, device: str) -> None:
+        """Print the memory plan of this process's SAEs and refuse, before any file is written, a run whose SAEs
+        do not fit in the memory free now (the language model is already loaded, so it is not counted again)."""
+        cfg = self.cfg
+        plan = sae_plan.memory_plan(self.d_in, self.d_sae, cfg.batch_tokens, n_saes, len(self.layers), cfg.dtype,
+                                    budget_bytes=sae_plan.available_memory_bytes(device))
+        if self.progress:
+            print(sae_plan.format_memory_plan(plan), file=sys.stderr)
+        fits = plan.budget_bytes is None or plan.total_bytes <= plan.budget_bytes
+        if self.comm.any([not fits])[0]:
+            here = (f"needs {plan.total_bytes / sae_plan.GB:.3g} GB on {device} but {plan.budget_bytes / sae_plan.GB:.3g} GB "
+                    f"are free, so at most {plan.saes_that_fit} of its {n_saes} SAEs fit" if not fits
+                    else "fits here, but another process's share does not")
+            raise InvalidParameter(f"this run {here}: train fewer layers (--layers) or trials (--trial), a smaller "
+                                   "--d-sae or --batch-tokens, bf16 on a GPU, or spread the layers over more "
+                                   "devices with torchrun.")
 
     def run_config(self) -> dict:
         """config.json: the settings, plus what they resolved to for this model."""

@@ -300,3 +300,18 @@ def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia
     for layer in (0, 2):
         a, b = (paths.measurement_file(r, "C", layer, "final") for r in (run, again.folder))
         assert b.read_bytes() == a.read_bytes()
+
+
+def test_a_run_whose_saes_do_not_fit_in_memory_is_refused_before_it_writes(tmp_path, pythia, monkeypatch, capsys):
+    from kdsae_core import sae_plan
+    folder, model = pythia
+    cfg = tiny(folder)
+    plan = sae_plan.memory_plan(128, 64, 256, 6, 2, "fp32")  # trials A, B, C x layers 0, 2 of d_in 128
+    monkeypatch.setattr(sae_plan, "available_memory_bytes", lambda device: plan.total_bytes - plan.per_sae_bytes)
+    with pytest.raises(InvalidParameter, match=r"at most 5 of its 6 SAEs fit: train fewer layers"):
+        Trainer(cfg, tmp_path / "run", progress=True, model=model).run()
+    assert not (tmp_path / "run").exists()
+    assert "memory plan: 6 SAEs of 128 x 64" in capsys.readouterr().err
+    monkeypatch.setattr(sae_plan, "available_memory_bytes", lambda device: plan.total_bytes)
+    Trainer(cfg, tmp_path / "run", progress=False, model=model).run()  # exactly fits: trains
+    assert (tmp_path / "run" / "status.json").exists()
