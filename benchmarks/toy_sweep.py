@@ -24,8 +24,7 @@ import torch
 
 from kdsae_core.bench_report import update_performance_page
 from kdsae_core.fileio import atomic_write_json, atomic_write_text
-from kdsae_core.paths import toy_results_dir
-from kdsae_core.results import TOY_WALL_FILE
+from kdsae_core.paths import TOY_WALL_FILE, toy_results_dir
 from kdsae_core.toy import CACHE_BYTES
 from kdsae_core.toy_sweep import ToyConfig, ToySweep, run_sweep
 

@@ -12,6 +12,7 @@ BOOK_BUILD = REPO_ROOT / "_build" / "html"
 
 TOY_RESULTS_FILE = "toy_results.json"
 TOY_STATE_FILE = "toy_state.pt"
+TOY_WALL_FILE = "wall.json"  # the paper run's wall time, beside its committed results
 
 
 def toy_results_dir(profile: str) -> Path:

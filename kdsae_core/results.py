@@ -15,7 +15,6 @@ from .fileio import atomic_write_json, atomic_write_text
 from .toy_sweep import load_results
 
 KEPT = ("config.json", "status.json")
-TOY_WALL_FILE = "wall.json"
 
 
 def thin_metrics(lines: list[str], every: int, keep_steps: set[int]) -> list[str]:
@@ -60,11 +59,13 @@ def commit_toy_results(out: Path, dest: Path) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(out) / paths.TOY_RESULTS_FILE, dest / paths.TOY_RESULTS_FILE)  # the same bytes as the run wrote
-    wall = Path(out) / TOY_WALL_FILE
+    wall = Path(out) / paths.TOY_WALL_FILE
     if wall.exists():
-        if not isinstance(json.loads(wall.read_text()).get("wall_seconds"), (int, float)):
-            raise BadFile(f"{wall} lacks a numeric wall_seconds.")
-        shutil.copy2(wall, dest / TOY_WALL_FILE)
+        w = json.loads(wall.read_text())
+        if not (isinstance(w.get("wall_seconds"), (int, float)) and isinstance(w.get("threads"), int)
+                and isinstance(w.get("command"), str)):
+            raise BadFile(f"{wall} needs a numeric wall_seconds, an integer threads and the command string.")
+        shutil.copy2(wall, dest / paths.TOY_WALL_FILE)
     return dest
 
 

@@ -52,6 +52,7 @@ live_check = True  # also train the quick profile now (zipf:1 and geometric:0.9)
 out = ""  # folder for the figures and their data; "" means _build/figures/01_toy_validation
 
 # %% tags=["hide-input"]
+import json
 import time
 import warnings
 from pathlib import Path
@@ -97,13 +98,17 @@ elif committed.exists():
     results = load_results(committed)
     short = shown(committed)
     source_line = f"the {'committed ' if not results_file else ''}results `{short}`"
+    wall_file = committed.parent / paths.TOY_WALL_FILE  # written beside them by `make results-toy`
+    if wall_file.exists():
+        wall = json.loads(wall_file.read_text())
+        source_line += (f", trained by `{wall['command']}` in {wall['wall_seconds'] / 60:.0f} min with "
+                        f"{wall['threads']} thread(s)")
 else:
     if "zipf:1" not in live:
         live["zipf:1"] = live_sweep("zipf:1")
     results, short = live["zipf:1"][0], "a live quick run (the committed results are missing)"
     source_line = (f"**a live quick run**, because the committed results `{shown(committed)}` are not in this checkout "
-                   f"(`kdsae toy --profile {profile} --out {shown(committed.parent)}` makes them; about two hours on "
-                   "2 CPU cores for the paper profile)")
+                   f"(`make results-toy` makes the paper profile's; about 70 min on one CPU core)")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
                  f"are written to `{shown(figures)}`."))
 drawn = toy_figures.draw_all(results, figures)

@@ -43,13 +43,14 @@ def test_a_committed_run_has_no_weights_and_renders(tmp_path):
 
 def test_committed_toy_results_are_the_runs_bytes_with_its_wall_time(tmp_path):
     from kdsae_core.errors import BadFile
-    from kdsae_core.results import TOY_WALL_FILE, commit_toy_results
+    from kdsae_core.paths import TOY_WALL_FILE
+    from kdsae_core.results import commit_toy_results
     from kdsae_core.toy_sweep import ToyConfig, run_sweep
 
     cfg = ToyConfig(n=[4], alpha=[0.9], d_teacher=[2], seeds=1, steps=5, eval_samples=64)
     run = tmp_path / "run"
     run_sweep(cfg, run, progress=False)
-    (run / TOY_WALL_FILE).write_text(json.dumps({"wall_seconds": 1.5}))
+    (run / TOY_WALL_FILE).write_text(json.dumps({"wall_seconds": 1.5, "threads": 1, "command": "kdsae toy"}))
     dest = commit_toy_results(run, tmp_path / "results" / "toy" / "paper")
     assert (dest / "toy_results.json").read_bytes() == (run / "toy_results.json").read_bytes()
     assert json.loads((dest / TOY_WALL_FILE).read_text())["wall_seconds"] == 1.5
