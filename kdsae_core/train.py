@@ -12,7 +12,6 @@ import json
 import math
 import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -116,7 +115,7 @@ class Trainer:
         plan = sae_plan.memory_plan(self.d_in, self.d_sae, cfg.batch_tokens, n_saes, len(self.layers), cfg.dtype,
                                     budget_bytes=sae_plan.available_memory_bytes(device))
         if self.progress:
-            print(sae_plan.format_memory_plan(plan), file=sys.stderr)
+            print(sae_plan.format_memory_plan(plan), flush=True)
         fits = plan.budget_bytes is None or plan.total_bytes <= plan.budget_bytes
         if self.comm.any([not fits])[0]:
             here = (f"needs {plan.total_bytes / sae_plan.GB:.3g} GB on {device} but {plan.budget_bytes / sae_plan.GB:.3g} GB "

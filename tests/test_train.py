@@ -311,7 +311,7 @@ def test_a_run_whose_saes_do_not_fit_in_memory_is_refused_before_it_writes(tmp_p
     with pytest.raises(InvalidParameter, match=r"at most 5 of its 6 SAEs fit: train fewer layers"):
         Trainer(cfg, tmp_path / "run", progress=True, model=model).run()
     assert not (tmp_path / "run").exists()
-    assert "memory plan: 6 SAEs of 128 x 64" in capsys.readouterr().err
+    assert "memory plan: 6 SAEs of 128 x 64" in capsys.readouterr().out
     monkeypatch.setattr(sae_plan, "available_memory_bytes", lambda device: plan.total_bytes)
     Trainer(cfg, tmp_path / "run", progress=False, model=model).run()  # exactly fits: trains
     assert (tmp_path / "run" / "status.json").exists()
