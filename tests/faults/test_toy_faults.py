@@ -14,7 +14,7 @@ from kdsae_core.errors import KdsaeError, RunFolderError
 from kdsae_core.fileio import atomic_write_bytes, load_verified, save_verified
 from kdsae_core.runlock import run_lock
 
-ARGS = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "300",
+ARGS = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "1000",
         "--batch", "256", "--eval-samples", "2048", "--checkpoint-every", "10"]
 pytestmark = pytest.mark.slow
 
