@@ -108,7 +108,7 @@ else:
         live["zipf:1"] = live_sweep("zipf:1")
     results, short = live["zipf:1"][0], "a live quick run (the committed results are missing)"
     source_line = (f"**a live quick run**, because the committed results `{shown(committed)}` are not in this checkout "
-                   f"(`make results-toy` makes the paper profile's; about 70 min on one CPU core)")
+                   f"(`make results-toy` makes the paper profile's; about 75 min on one CPU core)")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
                  f"are written to `{shown(figures)}`."))
 drawn = toy_figures.draw_all(results, figures)
