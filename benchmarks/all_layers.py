@@ -178,8 +178,8 @@ def main() -> None:
           f"| separate runs: all {L} layers per batch | {med['separate'] * 1e3:.1f} ms |",
           f"| wall, separate / one pass | {w['median']:.2f}x ({w['min']:.2f}-{w['max']:.2f}) |",
           f"| overhead per extra layer (one pass minus its forward and the steps, per layer) | "
-          f"{result['overhead_s_per_layer'] * 1e3:.2f} ms ({result['overhead_fraction_of_step'] * 100:.1f}% of a step; "
-          "below zero: none measurable) |",
+          f"{result['overhead_s_per_layer'] * 1e3:.2f} ms ({result['overhead_fraction_of_step'] * 100:.1f}% of a step"
+          f"{'; below zero: none measurable' if result['overhead_s_per_layer'] < 0 else ''}) |",
           f"| memory plan of the {L} SAEs (per SAE / workspace) | {plan.per_sae_bytes / 1e6:.1f} MB / "
           f"{plan.workspace_bytes / 1e6:.2f} MB; total {plan.total_bytes / 1e6:.0f} MB |",
           f"| counted: tensors the {L} units keep between steps | "
