@@ -30,9 +30,13 @@ source = "local"  # local, or hub to measure the published paper-scale checkpoin
 toy_results = ""  # path to an existing toy_results.json instead of a fresh sweep (its settings are checked)
 
 # %%
+import warnings
 from pathlib import Path
 
 from IPython.display import HTML, display
+from tqdm import TqdmWarning
+
+warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; nothing on this page shows a bar
 
 from kdsae_core import verify
 from kdsae_core.commands.verify import hub_measurements

@@ -110,8 +110,11 @@ def test_no_page_holds_a_traceback_or_error_output(html):
 
 
 def test_own_pages_have_no_stderr_output(html):
-    for key in ("theory", "toy"):
+    for key in ("theory", "toy", "claims"):
         assert 'class="output stderr' not in html[key], f"{PAGES[key]} shows stderr output (a warning?)"
+    gallery = BOOK_BUILD / "book" / "gallery.html"
+    if gallery.exists():
+        assert 'class="output stderr' not in gallery.read_text(), "book/gallery.html shows stderr output (a warning?)"
 
 
 def _offline_mathjax():
