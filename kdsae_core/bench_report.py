@@ -44,6 +44,10 @@ def _missing(name: str) -> str:
     return f"*Not measured yet: run `.venv/bin/python benchmarks/{name}.py`.*\n"
 
 
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
 def _g(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -73,7 +77,7 @@ def _sae_step(r: dict | None) -> str:
     for s in r["shapes"]:
         for n, v in s["variants"].items():
             f = v["fraction_of_matmul"]
-            goal = (f">= {s['goal_fraction']:.2f}: **{'met' if s['goal_met'] else 'not met'}**" if n == "kdsae" else "")
+            goal = (f">= {s['goal_fraction']:.2f}: {_met(s['goal_met'])}" if n == "kdsae" else "")
             outside = f"{v['profile']['outside_s'] * 1e3:,.0f} ms" if "profile" in v else "-"
             lines.append(f"| {s['d_in']} x {s['d_sae']} | {s['matmul']['gflops']:.0f} | {n} | {_g(v['tokens_per_s'])} | "
                          f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f.get('best', float('nan')):.3f} | {outside} | {goal} |")
@@ -99,7 +103,7 @@ def _vs_saelens(r: dict | None) -> str:
              "(median, range) | fastest samples | ceiling: 1 / SAELens fraction | goal |", "|---|---|---|---|---|---|---|---|---|"]
     for s in r["shapes"]:
         sp = s["speedup"]
-        goal = (f">= {s['goal_speedup']:.2f}x: **{'met' if s['goal_met'] else 'not met'}**" if "goal_speedup" in s else "")
+        goal = (f">= {s['goal_speedup']:.2f}x: {_met(s['goal_met'])}" if "goal_speedup" in s else "")
         lines.append(f"| {s['d_in']} x {s['d_sae']} | {_g(s['kdsae']['tokens_per_s'])} | {_g(s['saelens']['tokens_per_s'])} | "
                      f"{s['kdsae']['fraction_of_matmul']['median']:.3f} | {s['saelens']['fraction_of_matmul']['median']:.3f} | "
                      f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | {sp.get('best', float('nan')):.2f}x | "
@@ -111,7 +115,7 @@ def _vs_saelens(r: dict | None) -> str:
               f"Same computation ({t['steps']} steps at {t['d_in']} x {t['d_sae']}, batch {t['batch_tokens']}, "
               f"{t['trial']['l1_form']} form, lambda {t['trial']['l1_coeff']:g}, {t['ours']['clipped']} steps clipped): "
               f"largest relative difference of the loss **{mt['max_rel_diff_loss']:.1e}** with matched conventions "
-              f"(goal <= {r['trajectory_rtol_goal']:g}: **{'met' if mt['max_rel_diff_loss'] <= r['trajectory_rtol_goal'] else 'not met'}**); "
+              f"(goal <= {r['trajectory_rtol_goal']:g}: {_met(mt['max_rel_diff_loss'] <= r['trajectory_rtol_goal'])}); "
               f"{sh['max_rel_diff_loss']:.2f} against SAELens as shipped, which optimises a different problem "
               "(free decoder norms, decoder-norm-weighted L1)."]
     return "\n".join(lines) + "\n"
@@ -286,10 +290,6 @@ def _memory(r: dict | None) -> str:
 
 
 TOY_GOALS = {"speedup": 10.0, "paper_minutes": 90.0, "over_floor": 1.5, "quick_minutes": 3.0}
-
-
-def _met(ok: bool) -> str:
-    return "**met**" if ok else "**not met**"
 
 
 def _toy_sweep(r: dict | None) -> str:
