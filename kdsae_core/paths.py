@@ -20,6 +20,15 @@ def toy_results_dir(profile: str) -> Path:
     return RESULTS / "toy" / profile
 
 
+def toy_results_file(profile: str) -> Path:
+    return toy_results_dir(profile) / TOY_RESULTS_FILE
+
+
+def committed_toy_results() -> Path | None:
+    """The committed toy results the book's gallery draws from: the paper profile's, else the quick one's."""
+    return next((f for f in map(toy_results_file, ("paper", "quick")) if f.exists()), None)
+
+
 def committed_figure_data() -> Path:
     """The figure data (CSV/JSON, no images) drawn from the committed runs: the reference of `kdsae verify --figures`."""
     return RESULTS / "figures"

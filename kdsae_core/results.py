@@ -77,7 +77,7 @@ def commit_figure_data(dest: Path | None = None) -> Path:
     from . import figure_regression as fr
     dest = Path(dest) if dest is not None else paths.committed_figure_data()
     exp2 = paths.RESULTS / "exp2" / "embedded"
-    toy = paths.toy_results_dir("paper") / paths.TOY_RESULTS_FILE
+    toy = paths.toy_results_file("paper")
     with tempfile.TemporaryDirectory() as tmp:
         groups = fr.draw_figure_data(Path(tmp), exp2 if exp2.is_dir() else None, toy if toy.exists() else None)
         for name, folder in groups.items():

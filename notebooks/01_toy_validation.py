@@ -89,7 +89,7 @@ live = {}
 if live_check:
     live["zipf:1"] = live_sweep("zipf:1")
 
-committed = notebook_params.resolve(results_file) if results_file else paths.toy_results_dir(profile) / paths.TOY_RESULTS_FILE
+committed = notebook_params.resolve(results_file) if results_file else paths.toy_results_file(profile)
 if rerun:
     reuse = "zipf:1" in live and cfg == ToyConfig.from_profile("quick")
     results = live["zipf:1"][0] if reuse else run_sweep(cfg, progress=False)

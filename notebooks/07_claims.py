@@ -40,10 +40,10 @@ warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; n
 
 from kdsae_core import verify
 from kdsae_core.commands.verify import hub_measurements
-from kdsae_core.paths import RESULTS, TOY_RESULTS_FILE, toy_results_dir
+from kdsae_core.paths import RESULTS, toy_results_file
 from kdsae_core.toy_sweep import ToyConfig, load_results, run_sweep
 
-committed_toy = toy_results_dir("paper") / TOY_RESULTS_FILE
+committed_toy = toy_results_file("paper")
 if toy_results:
     toy, toy_source = load_results(Path(toy_results)), f"the toy results {toy_results}"
 elif committed_toy.exists() and not rerun:

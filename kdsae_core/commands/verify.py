@@ -42,8 +42,8 @@ def hub_measurements(trial: str) -> list[dict]:
 
 def run_figures(args) -> int:
     from .. import figure_regression as fr
-    from ..paths import committed_figure_data, toy_results_dir, TOY_RESULTS_FILE
-    toy = args.toy_results or toy_results_dir("paper") / TOY_RESULTS_FILE
+    from ..paths import committed_figure_data, toy_results_file
+    toy = args.toy_results or toy_results_file("paper")
     committed = Path(args.embedded_run).resolve() == (RESULTS / "exp2" / "embedded").resolve() and not args.toy_results
     drifts = fr.check_committed(committed_figure_data(), args.embedded_run, toy if Path(toy).exists() else None,
                                 fr.EXACT if committed else fr.RETRAIN_TOLERANCES)

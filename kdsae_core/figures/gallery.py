@@ -74,8 +74,7 @@ def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[s
         from ..toy_sweep import load_results
     except ImportError:
         return [], ""
-    candidates = [Path(path)] if path else [paths.toy_results_dir(p) / paths.TOY_RESULTS_FILE for p in ("paper", "quick")]
-    path = next((c for c in candidates if c.exists()), None)
+    path = (Path(path) if Path(path).exists() else None) if path else paths.committed_toy_results()
     if path is None:
         return [], "<p>Experiment 1: no committed toy results to draw from here; the chapter runs them live.</p>"
     written = toy_figures.draw_all(load_results(path), out / "toy")

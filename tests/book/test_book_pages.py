@@ -53,7 +53,7 @@ def test_toy_page_states_its_source_and_verdict(html):
     text = _text(html["toy"])
     assert "median prediction accuracy above 93% at all sparsity levels" in text
     assert re.search(r"does not hold|holds", text)
-    committed = paths.toy_results_dir("paper") / paths.TOY_RESULTS_FILE
+    committed = paths.toy_results_file("paper")
     if committed.exists():
         assert "the committed results results/toy/paper/toy_results.json" in text
     else:
@@ -67,7 +67,7 @@ def test_claims_page_judges_the_toy_claims_on_the_committed_paper_grid(html):
     text = _text(html["claims"])
     verdict = re.search(r"<tr[^>]*><td><b>([^<]+)</b></td><td>Median prediction accuracy above 93%", html["claims"])
     assert verdict, "the toy-accuracy claim is missing from the ledger"
-    committed = paths.toy_results_dir("paper") / paths.TOY_RESULTS_FILE
+    committed = paths.toy_results_file("paper")
     if committed.exists():
         assert "Toy-model claims from the committed results results/toy/paper/toy_results.json" in text
         assert "paper grid: yes" in text

@@ -45,7 +45,7 @@ def expected(page: str) -> int:
     n = PAGES[page]
     if reference_dir() is None:
         n -= 3 if page in ("notebooks/06_pythia_reference", "book/gallery") else 0
-    toy = any((paths.toy_results_dir(p) / paths.TOY_RESULTS_FILE).exists() for p in ("paper", "quick"))
+    toy = paths.committed_toy_results() is not None
     if page == "book/gallery" and toy:
         n += 3  # Experiment 1's figures, drawn from the committed toy results
     return n
