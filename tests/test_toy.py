@@ -9,7 +9,8 @@ import torch
 
 from kdsae_core.cli import main
 from kdsae_core.errors import InvalidParameter
-from kdsae_core.toy import Block, DataStream, expected_x_squared, importance_profile
+from kdsae_core.toy import Block, DataStream, cosine_lr, expected_x_squared, importance_profile
+from kdsae_core.toy_autograd import AutogradModel
 from kdsae_core.toy_sweep import ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
 
 TINY = dict(n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=60, batch=256, eval_samples=2048)
@@ -182,3 +183,24 @@ def test_existing_results_are_not_overwritten_without_force(tmp_path, capsys):
     assert main(["toy", "--out", str(tmp_path), "--steps", "1"]) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "toy_results.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_textbook_autograd_model_trains_like_one_model_of_the_block(distill):
+    # The one-at-a-time baseline of benchmarks/toy_sweep.py must compute what the batched program computes.
+    n, d, steps = 12, 3, 60
+    importance = importance_profile("zipf:1", n)
+    block = Block(n, d, [[[d]]], [[[7]]], importance)
+    start = block.W[0, 0, 0].clone()
+    textbook = AutogradModel(start, importance)
+    teacher = Block(n, 5, [[[5]]], [[[8]]], importance)
+    stream = DataStream(n, [0.8], ("textbook",))
+    for step in range(steps):
+        x = stream.sample(256)
+        y = teacher.forward(x) if distill else None           # [1, 1, 1, B, n]
+        lr = cosine_lr(1e-2, step, steps)
+        block.step(x, y, lr)
+        textbook.step(x[0], None if y is None else y[0, 0, 0], lr)
+    assert (block.W[0, 0, 0] - start).abs().max() > 0.05  # the models did train
+    torch.testing.assert_close(textbook.W.detach(), block.W[0, 0, 0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(textbook.b.detach(), block.b[0, 0, 0], rtol=1e-4, atol=1e-5)
