@@ -93,7 +93,8 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
              "cache_floor_seconds": 2000.0, "measured_wall_seconds": 5100.0,
              "measured_wall_file": "results/toy/paper/wall.json"}
     toy = {"machine": machine, "quick": {"wall_seconds": 200.0, "models": 240, "steps": 1500}, "paper": paper,
-           "one_at_a_time": {"seconds_per_model_step": 1e-3, "projected_wall_seconds": 72000.0}}
+           "one_at_a_time": {"seconds_per_model_step": 1e-3, "projected_wall_seconds": 72000.0},
+           "one_at_a_time_textbook": {"seconds_per_model_step": 0.5e-3, "projected_wall_seconds": 36000.0}}
     (tmp_path / "toy_sweep.json").write_text(json.dumps(toy))
     (tmp_path / "book_build.json").write_text(json.dumps(
         {"wall_seconds": 1000.0, "goal_seconds": 900, "pages": 15, "cores": 2, "torch_threads": 1}))
@@ -103,7 +104,8 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
     assert "| 85.0 min | <= 90 min (measured): **met** |" in toy_text          # 5100 s
     assert "166.7 min; measured wall = 0.51x | <= 1.5x: **met** (below 1: the cache blocking" in toy_text  # 5100/10000
     assert "33.3 min; measured wall = 2.55x | |" in toy_text  # 5100 / 2000, stated without a goal
-    assert "| **14.1x** | >= 10x: **met** |" in toy_text                        # 72000 / 5100
+    assert "kdsae's own hand-written step one at a time (measured wall) | **14.1x** | >= 10x: **met** |" in toy_text  # 72000 / 5100
+    assert "(autograd + torch.optim.Adam) one at a time (measured wall) | **7.1x** | >= 10x: **not met** |" in toy_text
     assert "the measured wall is the full run's, from `wall.json`" in toy_text
     assert "**16.7 min** for 15 HTML pages (goal <= 15 min: **not met**)" in sections["book_build"]
     assert "Not measured yet" in sections["machine"]  # no SAE benchmark here: the toy line is not a machine row
