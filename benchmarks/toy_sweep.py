@@ -35,18 +35,20 @@ OUT = Path(__file__).resolve().parent / "results"
 
 
 def step_flops(n: int, d: int, B: int) -> float:
-    """Hand count per model per step: h = Wx (2Bnd), W^T h (2Bdn), decoder grad h^T g (2Bdn), encoder
-    grad (W diag(s) g^T) x (2Bnd + 2Bdn), and ~6Bn elementwise (relu, residual, mask, sum)."""
-    return 2 * B * n * d * 5 + 6 * B * n
+    """Hand count per model per step: h = Wx (2Bnd), [h, 1] P = W^T h + b (2B(d+1)n), decoder and bias
+    gradient [h, 1]^T g (2B(d+1)n), encoder grad (W diag(s) g^T) x (2Bnd + 2Bdn), and ~4Bn elementwise
+    (residual, ReLU mask)."""
+    return 2 * B * n * d * 3 + 4 * B * (d + 1) * n + 4 * B * n
 
 
 def step_bytes(n: int, d: int, B: int) -> float:
     """Hand count of the bytes one model's step moves through the [B, n] and [B, d] buffers (fp32), if every
-    pass went to memory: [B, n] out written by baddbmm, relu in place (r+w), residual (3), ReLU backward (3),
-    bias-gradient sum (1), the two gradient products read g (2) -> 11 passes; the input read by two products
-    (2); h written, read by two products and made contiguous (4 passes of [B, d]); W diag(s) g^T written and
-    read (2 passes of [B, d]). Weights and Adam state (d x n per model) are negligible next to these."""
-    return 4.0 * B * (13 * n + 6 * d)
+    pass went to memory: the pre-activation written by the decoder product (1), the residual (read it and
+    the target, write g: 3), the ReLU mask in place (3), the two gradient products read g (2) -> 9 passes;
+    the input read by two products (2); h written, copied beside its column of ones (2) and read by two
+    products (2), W diag(s) g^T written and read (2) -> 7 passes of [B, d]. Weights and Adam state
+    (d x n per model) are negligible next to these."""
+    return 4.0 * B * (11 * n + 7 * d)
 
 
 def _per_phase(cfg: ToyConfig, per_model_step, teacher_forward) -> dict:
@@ -65,14 +67,14 @@ def _per_phase(cfg: ToyConfig, per_model_step, teacher_forward) -> dict:
 
 
 def sweep_flops(cfg: ToyConfig) -> dict:
-    """FLOPs per step of each phase; the teacher's forward pass is its two products (4 B n d_T)."""
-    return _per_phase(cfg, step_flops, lambda n, d, B: 4 * B * n * d)
+    """FLOPs per step of each phase; the teacher's forward pass is its two products (2Bnd + 2B(d+1)n)."""
+    return _per_phase(cfg, step_flops, lambda n, d, B: 2 * B * n * d + 2 * B * (d + 1) * n)
 
 
 def sweep_bytes(cfg: ToyConfig) -> dict:
-    """Bytes per step of each phase; the teacher's forward pass writes and reads its [B, n] output and its
-    [B, d_T] hidden state (about 3 and 2 passes)."""
-    return _per_phase(cfg, step_bytes, lambda n, d, B: 4.0 * B * (3 * n + 2 * d))
+    """Bytes per step of each phase; the teacher's forward pass writes its [B, n] output and applies the
+    ReLU in place (3 passes), and writes, copies and reads its [B, d_T] hidden state (4 passes)."""
+    return _per_phase(cfg, step_bytes, lambda n, d, B: 4.0 * B * (3 * n + 4 * d))
 
 
 ONE_AT_A_TIME_PROGRAMS = {

@@ -89,7 +89,13 @@ def init_weights(d: int, n: int, width: int, seed: int) -> torch.Tensor:
 
 
 class Block:
-    """Models [A, S, K] of feature count n, padded width d, trained together."""
+    """Models [A, S, K] of feature count n, padded width d, trained together.
+
+    The parameters live in one tensor P [A, S, K, d + 1, n]: rows :d are W, row d is the bias b. With a
+    column of ones appended to the hidden state, h' = [W x, 1], the decoder product h' P gives W^T W x + b
+    in one matrix product (no pass that broadcasts b over the batch), and its gradient h'^T g gives the
+    bias gradient as its last row (no separate sum over the batch); Adam then runs over P in one pass.
+    """
 
     def __init__(self, n: int, d: int, widths: list[list[list[int]]], seeds: list[list[list[int]]],
                  importance: torch.Tensor):
@@ -97,37 +103,56 @@ class Block:
         self.shape = (A, S, K)
         self.n, self.d = n, d
         self.widths = widths
-        self.W = torch.stack([
+        self.P = torch.zeros(A, S, K, d + 1, n)
+        self.P[..., :d, :] = torch.stack([
             init_weights(d, n, widths[a][s][k], seeds[a][s][k])
             for a in range(A) for s in range(S) for k in range(K)
         ]).view(A, S, K, d, n)
-        self.b = torch.zeros(A, S, K, n)
         self.importance = importance.to(torch.float32)
-        self.m_W, self.v_W = torch.zeros_like(self.W), torch.zeros_like(self.W)
-        self.m_b, self.v_b = torch.zeros_like(self.b), torch.zeros_like(self.b)
+        self.m, self.v = torch.zeros_like(self.P), torch.zeros_like(self.P)
         self.t = 0
+        self._ones: dict[tuple[int, int], torch.Tensor] = {}
+
+    # W, b and their Adam moments are views of P, m and v (assigning to them writes into P, m, v).
+    W = property(lambda self: self.P[..., :self.d, :], lambda self, value: self.P[..., :self.d, :].copy_(value))
+    b = property(lambda self: self.P[..., self.d, :], lambda self, value: self.P[..., self.d, :].copy_(value))
+    m_W = property(lambda self: self.m[..., :self.d, :], lambda self, value: self.m[..., :self.d, :].copy_(value))
+    v_W = property(lambda self: self.v[..., :self.d, :], lambda self, value: self.v[..., :self.d, :].copy_(value))
+    m_b = property(lambda self: self.m[..., self.d, :], lambda self, value: self.m[..., self.d, :].copy_(value))
+    v_b = property(lambda self: self.v[..., self.d, :], lambda self, value: self.v[..., self.d, :].copy_(value))
 
     @property
     def count(self) -> int:
         A, S, K = self.shape
         return A * S * K
 
-    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """h = W x for every model: x [A, B, n] -> [A*S*K, B, d] (one bmm per sparsity level)."""
-        A, S, K = self.shape
-        B = x.shape[1]
-        h = torch.bmm(x, self.W.view(A, S * K * self.d, self.n).transpose(1, 2))  # [A, B, S*K*d]
-        return h.view(A, B, S * K, self.d).transpose(1, 2).reshape(A * S * K, B, self.d)
+    def _augmented_hidden(self, h: torch.Tensor, m: int, B: int) -> torch.Tensor:
+        """[h, 1] for m models: h [B, m * d] (one matmul's output) -> [m, B, d + 1], in a reused buffer
+        whose column of ones is written once."""
+        buf = self._ones.get((m, B))
+        if buf is None:
+            buf = self._ones[(m, B)] = torch.empty(m, B, self.d + 1)
+            buf[..., self.d] = 1.0
+        buf[..., :self.d] = h.view(B, m, self.d).transpose(0, 1)
+        return buf
 
-    def _pre(self, h: torch.Tensor) -> torch.Tensor:
-        A, S, K = self.shape
-        return torch.baddbmm(self.b.view(A * S * K, 1, self.n), h, self.W.view(A * S * K, self.d, self.n))
+    def _hidden(self, a: int, x: torch.Tensor, s0: int = 0, s1: int | None = None) -> torch.Tensor:
+        """[W x, 1] for the models of sparsity level a and seeds s0:s1: x [B, n] -> [m, B, d + 1]."""
+        W = self.W[a, s0:s1].reshape(-1, self.n)                           # [m * d, n] (a small copy)
+        m = W.shape[0] // self.d
+        return self._augmented_hidden(x @ W.T, m, x.shape[0])              # one matmul: x is shared
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [A, B, n] -> x_hat [A, S, K, B, n]."""
         A, S, K = self.shape
-        return self._pre(self._hidden(x)).relu_().view(A, S, K, x.shape[1], self.n)
+        return torch.stack([self.forward_level(a, x[a]) for a in range(A)]).view(A, S, K, x.shape[1], self.n)
+
+    @torch.no_grad()
+    def forward_level(self, a: int, xa: torch.Tensor) -> torch.Tensor:
+        """The models of sparsity level a on their inputs xa [B, n] -> x_hat [S * K, B, n]."""
+        A, S, K = self.shape
+        return torch.bmm(self._hidden(a, xa), self.P[a].view(S * K, self.d + 1, self.n)).relu_()
 
     @torch.no_grad()
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -137,51 +162,64 @@ class Block:
         return (r.square_() @ self.importance).sum(-1, dtype=torch.float64) / x.shape[1]
 
     def _seed_chunks(self, B: int):
-        """(a, s0, s1) ranges of seeds whose [models, B, n] buffers fit in the last-level cache.
+        """(s0, s1) ranges of seeds whose [models, B, n] buffers fit in the last-level cache.
 
         The arithmetic per byte is tiny (d <= 10), so keeping each chunk's buffers in cache between
         the elementwise ops and the matmuls matters more than anything else (3-4x here)."""
-        A, S, K = self.shape
+        S, K = self.shape[1:]
         per_seed = K * B * (2 * self.n + self.d) * 4
         step = max(1, min(S, CACHE_BYTES // max(per_seed, 1)))
-        for a in range(A):
-            for s0 in range(0, S, step):
-                yield a, s0, min(S, s0 + step)
+        for s0 in range(0, S, step):
+            yield s0, min(S, s0 + step)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor | None, lr: float) -> None:
         """One Adam step on the importance-weighted loss against y ([A, S, 1|K, B, n]; None = x)."""
-        grad_W, grad_b = self.gradients(x, y)
-        self._adam(self.W, self.m_W, self.v_W, grad_W, lr)
-        self._adam(self.b, self.m_b, self.v_b, grad_b, lr)
+        self.apply_gradient(self.gradient(x, y), lr)
+
+    def apply_gradient(self, grad: torch.Tensor, lr: float) -> None:
+        """One Adam step with a gradient of P's shape."""
+        self._adam(self.P, self.m, self.v, grad, lr)
         self.t += 1
 
     @torch.no_grad()
     def gradients(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """d loss / d (W, b) for every model, written out by hand (checked against autograd in tests)."""
+        """d loss / d W and d loss / d b for every model (views of `gradient`)."""
+        grad = self.gradient(x, y)
+        return grad[..., :self.d, :], grad[..., self.d, :]
+
+    @torch.no_grad()
+    def gradient(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """d loss / d P for every model, written out by hand (checked against autograd in tests)."""
+        grad = torch.empty_like(self.P)
+        for a in range(self.shape[0]):
+            self.gradient_level(a, x[a], None if y is None else y[a], grad)
+        return grad
+
+    @torch.no_grad()
+    def gradient_level(self, a: int, xa: torch.Tensor, ya: torch.Tensor | None, grad: torch.Tensor) -> None:
+        """Write d loss / d P of the models of sparsity level a into grad[a]: inputs xa [B, n], targets ya
+        [S, 1|K, B, n] (None = xa). A caller that has several blocks to train on the same targets (the
+        students of one teacher) can run them level by level while ya is still in cache."""
         A, S, K = self.shape
-        B, n, d = x.shape[1], self.n, self.d
+        B, n, d = xa.shape[0], self.n, self.d
         scale = self.importance * (2.0 / B)   # d loss / d x_hat = scale * residual; applied to small results
-        grad_W = torch.empty_like(self.W)
-        grad_b = torch.empty_like(self.b)
-        for a, s0, s1 in self._seed_chunks(B):
-            xa = x[a]                                                    # [B, n]
-            W = self.W[a, s0:s1].reshape(-1, d, n)                       # [m, d, n]
-            m = W.shape[0]
-            h = (xa @ W.reshape(m * d, n).T).view(B, m, d).transpose(0, 1).contiguous()  # [m, B, d]
-            out = torch.baddbmm(self.b[a, s0:s1].reshape(m, 1, n), h, W).relu_()
-            target = xa if y is None else y[a, s0:s1]                    # [B, n] or [s, 1|K, B, n]
-            g = out.view(s1 - s0, K, B, n).sub(target)
-            torch.ops.aten.threshold_backward.grad_input(g, out.view_as(g), 0.0, grad_input=g)
+        for s0, s1 in self._seed_chunks(B):
+            P = self.P[a, s0:s1].reshape(-1, d + 1, n)                   # [m, d + 1, n]
+            m = P.shape[0]
+            h = self._hidden(a, xa, s0, s1)                              # [m, B, d + 1]
+            pre = torch.bmm(h, P)                                        # W^T W x + b, before the ReLU
+            target = xa if ya is None else ya[s0:s1]                     # [B, n] or [s, 1|K, B, n]
+            # relu(pre) - target where pre > 0, else 0: relu(pre) = pre there, so no ReLU pass is needed.
+            g = pre.view(s1 - s0, K, B, n).sub(target)
+            torch.ops.aten.threshold_backward.grad_input(g, pre.view_as(g), 0.0, grad_input=g)
             g = g.view(m, B, n)
-            grad_b[a, s0:s1] = (g.sum(1) * scale).view(s1 - s0, K, n)
-            g_dec = torch.bmm(h.transpose(1, 2), g)                      # through the decoder W^T
+            g_dec = torch.bmm(h.transpose(1, 2), g)                      # [m, d + 1, n]; row d: sum of g
             # Through the encoder W: (W diag(scale) g^T) x costs 4Bnd per model; forming g^T x first
             # would cost 2Bn^2 (4x more at n = 40, d = 5) and was 40% of the step.
-            wg = torch.bmm(W * scale, g.transpose(1, 2))                 # [m, d, B]
-            g_enc = (wg.view(m * d, B) @ xa).view(m, d, n)               # one matmul: x is shared
-            grad_W[a, s0:s1] = (g_dec.mul_(scale).add_(g_enc)).view(s1 - s0, K, d, n)
-        return grad_W, grad_b
+            wg = torch.bmm(P[:, :d] * scale, g.transpose(1, 2))          # [m, d, B]
+            g_dec.mul_(scale)[:, :d].add_((wg.view(m * d, B) @ xa).view(m, d, n))
+            grad[a, s0:s1] = g_dec.view(s1 - s0, K, d + 1, n)
 
     def _adam(self, p, m, v, grad, lr) -> None:
         b1, b2 = ADAM_BETAS
@@ -197,8 +235,6 @@ class Block:
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in ("W", "b", "m_W", "v_W", "m_b", "v_b", "t")}
-
-
 
     def load_state(self, state: dict) -> None:
         for k, v in state.items():

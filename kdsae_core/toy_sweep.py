@@ -217,9 +217,17 @@ class ToySweep:
                 if phase == "teacher":
                     self.teachers[(n, d)].step(x, None, lr)
                     continue
-                y = self.teachers[(n, d)].forward(x) if cfg.mode == "distill" else None  # [A, S, 1, B, n]
-                for w in self.widths[d]:
-                    self.students[(n, d, w)].step(x, y, lr)
+                students = [self.students[(n, d, w)] for w in self.widths[d]]
+                grads = [torch.empty_like(s.P) for s in students]
+                # Level by level: the teacher's output for one sparsity level stays in cache while every
+                # student width trains on it (all levels at once is 13 MB at n = 40, read once per width).
+                for a in range(len(cfg.alpha)):
+                    y = self.teachers[(n, d)].forward_level(a, x[a]).unsqueeze(1) \
+                        if cfg.mode == "distill" else None                          # [S, 1, B, n]
+                    for student, grad in zip(students, grads):
+                        student.gradient_level(a, x[a], y, grad)
+                for student, grad in zip(students, grads):
+                    student.apply_gradient(grad, lr)
 
     def train(self, stop_after: tuple[str, int] | None = None) -> None:
         """Train to the end; `stop_after=(phase, step)` saves the state there and raises _Interrupted
