@@ -23,6 +23,14 @@ def perturbed_sae(d_in=24, d_sae=96, seed=3, dtype=torch.float32) -> SAE:
     return s
 
 
+def poison_grads(s: SAE) -> None:
+    """Fill every existing `.grad` with NaN in place, so a gradient the fast path fails to write shows."""
+    with torch.no_grad():
+        for p in s.parameters():
+            if p.grad is not None:
+                p.grad.fill_(float("nan"))
+
+
 def autograd_grads(s: SAE, x: torch.Tensor, lam: float, form: str) -> tuple[dict, tuple]:
     for p in s.parameters():
         p.grad = None
@@ -40,7 +48,11 @@ def test_fused_gradients_equal_autograd_on_repeated_calls(form):
         ref, (loss, mse, l1) = autograd_grads(s, x, 3e-3, form)
         if call == 2:  # buffers from the previous call are reused, not autograd's
             fused_backward(s, x, 3e-3, form)
+            ptrs = [p.grad.data_ptr() for p in s.parameters()]
+        poison_grads(s)
         stats = fused_backward(s, x, 3e-3, form)
+        if call == 2:
+            assert [p.grad.data_ptr() for p in s.parameters()] == ptrs
         for n in PARAM_NAMES:
             torch.testing.assert_close(getattr(s, n).grad, ref[n], rtol=1e-5, atol=1e-6)
         assert stats.loss.item() == pytest.approx(loss, rel=1e-6)
@@ -57,6 +69,7 @@ def test_fused_gradients_equal_autograd_in_float64():
     s = perturbed_sae(16, 40, dtype=torch.float64)
     x = torch.randn(50, 16, dtype=torch.float64) * 3
     ref, _ = autograd_grads(s, x, 1e-2, "sum")
+    poison_grads(s)
     fused_backward(s, x, 1e-2, "sum")
     for n in PARAM_NAMES:
         torch.testing.assert_close(getattr(s, n).grad, ref[n], rtol=1e-12, atol=1e-14)
@@ -68,8 +81,12 @@ def test_gradient_buffers_are_reused_and_recreated_after_zero_grad():
     fused_backward(s, x, 1e-3, "sum")
     ptrs = [p.grad.data_ptr() for p in s.parameters()]
     assert s.W_enc.grad.is_contiguous() and s.b_enc.grad.is_contiguous()
+    first = {n: getattr(s, n).grad.clone() for n in PARAM_NAMES}
+    poison_grads(s)
     fused_backward(s, x, 1e-3, "sum")
     assert [p.grad.data_ptr() for p in s.parameters()] == ptrs
+    for n in PARAM_NAMES:  # rewritten in place, with the same values
+        assert torch.equal(getattr(s, n).grad, first[n])
     torch.optim.SGD(s.parameters(), lr=0.1).zero_grad()  # set_to_none
     ref, _ = autograd_grads(s, x, 1e-3, "sum")
     for p in s.parameters():
@@ -146,14 +163,19 @@ def test_last_fired_records_the_step_each_latent_last_fired():
 
 
 def test_bf16_compute_path_runs_and_stays_close():
-    """The GPU users' bf16 path (fp32 master weights, bf16 products), checked on the CPU at bf16 accuracy."""
+    """The GPU users' bf16 path (fp32 master weights, bf16 products), checked on the CPU at bf16 accuracy.
+
+    lambda 3e-2 gives the L1 term 23% of the loss, so a bf16 path that dropped or misscaled it would show:
+    measured here, bf16 is within 0.05% on the loss and 0.6% on every gradient, while lambda off by 10%
+    moves the loss 3% and the encoder gradients 2%."""
     torch.manual_seed(0)
     s = perturbed_sae(32, 128)
     x = torch.randn(256, 32)
-    ref, (loss, _, _) = autograd_grads(s, x, 1e-3, "sum")
-    stats = fused_backward(s, x, 1e-3, "sum", compute_dtype=torch.bfloat16)
+    ref, (loss, _, _) = autograd_grads(s, x, 3e-2, "sum")
+    poison_grads(s)
+    stats = fused_backward(s, x, 3e-2, "sum", compute_dtype=torch.bfloat16)
     assert all(getattr(s, n).grad.dtype == torch.float32 for n in PARAM_NAMES)
-    assert stats.loss.item() == pytest.approx(loss, rel=3e-2)
+    assert stats.loss.item() == pytest.approx(loss, rel=3e-3)
     for n in PARAM_NAMES:
         rel = (getattr(s, n).grad - ref[n]).norm() / ref[n].norm()
-        assert rel < 5e-2, n
+        assert rel < 1.5e-2, n
