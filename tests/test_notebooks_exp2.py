@@ -4,7 +4,6 @@ The book renders them from the committed embedded run; here they run on the TEST
 before (and independently of) that run. Figures go to a temporary folder, never into results/.
 """
 
-import os
 from pathlib import Path
 
 import jupytext
@@ -13,7 +12,7 @@ import papermill as pm
 import pytest
 
 from kdsae_core import chapters, paths
-from kdsae_core.errors import KdsaeError, RunFolderError
+from kdsae_core.errors import KdsaeError, MissingData, RunFolderError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
 NOTEBOOKS = {"02_trial_a": 5, "03_trial_b": 7, "04_trial_c": 3, "05_trials_compared": 1}
@@ -90,15 +89,24 @@ def test_figures_never_go_into_results():
         chapters.open_chapter("02_trial_a", trial="A", run=str(FIXTURE), out=str(paths.RESULTS / "figs"))
 
 
-def test_bad_parameters_say_what_to_do(monkeypatch):
+def test_bad_parameters_say_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(KdsaeError, match="source must be one of"):
         chapters.open_run(FIXTURE, source="cloud")
     with pytest.raises(KdsaeError, match=r"for trials \[.Q.\]"):
         chapters.open_chapter("02_trial_a", trial="Q", run=str(FIXTURE), out="/tmp/kdsae-test-figs")
+    # source = "hub" offline with an empty cache: one sentence naming the repository, the missing file and
+    # the command that fetches it
+    import huggingface_hub.constants
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(KdsaeError):  # no hub module, or the hub is unreachable: either way one clear error
+    monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "hub-runs"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with pytest.raises(MissingData) as err:
         chapters.open_run(FIXTURE, source="hub", trials=["A"])
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    message = str(err.value)
+    assert "\n" not in message
+    for part in ("nileshsarkar-ai/colm-run-exp-2-t1", "sae_layer00_final.pt", "HF_HUB_OFFLINE=1",
+                 "hf download nileshsarkar-ai/colm-run-exp-2-t1 sae_layer00_final.pt"):
+        assert part in message
 
 
 def test_gallery_without_toy_results_says_so(tmp_path):
