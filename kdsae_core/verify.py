@@ -209,7 +209,8 @@ def paper_scale_claims(ledger: Ledger, source: str, hub_measurements: Callable[[
         l0 = float(np.mean([m["avg_active"] for m in ms]))
         dead = float(np.mean([m["dead"] for m in ms]))
         ok = abs(l0 / 150 - 1) <= 0.1 and 5_000 <= dead <= 9_000
-        return f"mean L0 = {l0:,.0f}, mean dead = {dead:,.0f} of 32,768", _verdict(ok), "published checkpoints"
+        d_sae = ms[0].get("d_sae", 32_768)
+        return f"mean L0 = {l0:,.0f}, mean dead = {dead:,.0f} of {d_sae:,}", _verdict(ok), "published checkpoints"
 
     ledger.add(Claim("exp2-trialA-L0", "Trial A (lambda 3e-4) averages L0 ~ 6,184.", "lab write-up, Experiment 2",
                      "mean L0 over the 24 layers' final checkpoints", "within 5%"), needs_hub("A", trial_a))

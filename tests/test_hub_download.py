@@ -283,6 +283,34 @@ def test_a_manifest_that_points_outside_is_refused(tmp_path, capsys):
 
 
 # ---- the chapters' entry point ----------------------------------------------------------------------------------
+def test_verify_judges_the_paper_scale_claims_on_measured_published_checkpoints(tmp_path, monkeypatch, pythia):
+    """`kdsae verify --source hub` end to end below the CLI: the published files of trials A and C (hand-made
+    cache), downloaded, converted and measured by measure_published_trial, judged by the ledger. These small
+    SAEs are not the paper's, so the verdicts must be "not reproduced", with the measured numbers."""
+    from kdsae_core import verify
+    from kdsae_core.published import measure_published_trial
+    monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "runs"))
+    cache = tmp_path / "hf"
+    for trial, seed in (("A", 7), ("C", 8)):
+        hf_cache(cache, PUBLISHED[trial].repo, {"sae_layer00_final.pt": authors_file(seed, 0, 300_000_000)})
+    measured = {}
+
+    def hub_measurements(trial):
+        measured[trial] = measure_published_trial(trial, layers=[0], cache=cache, model=str(pythia),
+                                                  dataset="embedded", context=64, measure_tokens=1024)
+        return measured[trial]
+
+    toy = {"configs": [], "median_accuracy_by_alpha": {"rel": {}, "norm": {}}, "settings": {}}
+    claims = {c.id: c for c in verify.build_ledger(toy, source="hub", hub_measurements=hub_measurements).claims}
+    a, c = measured["A"][0], measured["C"][0]
+    assert a["trial"] == "A" and c["trial"] == "C" and a["d_sae"] == c["d_sae"] == D_SAE
+    assert claims["exp2-trialA-L0"].verdict == verify.NOT_REPRODUCED
+    assert claims["exp2-trialA-L0"].measured == f"mean L0 over 1 layers = {a['avg_active']:,.0f}"
+    assert claims["exp2-trialC-target"].verdict == verify.NOT_REPRODUCED
+    assert claims["exp2-trialC-target"].measured == (f"mean L0 = {c['avg_active']:,.0f}, mean dead = "
+                                                     f"{c['dead']:,.0f} of {D_SAE:,}")
+
+
 def test_fetch_trial_offline_without_files_raises_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "runs"))
     with pytest.raises(MissingData) as e:
@@ -301,6 +329,20 @@ def test_fetch_trial_downloads_converts_and_measures(tmp_path, monkeypatch, pyth
     assert out == paths.hub_run_dir("B") and out.parent == tmp_path / "runs"
     run = load_run(out, trials=["B"], layers=[1])
     assert run.layer_table("B")["F_alive"].iloc[0] > 0
+    # The same numbers, derived independently: the measurement tokens through the model, the authors' own
+    # forward pass of the file's SAE (float64, no fold), fire rates, L0, alpha and E[z^2] counted here.
+    model = acts.load_model(str(pythia), "cpu")
+    tokens = acts.TokenStream(model.tokenizer, "embedded", 64, split="measure").next_batch(1024 // 64)
+    z, _ = authors_forward(authors_state(10), acts.ActivationSource(model, [1])(tokens)[1])
+    fires = (z > 0).sum(0)
+    alive = fires / z.shape[0] > 1e-5
+    F, L0 = int(alive.sum()), fires.sum().item() / z.shape[0]
+    importance = torch.sort((z.square().mean(0))[alive], descending=True).values
+    m = json.loads(paths.measurement_file(out, "B", 1, "final").read_text())
+    # float32 (folded) against float64 (unfolded): the counts agree exactly here (measured), E[z^2] to 1e-7
+    assert (m["measure_tokens"], m["F_alive"]) == (z.shape[0], F) and m["avg_active"] == pytest.approx(L0, rel=1e-12)
+    assert m["alpha"] == pytest.approx(1 - L0 / F, rel=1e-9)
+    assert m["sorted_importance"][:20] == pytest.approx(importance[:20].tolist(), rel=1e-5)
     stamp = paths.measurement_file(out, "B", 1, "final").stat().st_mtime_ns
     assert hub.fetch_trial("B", layers=[1], cache=cache, model=str(pythia), dataset="embedded", context=64,
                            measure_tokens=1024) == out

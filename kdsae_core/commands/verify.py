@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from .. import verify
-from ..errors import MissingData
 from ..paths import RESULTS
 from ..toy_sweep import ToyConfig, load_results, run_sweep
 
@@ -32,11 +31,7 @@ def register(sub) -> None:
 
 
 def hub_measurements(trial: str) -> list[dict]:
-    try:
-        from ..hub import measure_published_trial
-    except ImportError:
-        raise MissingData("measuring the published checkpoints needs kdsae_core.hub.measure_published_trial, "
-                          "which this version does not have") from None
+    from ..published import measure_published_trial
     return measure_published_trial(trial)
 
 
