@@ -16,6 +16,12 @@ from .run_data import _read_json
 REFERENCE_MODEL = "EleutherAI/pythia-410m"
 REFERENCE_MEASURED_LAYERS = (12, 16)
 REFERENCE_TRAINING_LAYERS = (8, 12, 16)
+REFERENCE_D_MODEL = 1024
+# The released logs give l1_loss in the form their run trained with: lambda 3e-4 is the `mean` form (|z| averaged
+# over tokens and latents; DESIGN.md's trial A), lambda 8e-4 the `sum` form. At the first logged step, where
+# about half of every SAE's latents fire, |z| per active latent then agrees across the three layers (0.32, 0.33,
+# 0.44); read as one form, layer 8's would be 32,768 times smaller (tests/test_reference.py checks this).
+MEAN_FORM_LAMBDAS = (3e-4,)
 REFERENCE_FILES = ([f"measurements_layer{layer}.json" for layer in REFERENCE_MEASURED_LAYERS]
                    + [f"training_stats_layer{layer}.json" for layer in REFERENCE_TRAINING_LAYERS])
 HOW_TO_GET_REFERENCE = ("run `kdsae fetch-reference` (or set KDSAE_REFERENCE_DIR to a folder holding the "
@@ -59,7 +65,8 @@ def reference_table(ref: Path | None = None) -> pd.DataFrame:
 def reference_training_stats(ref: Path | None = None) -> pd.DataFrame:
     """The released SAE training curves (training_stats_layer{8,12,16}.json) as one tidy table.
 
-    Columns: layer, batch, tokens (from tokens_M), recon_loss, l1_loss, L0, alive, frac_alive, l1_coeff.
+    Columns: layer, batch, tokens (from tokens_M), recon_loss, l1_loss (as released, in its run's form), L0,
+    alive, frac_alive, l1_coeff, l1_form, l1_sum (the L1 in the `sum` form, sum_i |z_i| per token, for every layer).
     """
     ref = require_reference_dir(ref)
     frames = []
@@ -76,10 +83,15 @@ def reference_training_stats(ref: Path | None = None) -> pd.DataFrame:
         if need - set(df.columns):
             raise BadFile(f"{path}: training_curves lack {', '.join(sorted(need - set(df.columns)))}.")
         df["tokens"] = df.pop("tokens_M") * 1e6
-        frames.append(df.assign(layer=int(cfg.get("layer", layer)), l1_coeff=cfg.get("l1_coeff"),
+        lam = cfg.get("l1_coeff")
+        form = "mean" if lam is not None and any(abs(lam - m) < 1e-12 for m in MEAN_FORM_LAMBDAS) else "sum"
+        d_sae = int(cfg.get("expansion", 32)) * REFERENCE_D_MODEL
+        frames.append(df.assign(layer=int(cfg.get("layer", layer)), l1_coeff=lam, l1_form=form,
+                                l1_sum=df["l1_loss"] * (d_sae if form == "mean" else 1),
                                 total_tokens=cfg.get("total_tokens")))
     if not frames:
         raise MissingData(f"{ref} holds no training_stats_layer*.json: {HOW_TO_GET_REFERENCE}.")
-    cols = ["layer", "batch", "tokens", "recon_loss", "l1_loss", "L0", "alive", "frac_alive", "l1_coeff", "total_tokens"]
+    cols = ["layer", "batch", "tokens", "recon_loss", "l1_loss", "l1_sum", "L0", "alive", "frac_alive", "l1_coeff",
+            "l1_form", "total_tokens"]
     out = pd.concat(frames, ignore_index=True)
     return out[[c for c in cols if c in out.columns]]

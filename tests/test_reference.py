@@ -55,6 +55,23 @@ def test_released_training_stats(ref):
     got = stats[stats["layer"] == 12]
     np.testing.assert_array_equal(got["L0"], [r["L0"] for r in raw])
     np.testing.assert_array_equal(got["recon_loss"], [r["recon_loss"] for r in raw])
+    np.testing.assert_array_equal(got["l1_loss"], [r["l1_loss"] for r in raw])
+
+
+def test_released_l1_is_put_in_one_form(ref):
+    """Layer 8's log (lambda 3e-4) holds the mean-form L1, layers 12 and 16 (lambda 8e-4) the sum form. At the
+    first logged step about half of every SAE's 32,768 latents fire: |z| per active latent (L1 in the sum form
+    / L0) must then agree across layers, which it does only once layer 8 is multiplied by d_sae."""
+    stats = reference_data.reference_training_stats(ref)
+    forms = stats.groupby("layer")["l1_form"].first()
+    assert forms[8] == "mean" and forms[12] == forms[16] == "sum"
+    first = stats[stats["batch"] == 0].set_index("layer")
+    per_active = first["l1_sum"] / first["L0"]
+    assert per_active.max() / per_active.min() < 1.5, per_active.to_dict()          # 0.32, 0.33, 0.44
+    as_released = first["l1_loss"] / first["L0"]
+    assert as_released.max() / as_released.min() > 1e4                             # one form would be wrong
+    np.testing.assert_array_equal(stats.loc[stats["layer"] == 8, "l1_sum"],
+                                  stats.loc[stats["layer"] == 8, "l1_loss"] * 32_768)
 
 
 def test_reference_figures_plot_the_released_numbers(ref, tmp_path):

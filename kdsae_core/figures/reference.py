@@ -142,12 +142,12 @@ def floors_vs_width(data: pd.DataFrame, header_text: str) -> Figure:
 
 # ---- SAE training curves ------------------------------------------------------------------------------
 TRAINING_PANELS = [("recon_loss", "reconstruction MSE (activation\u00b2 / dim)"),
-                   ("l1_loss", "L1 penalty (activation units)"),
+                   ("l1_sum", "L1 per token, \u03a3|z| (sum form)"),
                    ("L0", "L0 (active latents / token)"), ("frac_alive", "alive fraction of 32,768 latents (per logged batch)")]
 
 
 def training_curves_data(stats: pd.DataFrame) -> pd.DataFrame:
-    cols = ["layer", "batch", "tokens", *[c for c, _ in TRAINING_PANELS], "l1_coeff"]
+    cols = ["layer", "batch", "tokens", *[c for c, _ in TRAINING_PANELS], "l1_loss", "l1_form", "l1_coeff"]
     return stats[[c for c in cols if c in stats.columns]].reset_index(drop=True)
 
 
@@ -163,8 +163,10 @@ def training_curves(data: pd.DataFrame, header_text: str) -> Figure:
         for layer in layers:
             d = data[(data["layer"] == layer) & (data["tokens"] > 0)]
             coeff = d["l1_coeff"].iloc[0] if "l1_coeff" in d and len(d) else None
-            ax.plot(d["tokens"], d[metric], color=colours[layer], lw=1.5,
-                    label=f"layer {layer} (\u03bb {coeff:.0e})" if coeff is not None else f"layer {layer}")
+            form = d["l1_form"].iloc[0] if "l1_form" in d and len(d) else None
+            series = f"layer {layer}" + (f" (\u03bb {coeff:.0e}" + (f", {form} form" if form else "") + ")"
+                                         if coeff is not None else "")
+            ax.plot(d["tokens"], d[metric], color=colours[layer], lw=1.5, label=series)
         if metric != "frac_alive":
             ax.set_yscale("log")
             plain_log_axis(ax.yaxis)
@@ -172,6 +174,8 @@ def training_curves(data: pd.DataFrame, header_text: str) -> Figure:
         ax.grid(alpha=0.3, which="both")
         tokens_axis(ax, "training tokens" if ax in axes[2:] else "")
     axes[0].legend(fontsize=8.5)
-    suptitle(fig, "SAE training curves as released (first logged step at 0 tokens omitted; "
-             "layer 8's run used another \u03bb than layers 12 and 16)", header_text, 10)
+    mean_form = sorted(int(v) for v in data.loc[data["l1_form"] == "mean", "layer"].unique()) if "l1_form" in data else []
+    note = (f"; layer {', '.join(map(str, mean_form))}: L1 logged in the mean form, drawn \u00d7 d_sae" if mean_form else "")
+    suptitle(fig, f"SAE training curves as released (first logged step omitted; layer 8's run used another \u03bb{note})",
+             header_text, 10)
     return fig
