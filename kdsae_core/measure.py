@@ -87,8 +87,6 @@ def _result(acc: _Accumulator, ck: Checkpoint, cfg: dict, run_cfg: dict) -> dict
     alive = rate > theory.ALIVE_THRESHOLD
     F = int(alive.sum())
     L0 = float(acc.fires.sum()) / n
-    if F == 0:
-        raise BadFile(f"{ck.folder}: no latent fired on the {n:,} measurement tokens; there is nothing to measure.")
     importance = torch.sort(acc.sum_z2[alive] / n, descending=True).values.cpu().numpy()
     m = theory.Measurement(F_alive=F, avg_active=L0, sorted_importance=importance, layer=ck.layer, snapshot=ck.snapshot)
     variance = float((acc.sum_x2 - acc.sum_x.square() / n).sum())
@@ -107,8 +105,10 @@ def _result(acc: _Accumulator, ck: Checkpoint, cfg: dict, run_cfg: dict) -> dict
         out.update({"alpha": m.alpha, "g_alpha": m.g_alpha, "d_star_S": m.d_star_S, "L_inf": m.L_inf,
                     "predictions": {str(k): v for k, v in m.predictions(theory.default_widths(d_in)).items()}})
     else:  # alpha = 1 - L0/F is outside (0, 1): the theory does not apply; say so rather than invent a value
+        why = (f"no latent fired on the {n:,} measurement tokens" if F == 0
+               else f"L0 = {L0:.4g} is not inside (0, F = {F})")
         out.update({"alpha": None, "g_alpha": None, "d_star_S": None, "L_inf": m.L_inf, "predictions": {},
-                    "note": f"L0 = {L0:.4g} is not inside (0, F = {F}): alpha is undefined"})
+                    "note": f"{why}: alpha is undefined"})
     out["sorted_importance"] = importance.tolist()
     return out
 

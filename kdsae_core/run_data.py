@@ -226,10 +226,16 @@ def _measurement_row(path: Path, trial: str, layer: int, snapshot: str) -> tuple
         raise BadFile(f"measurement file {path} lacks {', '.join(missing)}.")
     if data.get("layer") is not None and int(data["layer"]) != layer:
         raise BadFile(f"{path} is named for layer {layer} but holds layer {data['layer']}.")
-    m = theory.load_measurement(path)  # validates F, L0 and the importance order
     row = {"trial": trial, "layer": layer, "snapshot": snapshot}
     for key in MEASUREMENT_SCALARS:
         row[key] = data.get("avg_active" if key == "L0" else key)
+    if _alpha_undefined(data):  # measure.py wrote alpha null with a note: no theory columns, no predictions
+        importance = _undefined_alpha_importance(path, data)
+        row.update({"alpha": None, "g_alpha": None, "d_star_S": None, "L_inf": float(importance.sum())})
+        if row["dead"] is None and row["d_sae"] is not None:
+            row["dead"] = int(row["d_sae"]) - int(data["F_alive"])
+        return row, importance, []
+    m = theory.load_measurement(path)  # validates F, L0 and the importance order
     # Quantities the released files omit are recomputed; the ones present must agree with the formulas.
     for key, value in (("alpha", m.alpha), ("g_alpha", m.g_alpha), ("d_star_S", m.d_star_S), ("L_inf", m.L_inf)):
         if row[key] is None:
@@ -244,6 +250,25 @@ def _measurement_row(path: Path, trial: str, layer: int, snapshot: str) -> tuple
         preds.append({"trial": trial, "layer": layer, "snapshot": snapshot, "width": int(width),
                       **{k: p.get(k) for k in PREDICTION_COLUMNS}})
     return row, m.sorted_importance, preds
+
+
+def _alpha_undefined(data: dict) -> bool:
+    """A measurement whose alpha = 1 - L0/F lies outside (0, 1) (no latent alive, or L0 >= F): measure.py
+    writes it with alpha null and a note saying why."""
+    try:
+        F, L0 = int(data["F_alive"]), float(data["avg_active"])
+    except (TypeError, ValueError):
+        return False
+    return data.get("alpha", 0) is None and not 0 < L0 < F
+
+
+def _undefined_alpha_importance(path: Path, data: dict) -> np.ndarray:
+    imp = np.asarray(data["sorted_importance"], dtype=np.float64)
+    if imp.ndim != 1 or imp.size != int(data["F_alive"]) or not np.all(np.isfinite(imp)) or np.any(imp < 0) \
+            or np.any(np.diff(imp) > 0):
+        raise BadFile(f"measurement file {path} is inconsistent: sorted_importance must hold F_alive = "
+                      f"{data['F_alive']} finite, non-negative values in descending order.")
+    return imp
 
 
 def _manifest_check(run: Path):
@@ -298,6 +323,8 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
             preds.extend(pred)
             importance[(trial, layer, snap)] = imp
     measurements = pd.DataFrame(rows, columns=["trial", "layer", "snapshot", *MEASUREMENT_SCALARS])
+    for col in ("alpha", "g_alpha", "d_star_S", "L_inf"):  # undefined (None) where alpha is: NaN, not objects
+        measurements[col] = pd.to_numeric(measurements[col])
     metrics = read_metrics(verified(paths.run_metrics(run)))
     if want_trials is not None:
         metrics = metrics[metrics["trial"].isin(want_trials)]

@@ -96,9 +96,11 @@ def suptitle(fig: Figure, what: str, header: str, fontsize: float = 10) -> None:
 def heat_matrix(table: pd.DataFrame, metrics: list[str]) -> np.ndarray:
     """Each column scaled to [0, 1] over the layers (a constant column sits at 0.5)."""
     values = table[metrics].to_numpy(dtype=float)
-    lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    finite = np.isfinite(values)
+    lo = np.where(finite, values, np.inf).min(axis=0)   # a column with no value (alpha undefined at every
+    hi = np.where(finite, values, -np.inf).max(axis=0)  # layer) gets lo > hi: drawn at 0.5, cells left NaN
     span = np.where(hi > lo, hi - lo, 1.0)
-    return np.where(hi > lo, (values - lo) / span, 0.5)
+    return np.where(finite, np.where(hi > lo, (values - lo) / span, 0.5), np.nan)
 
 
 def text_colour(shade: float, cmap_name: str) -> str:

@@ -76,7 +76,7 @@ def appendix_sidecar_data(run: RunData, trial: str, layers=None) -> pd.DataFrame
         mine = p[(p["trial"] == trial) & (p["layer"] == r.layer) & (p["snapshot"] == r.snapshot)].set_index("width")
         d = int(r.d_in) if r.d_in is not None and not pd.isna(r.d_in) else None
         at = mine.loc[d] if d is not None and d in mine.index else None
-        rows.append({"layer": int(r.layer), "L_inf": float(r.L_inf), "top10pct_share": float(imp[:top].sum() / imp.sum()),
+        rows.append({"layer": int(r.layer), "L_inf": float(r.L_inf), "top10pct_share": float(imp[:top].sum() / imp.sum()) if imp.sum() > 0 else None,
                      "width": d, "features_kept_at_d_model": None if at is None else int(at["features_kept"]),
                      "floor_frac_at_d_model": None if at is None else float(at["predicted_floor"] / r.L_inf)})
     side = pd.DataFrame(rows)
@@ -93,7 +93,8 @@ def appendix_sidecar(data: pd.DataFrame, header: str) -> Figure:
     for i, r in enumerate(data.itertuples(index=False)):
         kept = "\u2013" if pd.isna(r.features_kept_at_d_model) else f"{int(r.features_kept_at_d_model):,}"
         floor = "\u2013" if pd.isna(r.floor_frac_at_d_model) else f"{100 * r.floor_frac_at_d_model:.2g}%"
-        right.text(0.02, i, f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {100 * r.top10pct_share:.0f}%\n"
+        share = "\u2013" if pd.isna(r.top10pct_share) else f"{100 * r.top10pct_share:.0f}%"
+        right.text(0.02, i, f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {share}\n"
                    f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e", va="center", fontsize=8)
     right.axis("off")
     right.set_title("per-layer sidecar (from the sorted importance)", fontsize=9)

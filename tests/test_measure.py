@@ -1,0 +1,55 @@
+"""`kdsae measure` on SAEs the theory does not apply to: one whose latents never fire (a collapsed trial C layer,
+a pilot with a large lambda) is measured and written with alpha undefined, and the rest of the run is unaffected."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kdsae_core import activations as acts
+from kdsae_core import checkpoints, cli, manifest, paths
+from kdsae_core.measure import list_checkpoints, measure_run
+from kdsae_core.run_data import load_run
+from tests.hubcache import tiny_run
+
+
+@pytest.fixture(scope="module")
+def run_with_a_dead_sae(tmp_path_factory):
+    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    model = acts.load_model(str(folder))
+    run = tiny_run(tmp_path_factory.mktemp("runs") / "run", folder, model=model, measure=False, trials=("B",))
+    final = next(c for c in list_checkpoints(run) if c.snapshot == "final")
+    sae, cfg = checkpoints.load_checkpoint(final.folder)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e4)  # no latent can fire on any input of this model
+    checkpoints.save_checkpoint(final.folder, sae, cfg)
+    manifest.update_manifest(run, [final.folder / checkpoints.WEIGHTS_FILE, final.folder / checkpoints.CFG_FILE])
+    measure_run(run, progress=False, model=model)
+    return run, final
+
+
+def test_a_dead_sae_is_measured_with_alpha_undefined_and_the_others_normally(run_with_a_dead_sae):
+    run, final = run_with_a_dead_sae
+    dead = json.loads(paths.measurement_file(run, "B", final.layer, "final").read_text())
+    assert dead["F_alive"] == 0 and dead["avg_active"] == 0 and dead["dead"] == dead["d_sae"] == 32
+    assert dead["alpha"] is None and dead["d_star_S"] is None and dead["predictions"] == {}
+    assert dead["sorted_importance"] == [] and "no latent fired on the 1,024 measurement tokens" in dead["note"]
+    others = [c for c in list_checkpoints(run) if c.snapshot != "final"]
+    assert others
+    for c in others:
+        m = json.loads(paths.measurement_file(run, c.trial, c.layer, c.snapshot).read_text())
+        assert m["F_alive"] > 0 and 0 < m["alpha"] < 1 and m["predictions"]
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_run_with_a_dead_sae_loads_and_draws(run_with_a_dead_sae, tmp_path, capsys):
+    run, final = run_with_a_dead_sae
+    data = load_run(run, trials=["B"])
+    table = data.layer_table("B")  # the final snapshot of each layer
+    row = table[table["layer"] == final.layer].iloc[0]
+    assert row["F_alive"] == 0 and row["dead"] == 32 and np.isnan(row["alpha"]) and np.isnan(row["d_star_S"])
+    assert cli.main(["figures", "--run", str(run), "--out", str(tmp_path / "figs")]) == 0, capsys.readouterr().err
+    assert list((tmp_path / "figs").glob("trialB_*.png"))
