@@ -101,6 +101,17 @@ def test_kdsae_theory_prints_json(capsys):
     assert out["predictions"]["1024"]["predicted_floor"] < out["predictions"]["128"]["predicted_floor"]
 
 
+def test_kdsae_theory_widths_default_to_fractions_of_the_sae_width(capsys, tmp_path):
+    """{1/8, ..., 1} x d_in from the file (DESIGN.md section 4); the released Pythia-410M files hold no d_in: 1024."""
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps({"d_in": 384, "F_alive": 3, "avg_active": 1.0, "sorted_importance": [3, 2, 1]}))
+    assert main(["theory", "--measurements", str(f)]) == 0
+    assert list(json.loads(capsys.readouterr().out)["predictions"]) == ["48", "96", "144", "192", "288", "384"]
+    f.write_text(json.dumps({"F_alive": 3, "avg_active": 1.0, "sorted_importance": [3, 2, 1]}))
+    assert main(["theory", "--measurements", str(f)]) == 0
+    assert list(json.loads(capsys.readouterr().out)["predictions"]) == ["128", "256", "384", "512", "768", "1024"]
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
     ('{"F_alive": 3, "avg_active": 1.0}', "lacks the field"),
