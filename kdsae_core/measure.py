@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from .runlock import run_lock
 MEASURE_BATCH_TOKENS = 4096  # per forward pass; at least the training batch
 SUMMARY_COLUMNS = ["layer", "L0", "alpha", "g_alpha", "d_star_S", "F_alive", "dead", "d_sae", "mse", "l1", "loss",
                    "explained_variance", "tokens", "lambda"]
+
+
+MIN_MEASURE_TOKENS = 100_000  # below this, "fire rate > 1e-5" can only mean "fired at least once"
+
+
+def alive_min_firings(n_tokens: int) -> int:
+    """Fewest firings over n_tokens that make a latent alive (fire rate > theory.ALIVE_THRESHOLD)."""
+    return math.floor(n_tokens * theory.ALIVE_THRESHOLD) + 1
 
 
 @dataclass
@@ -145,6 +154,10 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
     n_tokens = int(tokens or settings.get("measure_tokens") or 100_000)
     if n_tokens < 1:
         raise InvalidParameter(f"--tokens must be positive (got {n_tokens}).")
+    if progress and n_tokens < MIN_MEASURE_TOKENS:
+        tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,} (DESIGN.md section "
+                   f"4): a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
+                   "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
     cks = list_checkpoints(run, trials, layers, snapshots)
     if not cks:
         raise MissingData(f"{run} has no checkpoints to measure"

@@ -11,15 +11,20 @@ import torch
 
 from kdsae_core import activations as acts
 from kdsae_core import checkpoints, cli, manifest, paths
-from kdsae_core.measure import list_checkpoints, measure_run
+from kdsae_core.measure import MIN_MEASURE_TOKENS, alive_min_firings, list_checkpoints, measure_run
 from kdsae_core.run_data import load_run
 from tests.hubcache import tiny_run
 
 
 @pytest.fixture(scope="module")
-def run_with_a_dead_sae(tmp_path_factory):
+def model(tmp_path_factory):
     folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
-    model = acts.load_model(str(folder))
+    return folder, acts.load_model(str(folder))
+
+
+@pytest.fixture(scope="module")
+def run_with_a_dead_sae(tmp_path_factory, model):
+    folder, model = model
     run = tiny_run(tmp_path_factory.mktemp("runs") / "run", folder, model=model, measure=False, trials=("B",))
     final = next(c for c in list_checkpoints(run) if c.snapshot == "final")
     sae, cfg = checkpoints.load_checkpoint(final.folder)
@@ -53,3 +58,13 @@ def test_a_run_with_a_dead_sae_loads_and_draws(run_with_a_dead_sae, tmp_path, ca
     assert row["F_alive"] == 0 and row["dead"] == 32 and np.isnan(row["alpha"]) and np.isnan(row["d_star_S"])
     assert cli.main(["figures", "--run", str(run), "--out", str(tmp_path / "figs")]) == 0, capsys.readouterr().err
     assert list((tmp_path / "figs").glob("trialB_*.png"))
+
+
+def test_alive_rule_and_a_short_measurement_says_what_alive_means(run_with_a_dead_sae, model, capsys):
+    # fire rate > 1e-5: one firing is enough below 100k tokens, two at exactly 100k, 501 at the paper's 50M
+    assert [alive_min_firings(n) for n in (1024, 99_999, 100_000, 50_000_000)] == [1, 1, 2, 501]
+    run, _ = run_with_a_dead_sae
+    measure_run(run, tokens=1024, progress=True, model=model[1])
+    err = capsys.readouterr().err
+    assert f"1,024 measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}" in err
+    assert "fires at least 1 time(s)" in err
