@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup saelens-env browser book test test-unit test-book test-saelens results-exp2 results-toy results-figures bench publish clean
+.PHONY: setup saelens-env mathjax browser book test test-unit test-book test-saelens results-exp2 results-toy results-figures bench publish clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,10 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-book: setup
+book: setup mathjax
 	$(BIN)/kdsae book
 
-test: setup saelens-env browser test-unit test-saelens
+test: setup saelens-env mathjax browser test-unit test-saelens
 	$(BIN)/kdsae book --clean
 	$(MAKE) test-book
 
@@ -46,7 +46,14 @@ $(SL_STAMP): requirements-saelens.txt
 test-saelens: setup saelens-env
 	KDSAE_SAELENS_PYTHON=$(CURDIR)/$(SL_VENV)/bin/python $(BIN)/python -m pytest -q tests/saelens
 
-# Headless Chromium for the browser test of the built book (Debian packages; installed when run as root).
+# Debian packages, installed when run as root: MathJax (served from the book itself, so formulas render
+# offline; see book/_ext/offline_mathjax.py) and headless Chromium for the browser test of the built book.
+mathjax:
+	@if [ -f /usr/share/javascript/mathjax/MathJax.js ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjs-mathjax fonts-mathjax >/dev/null; \
+	else echo "make: MathJax is not installed (apt-get install libjs-mathjax); the book's formulas will load it from its CDN"; fi
+
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -69,10 +76,11 @@ results-exp2: setup
 	$(BIN)/python -c "from kdsae_core.results import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
 	$(MAKE) results-figures
 
-# wall.json: the wall time of this invocation (a resumed sweep records only its last part), for benchmarks/toy_sweep.py.
+# Two processes of one thread (feature counts 40 | 10, 20; the same bytes as one process). wall.json: the wall time
+# of this invocation (a resumed sweep records only its last part), for benchmarks/toy_sweep.py.
 results-toy: setup
-	start=$$(date +%s) && OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --out runs/toy-paper && \
-	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"command\": \"make results-toy\"}" > runs/toy-paper/wall.json
+	start=$$(date +%s) && OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --jobs 2 --out runs/toy-paper && \
+	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"jobs\": 2, \"command\": \"make results-toy\"}" > runs/toy-paper/wall.json
 	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
 	$(MAKE) results-figures
 

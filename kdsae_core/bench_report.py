@@ -296,10 +296,14 @@ def _toy_sweep(r: dict | None) -> str:
     if not r:
         return _missing("toy_sweep")
     m, p = r["machine"], r["paper"]
-    wall = p.get("measured_wall_seconds")
-    best = wall if wall is not None else p["projected_wall_seconds"]
-    kind = "measured" if wall is not None else "projected"
+    wall, jobs = p.get("measured_wall_seconds"), int(p.get("measured_jobs") or 1)
+    # Goals per core (the floors, one model at a time on one core) need one process's wall: the full run's when
+    # it ran as one process, else the projection from this benchmark's one-process steps.
+    best = wall if wall is not None and jobs == 1 else p["projected_wall_seconds"]
+    kind = "measured" if wall is not None and jobs == 1 else "projected one-process"
     quick = r["quick"]["wall_seconds"]
+    run_kind = ("projected" if wall is None else
+                "measured" if jobs == 1 else f"measured, {jobs} processes of one thread")
     lines = [
         "| what | value | goal |", "|---|---|---|",
         f"| quick profile ({r['quick']['models']} models, {r['quick']['steps']} steps), wall | {quick:.0f} s | "
@@ -307,9 +311,10 @@ def _toy_sweep(r: dict | None) -> str:
         f"| paper profile ({p['models']} models, {p['steps']} steps), s per step teachers / students | "
         f"{p['seconds_per_step']['teacher']:.3f} / {p['seconds_per_step']['student']:.3f} | |",
         f"| paper profile, wall projected from those steps | {p['projected_wall_seconds'] / 60:.1f} min | |",
-        f"| paper profile, measured wall of the full run | "
+        f"| paper profile, measured wall of the full run" + (f" (`--jobs {jobs}`)" if jobs > 1 else "") + " | "
         + (f"{wall / 60:.1f} min |" if wall is not None else "not run with this benchmark |")
-        + f" <= {TOY_GOALS['paper_minutes']:g} min ({kind}): {_met(best <= 60 * TOY_GOALS['paper_minutes'])} |",
+        + f" <= {TOY_GOALS['paper_minutes']:g} min ({run_kind}): "
+          f"{_met((wall if wall is not None else best) <= 60 * TOY_GOALS['paper_minutes'])} |",
     ]
     over = best / p["memory_floor_seconds"]
     lines.append(f"| memory-traffic floor: bytes per step ({(p['bytes_per_step']['teacher'] + p['bytes_per_step']['student']) / 1e9:.2f} GB, "

@@ -12,6 +12,7 @@ BOOK_BUILD = REPO_ROOT / "_build" / "html"
 
 TOY_RESULTS_FILE = "toy_results.json"
 TOY_STATE_FILE = "toy_state.pt"
+TOY_PARTS_DIR = "parts"  # a sweep split over processes: one ordinary sweep folder per group of feature counts
 TOY_WALL_FILE = "wall.json"  # the paper run's wall time, beside its committed results
 
 

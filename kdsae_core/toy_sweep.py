@@ -22,7 +22,7 @@ from . import theory
 from .errors import BadFile, InvalidParameter
 from .fileio import atomic_write_json, load_verified, save_verified
 from .runlock import run_lock
-from .paths import TOY_RESULTS_FILE, TOY_STATE_FILE
+from .paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
 from .toy import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
 
 PROFILES: dict[str, dict] = {
@@ -124,11 +124,14 @@ class _Interrupted(Exception):
 class ToySweep:
     """The whole sweep: teacher phase, then student phase, resumable from `DIR/toy_state.pt`."""
 
-    def __init__(self, cfg: ToyConfig, out: Path | None = None, progress: bool = True, only: tuple | None = None):
+    def __init__(self, cfg: ToyConfig, out: Path | None = None, progress: bool = True, only: tuple | None = None,
+                 bar_position: int | None = None):
         """`only=(seed_index, width)` trains just that model of every configuration (and its teacher):
-        the one-model-at-a-time reference for tests and benchmarks."""
+        the one-model-at-a-time reference for tests and benchmarks. `bar_position`: the progress bar's line
+        when several sweeps share a terminal (toy_parallel)."""
         cfg.validate()
         self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
+        self.bar_position = bar_position
         seeds = None if only is None else [only[0]]
         self.widths = {d: (cfg.student_widths(d) if only is None else [only[1]]) for d in cfg.d_teacher}
         self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher", seeds=seeds)
@@ -183,8 +186,9 @@ class ToySweep:
         start = self.step_in_phase if self.phase == phase else 0
         self.phase, self.step_in_phase = phase, start
         n_models = sum(b.count for b in blocks.values())
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"toy {phase}s ({n_models} models)",
-                   disable=not self.progress, unit="step", mininterval=2.0)
+        n_list = "" if self.bar_position is None else f", n = {','.join(map(str, cfg.n))}"
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"toy {phase}s ({n_models} models{n_list})",
+                   disable=not self.progress, unit="step", mininterval=2.0, position=self.bar_position)
         stop = {"flag": False}
 
         def on_signal(signum, frame):
@@ -314,11 +318,16 @@ def assemble_results(cfg: ToyConfig, measured: dict) -> dict:
                     "accuracy_norm": acc_norm.tolist(),
                     "knee_width": knee_width(ws, med.tolist(), L_inf),
                 })
+    return results_dict(cfg, configs, torch.get_num_threads())
+
+
+def results_dict(cfg: ToyConfig, configs: list[dict], torch_threads: int) -> dict:
+    """toy_results.json from its per-configuration entries (in the order n, alpha, d_T of cfg)."""
     medians, excluded = summarise_accuracy(configs)
     return {"configs": configs, "median_accuracy_by_alpha": medians, "excluded": excluded,
             "settings": {**dataclasses.asdict(cfg), "matches_paper_grid": cfg.matches_paper_grid(),
                          "data_sharing": "models that share (n, alpha) share data batches; seeds differ in initialisation",
-                         "knee_tolerance": KNEE_TOLERANCE, "torch_threads": torch.get_num_threads()}}
+                         "knee_tolerance": KNEE_TOLERANCE, "torch_threads": torch_threads}}
 
 
 def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
@@ -338,13 +347,18 @@ def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
     return medians, excluded
 
 
-def run_sweep(cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True) -> dict:
+def run_sweep(cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True,
+              bar_position: int | None = None) -> dict:
     """Train, evaluate and (with `out`) write `out/toy_results.json` atomically. With `out`, the sweep
-    holds the folder's lock, saves its state every `checkpoint_every` steps and resumes from it."""
+    holds the folder's lock, saves its state every `checkpoint_every` steps and resumes from it.
+    (toy_parallel.run_parallel does the same over several processes.)"""
     if out is None:
-        return _run(ToySweep(cfg, None, progress), None, resume)
+        return _run(ToySweep(cfg, None, progress, bar_position=bar_position), None, resume)
+    if (Path(out) / TOY_PARTS_DIR).is_dir():
+        raise InvalidParameter(f"{out} holds the parts of a sweep split over processes ({TOY_PARTS_DIR}/): resume it "
+                               "with the same --jobs, or use another --out.")
     with run_lock(out):
-        return _run(ToySweep(cfg, out, progress), Path(out), resume)
+        return _run(ToySweep(cfg, out, progress, bar_position=bar_position), Path(out), resume)
 
 
 def _run(sweep: ToySweep, out: Path | None, resume: bool) -> dict:

@@ -102,13 +102,13 @@ elif committed.exists():
     if wall_file.exists():
         wall = json.loads(wall_file.read_text())
         source_line += (f", trained by `{wall['command']}` in {wall['wall_seconds'] / 60:.0f} min with "
-                        f"{wall['threads']} thread(s)")
+                        f"{wall.get('jobs', 1)} process(es) of {wall['threads']} thread(s)")
 else:
     if "zipf:1" not in live:
         live["zipf:1"] = live_sweep("zipf:1")
     results, short = live["zipf:1"][0], "a live quick run (the committed results are missing)"
     source_line = (f"**a live quick run**, because the committed results `{shown(committed)}` are not in this checkout "
-                   f"(`make results-toy` makes the paper profile's; about 75 min on one CPU core)")
+                   f"(`make results-toy` makes the paper profile's, in about an hour on two CPU cores)")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
                  f"are written to `{shown(figures)}`."))
 drawn = toy_figures.draw_all(results, figures)

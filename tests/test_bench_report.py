@@ -109,3 +109,12 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
     assert "the measured wall is the full run's, from `wall.json`" in toy_text
     assert "**16.7 min** for 15 HTML pages (goal <= 15 min: **not met**)" in sections["book_build"]
     assert "Not measured yet" in sections["machine"]  # no SAE benchmark here: the toy line is not a machine row
+    # A full run over two processes: its wall judges the 90-minute goal; the per-core goals use the projected
+    # one-process wall (4800 s), never the two-process wall.
+    paper.update(measured_wall_seconds=3000.0, measured_jobs=2)
+    (tmp_path / "toy_sweep.json").write_text(json.dumps(toy))
+    toy_text = bench_report.render_sections(tmp_path)["toy_sweep"]
+    assert "| paper profile, measured wall of the full run (`--jobs 2`) | 50.0 min | <= 90 min (measured, 2 " \
+           "processes of one thread): **met** |" in toy_text
+    assert "166.7 min; projected one-process wall = 0.48x" in toy_text                    # 4800 / 10000
+    assert "step one at a time (projected one-process wall) | **15.0x** | >= 10x: **met** |" in toy_text  # 72000 / 4800

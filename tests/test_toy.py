@@ -204,3 +204,15 @@ def test_textbook_autograd_model_trains_like_one_model_of_the_block(distill):
     assert (block.W[0, 0, 0] - start).abs().max() > 0.05  # the models did train
     torch.testing.assert_close(textbook.W.detach(), block.W[0, 0, 0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(textbook.b.detach(), block.b[0, 0, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_sweep_split_over_processes_writes_the_same_bytes(tmp_path):
+    """Feature counts share nothing, so two processes (n = 6 | n = 8, 9) must give the one-process file."""
+    from kdsae_core.toy_parallel import run_parallel, split_feature_counts
+    assert split_feature_counts([10, 20, 40], 2) == [[40], [10, 20]]
+    assert split_feature_counts([10, 20], 5) == [[20], [10]]
+    cfg = ToyConfig.from_profile("quick", **{**TINY, "n": [6, 8, 9], "steps": 40})
+    run_sweep(cfg, tmp_path / "one", progress=False)
+    run_parallel(cfg, tmp_path / "two", jobs=2, progress=False)
+    assert (tmp_path / "two" / "toy_results.json").read_bytes() == (tmp_path / "one" / "toy_results.json").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["toy_results.json"]  # parts and lock gone

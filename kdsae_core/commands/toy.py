@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import RunFolderError
-from ..paths import TOY_RESULTS_FILE, TOY_STATE_FILE
+from ..errors import InvalidParameter, RunFolderError
+from ..paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
+from ..toy_parallel import run_parallel
 from ..toy_sweep import PROFILES, ToyConfig, run_sweep
 from ._args import alpha_list, int_list, positive_int_list
 
@@ -28,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--eval-samples", type=int)
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="save a resumable state every N steps (default 1000)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes, each training a group of feature counts n (results identical to --jobs 1; "
+                        "at most one per n; default 1)")
     p.add_argument("--out", required=True, type=Path, help="output folder for toy_results.json")
     p.add_argument("--force", action="store_true", help="overwrite results already in --out")
     p.set_defaults(func=run)
@@ -37,9 +41,12 @@ def run(args) -> int:
     fields = ("n", "alpha", "d_teacher", "widths", "importance", "mode", "steps", "batch", "lr", "seeds",
               "eval_samples", "seed", "checkpoint_every")
     cfg = ToyConfig.from_profile(args.profile, **{f: getattr(args, f) for f in fields})
-    if (args.out / TOY_RESULTS_FILE).exists() and not (args.out / TOY_STATE_FILE).exists() and not args.force:
+    resumable = (args.out / TOY_STATE_FILE).exists() or (args.out / TOY_PARTS_DIR).is_dir()
+    if (args.out / TOY_RESULTS_FILE).exists() and not resumable and not args.force:
         raise RunFolderError(f"{args.out} already holds toy results; pass --force to overwrite or use another --out.")
-    results = run_sweep(cfg, args.out)
+    if args.jobs < 1:
+        raise InvalidParameter(f"--jobs must be at least 1 (got {args.jobs}).")
+    results = run_parallel(cfg, args.out, args.jobs) if args.jobs > 1 else run_sweep(cfg, args.out)
     print(json.dumps({"out": str(args.out / TOY_RESULTS_FILE),
                       "median_accuracy_by_alpha": results["median_accuracy_by_alpha"]}, indent=1))
     return 0

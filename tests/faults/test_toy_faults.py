@@ -70,6 +70,51 @@ def test_sigterm_stops_cleanly_with_a_resumable_state(tmp_path, reference):
     assert (tmp_path / "toy_results.json").read_bytes() == reference
 
 
+PARALLEL = [*ARGS[:2], "6,8", *ARGS[3:]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_sweep_over_two_processes_stopped_resumes_to_the_one_process_bytes(tmp_path, sig):
+    """SIGTERM: the parent stops both parts, which save their states. SIGKILL of the parent: the parts get
+    SIGTERM from the kernel (parent-death signal) and do the same, leaving no orphan that holds a lock."""
+    one = tmp_path / "one"
+    p = kdsae(*PARALLEL, "--out", str(one))
+    assert p.wait(180) == 0, p.stderr.read()
+    out = tmp_path / "two"
+    p = kdsae(*PARALLEL, "--jobs", "2", "--out", str(out))
+    for part in ("n6", "n8"):
+        wait_for_state(out / "parts" / part)
+    p.send_signal(sig)
+    assert p.wait(60) == (130 if sig == signal.SIGTERM else -signal.SIGKILL)
+    if sig == signal.SIGTERM:
+        assert "state saved in every part" in p.stderr.read()
+    deadline = time.time() + 60  # the parts save and release their locks
+    while any((out / "parts" / part / ".lock").exists() for part in ("n6", "n8")) and time.time() < deadline:
+        time.sleep(0.05)
+    for part in ("n6", "n8"):
+        assert load_verified(out / "parts" / part / "toy_state.pt") is not None
+        assert not (out / "parts" / part / ".lock").exists()
+    assert not (out / "toy_results.json").exists()
+    again = kdsae(*PARALLEL, "--jobs", "2", "--out", str(out))
+    assert again.wait(180) == 0, again.stderr.read()
+    assert (out / "toy_results.json").read_bytes() == (one / "toy_results.json").read_bytes()
+    assert sorted(x.name for x in out.iterdir()) == ["toy_results.json"]
+
+
+def test_a_split_sweep_is_not_resumed_another_way(tmp_path):
+    out = tmp_path / "two"
+    p = kdsae(*PARALLEL, "--jobs", "2", "--out", str(out))
+    wait_for_state(out / "parts" / "n6")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 130
+    for args in ([*PARALLEL, "--out", str(out)], [*PARALLEL[:-2], "--steps", "999", "--jobs", "2", "--out", str(out)]):
+        again = kdsae(*args)
+        assert again.wait(60) != 0
+        err = again.stderr.read().strip()
+        assert len(err.splitlines()) == 1 and "parts" in err, err
+    assert load_verified(out / "parts" / "n6" / "toy_state.pt") is not None  # nothing destroyed
+
+
 def test_a_bit_flipped_state_falls_back_to_the_previous_generation(tmp_path):
     path = tmp_path / "state.pt"
     save_verified(path, b"first generation")
