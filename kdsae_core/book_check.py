@@ -74,7 +74,8 @@ def pages(root: Path) -> list[str]:
 
 
 def check_site(root: Path, screenshots: dict[str, Path] | None = None) -> tuple[list[str], dict]:
-    """Visit every page; return (problems, per-page stats {page: {"images": n}})."""
+    """Visit every page; return (problems, per-page stats {page: {"images": n, "mathjax": loaded, "formulas": n
+    rendered, "raw_formulas": n left as TeX}})."""
     root = Path(root)
     if not (root / "index.html").exists():
         raise MissingData(f"no built book at {root}: run `make book` first.")
@@ -89,6 +90,9 @@ def check_site(root: Path, screenshots: dict[str, Path] | None = None) -> tuple[
             for src, ok in images:
                 if not ok:
                     problems.append(f"{page}: image {src} did not load")
+            stats[page].update(_formulas(driver))
+            if stats[page]["mathjax"] and stats[page]["raw_formulas"]:
+                problems.append(f"{page}: MathJax loaded but left {stats[page]['raw_formulas']} formulas as raw TeX")
             text = driver.execute_script("return document.body.innerText")
             if any(m in text for m in TRACEBACK_MARKERS):
                 problems.append(f"{page}: notebook output holds a Python traceback")
@@ -100,6 +104,27 @@ def check_site(root: Path, screenshots: dict[str, Path] | None = None) -> tuple[
                 screenshots[page].parent.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(screenshots[page]))
     return sorted(set(problems)), stats
+
+
+# Waits for MathJax 2 (Hub queue) or 3 (startup promise) to finish typesetting, then counts the formulas it
+# rendered and the math elements Sphinx wrote that still hold raw TeX. Without MathJax (its CDN unreachable
+# offline) nothing is waited for and `mathjax` is false.
+_FORMULAS_JS = r"""
+const done = arguments[arguments.length - 1];
+const count = () => done({
+  mathjax: !!window.MathJax && !!(window.MathJax.Hub || window.MathJax.startup),
+  formulas: document.querySelectorAll('.MathJax_CHTML, mjx-container').length,
+  raw_formulas: Array.from(document.querySelectorAll('.math')).filter(e => /\\[(\[]/.test(e.innerText)).length,
+});
+if (window.MathJax && window.MathJax.Hub) { window.MathJax.Hub.Queue(count); }
+else if (window.MathJax && window.MathJax.startup) { window.MathJax.startup.promise.then(count, count); }
+else { count(); }
+"""
+
+
+def _formulas(driver) -> dict:
+    driver.set_script_timeout(30)
+    return driver.execute_async_script(_FORMULAS_JS)
 
 
 def _broken_link(root: Path, base: str, page: str, href: str) -> list[str]:

@@ -154,10 +154,6 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
     n_tokens = int(tokens or settings.get("measure_tokens") or 100_000)
     if n_tokens < 1:
         raise InvalidParameter(f"--tokens must be positive (got {n_tokens}).")
-    if progress and n_tokens < MIN_MEASURE_TOKENS:
-        tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,} (DESIGN.md section "
-                   f"4): a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
-                   "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
     cks = list_checkpoints(run, trials, layers, snapshots)
     if not cks:
         raise MissingData(f"{run} has no checkpoints to measure"
@@ -184,6 +180,11 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         n_seq = max(1, batch // context)
         stream = acts.TokenStream(model.tokenizer, settings.get("dataset") or run_cfg.get("dataset", "embedded"),
                                   context, split="measure")
+        # said once the inputs are known to be good, so a refusal stays one line
+        if progress and n_tokens < MIN_MEASURE_TOKENS:
+            tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,} (DESIGN.md section "
+                       f"4): a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
+                       "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
         done = 0
         bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",
                    disable=not progress, mininterval=2.0)

@@ -212,7 +212,13 @@ def test_a_sweep_split_over_processes_writes_the_same_bytes(tmp_path):
     assert split_feature_counts([10, 20, 40], 2) == [[40], [10, 20]]
     assert split_feature_counts([10, 20], 5) == [[20], [10]]
     cfg = ToyConfig.from_profile("quick", **{**TINY, "n": [6, 8, 9], "steps": 40})
-    run_sweep(cfg, tmp_path / "one", progress=False)
-    run_parallel(cfg, tmp_path / "two", jobs=2, progress=False)
+    threads = torch.get_num_threads()
+    try:  # the same bytes for the same threads per process: here one, as each of the two parts gets
+        torch.set_num_threads(1)
+        run_sweep(cfg, tmp_path / "one", progress=False)
+        torch.set_num_threads(2)  # two to share: one per part
+        run_parallel(cfg, tmp_path / "two", jobs=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert (tmp_path / "two" / "toy_results.json").read_bytes() == (tmp_path / "one" / "toy_results.json").read_bytes()
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["toy_results.json"]  # parts and lock gone

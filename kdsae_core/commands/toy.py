@@ -30,8 +30,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="save a resumable state every N steps (default 1000)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="processes, each training a group of feature counts n (results identical to --jobs 1; "
-                        "at most one per n; default 1)")
+                   help="processes, each training a group of feature counts n with the torch threads divided among "
+                        "them (results identical to --jobs 1 at that many threads; at most one per n; default 1)")
     p.add_argument("--out", required=True, type=Path, help="output folder for toy_results.json")
     p.add_argument("--force", action="store_true", help="overwrite results already in --out")
     p.set_defaults(func=run)

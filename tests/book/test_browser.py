@@ -36,6 +36,9 @@ def test_every_page_loads_with_images_links_and_no_tracebacks(browser_ready):
     problems, stats = book_check.check_site(BOOK_BUILD, screenshots=shots)
     assert problems == []
     assert stats[_page(r"01_toy.*\.html$")]["images"] >= 3
+    theory = stats[_page(r"theory\.html$")]
+    if theory["mathjax"] or os.environ.get("KDSAE_REQUIRE_MATHJAX") == "1":  # served by the book, or reachable
+        assert theory["mathjax"] and theory["formulas"] >= 10 and theory["raw_formulas"] == 0, theory
     for shot in shots.values():
         assert shot.stat().st_size > 10_000  # a rendered page, not a blank canvas
 
