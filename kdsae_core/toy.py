@@ -25,6 +25,28 @@ ADAM_EPS = 1e-8
 CACHE_BYTES = 12 << 20  # working set per chunk: well inside a 32 MiB L3, leaving room for the rest
 
 
+class Workspace:
+    """Reused scratch memory for the [models, batch, n] results of a step, one flat buffer per role.
+
+    Allocating those results afresh (megabytes each, hundreds of times per step) sends glibc to mmap and the
+    kernel to fault in and zero new pages every time: a third of the student step on these machines.
+    Buffers only grow; views are handed out, so a caller must be done with one before asking for the same
+    role again."""
+
+    def __init__(self):
+        self._flat: dict[str, torch.Tensor] = {}
+
+    def get(self, role: str, *shape: int) -> torch.Tensor:
+        size = math.prod(shape)
+        flat = self._flat.get(role)
+        if flat is None or flat.numel() < size:
+            flat = self._flat[role] = torch.empty(size)
+        return flat[:size].view(shape)
+
+
+WORKSPACE = Workspace()  # one per process: the sweep runs its blocks one after another on one thread
+
+
 # ---- importance profiles and data ---------------------------------------------------------------
 def importance_profile(spec: str, n: int) -> torch.Tensor:
     """`zipf:s` (I_i = i^-s), `geometric:r` (I_i = r^(i-1)) or `uniform`, i = 1..n, float64."""
@@ -112,6 +134,7 @@ class Block:
         self.m, self.v = torch.zeros_like(self.P), torch.zeros_like(self.P)
         self.t = 0
         self._ones: dict[tuple[int, int], torch.Tensor] = {}
+        self._grad: torch.Tensor | None = None
 
     # W, b and their Adam moments are views of P, m and v (assigning to them writes into P, m, v).
     W = property(lambda self: self.P[..., :self.d, :], lambda self, value: self.P[..., :self.d, :].copy_(value))
@@ -140,7 +163,8 @@ class Block:
         """[W x, 1] for the models of sparsity level a and seeds s0:s1: x [B, n] -> [m, B, d + 1]."""
         W = self.W[a, s0:s1].reshape(-1, self.n)                           # [m * d, n] (a small copy)
         m = W.shape[0] // self.d
-        return self._augmented_hidden(x @ W.T, m, x.shape[0])              # one matmul: x is shared
+        h = torch.mm(x, W.T, out=WORKSPACE.get("hidden", x.shape[0], W.shape[0]))  # one matmul: x is shared
+        return self._augmented_hidden(h, m, x.shape[0])
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,10 +173,12 @@ class Block:
         return torch.stack([self.forward_level(a, x[a]) for a in range(A)]).view(A, S, K, x.shape[1], self.n)
 
     @torch.no_grad()
-    def forward_level(self, a: int, xa: torch.Tensor) -> torch.Tensor:
-        """The models of sparsity level a on their inputs xa [B, n] -> x_hat [S * K, B, n]."""
+    def forward_level(self, a: int, xa: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """The models of sparsity level a on their inputs xa [B, n] -> x_hat [S * K, B, n]; with scratch=True
+        the result lives in the workspace and is valid until the next forward_level(..., scratch=True)."""
         A, S, K = self.shape
-        return torch.bmm(self._hidden(a, xa), self.P[a].view(S * K, self.d + 1, self.n)).relu_()
+        out = WORKSPACE.get("forward", S * K, xa.shape[0], self.n) if scratch else None
+        return torch.bmm(self._hidden(a, xa), self.P[a].view(S * K, self.d + 1, self.n), out=out).relu_()
 
     @torch.no_grad()
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,7 +201,13 @@ class Block:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor | None, lr: float) -> None:
         """One Adam step on the importance-weighted loss against y ([A, S, 1|K, B, n]; None = x)."""
-        self.apply_gradient(self.gradient(x, y), lr)
+        self.apply_gradient(self.gradient(x, y, out=self.gradient_buffer()), lr)
+
+    def gradient_buffer(self) -> torch.Tensor:
+        """A tensor of P's shape kept for this block's training gradients (allocated once)."""
+        if self._grad is None:
+            self._grad = torch.empty_like(self.P)
+        return self._grad
 
     def apply_gradient(self, grad: torch.Tensor, lr: float) -> None:
         """One Adam step with a gradient of P's shape."""
@@ -189,9 +221,9 @@ class Block:
         return grad[..., :self.d, :], grad[..., self.d, :]
 
     @torch.no_grad()
-    def gradient(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """d loss / d P for every model, written out by hand (checked against autograd in tests)."""
-        grad = torch.empty_like(self.P)
+    def gradient(self, x: torch.Tensor, y: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """d loss / d P for every model (into out if given), written out by hand (checked against autograd)."""
+        grad = torch.empty_like(self.P) if out is None else out
         for a in range(self.shape[0]):
             self.gradient_level(a, x[a], None if y is None else y[a], grad)
         return grad
@@ -208,16 +240,16 @@ class Block:
             P = self.P[a, s0:s1].reshape(-1, d + 1, n)                   # [m, d + 1, n]
             m = P.shape[0]
             h = self._hidden(a, xa, s0, s1)                              # [m, B, d + 1]
-            pre = torch.bmm(h, P)                                        # W^T W x + b, before the ReLU
+            pre = torch.bmm(h, P, out=WORKSPACE.get("pre", m, B, n))     # W^T W x + b, before the ReLU
             target = xa if ya is None else ya[s0:s1]                     # [B, n] or [s, 1|K, B, n]
             # relu(pre) - target where pre > 0, else 0: relu(pre) = pre there, so no ReLU pass is needed.
-            g = pre.view(s1 - s0, K, B, n).sub(target)
+            g = torch.sub(pre.view(s1 - s0, K, B, n), target, out=WORKSPACE.get("residual", s1 - s0, K, B, n))
             torch.ops.aten.threshold_backward.grad_input(g, pre.view_as(g), 0.0, grad_input=g)
             g = g.view(m, B, n)
             g_dec = torch.bmm(h.transpose(1, 2), g)                      # [m, d + 1, n]; row d: sum of g
             # Through the encoder W: (W diag(scale) g^T) x costs 4Bnd per model; forming g^T x first
             # would cost 2Bn^2 (4x more at n = 40, d = 5) and was 40% of the step.
-            wg = torch.bmm(P[:, :d] * scale, g.transpose(1, 2))          # [m, d, B]
+            wg = torch.bmm(P[:, :d] * scale, g.transpose(1, 2), out=WORKSPACE.get("through_encoder", m, d, B))
             g_dec.mul_(scale)[:, :d].add_((wg.view(m * d, B) @ xa).view(m, d, n))
             grad[a, s0:s1] = g_dec.view(s1 - s0, K, d + 1, n)
 
@@ -226,7 +258,7 @@ class Block:
         t = self.t + 1
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denom = (v / (1 - b2**t)).sqrt_().add_(ADAM_EPS)
+        denom = torch.div(v, 1 - b2**t, out=WORKSPACE.get("adam", *v.shape)).sqrt_().add_(ADAM_EPS)
         p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
 
     def kept_features(self) -> torch.Tensor:

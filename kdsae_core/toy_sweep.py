@@ -222,11 +222,11 @@ class ToySweep:
                     self.teachers[(n, d)].step(x, None, lr)
                     continue
                 students = [self.students[(n, d, w)] for w in self.widths[d]]
-                grads = [torch.empty_like(s.P) for s in students]
+                grads = [s.gradient_buffer() for s in students]
                 # Level by level: the teacher's output for one sparsity level stays in cache while every
                 # student width trains on it (all levels at once is 13 MB at n = 40, read once per width).
                 for a in range(len(cfg.alpha)):
-                    y = self.teachers[(n, d)].forward_level(a, x[a]).unsqueeze(1) \
+                    y = self.teachers[(n, d)].forward_level(a, x[a], scratch=True).unsqueeze(1) \
                         if cfg.mode == "distill" else None                          # [S, 1, B, n]
                     for student, grad in zip(students, grads):
                         student.gradient_level(a, x[a], y, grad)

@@ -9,7 +9,7 @@ import torch
 
 from kdsae_core.cli import main
 from kdsae_core.errors import InvalidParameter
-from kdsae_core.toy import Block, DataStream, cosine_lr, expected_x_squared, importance_profile
+from kdsae_core.toy import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
 from kdsae_core.toy_autograd import AutogradModel
 from kdsae_core.toy_sweep import ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
 
@@ -62,6 +62,40 @@ def test_hand_written_gradients_match_autograd():
         torch.testing.assert_close(gW, W.grad * mask, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(gb, b.grad, rtol=1e-5, atol=1e-6)
         assert torch.all(gW[mask == 0] == 0)  # padded rows never move
+
+
+def test_workspace_reuses_memory_per_role_and_never_aliases_two_roles():
+    ws = Workspace()
+    a = ws.get("pre", 3, 4)
+    assert ws.get("pre", 2, 5).data_ptr() == a.data_ptr()        # same role, fits: the same memory
+    assert ws.get("residual", 3, 4).data_ptr() != a.data_ptr()   # another role: its own memory
+    bigger = ws.get("pre", 5, 7)
+    assert bigger.shape == (5, 7) and bigger.is_contiguous()
+
+
+def test_blocks_sharing_scratch_memory_train_as_if_alone():
+    # Two blocks of different shapes stepped alternately (the workspace regrows and shrinks between them)
+    # end bit for bit where each ends when trained by itself.
+    def make(n, d):
+        widths = [[[w for w in range(1, d + 1)] for _ in range(2)] for _ in range(2)]
+        seeds = [[[7 * a + 3 * s + w for w in range(1, d + 1)] for s in range(2)] for a in range(2)]
+        return Block(n, d, widths, seeds, importance_profile("zipf:1", n))
+
+    def batches(n):
+        return DataStream(n, [0.8, 0.9], ("workspace-test", n))
+
+    together, alone = [make(12, 3), make(7, 2)], [make(12, 3), make(7, 2)]
+    streams = [batches(12), batches(7)]
+    for _ in range(5):
+        for blk, st in zip(together, streams):
+            x = st.sample(64)
+            blk.step(x, blk.forward(x).detach()[:, :, :1] * 0.5, 1e-2)
+    for blk, st in zip(alone, [batches(12), batches(7)]):
+        for _ in range(5):
+            x = st.sample(64)
+            blk.step(x, blk.forward(x).detach()[:, :, :1] * 0.5, 1e-2)
+    for t, a in zip(together, alone):
+        assert torch.equal(t.P, a.P) and torch.equal(t.v, a.v)
 
 
 def test_batched_program_equals_one_model_at_a_time():
