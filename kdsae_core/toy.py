@@ -29,9 +29,10 @@ class Workspace:
     """Reused scratch memory for the [models, batch, n] results of a step, one flat buffer per role.
 
     Allocating those results afresh (megabytes each, hundreds of times per step) sends glibc to mmap and the
-    kernel to fault in and zero new pages every time: a third of the student step on these machines.
-    Buffers only grow; views are handed out, so a caller must be done with one before asking for the same
-    role again."""
+    kernel to fault in and zero new pages every time: a third of the student step on these machines under
+    glibc's default settings. The Makefile's MALLOC_ settings avoid it for `make` runs; this makes every caller
+    (kdsae toy run directly, notebooks, tests) as fast. Buffers only grow; views are handed out, so a caller
+    must be done with one before asking for the same role again."""
 
     def __init__(self):
         self._flat: dict[str, torch.Tensor] = {}
