@@ -84,16 +84,18 @@ def test_blocks_sharing_scratch_memory_train_as_if_alone():
     def batches(n):
         return DataStream(n, [0.8, 0.9], ("workspace-test", n))
 
+    def step(blk, stream):  # against a target of the block's own making: forward and step both use scratch
+        x = stream.sample(64)
+        blk.step(x, blk.forward(x)[:, :, :1] * 0.5, 1e-2)
+
     together, alone = [make(12, 3), make(7, 2)], [make(12, 3), make(7, 2)]
     streams = [batches(12), batches(7)]
     for _ in range(5):
         for blk, st in zip(together, streams):
-            x = st.sample(64)
-            blk.step(x, blk.forward(x).detach()[:, :, :1] * 0.5, 1e-2)
+            step(blk, st)
     for blk, st in zip(alone, [batches(12), batches(7)]):
         for _ in range(5):
-            x = st.sample(64)
-            blk.step(x, blk.forward(x).detach()[:, :, :1] * 0.5, 1e-2)
+            step(blk, st)
     for t, a in zip(together, alone):
         assert torch.equal(t.P, a.P) and torch.equal(t.v, a.v)
 
