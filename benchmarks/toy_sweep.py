@@ -61,7 +61,7 @@ def _per_phase(cfg: ToyConfig, per_model_step, teacher_forward) -> dict:
             models = len(cfg.alpha) * cfg.seeds
             out["teacher"] += models * per_model_step(n, d_t, B)
             out["student"] += models * teacher_forward(n, d_t, B)
-            for w in cfg.student_widths(d_t):
+            for w in cfg.student_widths(d_t, n, cfg.alpha[0]):
                 out["student"] += models * per_model_step(n, w, B)
     return out
 
@@ -100,7 +100,7 @@ def one_at_a_time_seconds_per_step(cfg: ToyConfig, program: str, steps: int) -> 
                 total += share * _timed(lambda: textbook_teacher.step(stream.sample(B)[0], None, 1e-3), steps)
             else:
                 total += share * _timed(lambda: teacher.step(stream.sample(B), None, 1e-3), steps)
-            for w in cfg.student_widths(d_t):
+            for w in cfg.student_widths(d_t, n, cfg.alpha[0]):
                 student = build_blocks(cfg, n, d_t, "student", alphas=[alpha], seeds=[0], ws=[w])
                 if program == "textbook":
                     textbook_student = AutogradModel(student.W[0, 0, 0], importance)

@@ -25,6 +25,11 @@ def toy_results_file(profile: str) -> Path:
     return toy_results_dir(profile) / TOY_RESULTS_FILE
 
 
+def toy_importance_results_file(importance: str) -> Path:
+    """Committed results of the paper grid under another importance profile (`geometric:0.9` -> paper-geometric-0.9)."""
+    return toy_results_file("paper-" + importance.replace(":", "-"))
+
+
 def committed_toy_results() -> Path | None:
     """The committed toy results the book's gallery draws from: the paper profile's, else the quick one's."""
     return next((f for f in map(toy_results_file, ("paper", "quick")) if f.exists()), None)

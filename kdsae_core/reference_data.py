@@ -1,4 +1,4 @@
-"""The authors' released Pythia-410M data (DESIGN.md sections 2 and 5) as tables: the published per-layer
+"""The authors' released Pythia-410M data as tables: the published per-layer
 values (committed facts), the released measurements and training curves (read from `reference_dir()`,
 never committed)."""
 
@@ -28,9 +28,17 @@ HOW_TO_GET_REFERENCE = ("run `kdsae fetch-reference` (or set KDSAE_REFERENCE_DIR
                         "authors' measurements_layer12/16.json and training_stats_layer8/12/16.json)")
 
 
+# The per-layer values the co-author's repository README publishes (SAEs trained one layer at a time, lambda 8e-4 in
+# the `sum` form, 300M Pile tokens): facts, committed as printed there.
+PUBLISHED_LAYERS = {
+    8: {"F_alive": 31_006, "L0": 234.9, "alpha": 0.9924, "g_alpha": 27.04, "d_star_S": 1_147},
+    12: {"F_alive": 28_665, "L0": 218.3, "alpha": 0.99238, "g_alpha": 26.92, "d_star_S": 1_064.7},
+    16: {"F_alive": 29_169, "L0": 249.0, "alpha": 0.99146, "g_alpha": 24.60, "d_star_S": 1_185.9},
+}
+
+
 def published_table() -> pd.DataFrame:
-    """The per-layer values the co-author's README publishes (DESIGN.md section 2), as printed there."""
-    from .verify import PUBLISHED_LAYERS
+    """The per-layer values the co-author's README publishes, as printed there."""
     rows = [{"layer": layer, **values} for layer, values in sorted(PUBLISHED_LAYERS.items())]
     return pd.DataFrame(rows, columns=["layer", "F_alive", "L0", "alpha", "g_alpha", "d_star_S"])
 

@@ -184,9 +184,18 @@ class Block:
     @torch.no_grad()
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Per-model loss [A, S, K] (float64): mean over samples of sum_i I_i (y_i - x_hat_i)^2."""
+        return self.loss_terms(x, y)[0]
+
+    @torch.no_grad()
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-model loss [A, S, K] and its per-feature parts [A, S, K, n] (float64): the mean over samples of
+        I_i (y_i - x_hat_i)^2 for each feature i. The loss is summed in the order `loss` always used (its bytes
+        are what the committed results hold); the parts add up to it up to float rounding."""
         y = x[:, None, None] if y is None else y
-        r = self.forward(x).sub_(y)
-        return (r.square_() @ self.importance).sum(-1, dtype=torch.float64) / x.shape[1]
+        squares = self.forward(x).sub_(y).square_()
+        loss = (squares @ self.importance).sum(-1, dtype=torch.float64) / x.shape[1]
+        parts = squares.sum(-2, dtype=torch.float64).mul_(self.importance.to(torch.float64)) / x.shape[1]
+        return loss, parts
 
     def _seed_chunks(self, B: int):
         """(s0, s1) ranges of seeds whose [models, B, n] buffers fit in the last-level cache.
@@ -265,6 +274,10 @@ class Block:
     def kept_features(self) -> torch.Tensor:
         """[A, S, K] number of features with ||W_i||^2 > 0.5."""
         return (self.W.square().sum(-2) > 0.5).sum(-1)
+
+    def feature_norms(self) -> torch.Tensor:
+        """[A, S, K, n] the norm ||W_i|| of each feature's column: how strongly the model represents it."""
+        return self.W.square().sum(-2).sqrt()
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in ("W", "b", "m_W", "v_W", "m_b", "v_b", "t")}

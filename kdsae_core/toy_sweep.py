@@ -30,8 +30,14 @@ PROFILES: dict[str, dict] = {
                   steps=10_000, batch=1024, lr=3e-3, eval_samples=65_536),
     "quick": dict(n=[10, 20], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[3, 5], seeds=3,
                   steps=1_500, batch=1024, lr=3e-3, eval_samples=16_384),
+    # Students learn the task itself (no teacher, so no teacher-width ceiling on the floor) at widths spanning the
+    # predicted knee: the grid on which the knee claim can be tested. d_teacher only keys the seeds here.
+    "direct": dict(n=[10, 20, 40], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[1], widths="knee", mode="direct",
+                   seeds=20, steps=10_000, batch=1024, lr=3e-3, eval_samples=65_536),
 }
 KNEE_TOLERANCE = 0.02  # knee width: first width within 2% of L_inf of the best measured floor
+KNEE_WIDTHS = "knee"  # widths 1..min(n, ceil(1.5 d*_S) + 1) for each (n, alpha): past the predicted knee
+REPRESENTED_THRESHOLDS = (0.3, 0.5, 0.7)  # a feature is represented when ||W_i|| >= the threshold
 EVAL_CHUNK = 4096
 
 
@@ -43,7 +49,7 @@ class ToyConfig:
     n: list[int] = field(default_factory=lambda: list(PROFILES["quick"]["n"]))
     alpha: list[float] = field(default_factory=lambda: list(PROFILES["quick"]["alpha"]))
     d_teacher: list[int] = field(default_factory=lambda: list(PROFILES["quick"]["d_teacher"]))
-    widths: list[int] | None = None  # None: 1..d_T for each teacher
+    widths: list[int] | str | None = None  # None: 1..d_T for each teacher; "knee": 1..min(n, ceil(1.5 d*_S) + 1)
     importance: str = "zipf:1"
     mode: str = "distill"
     steps: int = PROFILES["quick"]["steps"]
@@ -74,7 +80,10 @@ class ToyConfig:
         for a in self.alpha:
             if not 0.0 < a < 1.0:
                 raise InvalidParameter(f"--alpha must lie strictly between 0 and 1 (got {a!r}).")
-        if self.widths is not None:
+        if self.widths == KNEE_WIDTHS and self.mode != "direct":
+            raise InvalidParameter("--widths knee is for --mode direct (a distilled student's floor stops at its "
+                                   "teacher's width, so widths past the knee test nothing).")
+        if self.widths is not None and self.widths != KNEE_WIDTHS:
             ints("widths", self.widths, 1)
         if max(self.d_teacher) > min(self.n):
             raise InvalidParameter(f"teacher widths {self.d_teacher} must not exceed the feature count {min(self.n)}.")
@@ -90,15 +99,22 @@ class ToyConfig:
                 or len(set(self.d_teacher)) != len(self.d_teacher):
             raise InvalidParameter("--n, --alpha and --d-teacher must not repeat a value.")
 
-    def student_widths(self, d_t: int) -> list[int]:
-        return list(range(1, d_t + 1)) if self.widths is None else sorted(self.widths)
+    def student_widths(self, d_t: int, n: int, alpha: float) -> list[int]:
+        """The student widths of teacher width d_t at feature count n and sparsity alpha."""
+        if self.widths is None:
+            return list(range(1, d_t + 1))
+        if self.widths == KNEE_WIDTHS:
+            return list(range(1, min(n, math.ceil(1.5 * theory.critical_width(n, alpha)) + 1) + 1))
+        return sorted(self.widths)
 
     def matches_paper_grid(self) -> bool:
+        """The paper profile's grid in distill mode (zipf:1 importance and teacher widths 3, 5, 8, 10 are those
+        of the independent re-implementation the profile follows; the paper's text states neither)."""
         p = PROFILES["paper"]
         return (sorted(self.n) == p["n"] and sorted(self.alpha) == p["alpha"]
                 and sorted(self.d_teacher) == p["d_teacher"] and self.seeds == p["seeds"]
                 and self.steps == p["steps"] and self.batch == p["batch"] and self.lr == p["lr"]
-                and self.eval_samples == p["eval_samples"] and self.widths is None)
+                and self.eval_samples == p["eval_samples"] and self.widths is None and self.mode == "distill")
 
 
 # ---- building the batched program ------------------------------------------------------------------
@@ -107,10 +123,10 @@ def _model_seed(cfg: ToyConfig, role: str, n: int, alpha: float, d_t: int, width
 
 
 def build_blocks(cfg: ToyConfig, n: int, d_t: int, role: str, alphas=None, seeds=None, ws=None) -> Block:
-    """The teachers (role `teacher`, K=1) or students (K widths) of one (n, d_T)."""
+    """The teachers (role `teacher`, K=1) or students (K widths, the same at every alpha) of one (n, d_T)."""
     alphas = cfg.alpha if alphas is None else alphas
     seeds = range(cfg.seeds) if seeds is None else seeds
-    ws = ([d_t] if role == "teacher" else cfg.student_widths(d_t)) if ws is None else ws
+    ws = ([d_t] if role == "teacher" else cfg.student_widths(d_t, n, alphas[0])) if ws is None else ws
     widths = [[[w for w in ws] for _ in seeds] for _ in alphas]
     model_seeds = [[[_model_seed(cfg, role, n, a, d_t, w, s) for w in ws] for s in seeds] for a in alphas]
     d = max(ws)
@@ -133,12 +149,21 @@ class ToySweep:
         self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
         self.bar_position = bar_position
         seeds = None if only is None else [only[0]]
-        self.widths = {d: (cfg.student_widths(d) if only is None else [only[1]]) for d in cfg.d_teacher}
+        # levels[(n, d, w)]: the sparsity levels (indices into cfg.alpha) that train a student of width w; every
+        # level unless the widths depend on alpha ("knee").
+        self.levels = {(n, d, w): [a for a, alpha in enumerate(cfg.alpha) if w in cfg.student_widths(d, n, alpha)]
+                       for n in cfg.n for d in cfg.d_teacher
+                       for w in sorted({w for alpha in cfg.alpha for w in cfg.student_widths(d, n, alpha)})}
+        if only is not None:
+            self.levels = {(n, d, only[1]): list(range(len(cfg.alpha))) for n in cfg.n for d in cfg.d_teacher}
+        self.widths = {(n, d): [w for (n2, d2, w) in self.levels if (n2, d2) == (n, d)]
+                       for n in cfg.n for d in cfg.d_teacher}
         self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher", seeds=seeds)
                          for n in cfg.n for d in cfg.d_teacher}
         # One block per student width: padding narrow students to d_T cost 1.2-1.6x in step time.
-        self.students = {(n, d, w): build_blocks(cfg, n, d, "student", seeds=seeds, ws=[w])
-                         for n in cfg.n for d in cfg.d_teacher for w in self.widths[d]}
+        self.students = {(n, d, w): build_blocks(cfg, n, d, "student", seeds=seeds, ws=[w],
+                                                 alphas=[cfg.alpha[a] for a in levels])
+                         for (n, d, w), levels in self.levels.items()}
         self.streams = {(phase, n): DataStream(n, cfg.alpha, (cfg.seed, phase))
                         for phase in ("teacher", "student") for n in cfg.n}
         self.phase, self.step_in_phase = ("teacher" if cfg.mode == "distill" else "student"), 0
@@ -221,15 +246,17 @@ class ToySweep:
                 if phase == "teacher":
                     self.teachers[(n, d)].step(x, None, lr)
                     continue
-                students = [self.students[(n, d, w)] for w in self.widths[d]]
+                students = [self.students[(n, d, w)] for w in self.widths[(n, d)]]
+                levels = [self.levels[(n, d, w)] for w in self.widths[(n, d)]]
                 grads = [s.gradient_buffer() for s in students]
                 # Level by level: the teacher's output for one sparsity level stays in cache while every
                 # student width trains on it (all levels at once is 13 MB at n = 40, read once per width).
                 for a in range(len(cfg.alpha)):
                     y = self.teachers[(n, d)].forward_level(a, x[a], scratch=True).unsqueeze(1) \
                         if cfg.mode == "distill" else None                          # [S, 1, B, n]
-                    for student, grad in zip(students, grads):
-                        student.gradient_level(a, x[a], y, grad)
+                    for student, grad, own in zip(students, grads, levels):
+                        if a in own:
+                            student.gradient_level(own.index(a), x[a], y, grad)
                 for student, grad in zip(students, grads):
                     student.apply_gradient(grad, lr)
 
@@ -249,28 +276,55 @@ class ToySweep:
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self) -> dict:
-        """Measured floors (loss against ground truth on fixed fresh samples) and kept features."""
+        """Measured floors (loss against ground truth on fixed fresh samples), kept features, and each floor split
+        by the features each model represents. out[(n, d)][key][a]: level a's values, [S, K_a] for students
+        (the K_a widths trained at that level) and [S, 1] for the teacher."""
         cfg, out = self.cfg, {}
         for n in cfg.n:
             stream = DataStream(n, cfg.alpha, (cfg.seed, "eval"))
-            blocks = {d: [self.teachers[(n, d)]] + [self.students[(n, d, w)] for w in self.widths[d]]
+            every = list(range(len(cfg.alpha)))
+            # (block, the levels it trained at): the teacher first, then one block per student width
+            blocks = {d: [(self.teachers[(n, d)], every)]
+                      + [(self.students[(n, d, w)], self.levels[(n, d, w)]) for w in self.widths[(n, d)]]
                       for d in cfg.d_teacher}
-            totals = {d: [torch.zeros(b.shape, dtype=torch.float64) for b in bs] for d, bs in blocks.items()}
+            totals = {d: [torch.zeros(b.shape, dtype=torch.float64) for b, _ in bs] for d, bs in blocks.items()}
+            parts = {d: [torch.zeros(*b.shape, n, dtype=torch.float64) for b, _ in bs] for d, bs in blocks.items()}
             remaining = cfg.eval_samples
             while remaining:
                 chunk = min(EVAL_CHUNK, remaining)
                 x = stream.sample(chunk)
                 for d, bs in blocks.items():
-                    for total, b in zip(totals[d], bs):
-                        total += b.loss(x) * chunk
+                    for total, part, (b, levels) in zip(totals[d], parts[d], bs):
+                        loss, per_feature = b.loss_terms(x if levels == every else x[levels])
+                        total += loss * chunk
+                        part += per_feature * chunk
                 remaining -= chunk
             for d, bs in blocks.items():
-                out[(n, d)] = {
-                    "student_floor": (torch.cat(totals[d][1:], dim=2) / cfg.eval_samples).numpy(),   # [A, S, K]
-                    "teacher_floor": (totals[d][0] / cfg.eval_samples).numpy(),                      # [A, S, 1]
-                    "kept": torch.cat([b.kept_features() for b in bs[1:]], dim=2).numpy(),
-                }
+                measured = [_split_floor(t / cfg.eval_samples, p / cfg.eval_samples, b.feature_norms(), b.kept_features())
+                            for t, p, (b, _) in zip(totals[d], parts[d], bs)]
+                out[(n, d)] = {"teacher": _by_level(measured[:1], [every], len(cfg.alpha)),
+                               "student": _by_level(measured[1:], [levels for _, levels in bs[1:]], len(cfg.alpha))}
         return out
+
+
+def _split_floor(floor: torch.Tensor, per_feature: torch.Tensor, norms: torch.Tensor, kept: torch.Tensor) -> dict:
+    """One block's measured floor [A, S, K] and, per threshold t, the features it represents (||W_i|| >= t), the
+    loss on the features it drops (what the theory counts) and on those it represents (interference, which the
+    theory sets to zero)."""
+    out = {"floor": floor, "kept": kept}
+    for t in REPRESENTED_THRESHOLDS:
+        held = norms >= t
+        out[f"represented@{t}"] = held.sum(-1)
+        out[f"dropped@{t}"] = (per_feature * ~held).sum(-1)
+        out[f"interference@{t}"] = (per_feature * held).sum(-1)
+    return out
+
+
+def _by_level(measured: list[dict], levels: list[list[int]], n_levels: int) -> dict:
+    """Per-block values [A_b, S, 1] (a student block holds one width) regrouped per level: {key: [S, K_a] per a}."""
+    return {key: [torch.cat([m[key][own.index(a)] for m, own in zip(measured, levels) if a in own], dim=1).numpy()
+                  for a in range(n_levels)]
+            for key in measured[0]}
 
 
 def _main_thread() -> bool:
@@ -295,9 +349,9 @@ def assemble_results(cfg: ToyConfig, measured: dict) -> dict:
             g = theory.g_alpha(a)
             d_star = theory.critical_width(n, a)
             for d_t in cfg.d_teacher:
-                ws = cfg.student_widths(d_t)
-                m = measured[(n, d_t)]
-                per_seed = m["student_floor"][ai].T          # [K, S]
+                ws = cfg.student_widths(d_t, n, a)
+                m, t = measured[(n, d_t)]["student"], measured[(n, d_t)]["teacher"]
+                per_seed = m["floor"][ai].T          # [K, S]
                 med = np.median(per_seed, axis=1)
                 pred = np.atleast_1d(theory.refined_floor(terms, ws, a))
                 naive = np.atleast_1d(theory.naive_floor(L_inf, n, ws, a))
@@ -310,15 +364,30 @@ def assemble_results(cfg: ToyConfig, measured: dict) -> dict:
                     "measured_floor": per_seed.tolist(),
                     "measured_floor_median": med.tolist(),
                     "kept_features": m["kept"][ai].T.tolist(),
-                    "teacher_floor": m["teacher_floor"][ai][:, 0].tolist() if cfg.mode == "distill" else None,
+                    "teacher_floor": t["floor"][ai][:, 0].tolist() if cfg.mode == "distill" else None,
                     "predicted_floor": pred.tolist(), "naive_floor": naive.tolist(),
                     "L_inf": L_inf, "d_star_S": d_star, "g_alpha": g,
                     "feature_budget": np.atleast_1d(theory.feature_budget(n, ws, a)).tolist(),
                     "accuracy_rel": [None if math.isnan(v) else float(v) for v in acc_rel],
                     "accuracy_norm": acc_norm.tolist(),
                     "knee_width": knee_width(ws, med.tolist(), L_inf),
+                    **_represented_fields(m, ai, lambda v: v.T),
+                    **(_represented_fields(t, ai, lambda v: v[:, 0], prefix="teacher_") if cfg.mode == "distill"
+                       else {}),
                 })
     return results_dict(cfg, configs, torch.get_num_threads())
+
+
+def _represented_fields(measured: dict, ai: int, layout, prefix: str = "") -> dict:
+    """`represented_features`, `floor_dropped` and `floor_interference` of level ai, each {threshold: values}
+    (floors to 8 significant digits: they are read as fractions of L_inf, and the file stays small)."""
+    def values(key, t):
+        v = layout(measured[f"{key}@{t}"][ai])
+        return v.tolist() if key == "represented" else np.vectorize(lambda f: float(f"{f:.8g}"))(v).tolist()
+
+    return {prefix + name: {str(t): values(key, t) for t in REPRESENTED_THRESHOLDS}
+            for name, key in (("represented_features", "represented"), ("floor_dropped", "dropped"),
+                              ("floor_interference", "interference"))}
 
 
 def results_dict(cfg: ToyConfig, configs: list[dict], torch_threads: int) -> dict:

@@ -1,31 +1,34 @@
-"""The claims ledger: each quantitative claim of the paper, the check that tests it, and a verdict.
+"""The claims ledger: each quantitative claim of the paper, the check that tests it, its inputs and a verdict.
 
-Verdicts: `reproduced`, `not reproduced`, `not testable here` (with why), `error` (the check itself
-failed). A check whose success path needs the hub or a GPU is never `reproduced` without them.
+Verdicts: `reproduced` and `not reproduced` for checks that run an experiment here; `consistent with released
+data` for arithmetic on the authors' own released numbers (it can catch a slip, never confirm a finding);
+`calibrated reading holds` / `calibrated reading fails` for a reading that needs constants fitted to our data;
+`not testable here` (saying what experiment it needs); `error` (the check itself failed). A check whose success
+path needs the hub or a GPU is never `reproduced` without them. Every quantity is defined on the book's methods
+page (book/methods.md).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import theory
-from .errors import KdsaeError
+from . import toy_analysis as ta
+from .errors import KdsaeError, MissingData
 from .paths import reference_dir
+from .reference_data import PUBLISHED_LAYERS
+from . import theory
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, ERROR = "reproduced", "not reproduced", "not testable here", "error"
-
-# Published per-layer values (co-author's repository README; DESIGN.md section 2): facts, committed.
-PUBLISHED_LAYERS = {
-    8: {"F_alive": 31_006, "L0": 234.9, "alpha": 0.9924, "g_alpha": 27.04, "d_star_S": 1_147},
-    12: {"F_alive": 28_665, "L0": 218.3, "alpha": 0.99238, "g_alpha": 26.92, "d_star_S": 1_064.7},
-    16: {"F_alive": 29_169, "L0": 249.0, "alpha": 0.99146, "g_alpha": 24.60, "d_star_S": 1_185.9},
-}
-PAPER_ACCURACY = 0.93
+CONSISTENT, INCONSISTENT = "consistent with released data", "inconsistent with released data"
+CALIBRATED_HOLDS, CALIBRATED_FAILS = "calibrated reading holds", "calibrated reading fails"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONSISTENT, INCONSISTENT, CALIBRATED_HOLDS, CALIBRATED_FAILS, NOT_TESTABLE, ERROR)
+ABSTRACT = "the paper's abstract (arXiv 2604.04037)"
+PAPER_ACCURACY = ta.PAPER_ACCURACY
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Claim:
     source: str
     check: str
     tolerance: str
+    inputs: str = ""
     measured: str = ""
     verdict: str = NOT_TESTABLE
     why: str = ""
@@ -59,7 +63,7 @@ class Ledger:
         return [asdict(c) for c in self.claims]
 
     def counts(self) -> dict[str, int]:
-        out = {v: 0 for v in (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, ERROR)}
+        out = {v: 0 for v in VERDICTS}
         for c in self.claims:
             out[c.verdict] += 1
         return out
@@ -69,70 +73,169 @@ def _verdict(ok: bool) -> str:
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
+def _consistent(ok: bool) -> str:
+    return CONSISTENT if ok else INCONSISTENT
+
+
+@dataclass
+class ToyEvidence:
+    """The toy-model results the ledger judges, each with the name of where it came from (shown as the claim's
+    inputs): the distill-mode grid, the direct-mode knee sweep, and the grid under other importance profiles."""
+
+    grid: dict
+    grid_source: str
+    direct: dict | None = None
+    direct_source: str = ""
+    profiles: dict[str, tuple[dict, str]] = field(default_factory=dict)
+
+
 # ---- Experiment 1 ----------------------------------------------------------------------------------------
-def toy_claims(ledger: Ledger, results: dict) -> None:
-    settings = results.get("settings", {})
-    on_paper_grid = bool(settings.get("matches_paper_grid"))
-    grid = (f"{len(results['configs'])} configurations, {settings.get('seeds')} seeds, "
-            f"{settings.get('steps')} steps, importance {settings.get('importance')}, mode {settings.get('mode')}")
+def _grid_note(results: dict) -> str:
+    s = results.get("settings", {})
+    return (f"{len(results['configs'])} configurations, {s.get('seeds')} seeds, {s.get('steps')} steps, importance "
+            f"{s.get('importance')}, mode {s.get('mode')}")
+
+
+def _medians_text(m: dict) -> str:
+    return "; ".join(f"alpha {a:g}: rel {_pct(m['rel'][a])}, norm {_pct(m['norm'][a])}" for a in m["norm"])
+
+
+def toy_claims(ledger: Ledger, toy: ToyEvidence) -> None:
+    results, on_paper_grid = toy.grid, bool(toy.grid.get("settings", {}).get("matches_paper_grid"))
+    grid = _grid_note(results)
 
     def accuracy():
-        med = results["median_accuracy_by_alpha"]
-        parts = [f"alpha {a}: rel {_pct(med['rel'][a])}, norm {_pct(med['norm'][a])}" for a in med["norm"]]
-        rel = [v for v in med["rel"].values() if v != "no pairs"]
-        no_pairs = [a for a, v in med["rel"].items() if v == "no pairs"]
-        ok = bool(rel) and all(v > PAPER_ACCURACY for v in rel)
-        measured = "; ".join(parts)
-        note = f" Levels with no pair below d*_S: {', '.join(no_pairs)}." if no_pairs else ""
+        m = ta.accuracy_medians(ta.pairs(results))
+        ok = ta.clears(m)
+        others = "".join(f" Under importance {imp} ({r['settings']['seeds']} seeds, {src}): "
+                         f"{_medians_text(ta.accuracy_medians(ta.pairs(r)))}."
+                         for imp, (r, src) in toy.profiles.items())
+        readings = (f"accuracy_rel {'clears' if ok['rel'] else 'does not clear'} 93% at every level, accuracy_norm "
+                    f"{'clears' if ok['norm'] else 'does not clear'} it")
         if not on_paper_grid:
-            return measured, NOT_TESTABLE, (f"these results are not the paper grid ({grid}); run "
-                                            f"`kdsae verify --profile paper` for the 48-configuration verdict. "
-                                            f"On this grid the claim {'holds' if ok else 'does not hold'}.{note}")
-        return measured, _verdict(ok), f"accuracy_rel (DESIGN.md section 2) on the paper grid ({grid}).{note}"
+            return _medians_text(m), NOT_TESTABLE, (f"these results are not the paper grid ({grid}); the committed "
+                                                    f"paper-grid results give the verdict. Here {readings}.")
+        return (_medians_text(m), _verdict(ok["rel"] or ok["norm"]),
+                f"medians recomputed from the per-seed floors of {grid}; {readings}.{others} Which reading the "
+                "paper uses is not known to us, so either would do; the section 'Why the toy model misses 93%' "
+                "of the toy chapter shows where the gap comes from.")
 
     ledger.add(Claim("toy-accuracy", "Median prediction accuracy above 93% at all sparsity levels (48 configurations).",
-                     "paper, Experiment 1", "median over (config, width) pairs of accuracy_rel per alpha",
-                     "> 0.93 at every alpha with pairs below d*_S"), accuracy)
+                     ABSTRACT, "median over (configuration, width) pairs of accuracy_rel and of accuracy_norm, per alpha",
+                     "> 0.93 at every alpha, under at least one of the two readings", toy.grid_source), accuracy)
 
-    def monotone():
-        bad, total = 0, 0
-        by_key = {}
-        for c in results["configs"]:
-            for w, f in zip(c["widths"], c["measured_floor_median"]):
-                by_key.setdefault((c["n"], c["d_teacher"], w), []).append((c["alpha"], f / c["L_inf"], f))
-        for rows in by_key.values():
-            rows.sort()
-            for (a0, r0, f0), (a1, r1, f1) in zip(rows, rows[1:]):
-                total += 1
-                bad += f1 > f0 * (1 + 1e-9)
-        rel_bad = sum(1 for rows in by_key.values() for x, y in zip(rows, rows[1:]) if y[1] > x[1] + 0.02)
-        return (f"{total - bad}/{total} adjacent sparsity pairs have a lower absolute floor at higher alpha; "
-                f"{total - rel_bad}/{total} also as a fraction of L_inf (tolerance 0.02)", _verdict(bad == 0),
-                "absolute floors, as the claim states; the fraction of L_inf is the stricter reading" +
-                ("" if on_paper_grid else f" (grid: {grid})"))
+    def order():
+        o = ta.sparsity_order(results)
+        if not o["pairs"]:
+            raise MissingData("these toy results have no width trained at two sparsity levels")
+        worst = max(o["beyond"], key=lambda b: b["fraction"][1] - b["fraction"][0], default=None)
+        example = (f"; largest: n={worst['n']}, d_T={worst['d_teacher']}, d_S={worst['width']}, alpha "
+                   f"{worst['alpha'][0]:g} -> {worst['alpha'][1]:g}: {worst['fraction'][0]:.3f} -> "
+                   f"{worst['fraction'][1]:.3f} L_inf" if worst else "")
+        return (f"{o['pairs'] - o['wrong_fraction']}/{o['pairs']} adjacent sparsity pairs have a lower floor / L_inf "
+                f"at higher alpha; {len(o['beyond'])} rise by more than {o['tolerance']:g} L_inf{example}. As absolute "
+                f"floors {o['pairs'] - o['wrong_absolute']}/{o['pairs']} are ordered, but those fall with 1 - alpha by "
+                "construction (L_inf does).", _verdict(not o["beyond"]),
+                "judged on floor / L_inf, the quantity the theory is about" + ("" if on_paper_grid else f" ({grid})"))
 
-    ledger.add(Claim("toy-sparsity-order", "Higher sparsity yields lower floors at every width.",
-                     "paper, Experiment 1", "measured floor (seed median) at each (n, d_T, width) across alpha",
-                     "every adjacent pair ordered"), monotone)
+    ledger.add(Claim("toy-sparsity-order", "Higher sparsity yields lower floors at every width.", "paper, Experiment 1",
+                     "seed-median floor / L_inf at each (n, d_T, width), adjacent sparsity levels",
+                     f"no rise of more than {ta.ORDER_TOLERANCE:g} L_inf", toy.grid_source), order)
 
     def knee():
-        diffs = [c["knee_width"] - math.ceil(c["d_star_S"]) for c in results["configs"]
-                 if c["d_star_S"] <= max(c["widths"])]
-        if not diffs:
-            return "no configuration has d*_S inside its width range", NOT_TESTABLE, "widen the widths"
-        close = sum(abs(d) <= 1 for d in diffs)
-        med = float(np.median(np.abs(diffs)))
-        return (f"{close}/{len(diffs)} configurations with the knee within 1 of ceil(d*_S); median |knee - ceil(d*_S)| "
-                f"= {med:g}", _verdict(med <= 1), "knee: first width within 2% of L_inf of the best measured floor"
-                + ("" if on_paper_grid else f" (grid: {grid})"))
+        distill = ta.knee_summary(results)
+        why_not_distill = (f"distill mode cannot test it: the lowest floor is at the widest student, d_S = d_T, in "
+                           f"{distill['lowest_at_widest']} of {distill['configs']} configurations, so the knee there "
+                           "measures the teacher's width")
+        if toy.direct is None:
+            raise MissingData(f"no direct-mode knee sweep (results/toy/direct, `kdsae toy --profile direct`); "
+                              f"{why_not_distill}")
+        k = ta.knee_summary(toy.direct)
+        if not k["testable"]:
+            return "no configuration has a width past ceil(d*_S)", NOT_TESTABLE, "widen the widths"
+        return (f"{k['within_one']}/{k['testable']} configurations have the knee within 1 of ceil(d*_S), "
+                f"{k['exact']} exactly; median |knee - ceil(d*_S)| = {k['median_abs_diff']:g}",
+                _verdict(k["median_abs_diff"] <= 1),
+                f"direct mode ({_grid_note(toy.direct)}); knee: first width within {k['tolerance']:g} L_inf of the "
+                f"best seed-median floor. {why_not_distill}.")
 
     ledger.add(Claim("toy-knee", "The predicted d*_S is where the loss bottoms out.", "paper, Experiment 1",
-                     "measured knee width vs ceil(d*_S), configurations whose d*_S lies in the width range",
-                     "median |difference| <= 1 width"), knee)
+                     "measured knee width vs ceil(d*_S), direct-mode students at widths 1 .. ceil(1.5 d*_S) + 1",
+                     "median |difference| <= 1 width", toy.direct_source or "results/toy/direct (missing)"), knee)
+
+    def bound():
+        b = ta.lower_bound(results)
+        return (f"{b['nonzero_at_or_above']}/{b['nonzero']} pairs with a non-zero prediction measure at or above it "
+                f"({b['trivial']} more are predicted 0 and pass trivially); {b['nonzero_above_bias_floor']}/"
+                f"{b['nonzero']} are above the bias-aware floor too",
+                _verdict(b["nonzero_at_or_above"] == b["nonzero"] and b["nonzero"] > 0),
+                "caveat: with its bias a model can drop feature i for I_i Var(x_i) instead of I_i E[x_i^2], up to "
+                f"{100 * b['largest_bias_gap']:.0f}% less at these sparsities, so the formula is not strictly a lower "
+                "bound for this model; the bias-aware floor is")
+
+    ledger.add(Claim("toy-lower-bound", "The importance-weighted floor over the dropped features bounds the loss.",
+                     ABSTRACT, "seed-median floor vs the refined floor L*(d_S), pairs with L*(d_S) > 0",
+                     "every such pair at or above", toy.grid_source), bound)
+
+    def budget():
+        s = ta.budget_summary(results)
+        if not s:
+            raise MissingData("these toy results predate per-model feature counts: regenerate them (make results-toy)")
+        others = ", ".join(f"{v['above_budget']} at ||W_i|| >= {t}" for t, v in s["by_threshold"].items())
+        allowed = int(ta.BUDGET_TOLERANCE * s["models"])
+        return (f"{s['above_budget']} of {s['models']:,} students represent more than F_S features (||W_i|| >= "
+                f"{s['threshold']}; {others}); {s['below_budget']:,} represent fewer, median represented / F_S = "
+                f"{s['median_represented_over_budget']:.2f}", _verdict(s["above_budget"] <= allowed),
+                f"{'the bound holds' if s['above_budget'] <= allowed else 'students exceed the bound'}; "
+                f"{s['below_budget']:,} students represent fewer features than it allows, and interference on the "
+                f"features they keep is a median {_pct(s['median_interference_share'])} of their floor: the two gaps "
+                "the prediction ignores (toy chapter, 'Why the toy model misses 93%')")
+
+    ledger.add(Claim("toy-feature-budget", "A student of width d_S encodes at most d_S g(alpha) of the features.",
+                     ABSTRACT, "features with ||W_i|| >= 0.5 per trained student vs F_S = min(n, floor(d_S g(alpha)))",
+                     f"at most {100 * ta.BUDGET_TOLERANCE:g}% of students above F_S", toy.grid_source), budget)
+
+    def affine():
+        r = ta.affine_reading(results)
+        m = r["accuracy"]
+        if m is None:
+            raise MissingData(f"these toy results lack pairs at n = {', '.join(map(str, ta.FIT_NS))} (fit) and "
+                              f"n = {', '.join(map(str, ta.HELD_OUT_NS))} (held out)")
+        ok = ta.clears(m)
+        fits = "; ".join(f"alpha {a:g}: a={v['a']:.2f}, b={v['b']:.3f} ({v['fit']})" for a, v in r["per_alpha"].items())
+        return (f"held-out n = {', '.join(map(str, r['held_out_ns']))}: {_medians_text(m)}",
+                CALIBRATED_HOLDS if ok["rel"] or ok["norm"] else CALIBRATED_FAILS,
+                f"floor / L_inf ~ a (predicted / L_inf) + b fitted per alpha on n = "
+                f"{', '.join(map(str, r['fit_ns']))} ({fits}). A calibrated reading needs fitted constants: it is "
+                "not the paper's claim reproduced.")
+
+    ledger.add(Claim("toy-affine-reading", "Read onto the toy model: floor = a x (predicted floor) + a width-independent "
+                     "baseline.", ABSTRACT + ", its affine decomposition", "accuracy of the calibrated prediction on "
+                     "held-out feature counts, per alpha, both readings", "> 0.93 at every alpha under one reading",
+                     toy.grid_source), affine)
 
 
 def _pct(v) -> str:
-    return v if isinstance(v, str) else f"{100 * v:.1f}%"
+    return "no pairs" if v is None else v if isinstance(v, str) else f"{100 * v:.1f}%"
+
+
+def not_testable_claims(ledger: Ledger) -> None:
+    """Claims of the abstract that need an experiment this companion does not run."""
+    def needs(experiment: str):
+        return lambda: ("", NOT_TESTABLE, f"needs {experiment}, which this companion does not run")
+
+    distill = ("Experiment 3: Pythia-410M distilled into students of hidden width 128, 256, 512, 768 and 1024 "
+               "(KL on the teacher's logits, about 30k steps each, several GPUs)")
+    ledger.add(Claim("distill-floor-order", "Distillation floors are ordered monotonically across five student widths.",
+                     ABSTRACT, "final distillation loss of each student width", "ordered as the widths"),
+               needs(distill))
+    ledger.add(Claim("distill-affine-r2", "The measured floors are an affine function of the predicted ones "
+                     "(R^2 = 0.993).", ABSTRACT, "least-squares fit of measured on predicted floors",
+                     "R^2 within 0.005"), needs(distill))
+    ledger.add(Claim("probing-coarse-concepts", "Coarse concepts stay linearly decodable through 88% feature loss.",
+                     ABSTRACT, "linear-probe accuracy per concept and student width", "above chance where claimed"),
+               needs("Experiment 4: labelled concept datasets and linear probes on the teacher and the distilled "
+                     "students of Experiment 3"))
 
 
 # ---- Pythia-410M reference measurements -------------------------------------------------------------------
@@ -143,18 +246,21 @@ def pythia_claims(ledger: Ledger) -> None:
         def run():
             m = _reference_measurement(ref, 12)
             measured, ok = fn(m)
-            return measured, _verdict(ok), "recomputed from the authors' released layer-12 measurements"
+            return (measured, _consistent(ok),
+                    "arithmetic on the authors' released layer-12 measurements: it checks the formula's numbers "
+                    "against their file, not an experiment run here")
         return run
 
-    src = "paper, Experiment 2 (released layer-12 measurements)"
+    src = ABSTRACT + "; values from the co-author's released layer-12 measurements"
+    released = "the authors' released measurements_layer12.json (KDSAE_REFERENCE_DIR)"
     ledger.add(Claim("pythia-l12-F", "Pythia-410M layer 12: F ~ 28,700 alive latents.", src,
-                     "F_alive of the released measurement file", "within 0.5%"),
+                     "F_alive of the released measurement file", "within 0.5%", released),
                check(lambda m: (f"F = {m.F_alive:,}", abs(m.F_alive / 28_700 - 1) <= 0.005)))
     ledger.add(Claim("pythia-l12-alpha", "Pythia-410M layer 12: alpha ~ 0.992.", src,
-                     "alpha = 1 - L0 / F from the released file", "|alpha - 0.992| <= 0.0005"),
+                     "alpha = 1 - L0 / F from the released file", "|alpha - 0.992| <= 0.0005", released),
                check(lambda m: (f"alpha = {m.alpha:.5f} (L0 = {m.avg_active:g})", abs(m.alpha - 0.992) <= 5e-4)))
     ledger.add(Claim("pythia-l12-dstar", "Pythia-410M layer 12: d*_S ~ 1,065.", src,
-                     "d*_S = F / g(alpha) with the unrounded alpha", "within 0.1%"),
+                     "d*_S = F / g(alpha) with the unrounded alpha", "within 0.1%", released),
                check(lambda m: (f"d*_S = {m.d_star_S:,.1f} (g = {m.g_alpha:.2f})", abs(m.d_star_S / 1_065 - 1) <= 1e-3)))
 
     def loss128(m):
@@ -163,7 +269,7 @@ def pythia_claims(ledger: Ledger) -> None:
         return f"{p['features_dropped']:,} of {m.F_alive:,} latents dropped ({100 * frac:.1f}%)", abs(frac - 0.88) <= 0.005
 
     ledger.add(Claim("pythia-l12-loss128", "At d_S = 128 a student loses 88% of layer 12's features.", src,
-                     "1 - floor(128 g(alpha)) / F", "within 0.5 percentage points"), check(loss128))
+                     "1 - floor(128 g(alpha)) / F", "within 0.5 percentage points", released), check(loss128))
 
     def wide():
         values = {}
@@ -174,15 +280,17 @@ def pythia_claims(ledger: Ledger) -> None:
                 pub = PUBLISHED_LAYERS[layer]
                 values[layer] = theory.critical_width(pub["F_alive"], theory.alpha_from_sae(pub["F_alive"], pub["L0"]))
         measured = ", ".join(f"layer {k}: {v:,.1f}" for k, v in values.items())
-        return measured, _verdict(all(v > 1024 for v in values.values())), (
-            "layers 12 and 16 from the released files; layer 8 from the published F and L0 (no file released)")
+        return measured, _consistent(all(v > 1024 for v in values.values())), (
+            "layers 12 and 16 from the released files; layer 8 recomputed from the F and L0 its authors publish (no "
+            "file released), which can only catch an arithmetic slip")
 
     ledger.add(Claim("pythia-dstar-above-dmodel", "d*_S > 1024 (the teacher's width) at layers 8, 12 and 16.",
-                     "paper, Experiment 2", "d*_S per layer", "strictly above 1024"), wide)
+                     "paper, Experiment 2; values from the co-author's repository", "d*_S per layer",
+                     "strictly above 1024", "the released measurements_layer12/16.json; layer 8: the published F and L0"),
+               wide)
 
 
 def _reference_measurement(ref: Path | None, layer: int) -> theory.Measurement:
-    from .errors import MissingData
     if ref is None or not (ref / f"measurements_layer{layer}.json").exists():
         raise MissingData(f"the released layer-{layer} measurements are not here: set KDSAE_REFERENCE_DIR "
                           "or run `kdsae fetch-reference`")
@@ -212,34 +320,36 @@ def paper_scale_claims(ledger: Ledger, source: str, hub_measurements: Callable[[
         d_sae = ms[0].get("d_sae", 32_768)
         return f"mean L0 = {l0:,.0f}, mean dead = {dead:,.0f} of {d_sae:,}", _verdict(ok), "published checkpoints"
 
+    hub = "the published checkpoints, measured here" if source == "hub" else "none here (needs --source hub)"
     ledger.add(Claim("exp2-trialA-L0", "Trial A (lambda 3e-4) averages L0 ~ 6,184.", "lab write-up, Experiment 2",
-                     "mean L0 over the 24 layers' final checkpoints", "within 5%"), needs_hub("A", trial_a))
+                     "mean L0 over the 24 layers' final checkpoints", "within 5%", hub), needs_hub("A", trial_a))
     ledger.add(Claim("exp2-trialC-target", "Trial C reaches L0 ~ 150 with ~7k of 32,768 latents dead per layer.",
                      "lab write-up, Experiment 2", "mean L0 and dead count over the final checkpoints",
-                     "L0 within 10%; dead between 5k and 9k"), needs_hub("C", trial_c))
+                     "L0 within 10%; dead between 5k and 9k", hub), needs_hub("C", trial_c))
 
 
 def embedded_claims(ledger: Ledger, run: Path | None) -> None:
     """The same mechanisms on the embedded default (MiniLM): does trial C's controller reach its target?"""
 
     def controller():
-        from .errors import MissingData
         if run is None or not Path(run).is_dir():
             raise MissingData("no embedded-default run folder (results/exp2/embedded) to check")
-        import json
         cfg = json.loads((Path(run) / "config.json").read_text())
         target = _target_l0(cfg)
         files = sorted((Path(run) / "measurements" / "C").glob("layer*_final.json"))
         if not files:
             raise MissingData(f"{run} has no trial C measurements")
         l0 = [json.loads(f.read_text())["avg_active"] for f in files]
-        worst = max(abs(v / target - 1) for v in l0)
-        return (f"L0 per layer {', '.join(f'{v:.0f}' for v in l0)} (target {target:g})", _verdict(worst <= 0.1),
-                f"{cfg.get('model', '?')}, d_sae {cfg.get('d_sae', '?')}, {cfg.get('tokens', '?')} tokens")
+        within = sum(abs(v / target - 1) <= 0.1 for v in l0)
+        return (f"L0 per layer {', '.join(f'{v:.0f}' for v in l0)} (target {target:g}); {within} of {len(l0)} layers "
+                "within 10%", _verdict(within == len(l0)),
+                f"{cfg.get('model', '?')}, d_sae {cfg.get('d_sae', '?')}, {cfg.get('tokens', '?')} tokens: far fewer "
+                "than the paper's 300M, so the controller has far fewer steps to settle")
 
     ledger.add(Claim("embedded-trialC-controller", "The adaptive controller drives every layer's L0 to its target.",
-                     "this companion (DESIGN.md section 4)", "final-snapshot L0 of every trial-C layer, embedded default",
-                     "within 10% of the target"), controller)
+                     "this companion's embedded default (methods page)",
+                     "final-snapshot L0 of every trial-C layer, embedded default", "within 10% of the target",
+                     _shown(run) if run else "results/exp2/embedded (missing)"), controller)
 
 
 def _target_l0(cfg: dict) -> float:
@@ -253,40 +363,86 @@ def _target_l0(cfg: dict) -> float:
     return 150.0
 
 
+def _shown(path) -> str:
+    """A path as the reader should see it: relative to the repository when inside it."""
+    from .paths import REPO_ROOT
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+
+
 # ---- the whole ledger -------------------------------------------------------------------------------------
-def build_ledger(toy_results: dict, source: str = "local", embedded_run: Path | None = None,
+def committed_toy_evidence() -> ToyEvidence:
+    """The toy results the book's verdicts rest on: the committed paper grid, the direct-mode knee sweep and the
+    grid under the other importance profiles (each None when its file is not in this checkout)."""
+    from .paths import toy_importance_results_file, toy_results_file
+    from .toy_sweep import load_results
+
+    def maybe(path: Path):
+        return (load_results(path), _shown(path)) if path.exists() else (None, "")
+
+    grid, grid_source = maybe(toy_results_file("paper"))
+    if grid is None:
+        raise MissingData(f"the committed paper-grid toy results {_shown(toy_results_file('paper'))} are missing: "
+                          "run `make results-toy`, or pass --profile to run a sweep now")
+    direct, direct_source = maybe(toy_results_file("direct"))
+    profiles = {imp: found for imp in ("geometric:0.9", "uniform")
+                if (found := maybe(toy_importance_results_file(imp)))[0] is not None}
+    return ToyEvidence(grid, grid_source, direct, direct_source, profiles)
+
+
+def committed_toy_evidence_or_none() -> ToyEvidence | None:
+    try:
+        return committed_toy_evidence()
+    except MissingData:
+        return None
+
+
+def build_ledger(toy: ToyEvidence | dict, source: str = "local", embedded_run: Path | None = None,
                  hub_measurements: Callable[[str], list] | None = None) -> Ledger:
+    """Every claim with its verdict. `toy` is the evidence of Experiment 1 (a bare results dict stands for a grid
+    with no direct-mode sweep and no other profiles)."""
+    if isinstance(toy, dict):
+        toy = ToyEvidence(toy, "toy results given")
     ledger = Ledger()
-    toy_claims(ledger, toy_results)
+    toy_claims(ledger, toy)
     pythia_claims(ledger)
     paper_scale_claims(ledger, source, hub_measurements)
     embedded_claims(ledger, embedded_run)
+    not_testable_claims(ledger)
     return ledger
 
 
 def render_text(ledger: Ledger) -> str:
     lines = []
     for c in ledger.claims:
-        lines.append(f"[{c.verdict.upper()}] {c.id}: {c.text}")
+        lines.append(f"[{c.verdict.upper()}] {c.id}: {c.text} ({c.source})")
         if c.measured:
             lines.append(f"    measured: {c.measured}")
         lines.append(f"    check: {c.check}; tolerance: {c.tolerance}")
+        if c.inputs:
+            lines.append(f"    inputs: {c.inputs}")
         if c.why:
             lines.append(f"    note: {c.why}")
-    counts = ledger.counts()
-    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+    lines.append(summary_line(ledger))
+    lines.append("Every quantity is defined on the book's methods page (book/methods.md).")
     return "\n".join(lines)
 
 
-COLOURS = {REPRODUCED: "#c8e6c9", NOT_REPRODUCED: "#ffcdd2", NOT_TESTABLE: "#e0e0e0", ERROR: "#ffab91"}
+def summary_line(ledger: Ledger) -> str:
+    return ", ".join(f"{v} {k}" for k, v in ledger.counts().items() if v)
+
+
+COLOURS = {REPRODUCED: "#c8e6c9", NOT_REPRODUCED: "#ffcdd2", CONSISTENT: "#e3f2fd", INCONSISTENT: "#f8bbd0", CALIBRATED_HOLDS: "#fff9c4",
+           CALIBRATED_FAILS: "#ffe0b2", NOT_TESTABLE: "#e0e0e0", ERROR: "#ffab91"}
 
 
 def render_html(ledger: Ledger) -> str:
     import html
     rows = "".join(
-        f"<tr style='background:{COLOURS[c.verdict]}'><td><b>{html.escape(c.verdict)}</b></td>"
-        f"<td>{html.escape(c.text)}<br><small>{html.escape(c.source)}</small></td>"
-        f"<td>{html.escape(c.check)}<br><small>tolerance: {html.escape(c.tolerance)}</small></td>"
+        f"<tr id='claim-{html.escape(c.id)}' style='background:{COLOURS[c.verdict]}'><td><b>{html.escape(c.verdict)}"
+        f"</b></td><td>{html.escape(c.text)}<br><small>{html.escape(c.source)}</small></td>"
+        f"<td>{html.escape(c.check)}<br><small>tolerance: {html.escape(c.tolerance)}</small>"
+        f"<br><small>inputs: {html.escape(c.inputs or 'none')}</small></td>"
         f"<td>{html.escape(c.measured)}</td><td><small>{html.escape(c.why)}</small></td></tr>"
         for c in ledger.claims)
     return ("<table class='claims-ledger'><thead><tr><th>verdict</th><th>claim</th><th>check</th>"

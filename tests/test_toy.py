@@ -11,7 +11,7 @@ from kdsae_core.cli import main
 from kdsae_core.errors import InvalidParameter
 from kdsae_core.toy import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
 from kdsae_core.toy_autograd import AutogradModel
-from kdsae_core.toy_sweep import ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
+from kdsae_core.toy_sweep import REPRESENTED_THRESHOLDS, ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
 
 TINY = dict(n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=60, batch=256, eval_samples=2048)
 
@@ -113,9 +113,10 @@ def test_batched_program_equals_one_model_at_a_time():
             d_t = key[1]
             if width > d_t:
                 continue
-            k = cfg.student_widths(d_t).index(width)
-            np.testing.assert_allclose(alone[key]["student_floor"][:, 0, 0], full[key]["student_floor"][:, s, k],
-                                       rtol=1e-4)
+            k = cfg.student_widths(d_t, key[0], cfg.alpha[0]).index(width)
+            for a in range(len(cfg.alpha)):
+                np.testing.assert_allclose(alone[key]["student"]["floor"][a][0, 0],
+                                           full[key]["student"]["floor"][a][s, k], rtol=1e-4)
             torch.testing.assert_close(single.students[(*key, width)].W[:, 0, 0],
                                        batched.students[(*key, width)].W[:, s, 0], rtol=1e-4, atol=1e-5)
 
@@ -185,9 +186,12 @@ def test_identical_runs_give_identical_bytes(tmp_path):
 
 def test_assemble_results_uses_seed_medians():
     cfg = ToyConfig.from_profile("quick", n=[4], d_teacher=[1], alpha=[0.5], seeds=3)
-    measured = {(4, 1): {"student_floor": np.array([[[0.1], [0.3], [0.2]]]),
-                         "teacher_floor": np.array([[[0.1], [0.1], [0.1]]]),
-                         "kept": np.array([[[1], [1], [1]]])}}
+    per_level = {"floor": [np.array([[0.1], [0.3], [0.2]])], "kept": [np.array([[1], [1], [1]])]}
+    for t in REPRESENTED_THRESHOLDS:
+        per_level.update({f"represented@{t}": [np.array([[1], [1], [1]])],
+                          f"dropped@{t}": [np.array([[0.05], [0.05], [0.05]])],
+                          f"interference@{t}": [np.array([[0.05], [0.25], [0.15]])]})
+    measured = {(4, 1): {"student": per_level, "teacher": per_level}}
     c = assemble_results(cfg, measured)["configs"][0]
     assert c["measured_floor_median"] == [pytest.approx(0.2)]
 

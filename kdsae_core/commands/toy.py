@@ -8,18 +8,20 @@ from pathlib import Path
 from ..errors import InvalidParameter, RunFolderError
 from ..paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
 from ..toy_parallel import run_parallel
-from ..toy_sweep import PROFILES, ToyConfig, run_sweep
+from ..toy_sweep import KNEE_WIDTHS, PROFILES, ToyConfig, run_sweep
 from ._args import alpha_list, int_list, positive_int_list
 
 
 def register(sub) -> None:
     p = sub.add_parser("toy", help="Experiment 1: train teachers and distilled students of the toy model")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick",
-                   help="paper: 48 configurations x 20 seeds x 10,000 steps; quick: the book's reduced grid")
+                   help="paper: 48 configurations x 20 seeds x 10,000 steps; quick: the book's reduced grid; direct: "
+                        "the paper's (n, alpha) grid trained on the task itself at widths past the predicted knee")
     p.add_argument("--n", type=int_list, help="feature counts, comma-separated")
     p.add_argument("--alpha", type=alpha_list, help="sparsity levels (probability a feature is inactive)")
     p.add_argument("--d-teacher", type=int_list, help="teacher widths")
-    p.add_argument("--widths", type=positive_int_list, help="student widths (default 1..d_T)")
+    p.add_argument("--widths", type=_widths, help="student widths (default 1..d_T), or `knee` (direct mode): "
+                   "1..min(n, ceil(1.5 d*_S) + 1) for each (n, alpha)")
     p.add_argument("--importance", help="zipf:S, geometric:R or uniform (default zipf:1)")
     p.add_argument("--mode", choices=["distill", "direct"])
     p.add_argument("--steps", type=int)
@@ -35,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder for toy_results.json")
     p.add_argument("--force", action="store_true", help="overwrite results already in --out")
     p.set_defaults(func=run)
+
+
+def _widths(text: str):
+    return KNEE_WIDTHS if text.strip() == KNEE_WIDTHS else positive_int_list(text)
 
 
 def run(args) -> int:
