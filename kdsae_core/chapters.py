@@ -210,8 +210,11 @@ def _controller(d: pd.DataFrame) -> str:
     if not len(t):
         return f"No target L0 in the config; {lam}."
     off = (last["L0"] / float(t.iloc[0]) - 1).abs()
+    d = d.sort_values("tokens")
+    rise = d.groupby("layer")["lambda"].agg(lambda v: v.max() / v.iloc[0])
     return (f"At the last logged step L0 is within 10% of the target at {int((off <= 0.1).sum())} of {len(last)} layers; "
-            f"{lam}, one value per layer, found by the controller.")
+            f"{lam}, one value per layer, found by the controller. On the way λ overshot to "
+            f"{rise.min():.0f}–{rise.max():.0f}x its start while the logged L0 fell as low as {d['L0'].min():.1f}.")
 
 
 def _landscape(d: pd.DataFrame) -> str:

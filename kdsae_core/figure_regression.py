@@ -124,6 +124,8 @@ def draw_figure_data(out: Path, exp2_run: Path | None, toy_results: Path | None)
     matplotlib.use("Agg")
     from .commands.figures import draw_all as draw_exp2
     from .figures import toy as toy_figures
+    from .figures import toy_why
+    from .toy_analysis import evidence_with_grid, shown
     from .toy_sweep import load_results
 
     groups = {}
@@ -133,7 +135,9 @@ def draw_figure_data(out: Path, exp2_run: Path | None, toy_results: Path | None)
         (groups["exp2"] / "figures.json").unlink(missing_ok=True)  # an index of paths, not figure data
     if toy_results is not None:
         groups["toy"] = Path(out) / "toy"
-        toy_figures.draw_all(load_results(toy_results), groups["toy"])
+        grid = load_results(toy_results)
+        toy_figures.draw_all(grid, groups["toy"])
+        toy_why.draw_why(evidence_with_grid(grid, shown(toy_results)), groups["toy"])
     return groups
 
 

@@ -1,9 +1,11 @@
-"""Closed-form quantities of the minimum-width theorem (DESIGN.md section 2). numpy only.
+"""Closed-form quantities of the minimum-width theorem (defined on the book's methods page). numpy only.
 
 alpha is the probability that a feature is INACTIVE (Elhage et al.'s sparsity S).
 """
 
 from __future__ import annotations
+
+import math
 
 import json
 from dataclasses import dataclass
@@ -59,6 +61,14 @@ def g_alpha(alpha):
     one_minus = 1.0 - a
     out = 1.0 / (one_minus * np.log(1.0 / one_minus))
     return out if out.ndim else float(out)
+
+
+G_MINIMUM_ALPHA = 1.0 - math.exp(-1.0)  # g(alpha) is smallest here (g = e): it falls below this sparsity, rises above
+
+
+def below_capacity_minimum(alpha) -> bool:
+    """True where g(alpha) falls as alpha grows (alpha < 1 - 1/e): there a sparser layer is predicted less capacity."""
+    return bool(np.any(_alpha_array(alpha) < G_MINIMUM_ALPHA))
 
 
 def feature_budget(F, d_S, alpha):

@@ -108,8 +108,8 @@ class ToyConfig:
         return sorted(self.widths)
 
     def matches_paper_grid(self) -> bool:
-        """The paper profile's grid in distill mode (zipf:1 importance and teacher widths 3, 5, 8, 10 are those
-        of the independent re-implementation the profile follows; the paper's text states neither)."""
+        """The paper profile's grid in distill mode: the co-author's stated sweep (n, d_T, alpha, 20 seeds) with the
+        steps, batch, learning rate and evaluation size of the independent re-implementation the profile follows."""
         p = PROFILES["paper"]
         return (sorted(self.n) == p["n"] and sorted(self.alpha) == p["alpha"]
                 and sorted(self.d_teacher) == p["d_teacher"] and self.seeds == p["seeds"]

@@ -11,7 +11,7 @@ page (book/methods.md).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,7 @@ CALIBRATED_HOLDS, CALIBRATED_FAILS = "calibrated reading holds", "calibrated rea
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONSISTENT, INCONSISTENT, CALIBRATED_HOLDS, CALIBRATED_FAILS, NOT_TESTABLE, ERROR)
 ABSTRACT = "the paper's abstract (arXiv 2604.04037)"
 PAPER_ACCURACY = ta.PAPER_ACCURACY
+ToyEvidence = ta.ToyEvidence
 
 
 @dataclass
@@ -75,18 +76,6 @@ def _verdict(ok: bool) -> str:
 
 def _consistent(ok: bool) -> str:
     return CONSISTENT if ok else INCONSISTENT
-
-
-@dataclass
-class ToyEvidence:
-    """The toy-model results the ledger judges, each with the name of where it came from (shown as the claim's
-    inputs): the distill-mode grid, the direct-mode knee sweep, and the grid under other importance profiles."""
-
-    grid: dict
-    grid_source: str
-    direct: dict | None = None
-    direct_source: str = ""
-    profiles: dict[str, tuple[dict, str]] = field(default_factory=dict)
 
 
 # ---- Experiment 1 ----------------------------------------------------------------------------------------
@@ -349,7 +338,7 @@ def embedded_claims(ledger: Ledger, run: Path | None) -> None:
     ledger.add(Claim("embedded-trialC-controller", "The adaptive controller drives every layer's L0 to its target.",
                      "this companion's embedded default (methods page)",
                      "final-snapshot L0 of every trial-C layer, embedded default", "within 10% of the target",
-                     _shown(run) if run else "results/exp2/embedded (missing)"), controller)
+                     ta.shown(run) if run else "results/exp2/embedded (missing)"), controller)
 
 
 def _target_l0(cfg: dict) -> float:
@@ -363,36 +352,14 @@ def _target_l0(cfg: dict) -> float:
     return 150.0
 
 
-def _shown(path) -> str:
-    """A path as the reader should see it: relative to the repository when inside it."""
-    from .paths import REPO_ROOT
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
-
-
 # ---- the whole ledger -------------------------------------------------------------------------------------
 def committed_toy_evidence() -> ToyEvidence:
-    """The toy results the book's verdicts rest on: the committed paper grid, the direct-mode knee sweep and the
-    grid under the other importance profiles (each None when its file is not in this checkout)."""
-    from .paths import toy_importance_results_file, toy_results_file
-    from .toy_sweep import load_results
-
-    def maybe(path: Path):
-        return (load_results(path), _shown(path)) if path.exists() else (None, "")
-
-    grid, grid_source = maybe(toy_results_file("paper"))
-    if grid is None:
-        raise MissingData(f"the committed paper-grid toy results {_shown(toy_results_file('paper'))} are missing: "
-                          "run `make results-toy`, or pass --profile to run a sweep now")
-    direct, direct_source = maybe(toy_results_file("direct"))
-    profiles = {imp: found for imp in ("geometric:0.9", "uniform")
-                if (found := maybe(toy_importance_results_file(imp)))[0] is not None}
-    return ToyEvidence(grid, grid_source, direct, direct_source, profiles)
+    return ta.committed_evidence()
 
 
 def committed_toy_evidence_or_none() -> ToyEvidence | None:
     try:
-        return committed_toy_evidence()
+        return ta.committed_evidence()
     except MissingData:
         return None
 

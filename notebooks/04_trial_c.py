@@ -60,7 +60,7 @@ ch.figure("depth_landscape")
 
 # %% [markdown]
 # ## Controller trajectories
-# λ and L0 of every layer over training: the evidence that the controller reached its target.
+# λ and L0 of every layer over training: whether the controller reached its target, and how it overshot on the way.
 
 # %%
 ch.figure("controller")

@@ -1,0 +1,312 @@
+"""Why the toy model misses the paper's 93%: five figures, each a pure function of the toy evidence
+(`toy_analysis.ToyEvidence`) with a `*_data` function returning the table it plots and a sentence computed from
+that table. One catalog (`WHY_FIGURES`) names them; `draw_why` saves each PNG with its data beside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .. import toy_analysis as ta
+from ..toy_sweep import REPRESENTED_THRESHOLDS
+from .style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, save_figure, suptitle
+from .toy import ALPHA, L_INF, _pct, alpha_colours, describe
+
+
+def _diagonal(ax, top: float) -> None:
+    ax.plot([0, top], [0, top], "-", color=PREDICTED_COLOUR, lw=1)
+    ax.set(xlim=(0, top), ylim=(0, top))
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(True)
+
+
+# ---- (1) the teachers ---------------------------------------------------------------------------------------------
+def teachers_data(ev: ta.ToyEvidence) -> pd.DataFrame:
+    """Per configuration: teacher floor and the floor predicted at d_T, the widest student (d_S = d_T), all / L_inf."""
+    d = pd.DataFrame(ta.teacher_rows(ev.grid))
+    for col in ("teacher_floor", "predicted_at_d_teacher", "student_at_d_teacher"):
+        d[f"{col}_over_L_inf"] = d[col] / d.L_inf
+    return d
+
+
+def teachers(ev: ta.ToyEvidence) -> Figure:
+    d = teachers_data(ev)
+    colours = alpha_colours(d.alpha.unique())
+    fig = new_figure(7.6, 4.6)
+    ax, bx = fig.subplots(1, 2)
+    for a, c in colours.items():
+        s = d[d.alpha == a]
+        ax.scatter(s.predicted_at_d_teacher_over_L_inf, s.teacher_floor_over_L_inf, s=22, color=c, label=f"{ALPHA} = {a:g}")
+        bx.scatter(s.teacher_floor_over_L_inf, s.student_at_d_teacher_over_L_inf, s=22, color=c)
+    top = float(max(d.teacher_floor_over_L_inf.max(), d.predicted_at_d_teacher_over_L_inf.max(),
+                    d.student_at_d_teacher_over_L_inf.max())) * 1.08
+    _diagonal(ax, top)
+    _diagonal(bx, top)
+    ax.set(xlabel=f"floor predicted at the teacher's width / {L_INF}", ylabel=f"teacher's measured floor / {L_INF}",
+           title="teachers (trained on the task)")
+    bx.set(xlabel=f"teacher's floor / {L_INF}", ylabel=f"student at d_S = d_T / {L_INF}",
+           title="the widest student against its teacher")
+    fig.legend(loc="outside lower center", ncol=len(colours), frameon=False)
+    suptitle(fig, "The teachers already sit far above the floor the theory predicts for their width, and distilled "
+             "students inherit it (one point per configuration, seed medians; black: y = x)", describe(ev.grid))
+    return fig
+
+
+def teachers_sentence(ev: ta.ToyEvidence) -> str:
+    t = ta.teacher_summary(ev.grid)
+    if not t:
+        return "These results have no teachers (direct mode)."
+    rel = ", ".join(f"{_pct(v)} at {ALPHA} = {a:g}" for a, v in t["teacher_accuracy_rel"].items() if v is not None)
+    return (f"Before any distillation, the {t['configs']} teachers' floors are a median "
+            f"{_pct(t['median_teacher_over_L_inf'])} of {L_INF}, and the theory's prediction for their own width "
+            f"reaches a median accuracy_rel of {rel}. Students as wide as their teacher end at a median "
+            f"{t['median_student_over_teacher']:.2f}x the teacher's floor: the gap to the prediction is there before "
+            "distillation, so it is not distillation's.")
+
+
+# ---- (2) represented features against the budget ---------------------------------------------------------------
+def represented_data(ev: ta.ToyEvidence) -> pd.DataFrame:
+    """One row per trained student: represented features at each threshold, F_S, and its floor split, / L_inf."""
+    d = pd.DataFrame(ta.model_rows(ev.grid))
+    for t in REPRESENTED_THRESHOLDS:
+        d[f"dropped_{t}_over_L_inf"] = d[f"dropped_{t}"] / d.L_inf
+        d[f"interference_{t}_over_L_inf"] = d[f"interference_{t}"] / d.L_inf
+    d["predicted_over_L_inf"] = d.predicted / d.L_inf
+    return d
+
+
+def represented(ev: ta.ToyEvidence) -> Figure:
+    d = represented_data(ev)
+    key = ta.REPRESENTED
+    fig = new_figure(7.8, 4.8)
+    ax, bx = fig.subplots(1, 2)
+    cells = d.groupby(["budget"]).agg(**{f"rep_{t}": (f"represented_{t}", "median") for t in REPRESENTED_THRESHOLDS},
+                                      models=("seed", "size")).reset_index()
+    rng = np.random.default_rng(0)  # jitter only: the counts are integers and would stack on one point
+    ax.scatter(d.budget + rng.uniform(-0.25, 0.25, len(d)), d[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(d)),
+               s=4, alpha=0.25, color=PALETTE[0], lw=0, label=f"one student (||W_i|| >= {key})")
+    for i, t in enumerate(REPRESENTED_THRESHOLDS):
+        ax.plot(cells.budget, cells[f"rep_{t}"], "o-" if str(t) == key else ".--", ms=4,
+                color=PALETTE[[1, 3, 2][i]], label=f"median, ||W_i|| >= {t}")
+    top = float(max(d.budget.max(), d[f"represented_{REPRESENTED_THRESHOLDS[0]}"].max())) + 1
+    _diagonal(ax, top)
+    ax.set(xlabel=f"feature budget F_S = min(n, floor(d_S g({ALPHA})))", ylabel="features the student represents",
+           title="represented features vs the budget")
+    ax.legend(fontsize=7, loc="upper left")
+    below = d[d.predicted > 0]
+    bx.scatter(below.predicted_over_L_inf, below[f"dropped_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
+               color=PALETTE[0], label="loss on dropped features")
+    bx.scatter(below.predicted_over_L_inf, below[f"interference_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
+               color=PALETTE[1], label="interference on represented features")
+    _diagonal(bx, float(max(below[[f"dropped_{key}_over_L_inf", f"interference_{key}_over_L_inf",
+                                   "predicted_over_L_inf"]].max().max(), 0.05)) * 1.05)
+    bx.set(xlabel=f"predicted floor / {L_INF}", ylabel=f"part of the measured floor / {L_INF}",
+           title="the measured floor, split (L* > 0)")
+    bx.legend(fontsize=7, loc="upper left", markerscale=3)
+    suptitle(fig, "What the theory counts and what it leaves out: features a student represents against its budget "
+             "F_S, and its floor split into the loss on the features it drops (the theory's floor) and the "
+             "interference among the features it keeps (which the theory sets to zero)", describe(ev.grid))
+    return fig
+
+
+def represented_sentence(ev: ta.ToyEvidence) -> str:
+    s = ta.budget_summary(ev.grid)
+    if not s:
+        return "These results predate per-model feature counts (regenerate them with `make results-toy`)."
+    other = "; ".join(f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
+                      for t, v in s["by_threshold"].items() if t != s["threshold"])
+    return (f"Of {s['models']:,} trained students, {s['above_budget']:,} represent more features than their budget "
+            f"F_S allows (||W_i|| >= {s['threshold']}), {s['at_budget']:,} exactly as many and {s['below_budget']:,} "
+            f"fewer; the median student represents {s['median_represented_over_budget']:.2f} of its budget ({other}). "
+            f"Where a floor is predicted, the loss on the dropped features is a median "
+            f"{s['median_dropped_over_predicted_below_d_star']:.2f}x the predicted floor, and interference among "
+            f"the kept features is a median {_pct(s['median_interference_share_below_d_star'])} of the measured "
+            "floor: both push the measured floor above the prediction.")
+
+
+# ---- (3) importance profiles ---------------------------------------------------------------------------------------
+def profiles_data(ev: ta.ToyEvidence) -> pd.DataFrame:
+    """Per importance profile and alpha: the median of each accuracy, recomputed from per-seed floors."""
+    runs = {ev.grid["settings"]["importance"]: (ev.grid, ev.grid_source), **ev.profiles}
+    rows = []
+    for imp, (results, source) in runs.items():
+        m = ta.accuracy_medians(ta.pairs(results))
+        for a in m["norm"]:
+            rows.append({"importance": imp, "alpha": a, "seeds": results["settings"]["seeds"], "source": source,
+                         "accuracy_rel_median": m["rel"][a], "accuracy_norm_median": m["norm"][a],
+                         "pairs": m["pairs"][a], "pairs_below_d_star": m["pairs_below_d_star"][a]})
+    return pd.DataFrame(rows)
+
+
+def profiles(ev: ta.ToyEvidence) -> Figure:
+    d = profiles_data(ev)
+    fig = new_figure(7.6, 3.9)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (col, title) in zip(axes, (("accuracy_rel_median", "accuracy_rel (pairs below d*_S)"),
+                                       ("accuracy_norm_median", "accuracy_norm (all pairs)"))):
+        for i, (imp, s) in enumerate(d.groupby("importance", sort=False)):
+            ax.plot(s.alpha.astype(str), s[col], "o-", color=PALETTE[i], label=f"{imp} ({s.seeds.iloc[0]} seeds)")
+        ax.axhline(ta.PAPER_ACCURACY, color=CRITICAL_COLOUR, ls="--", lw=1)
+        ax.set(title=title, xlabel=f"sparsity {ALPHA}", ylim=(0, 1.02))
+        ax.grid(True)
+    axes[0].set_ylabel("median accuracy")
+    axes[0].legend(fontsize=7, loc="lower left")
+    suptitle(fig, f"Does any importance profile reach the paper's 93% (red dashes)? The paper grid under each "
+             "profile, medians recomputed from the per-seed floors", describe(ev.grid))
+    return fig
+
+
+def profiles_sentence(ev: ta.ToyEvidence) -> str:
+    d = profiles_data(ev)
+    parts, any_clears = [], False
+    for imp, s in d.groupby("importance", sort=False):
+        ok = ta.clears({"rel": dict(zip(s.alpha, s.accuracy_rel_median.where(s.accuracy_rel_median.notna(), None))),
+                        "norm": dict(zip(s.alpha, s.accuracy_norm_median))})
+        any_clears |= ok["rel"] or ok["norm"]
+        lowest = s.loc[s.accuracy_norm_median.idxmin()]
+        parts.append(f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {_pct(lowest.accuracy_norm_median)} at "
+                     f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} 93% at every level under "
+                     f"{'one reading' if ok['rel'] or ok['norm'] else 'either reading'}")
+    if len(parts) == 1:
+        return parts[0] + "; the other importance profiles are not committed in this checkout."
+    return ("; ".join(parts) + (". At least one reading reaches 93% under some profile." if any_clears else
+                                ". No importance profile we tried reaches 93% at every sparsity level under either "
+                                "reading."))
+
+
+# ---- (4) the affine reading ------------------------------------------------------------------------------------------
+def affine_data(ev: ta.ToyEvidence) -> dict[str, pd.DataFrame]:
+    r = ta.affine_reading(ev.grid)
+    fits = pd.DataFrame([{"alpha": a, **v} for a, v in r["per_alpha"].items()])
+    m = r["accuracy"]
+    fits["accuracy_rel_median"] = fits.alpha.map(m["rel"])
+    fits["accuracy_norm_median"] = fits.alpha.map(m["norm"])
+    held = pd.DataFrame([p for p in ta.pairs(ev.grid) if p["n"] in ta.HELD_OUT_NS])
+    fit = fits.set_index("alpha")
+    held["calibrated"] = (fit.a.reindex(held.alpha).to_numpy() * held.predicted / held.L_inf
+                          + fit.b.reindex(held.alpha).to_numpy()) * held.L_inf
+    return {"fits": fits, "held_out": held}
+
+
+def affine(ev: ta.ToyEvidence) -> Figure:
+    t = affine_data(ev)
+    held = t["held_out"]
+    colours = alpha_colours(held.alpha.unique())
+    fig = new_figure(7.6, 4.4)
+    ax, bx = fig.subplots(1, 2)
+    for a, c in colours.items():
+        s = held[held.alpha == a]
+        ax.scatter(s.predicted / s.L_inf, s.measured / s.L_inf, s=16, color=c, label=f"{ALPHA} = {a:g}")
+        bx.scatter(s.calibrated / s.L_inf, s.measured / s.L_inf, s=16, color=c)
+    top = float(max((held.measured / held.L_inf).max(), (held.calibrated / held.L_inf).max())) * 1.08
+    _diagonal(ax, top)
+    _diagonal(bx, top)
+    ax.set(xlabel=f"predicted floor / {L_INF}", ylabel=f"measured floor / {L_INF}", title="as predicted")
+    bx.set(xlabel=f"a x predicted + b, fitted on n = 10, 20 / {L_INF}", ylabel=f"measured floor / {L_INF}",
+           title="after the affine calibration")
+    fig.legend(loc="outside lower center", ncol=len(colours), frameon=False)
+    suptitle(fig, "The abstract's affine decomposition read onto the toy model: held-out n = 40 pairs (seed medians) "
+             "against the prediction and against its calibration fitted per sparsity on n = 10, 20",
+             describe(ev.grid))
+    return fig
+
+
+def affine_sentence(ev: ta.ToyEvidence) -> str:
+    fits = affine_data(ev)["fits"]
+    per = "; ".join(f"{ALPHA} = {r.alpha:g}: accuracy_rel {_pct(r.accuracy_rel_median)}, accuracy_norm "
+                    f"{_pct(r.accuracy_norm_median)}" for r in fits.itertuples())
+    return (f"Calibrated on n = 10 and 20 and judged on the held-out n = 40: {per}. This reading needs two fitted "
+            "constants per sparsity level, so it is a calibration, not the paper's prediction.")
+
+
+# ---- (5) the knee, in direct mode ------------------------------------------------------------------------------------
+def knee_data(ev: ta.ToyEvidence) -> pd.DataFrame:
+    """Direct-mode students: seed-median floor / L_inf per (n, alpha, width), with d*_S and the measured knee."""
+    if ev.direct is None:
+        return pd.DataFrame()
+    knees = {(k["n"], k["alpha"]): k for k in ta.knee_rows(ev.direct)}
+    rows = []
+    for p in ta.pairs(ev.direct):
+        k = knees[(p["n"], p["alpha"])]
+        rows.append({**p, "measured_over_L_inf": p["measured"] / p["L_inf"],
+                     "predicted_over_L_inf": p["predicted"] / p["L_inf"], "knee_width": k["knee_width"],
+                     "predicted_knee": k["predicted_knee"]})
+    return pd.DataFrame(rows)
+
+
+def knee(ev: ta.ToyEvidence) -> Figure:
+    d = knee_data(ev)
+    ns = sorted(d.n.unique())
+    colours = alpha_colours(d.alpha.unique())
+    fig = new_figure(2.6 * len(ns) + 0.8, 3.9)
+    axes = fig.subplots(1, len(ns), squeeze=False, sharey=True)[0]
+    for ax, n in zip(axes, ns):
+        for a, c in colours.items():
+            s = d[(d.n == n) & (d.alpha == a)].sort_values("width")
+            if s.empty:
+                continue
+            ax.plot(s.width, s.measured_over_L_inf, "o-", ms=3, color=c)
+            ax.plot(s.width, s.predicted_over_L_inf, "--", color=c, lw=0.9)
+            k = s.iloc[0]
+            ax.plot([k.knee_width], [float(s[s.width == k.knee_width].measured_over_L_inf.iloc[0])], "s", ms=8,
+                    mfc="none", mec=c, mew=1.5)
+            ax.plot([k.d_star_S], [0], "^", color=c, ms=7, clip_on=False)
+        ax.set(title=f"n = {n}", xlabel="student width d_S")
+        ax.grid(True)
+    axes[0].set_ylabel(f"floor / {L_INF}")
+    handles = [Line2D([], [], color=c, marker="o", ms=3, label=f"{ALPHA} = {a:g}") for a, c in colours.items()]
+    handles += [Line2D([], [], ls="--", color="0.4", label="predicted"),
+                Line2D([], [], ls="", marker="s", mfc="none", mec="0.3", label="measured knee"),
+                Line2D([], [], ls="", marker="^", color="0.3", label="d*_S")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+    suptitle(fig, "Where the loss bottoms out, with no teacher in the way: students trained on the task at widths past "
+             "the predicted knee (seed medians)", describe(ev.direct))
+    return fig
+
+
+def knee_sentence(ev: ta.ToyEvidence) -> str:
+    if ev.direct is None:
+        return "The direct-mode knee sweep is not committed in this checkout (`kdsae toy --profile direct`)."
+    k = ta.knee_summary(ev.direct)
+    distill = ta.knee_summary(ev.grid)
+    return (f"Trained on the task, {k['within_one']} of {k['testable']} configurations have their knee within one "
+            f"width of ceil(d*_S) and {k['exact']} exactly at it (median |knee - ceil(d*_S)| = "
+            f"{k['median_abs_diff']:g}). Distilled students cannot show this: their lowest floor is at d_S = d_T in "
+            f"{distill['lowest_at_widest']} of {distill['configs']} configurations.")
+
+
+WHY_FIGURES = {
+    "toy_why_teachers": (teachers, teachers_data, teachers_sentence),
+    "toy_why_represented": (represented, represented_data, represented_sentence),
+    "toy_why_profiles": (profiles, profiles_data, profiles_sentence),
+    "toy_why_affine": (affine, affine_data, affine_sentence),
+    "toy_why_knee": (knee, knee_data, knee_sentence),
+}
+
+
+def drawable(ev: ta.ToyEvidence) -> list[str]:
+    """The figures these results can draw (the represented-feature figure needs per-model counts, the knee figure
+    the direct-mode sweep, the teacher figure distill mode, the affine reading both fitted and held-out n)."""
+    out = []
+    for name in WHY_FIGURES:
+        if name == "toy_why_represented" and not ta.model_rows(ev.grid):
+            continue
+        if name == "toy_why_knee" and ev.direct is None:
+            continue
+        if name == "toy_why_teachers" and not ta.teacher_rows(ev.grid):
+            continue
+        if name == "toy_why_affine" and ta.affine_reading(ev.grid)["accuracy"] is None:
+            continue
+        out.append(name)
+    return out
+
+
+def draw_why(ev: ta.ToyEvidence, folder) -> dict[str, dict]:
+    """Draw every figure the evidence allows into `folder`, each PNG with the data it plots beside it."""
+    return {name: save_figure(WHY_FIGURES[name][0](ev), WHY_FIGURES[name][1](ev), Path(folder), name)
+            for name in drawable(ev)}
