@@ -414,3 +414,56 @@ def render_html(ledger: Ledger) -> str:
         for c in ledger.claims)
     return ("<table class='claims-ledger'><thead><tr><th>verdict</th><th>claim</th><th>check</th>"
             f"<th>measured</th><th>why</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+# ---- the verdict in one place (the book's first page) -------------------------------------------------------
+def headline(ledger: Ledger, toy: ToyEvidence) -> list[tuple[str, str]]:
+    """The ledger's verdict as a few Markdown sentences, each with the claim id whose row holds its evidence."""
+    claims = {c.id: c for c in ledger.claims}
+    lines = []
+    released = [c for c in ledger.claims if c.id.startswith("pythia-")]
+    ok = sum(c.verdict == CONSISTENT for c in released)
+    lines.append((f"**The formula's arithmetic agrees with the authors' released numbers** ({ok} of {len(released)} "
+                  "checks of F, α, d\\*_S and the features a width-128 student drops): a consistency check of "
+                  "their files, not a new measurement.", "pythia-l12-F"))
+    rows = [r for r in ta.pairs(toy.grid) if r["predicted"] > 0]
+    if rows:
+        gap = float(np.median([(r["measured"] - r["predicted"]) / r["L_inf"] for r in rows]))
+        b = ta.lower_bound(toy.grid)
+        holds = claims["toy-lower-bound"].verdict == REPRODUCED
+        lines.append((f"**In the toy model the predicted floor is {'a lower bound, but a loose one' if holds else 'not a lower bound'}**: "
+                      f"{b['nonzero_at_or_above']} of {b['nonzero']} pairs with a non-zero prediction measure at or "
+                      f"above it; the median pair sits {_pct(gap)} of L∞ above it.", "toy-lower-bound"))
+    acc = claims["toy-accuracy"]
+    lines.append((f"**The 93% accuracy claim: {acc.verdict}** ({_md(acc.measured)}).", "toy-accuracy"))
+    knee = claims["toy-knee"]
+    lines.append((f"**The knee at d\\*_S: {knee.verdict}**" + (f" ({_md(knee.measured)})." if knee.measured else "."),
+                  "toy-knee"))
+    budget = ta.budget_summary(toy.grid)
+    if budget:
+        lines.append((f"**Why**: trained students represent a median {budget['median_represented_over_budget']:.2f} "
+                      f"of the features their budget allows, and interference among the features they keep is a "
+                      f"median {_pct(budget['median_interference_share'])} of their floor; the theory counts "
+                      "neither.", "toy-feature-budget"))
+    lines.append(("**On a language model nothing is distilled here**: the abstract's distillation and probing results "
+                  "need experiments this companion does not run.", "distill-floor-order"))
+    layer12 = _layer12_dropped_share()
+    if layer12:
+        lines[-1] = (lines[-1][0] + f" At layer 12, the {layer12[0]:.0%} of latents a width-128 student must drop "
+                     f"carry {layer12[1]:.2%} of L∞ by the released importances.", lines[-1][1])
+    return lines
+
+
+def _md(text: str) -> str:
+    """Plain text made safe inside Markdown (d*_S would start an emphasis)."""
+    return text.replace("*", "\\*")
+
+
+def _layer12_dropped_share() -> tuple[float, float] | None:
+    """(share of layer 12's alive latents a width-128 student drops, their share of L_inf), from the released file."""
+    try:
+        m = _reference_measurement(reference_dir(), 12)
+    except MissingData:
+        return None
+    p = m.predictions([128])[128]
+    return p["features_dropped"] / m.F_alive, p["predicted_floor"] / m.L_inf
