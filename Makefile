@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup saelens-env mathjax browser book test test-unit test-book test-saelens results-exp2 results-toy results-figures bench publish clean
+.PHONY: setup saelens-env mathjax browser book test test-unit test-book test-saelens results-exp2 results-toy results-toy-direct \
+        results-toy-profiles results-figures bench publish clean
 
 setup: $(STAMP)
 
@@ -83,6 +84,26 @@ results-toy: setup
 	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"jobs\": 2, \"command\": \"make results-toy\"}" > runs/toy-paper/wall.json
 	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
 	$(MAKE) results-figures
+
+# The toy model's other committed sweeps (the claims ledger and the toy chapter's "why" section read them): the knee
+# sweep in direct mode, and the paper grid under the other importance profiles (5 seeds each, run side by side).
+results-toy-direct: setup
+	$(call toy_sweep,direct,--profile direct)
+	$(MAKE) results-figures
+
+results-toy-profiles: setup
+	$(MAKE) -j2 toy-profile-geometric-0.9 toy-profile-uniform
+	$(MAKE) results-figures
+
+toy-profile-%: setup
+	$(call toy_sweep,paper-$*,--profile paper --importance $(subst -,:,$*) --seeds 5)
+
+# $(1): the folder under runs/toy-* and results/toy/; $(2): the `kdsae toy` options. One thread, timed into wall.json.
+define toy_sweep
+	start=$$(date +%s) && OMP_NUM_THREADS=1 $(BIN)/kdsae toy $(2) --out runs/toy-$(1) && \
+	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"jobs\": 1, \"command\": \"kdsae toy $(2)\"}" > runs/toy-$(1)/wall.json
+	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-$(1)', 'results/toy/$(1)')"
+endef
 
 # The data of every figure drawn from the committed runs: what `kdsae verify --figures` compares against.
 results-figures: setup

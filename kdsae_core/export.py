@@ -1,6 +1,6 @@
 """`kdsae export`: a run folder as a self-describing, publishable folder.
 
-The export keeps the run-folder layout (DESIGN.md section 5), so `kdsae download --repo` reads it back and each
+The export keeps the run-folder layout (ARCHITECTURE.md), so `kdsae download --repo` reads it back and each
 `checkpoints/{trial}/layer{LL}/{snapshot}/` loads in SAELens (`SAE.load_from_disk(folder)`, or
 `SAE.from_pretrained(REPO, "checkpoints/B/layer12/final")` once published). Every file is verified against the
 run's MANIFEST.sha256 before it is exported (a checkpoint that is not listed is refused), cfg.json files are

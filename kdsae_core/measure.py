@@ -1,4 +1,4 @@
-"""Measure trained SAEs (DESIGN.md section 4): for every (trial, layer, snapshot) checkpoint of a run, over
+"""Measure trained SAEs (book/methods.md): for every (trial, layer, snapshot) checkpoint of a run, over
 fresh tokens (the corpus' held-out measurement split): MSE, L1, combined loss, explained variance, L0,
 alive F (fire rate > 1e-5), dead latents, alpha, g(alpha), d*_S, the sorted E[z^2] importances and the
 predicted floors at {1/8 ... 1} x d_model. All checkpoints are measured from the same forward passes.
@@ -182,8 +182,8 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
                                   context, split="measure")
         # said once the inputs are known to be good, so a refusal stays one line
         if progress and n_tokens < MIN_MEASURE_TOKENS:
-            tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,} (DESIGN.md section "
-                       f"4): a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
+            tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
+                       f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
                        "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
         done = 0
         bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",

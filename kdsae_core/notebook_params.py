@@ -212,7 +212,7 @@ def raw_text(value: Any) -> str:
 
 # ---- range rules ----------------------------------------------------------------------------------------
 def _check_common(values: dict) -> None:
-    """Names that mean the same thing in every chapter (DESIGN.md section 5)."""
+    """Names that mean the same thing in every chapter (ARCHITECTURE.md)."""
     if "source" in values and values["source"] not in SOURCES:
         raise InvalidParameter(f"source must be one of {', '.join(SOURCES)} (got {values['source']!r})")
     if "trial" in values and values["trial"] is not None and values["trial"] not in TRIALS:

@@ -67,7 +67,7 @@ def figures_out(name: str) -> Path:
     return REPO_ROOT / "_build" / "figures" / name
 
 
-# ---- run folder layout (DESIGN.md section 5) -------------------------------------------------
+# ---- run folder layout (ARCHITECTURE.md) -------------------------------------------------
 def run_config(run: Path) -> Path:
     return Path(run) / "config.json"
 

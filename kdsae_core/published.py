@@ -1,4 +1,4 @@
-"""Published checkpoints -> run folders (DESIGN.md section 5): the three trials the authors put on the hub, any
+"""Published checkpoints -> run folders (ARCHITECTURE.md): the three trials the authors put on the hub, any
 repository in their `sae_layer{LL}_{snapshot}.pt` layout, and (through kdsae_repo.py) runs published by
 `kdsae publish`.
 

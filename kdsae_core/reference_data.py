@@ -18,7 +18,7 @@ REFERENCE_MEASURED_LAYERS = (12, 16)
 REFERENCE_TRAINING_LAYERS = (8, 12, 16)
 REFERENCE_D_MODEL = 1024
 # The released logs give l1_loss in the form their run trained with: lambda 3e-4 is the `mean` form (|z| averaged
-# over tokens and latents; DESIGN.md's trial A), lambda 8e-4 the `sum` form. At the first logged step, where
+# over tokens and latents; the methods page's trial A), lambda 8e-4 the `sum` form. At the first logged step, where
 # about half of every SAE's latents fire, |z| per active latent then agrees across the three layers (0.32, 0.33,
 # 0.44); read as one form, layer 8's would be 32,768 times smaller (tests/test_reference.py checks this).
 MEAN_FORM_LAMBDAS = (3e-4,)

@@ -1,6 +1,6 @@
 """Read an Experiment 2 run folder into tidy pandas tables (the authors' reference data: reference_data.py).
 
-A run folder (DESIGN.md section 5) holds `config.json`, `metrics.jsonl`,
+A run folder (ARCHITECTURE.md) holds `config.json`, `metrics.jsonl`,
 `measurements/{trial}/layer{LL}_{snapshot}.json` and `summary_{trial}.csv`. Figures are drawn from the
 tables built here, so a figure's saved data can be checked against the files it came from.
 """
@@ -242,7 +242,7 @@ def _measurement_row(path: Path, trial: str, layer: int, snapshot: str) -> tuple
             row[key] = value
         elif not math.isclose(float(row[key]), value, rel_tol=1e-4, abs_tol=1e-9):
             raise BadFile(f"{path}: {key} = {row[key]} disagrees with {value:.6g} recomputed from F_alive and "
-                          "avg_active (DESIGN.md section 2).")
+                          "avg_active (book/methods.md).")
     if row["dead"] is None and row["d_sae"] is not None:
         row["dead"] = int(row["d_sae"]) - m.F_alive
     preds = []

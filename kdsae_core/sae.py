@@ -1,4 +1,4 @@
-"""The sparse autoencoder of Experiment 2 (DESIGN.md section 4), its loss, the training step and the L1
+"""The sparse autoencoder of Experiment 2 (book/methods.md), its loss, the training step and the L1
 controllers.
 
 Parameterisation (SAELens "standard"): z = ReLU((x - b_dec) W_enc + b_enc), x_hat = z W_dec + b_dec,
@@ -76,7 +76,7 @@ class TrialSpec:
 
 
 def paper_trials(target_l0: float = 150.0) -> dict[str, TrialSpec]:
-    """The three trials of the paper (DESIGN.md section 4)."""
+    """The three trials of the paper (book/methods.md)."""
     return {
         "A": TrialSpec("A", 3e-4, "mean"),
         "B": TrialSpec("B", 8e-5, "sum"),
@@ -154,7 +154,7 @@ class SAE(nn.Module):
 
     @classmethod
     def initialised(cls, d_in: int, d_sae: int, seed: int, device="cpu") -> "SAE":
-        """Decoder rows random at unit norm, W_enc = W_dec^T, biases zero (DESIGN.md section 4). Drawn on the
+        """Decoder rows random at unit norm, W_enc = W_dec^T, biases zero (book/methods.md). Drawn on the
         CPU from `seed`, so every device starts from the same weights."""
         g = torch.Generator().manual_seed(int(seed))
         w = torch.randn(d_sae, d_in, generator=g)

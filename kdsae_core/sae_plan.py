@@ -1,7 +1,7 @@
 """What an SAE run costs: FLOPs, memory traffic and memory per SAE, how many SAEs fit, and the paper-scale
 projection of book/performance.md.
 
-Everything here is arithmetic on the shapes (DESIGN.md section 4) and on rates passed in: measured ones from
+Everything here is arithmetic on the shapes (book/methods.md) and on rates passed in: measured ones from
 benchmarks/results/*.json, or stated assumptions for hardware this project cannot run on (an H100). The
 counts follow kdsae_core.sae.fused_backward and SAEUnit.step; benchmarks/sae_step.py checks the CPU side.
 """

@@ -15,7 +15,7 @@ sae_lens, torch and safetensors. It reads one JSON command per line on stdin and
 
 Conventions: "shipped" is SAELens' standard SAE as it comes (loss = MSE summed over d_in + l1_coefficient *
 sum_i |z_i| ||W_dec,i||, decoder norms free). "unit_norm" is the same trainer with kdsae's conventions
-(DESIGN.md section 4): decoder rows rescaled to unit norm after every trainer step, and the L1 read as
+(book/methods.md): decoder rows rescaled to unit norm after every trainer step, and the L1 read as
 sum_i |z_i| -- on unit-norm rows that is the value SAELens' decoder-norm-weighted L1 has; only the gradient
 through the norm factor (which is 1 here) is dropped.
 """

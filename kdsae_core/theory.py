@@ -126,7 +126,7 @@ def accuracy_norm(predicted, measured, L_inf):
     return 1.0 - np.abs(p - m) / np.asarray(L_inf, float)
 
 
-# ---- measurements of an SAE layer (DESIGN.md section 5) ------------------------------------------
+# ---- measurements of an SAE layer (ARCHITECTURE.md) ------------------------------------------
 @dataclass(frozen=True)
 class Measurement:
     """What the theory needs from one measured SAE: alive F, L0 and the sorted E[z^2] importances."""
@@ -184,7 +184,7 @@ class Measurement:
 
 
 def default_widths(d_model: int) -> list[int]:
-    """Student widths {1/8, 1/4, 3/8, 1/2, 3/4, 1} x d_model (DESIGN.md section 4)."""
+    """Student widths {1/8, 1/4, 3/8, 1/2, 3/4, 1} x d_model (book/methods.md)."""
     return [max(1, round(d_model * f)) for f in (1 / 8, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1)]
 
 

@@ -1,4 +1,4 @@
-"""Experiment 1: the toy-model sweep (DESIGN.md section 3) as one batched program, and its results.
+"""Experiment 1: the toy-model sweep (book/methods.md) as one batched program, and its results.
 
 Every (sparsity, seed, width) model of a feature count n and teacher width d_T lives in one `Block`.
 Models that share (n, alpha) share data batches; seeds differ in initialisation.

@@ -1,8 +1,8 @@
-"""Experiment 2 training (DESIGN.md section 4): one SAE per (trial, layer), ALL fed from the same forward
+"""Experiment 2 training (book/methods.md): one SAE per (trial, layer), ALL fed from the same forward
 pass of the language model per batch, with K evenly spaced snapshots, a per-step metrics log and exact
 resume. One process, or several under torchrun (kdsae_core.distributed: each rank owns some layers).
 
-Run folder (DESIGN.md section 5, paths.py): config.json, metrics.jsonl, MANIFEST.sha256,
+Run folder (ARCHITECTURE.md, paths.py): config.json, metrics.jsonl, MANIFEST.sha256,
 checkpoints/{trial}/layer{LL}/{snapshot}/, state/ (resumable, removed when the run completes), status.json.
 """
 

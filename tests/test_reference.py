@@ -39,7 +39,7 @@ def test_released_measurements_reproduce_the_published_layer_12_and_16_rows(ref)
         assert table.loc[layer, "alpha"] == pytest.approx(pub.loc[layer, "alpha"], abs=5e-6)
         assert table.loc[layer, "g_alpha"] == pytest.approx(pub.loc[layer, "g_alpha"], abs=0.005)
         assert table.loc[layer, "d_star_S"] == pytest.approx(pub.loc[layer, "d_star_S"], abs=0.05)
-    # DESIGN.md section 2 check values, unrounded alpha
+    # check values (theory page), unrounded alpha
     assert table.loc[12, "alpha"] == pytest.approx(0.99238, abs=5e-6)
     assert table.loc[12, "d_star_S"] == pytest.approx(1064.7, abs=0.05)
 

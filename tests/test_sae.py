@@ -1,4 +1,4 @@
-"""The SAE, its loss, the hand-written gradient and the L1 controllers (DESIGN.md section 4)."""
+"""The SAE, its loss, the hand-written gradient and the L1 controllers (book/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The closed-form theory (DESIGN.md section 2) against independent values and the released data."""
+"""The closed-form theory (book/methods.md) against independent values and the released data."""
 
 import json
 import math
@@ -87,7 +87,7 @@ def test_layer12_feature_loss_at_128_is_88_percent():
 
 
 def test_rounded_alpha_would_give_a_different_critical_width():
-    # DESIGN.md: always use the unrounded alpha; 0.992 would give about 1,107.
+    # Always use the unrounded alpha; 0.992 would give about 1,107.
     assert theory.critical_width(28_665, 0.992) == pytest.approx(1_107, abs=1.0)
 
 
@@ -102,7 +102,7 @@ def test_kdsae_theory_prints_json(capsys):
 
 
 def test_kdsae_theory_widths_default_to_fractions_of_the_sae_width(capsys, tmp_path):
-    """{1/8, ..., 1} x d_in from the file (DESIGN.md section 4); the released Pythia-410M files hold no d_in: 1024."""
+    """{1/8, ..., 1} x d_in from the file (book/methods.md); the released Pythia-410M files hold no d_in: 1024."""
     f = tmp_path / "m.json"
     f.write_text(json.dumps({"d_in": 384, "F_alive": 3, "avg_active": 1.0, "sorted_importance": [3, 2, 1]}))
     assert main(["theory", "--measurements", str(f)]) == 0

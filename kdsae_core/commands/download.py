@@ -2,7 +2,7 @@
 
 Files come through huggingface_hub (resumable, cached, HF_HUB_OFFLINE and HF_TOKEN honoured), are verified
 against their hub etag (and, for runs published by kdsae, their manifest) and converted into checkpoint folders
-(DESIGN.md section 5). Then `kdsae measure --run DIR` measures them.
+(ARCHITECTURE.md). Then `kdsae measure --run DIR` measures them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`kdsae measure --run RUN`: measure every checkpoint of a run over fresh tokens (DESIGN.md section 4)."""
+"""`kdsae measure --run RUN`: measure every checkpoint of a run over fresh tokens (book/methods.md)."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def test_toy_figure_data_saved_beside_the_pngs(html):
 
 
 def test_theory_page_has_the_worked_example(html):
-    # computed by kdsae_core.theory while the page was built (glue): the values of DESIGN.md section 2
+    # computed by kdsae_core.theory while the page was built (glue): the check values of the methods and theory pages
     text = _text(html["theory"])
     text = text[text.index("released sparse autoencoder for layer 12"):]
     for expected in (r"\(F =\) 28,665 alive latents", r"\(L_0 =\) 218.29", r"1 - L_0/F =\) 0.99238 ",
