@@ -22,7 +22,7 @@
 #
 # - All models of a sweep (seeds × widths × configurations) train together as one batched tensor program
 #   (`kdsae_core.toy`). **Models that share $(n, \alpha)$ share data batches**; seeds differ only in their
-#   initialisation.
+#   initialisation, so the seed ranges drawn below show initialisation variance only, not data variance.
 # - **The paper's text is not available to us.** Importance `zipf:1` ($I_i = 1/i$) is the reading of its
 #   setup by an independent re-implementation, not a quotation; the live check at the end of this page runs
 #   `geometric:0.9` ($I_i = 0.9^{i-1}$) beside it.

@@ -20,6 +20,12 @@
 # latent. This page reads them from a configurable folder (`KDSAE_REFERENCE_DIR`; `kdsae fetch-reference`
 # downloads them from the public repository Dawar13/COLM_ERDOS_labs, `results/exp2_sae/`). They are not
 # part of this repository and none of this page's numbers come from the companion's own runs.
+#
+# **Which run the paper's numbers come from: the sources disagree.** The lab's write-up says trial B's numbers
+# (λ 8e-5, `sum` form, the Hugging Face repository `nileshsarkar-ai/colm-run-exp-2-t2`) go into the paper's main
+# tables. The per-layer values the co-author's repository publishes and releases (this page) come from an earlier
+# run with λ 8e-4 in the `sum` form, one layer at a time. Both statements are quoted as their sources make them;
+# we cannot tell which run produced the paper's tables.
 
 # %% tags=["parameters"]
 reference_dir = ""  # folder with the authors' files; "" means KDSAE_REFERENCE_DIR or the default locations

@@ -86,6 +86,5 @@ print(verify.summary_line(ledger))
 #   latents and a few hundred thousand tokens, not Pythia-410M with 32,768 latents and 300M Pile tokens.
 #   They exercise the same code, not the same numbers. Nothing is distilled on a language model here.
 # - **The alive threshold** (fire rate > 1e-5) is measured over ≥ 1e5 fresh tokens here, 50M in the paper.
-# - **Layer 8, 12 and 16 values** quoted in the abstract come from an earlier run (λ 8e-4 in the `sum`
-#   form, one layer at a time; the co-author's repository); the three Hugging Face trials are later runs with
-#   other coefficients, and the lab's write-up puts trial B's numbers in the paper's main tables.
+# - **Which run the paper's numbers come from**: the lab's write-up and the co-author's released files disagree;
+#   the [Pythia-410M reference page](06_pythia_reference.py) quotes both.
