@@ -174,9 +174,11 @@ why = toy_why.draw_why(evidence, figures)
 def show_why(name: str) -> None:
     """A figure of the 'why' section with its provenance and the sentence computed from its data, or why it is absent."""
     draw, _, sentence = toy_why.WHY_FIGURES[name]
-    if name in why:
-        display(Image(filename=str(why[name]["png"])))
-        display(HTML(style.provenance_html(f"{draw.__module__}.{draw.__name__}", why[name], short)))
+    if name not in why:
+        display(Markdown(f"*{toy_why.missing(evidence)[name]}*"))
+        return
+    display(Image(filename=str(why[name]["png"])))
+    display(HTML(style.provenance_html(f"{draw.__module__}.{draw.__name__}", why[name], short)))
     display(Markdown(sentence(evidence)))
 
 

@@ -59,8 +59,6 @@ def teachers(ev: ta.ToyEvidence) -> Figure:
 
 def teachers_sentence(ev: ta.ToyEvidence) -> str:
     t = ta.teacher_summary(ev.grid)
-    if not t:
-        return "These results have no teachers (direct mode)."
     rel = ", ".join(f"{_pct(v)} at {ALPHA} = {a:g}" for a, v in t["teacher_accuracy_rel"].items() if v is not None)
     return (f"Before any distillation, the {t['configs']} teachers' floors are a median "
             f"{_pct(t['median_teacher_over_L_inf'])} of {L_INF}, and the theory's prediction for their own width "
@@ -71,13 +69,14 @@ def teachers_sentence(ev: ta.ToyEvidence) -> str:
 
 # ---- (2) represented features against the budget ---------------------------------------------------------------
 def represented_data(ev: ta.ToyEvidence) -> pd.DataFrame:
-    """One row per trained student: represented features at each threshold, F_S, and its floor split, / L_inf."""
+    """One row per trained student: represented features at each threshold, F_S, the predicted floor and the measured
+    floor split at the figure's threshold, all floors / L_inf (the columns the figure plots, and no others)."""
     d = pd.DataFrame(ta.model_rows(ev.grid))
-    for t in REPRESENTED_THRESHOLDS:
-        d[f"dropped_{t}_over_L_inf"] = d[f"dropped_{t}"] / d.L_inf
-        d[f"interference_{t}_over_L_inf"] = d[f"interference_{t}"] / d.L_inf
-    d["predicted_over_L_inf"] = d.predicted / d.L_inf
-    return d
+    key = ta.REPRESENTED
+    out = d[["n", "alpha", "d_teacher", "width", "seed", "budget"] + [f"represented_{t}" for t in REPRESENTED_THRESHOLDS]]
+    return out.assign(predicted_over_L_inf=d.predicted / d.L_inf,
+                      **{f"dropped_{key}_over_L_inf": d[f"dropped_{key}"] / d.L_inf,
+                         f"interference_{key}_over_L_inf": d[f"interference_{key}"] / d.L_inf})
 
 
 def represented(ev: ta.ToyEvidence) -> Figure:
@@ -98,7 +97,7 @@ def represented(ev: ta.ToyEvidence) -> Figure:
     ax.set(xlabel=f"feature budget F_S = min(n, floor(d_S g({ALPHA})))", ylabel="features the student represents",
            title="represented features vs the budget")
     ax.legend(fontsize=7, loc="upper left")
-    below = d[d.predicted > 0]
+    below = d[d.predicted_over_L_inf > 0]
     bx.scatter(below.predicted_over_L_inf, below[f"dropped_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
                color=PALETTE[0], label="loss on dropped features")
     bx.scatter(below.predicted_over_L_inf, below[f"interference_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
@@ -116,8 +115,6 @@ def represented(ev: ta.ToyEvidence) -> Figure:
 
 def represented_sentence(ev: ta.ToyEvidence) -> str:
     s = ta.budget_summary(ev.grid)
-    if not s:
-        return "These results predate per-model feature counts (regenerate them with `make results-toy`)."
     other = "; ".join(f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
                       for t, v in s["by_threshold"].items() if t != s["threshold"])
     return (f"Of {s['models']:,} trained students, {s['above_budget']:,} represent more features than their budget "
@@ -270,8 +267,6 @@ def knee(ev: ta.ToyEvidence) -> Figure:
 
 
 def knee_sentence(ev: ta.ToyEvidence) -> str:
-    if ev.direct is None:
-        return "The direct-mode knee sweep is not committed in this checkout (`kdsae toy --profile direct`)."
     k = ta.knee_summary(ev.direct)
     distill = ta.knee_summary(ev.grid)
     return (f"Trained on the task, {k['within_one']} of {k['testable']} configurations have their knee within one "
@@ -289,21 +284,27 @@ WHY_FIGURES = {
 }
 
 
-def drawable(ev: ta.ToyEvidence) -> list[str]:
-    """The figures these results can draw (the represented-feature figure needs per-model counts, the knee figure
-    the direct-mode sweep, the teacher figure distill mode, the affine reading both fitted and held-out n)."""
-    out = []
-    for name in WHY_FIGURES:
-        if name == "toy_why_represented" and not ta.model_rows(ev.grid):
-            continue
-        if name == "toy_why_knee" and ev.direct is None:
-            continue
-        if name == "toy_why_teachers" and not ta.teacher_rows(ev.grid):
-            continue
-        if name == "toy_why_affine" and ta.affine_reading(ev.grid)["accuracy"] is None:
-            continue
-        out.append(name)
+def missing(ev: ta.ToyEvidence) -> dict[str, str]:
+    """The figures these results cannot draw, each with why (a sentence for the page)."""
+    out = {}
+    if not ta.teacher_rows(ev.grid):
+        out["toy_why_teachers"] = "These results have no teachers (direct mode), so there is no teacher to compare."
+    if not ta.model_rows(ev.grid):
+        out["toy_why_represented"] = ("These results predate per-model feature counts; regenerate them with the "
+                                      "current code (`make results-toy`).")
+    if ta.affine_reading(ev.grid)["accuracy"] is None:
+        out["toy_why_affine"] = (f"The affine reading needs pairs at n = {', '.join(map(str, ta.FIT_NS))} (to fit) and "
+                                 f"n = {', '.join(map(str, ta.HELD_OUT_NS))} (held out); these results lack them.")
+    if ev.direct is None:
+        out["toy_why_knee"] = ("The direct-mode knee sweep is not in this checkout (`make results-toy-direct`, or "
+                               "`kdsae toy --profile direct`).")
     return out
+
+
+def drawable(ev: ta.ToyEvidence) -> list[str]:
+    """The figures these results can draw."""
+    absent = missing(ev)
+    return [name for name in WHY_FIGURES if name not in absent]
 
 
 def draw_why(ev: ta.ToyEvidence, folder) -> dict[str, dict]:
