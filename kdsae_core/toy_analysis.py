@@ -200,29 +200,38 @@ def teacher_summary(results: dict) -> dict:
 
 
 # ---- represented features against the budget --------------------------------------------------------------
-def model_rows(results: dict) -> list[dict]:
-    """One row per trained student (configuration x width x seed): represented features at every threshold, the
-    budget F_S, and its floor split into the loss on dropped features and the interference on represented ones."""
+def model_rows(results: dict, role: str = "student") -> list[dict]:
+    """One row per trained student (configuration x width x seed), or with role="teacher" per trained teacher
+    (configuration x seed): represented features at every threshold, the budget F_S of its width, and its floor split
+    into the loss on dropped features and the interference on represented ones."""
     out = []
     for c in results["configs"]:
-        if "represented_features" not in c:
+        if "represented_features" not in c or (role == "teacher" and c.get("teacher_floor") is None):
             continue
-        for k, w in enumerate(c["widths"]):
-            for s, floor in enumerate(c["measured_floor"][k]):
-                row = {"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "width": w, "seed": s,
-                       "budget": c["feature_budget"][k], "L_inf": c["L_inf"], "floor": floor,
-                       "predicted": c["predicted_floor"][k]}
+        if role == "teacher":
+            widths, floors, prefix = [c["d_teacher"]], [c["teacher_floor"]], "teacher_"
+            predicted = [float(theory.refined_floor(np.sort(theory_terms(c))[::-1], c["d_teacher"], c["alpha"]))]
+            budgets = [int(theory.feature_budget(c["n"], c["d_teacher"], c["alpha"]))]
+            fields = {key: {t: [v] for t, v in c[prefix + key].items()}
+                      for key in ("represented_features", "floor_dropped", "floor_interference")}
+        else:
+            widths, floors, predicted, budgets = c["widths"], c["measured_floor"], c["predicted_floor"], c["feature_budget"]
+            fields = {key: c[key] for key in ("represented_features", "floor_dropped", "floor_interference")}
+        for k, w in enumerate(widths):
+            for s, floor in enumerate(floors[k]):
+                row = {"role": role, "n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "width": w,
+                       "seed": s, "budget": budgets[k], "L_inf": c["L_inf"], "floor": floor, "predicted": predicted[k]}
                 for t in REPRESENTED_THRESHOLDS:
-                    row[f"represented_{t}"] = c["represented_features"][str(t)][k][s]
-                    row[f"dropped_{t}"] = c["floor_dropped"][str(t)][k][s]
-                    row[f"interference_{t}"] = c["floor_interference"][str(t)][k][s]
+                    row[f"represented_{t}"] = fields["represented_features"][str(t)][k][s]
+                    row[f"dropped_{t}"] = fields["floor_dropped"][str(t)][k][s]
+                    row[f"interference_{t}"] = fields["floor_interference"][str(t)][k][s]
                 out.append(row)
     return out
 
 
-def budget_summary(results: dict, threshold: str = REPRESENTED) -> dict:
-    """How many features trained students represent against F_S, and what their floors are made of."""
-    rows = model_rows(results)
+def budget_summary(results: dict, threshold: str = REPRESENTED, role: str = "student") -> dict:
+    """How many features trained students (or teachers) represent against F_S, and what their floors are made of."""
+    rows = model_rows(results, role)
     if not rows:
         return {}
     rep = np.array([r[f"represented_{threshold}"] for r in rows])

@@ -71,16 +71,17 @@ def teachers_sentence(ev: ta.ToyEvidence) -> str:
 def represented_data(ev: ta.ToyEvidence) -> pd.DataFrame:
     """One row per trained student: represented features at each threshold, F_S, the predicted floor and the measured
     floor split at the figure's threshold, all floors / L_inf (the columns the figure plots, and no others)."""
-    d = pd.DataFrame(ta.model_rows(ev.grid))
+    d = pd.DataFrame(ta.model_rows(ev.grid) + ta.model_rows(ev.grid, "teacher"))
     key = ta.REPRESENTED
-    out = d[["n", "alpha", "d_teacher", "width", "seed", "budget"] + [f"represented_{t}" for t in REPRESENTED_THRESHOLDS]]
+    out = d[["role", "n", "alpha", "d_teacher", "width", "seed", "budget"] + [f"represented_{t}" for t in REPRESENTED_THRESHOLDS]]
     return out.assign(predicted_over_L_inf=d.predicted / d.L_inf,
                       **{f"dropped_{key}_over_L_inf": d[f"dropped_{key}"] / d.L_inf,
                          f"interference_{key}_over_L_inf": d[f"interference_{key}"] / d.L_inf})
 
 
 def represented(ev: ta.ToyEvidence) -> Figure:
-    d = represented_data(ev)
+    data = represented_data(ev)
+    d, teachers = data[data.role == "student"], data[data.role == "teacher"]
     key = ta.REPRESENTED
     fig = new_figure(7.8, 4.8)
     ax, bx = fig.subplots(1, 2)
@@ -89,6 +90,10 @@ def represented(ev: ta.ToyEvidence) -> Figure:
     rng = np.random.default_rng(0)  # jitter only: the counts are integers and would stack on one point
     ax.scatter(d.budget + rng.uniform(-0.25, 0.25, len(d)), d[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(d)),
                s=4, alpha=0.25, color=PALETTE[0], lw=0, label=f"one student (||W_i|| >= {key})")
+    if len(teachers):
+        ax.scatter(teachers.budget + rng.uniform(-0.25, 0.25, len(teachers)),
+                   teachers[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(teachers)), s=9, marker="x", lw=0.8,
+                   alpha=0.5, color=PALETTE[4], label=f"one teacher (||W_i|| >= {key})")
     for i, t in enumerate(REPRESENTED_THRESHOLDS):
         ax.plot(cells.budget, cells[f"rep_{t}"], "o-" if str(t) == key else ".--", ms=4,
                 color=PALETTE[[1, 3, 2][i]], label=f"median, ||W_i|| >= {t}")
@@ -114,7 +119,9 @@ def represented(ev: ta.ToyEvidence) -> Figure:
 
 
 def represented_sentence(ev: ta.ToyEvidence) -> str:
-    s = ta.budget_summary(ev.grid)
+    s, t = ta.budget_summary(ev.grid), ta.budget_summary(ev.grid, role="teacher")
+    teachers = (f" Their teachers, trained on the task, represent a median {t['median_represented_over_budget']:.2f} of "
+                f"the budget of their own width ({t['above_budget']:,} of {t['models']:,} above it)." if t else "")
     other = "; ".join(f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
                       for t, v in s["by_threshold"].items() if t != s["threshold"])
     return (f"Of {s['models']:,} trained students, {s['above_budget']:,} represent more features than their budget "
@@ -123,7 +130,7 @@ def represented_sentence(ev: ta.ToyEvidence) -> str:
             f"Where a floor is predicted, the loss on the dropped features is a median "
             f"{s['median_dropped_over_predicted_below_d_star']:.2f}x the predicted floor, and interference among "
             f"the kept features is a median {_pct(s['median_interference_share_below_d_star'])} of the measured "
-            "floor: both push the measured floor above the prediction.")
+            "floor: both push the measured floor above the prediction." + teachers)
 
 
 # ---- (3) importance profiles ---------------------------------------------------------------------------------------
