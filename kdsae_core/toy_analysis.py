@@ -18,7 +18,7 @@ from . import theory
 from .errors import MissingData
 from .paths import REPO_ROOT, toy_importance_results_file, toy_results_file
 from .toy import expected_x_squared, importance_profile
-from .toy_sweep import KNEE_TOLERANCE, REPRESENTED_THRESHOLDS, knee_width, load_results
+from .toy_sweep import KNEE_TOLERANCE, REPRESENTED_THRESHOLDS, ToyConfig, knee_width, load_results
 
 PAPER_ACCURACY = 0.93        # "median prediction accuracy above 93%" at every sparsity level
 ORDER_TOLERANCE = 0.02       # sparsity order: a floor may rise by this much of L_inf before it counts as wrong
@@ -63,6 +63,16 @@ def evidence_with_grid(grid: dict, source: str) -> ToyEvidence:
                 if (f := toy_importance_results_file(imp)).exists()}
     return ToyEvidence(grid, source, load_results(direct) if direct.exists() else None,
                        shown(direct) if direct.exists() else "", profiles)
+
+
+def on_paper_grid(results: dict) -> bool:
+    """Whether the results' own settings are the paper grid, recomputed from them (not read from the stored flag)."""
+    s = results.get("settings", {})
+    fields = {k: v for k, v in s.items() if k in ToyConfig.__dataclass_fields__}
+    try:
+        return ToyConfig(**fields).matches_paper_grid()
+    except TypeError:
+        return False
 
 
 def pairs(results: dict) -> list[dict]:
@@ -146,10 +156,13 @@ def knee_rows(results: dict) -> list[dict]:
     for c in results["configs"]:
         med = [float(np.median(s)) for s in c["measured_floor"]]
         knee = knee_width(c["widths"], med, c["L_inf"])
+        predicted = max(1, math.ceil(c["d_star_S"]))
         out.append({"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "d_star_S": c["d_star_S"],
-                    "predicted_knee": max(1, math.ceil(c["d_star_S"])), "knee_width": knee, "max_width": max(c["widths"]),
+                    "predicted_knee": predicted, "knee_width": knee, "max_width": max(c["widths"]),
                     "lowest_at_widest": bool(int(np.argmin(med)) == len(med) - 1),
-                    "testable": bool(max(1, math.ceil(c["d_star_S"])) < max(c["widths"]))})
+                    # a configuration tests the claim only if some width lies more than one away from ceil(d*_S):
+                    # otherwise |knee - ceil(d*_S)| <= 1 holds whatever the floors are
+                    "testable": any(abs(w - predicted) > 1 for w in c["widths"])})
     return out
 
 
@@ -158,6 +171,7 @@ def knee_summary(results: dict) -> dict:
     testable = [r for r in rows if r["testable"]]
     diffs = [abs(r["knee_width"] - r["predicted_knee"]) for r in testable]
     return {"configs": len(rows), "testable": len(testable), "within_one": sum(d <= 1 for d in diffs),
+            "diffs": {(r["n"], r["alpha"]): r["knee_width"] - r["predicted_knee"] for r in testable},
             "exact": sum(d == 0 for d in diffs), "median_abs_diff": float(np.median(diffs)) if diffs else None,
             "lowest_at_widest": sum(r["lowest_at_widest"] for r in rows), "tolerance": KNEE_TOLERANCE}
 
@@ -231,7 +245,9 @@ def model_rows(results: dict, role: str = "student") -> list[dict]:
 
 def budget_summary(results: dict, threshold: str = REPRESENTED, role: str = "student") -> dict:
     """How many features trained students (or teachers) represent against F_S, and what their floors are made of."""
-    rows = model_rows(results, role)
+    every = model_rows(results, role)
+    # a model with F_S = n cannot represent more than its budget: it passes the bound trivially, so it is counted apart
+    rows = [r for r in every if r["budget"] < r["n"]]
     if not rows:
         return {}
     rep = np.array([r[f"represented_{threshold}"] for r in rows])
@@ -240,7 +256,7 @@ def budget_summary(results: dict, threshold: str = REPRESENTED, role: str = "stu
     dropped, interference = (np.array([r[f"{k}_{threshold}"] for r in rows]) for k in ("dropped", "interference"))
     below = np.array([r["predicted"] > 0 for r in rows])
     share = np.divide(interference, floor, out=np.zeros_like(floor), where=floor > 0)
-    return {"models": len(rows), "threshold": threshold,
+    return {"models": len(rows), "trivial": len(every) - len(rows), "threshold": threshold,
             "above_budget": int((rep > budget).sum()), "at_budget": int((rep == budget).sum()),
             "below_budget": int((rep < budget).sum()),
             "median_represented_over_budget": float(np.median(rep / budget)),

@@ -148,6 +148,9 @@ class ToySweep:
         cfg.validate()
         self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
         self.bar_position = bar_position
+        if only is not None and cfg.widths == KNEE_WIDTHS:
+            raise InvalidParameter("one model at a time (only=) needs widths that are the same at every sparsity, "
+                                   "not --widths knee.")
         seeds = None if only is None else [only[0]]
         # levels[(n, d, w)]: the sparsity levels (indices into cfg.alpha) that train a student of width w; every
         # level unless the widths depend on alpha ("knee").

@@ -195,7 +195,7 @@ show_why("toy_why_teachers")
 # A feature counts as represented when its column of $W$ has norm $\lVert W_i \rVert \ge 0.5$ (0.3 and 0.7 shown
 # beside it). Left: represented features against the theory's budget $F_S = \min(n, \lfloor d_S\, g(\alpha)
 # \rfloor)$. Right: each student's measured floor split into the loss on the features it drops (what the theory
-# counts) and the interference loss on the features it represents (what the theory sets to zero).
+# counts) and the loss on the features it represents, interference and shrinkage (what the theory sets to zero).
 
 # %%
 show_why("toy_why_represented")

@@ -85,6 +85,7 @@ print(verify.summary_line(ledger))
 #   all-MiniLM-L6-v2 (6 layers, d_model 384) on English text that installs from PyPI, with a few thousand
 #   latents and a few hundred thousand tokens, not Pythia-410M with 32,768 latents and 300M Pile tokens.
 #   They exercise the same code, not the same numbers. Nothing is distilled on a language model here.
-# - **The alive threshold** (fire rate > 1e-5) is measured over ≥ 1e5 fresh tokens here, 50M in the paper.
+# - **The alive threshold** (fire rate > 1e-5) is measured over ≥ 1e5 fresh tokens here; the co-author's measurement
+#   script (`measure_sae.py`) uses 50M by default.
 # - **Which run the paper's numbers come from**: the lab's write-up and the co-author's released files disagree;
 #   the [Pythia-410M reference page](06_pythia_reference.py) quotes both.

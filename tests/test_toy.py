@@ -262,3 +262,21 @@ def test_a_sweep_split_over_processes_writes_the_same_bytes(tmp_path):
         torch.set_num_threads(threads)
     assert (tmp_path / "two" / "toy_results.json").read_bytes() == (tmp_path / "one" / "toy_results.json").read_bytes()
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["toy_results.json"]  # parts and lock gone
+
+
+def test_knee_widths_train_each_level_exactly_as_an_explicit_widths_run_of_that_level():
+    """--widths knee trains widths 1..min(n, ceil(1.5 d*_S) + 1) per (n, alpha): each level's students equal, bit for
+    bit, those of a direct run of that level alone with those widths written out."""
+    common = dict(n=[10], seeds=2, steps=40, batch=256, eval_samples=2048)
+    knee = run_sweep(ToyConfig.from_profile("direct", alpha=[0.8, 0.95], **common), progress=False)
+    assert [c["widths"] for c in knee["configs"]] == [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4]]  # d*_S = 3.22 and 1.50
+    for c in knee["configs"]:
+        alone = run_sweep(ToyConfig.from_profile("direct", alpha=[c["alpha"]], widths=c["widths"], **common),
+                          progress=False)["configs"][0]
+        for key in ("measured_floor", "represented_features", "floor_dropped", "floor_interference"):
+            assert alone[key] == c[key], key
+
+
+def test_one_model_at_a_time_refuses_knee_widths():
+    with pytest.raises(InvalidParameter, match="not --widths knee"):
+        ToySweep(ToyConfig.from_profile("direct", n=[6], alpha=[0.8], seeds=1, steps=2), progress=False, only=(0, 1))

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from ..toy_analysis import PAPER_ACCURACY as PAPER_THRESHOLD  # "above 93% at all sparsity levels"
-from ..toy_analysis import lower_bound
+from ..toy_analysis import accuracy_medians, lower_bound, on_paper_grid, pairs
 from .style import (CRITICAL_COLOUR, MISSING_COLOUR, PALETTE, PREDICTED_COLOUR, SEQUENTIAL_CMAP, new_figure,
                     save_figure, suptitle)
 
@@ -30,7 +30,7 @@ DASH = "\u2013"
 def describe(results: dict) -> str:
     """One line naming what a results dict holds (shown under every figure title)."""
     s = results["settings"]
-    grid = "the paper grid" if s.get("matches_paper_grid") else f"profile {s.get('profile')} (not the paper grid)"
+    grid = "the paper grid" if on_paper_grid(results) else f"profile {s.get('profile')} (not the paper grid)"
     return (f"Toy model, {grid}: {len(results['configs'])} configurations x {s['seeds']} seeds, "
             f"{s['steps']:,} steps, batch {s['batch']}, importance {s['importance']}, mode {s['mode']}")
 
@@ -268,25 +268,30 @@ def knee_sentence(results: dict) -> str:
     if inside.empty:
         return "No configuration has d*_S within its student widths, so the knee cannot be compared with it."
     diff = (inside.knee_width - inside.predicted_knee).abs()
-    return (f"Of the {len(inside)} configurations whose d*_S lies within their student widths, {int((diff <= 1).sum())} "
+    text = (f"Of the {len(inside)} configurations whose d*_S lies within their student widths, {int((diff <= 1).sum())} "
             f"have their measured knee within one width of \u2308d*_S\u2309 and {int((diff == 0).sum())} exactly at it "
             f"(median |knee \u2212 \u2308d*_S\u2309| = {float(diff.median()):g}); "
             f"{len(k) - len(inside)} configurations have d*_S beyond their widest student.")
+    if results["settings"].get("mode") == "distill":
+        widest = sum(bool(np.argmin(c["measured_floor_median"]) == len(c["widths"]) - 1) for c in results["configs"])
+        text += (f" These students are distilled: the lowest floor is at the widest student, d_S = d_T, in {widest} of "
+                 f"{len(results['configs'])} configurations, so this knee measures the teacher's width, not d*_S "
+                 "(the knee on students trained on the task is further down).")
+    return text
 
 
 def accuracy_sentence(results: dict) -> str:
     """Per-alpha median accuracies and whether the paper's 93% claim holds on these results, honestly:
     a level with no pair below d*_S cannot support it, and a grid other than the paper's says nothing
     about the paper's 48 configurations."""
-    med, excluded = results["median_accuracy_by_alpha"], results.get("excluded", {})
+    m = accuracy_medians(pairs(results))  # recomputed from the per-seed floors, as the claims ledger does
+    med = {kind: {repr(a): ("no pairs" if v is None else v) for a, v in m[kind].items()} for kind in ("rel", "norm")}
     lines = []
-    for a in med["norm"]:
-        ex = excluded.get(a, {})
-        below = ex.get("pairs", 0) - ex.get("rel_excluded_at_or_above_d_star", 0)
-        rel = ("no pairs below d*_S" if med["rel"][a] == "no pairs"
-               else f"{_pct(med['rel'][a])} over {_pairs(below)} below d*_S")
-        lines.append(f"- \u03b1 = {a}: accuracy_rel {rel}; accuracy_norm {_pct(med['norm'][a])} over "
-                     f"{_pairs(ex.get('pairs', '?'))}")
+    for a in m["norm"]:
+        rel = ("no pairs below d*_S" if m["rel"][a] is None
+               else f"{_pct(m['rel'][a])} over {_pairs(m['pairs_below_d_star'][a])} below d*_S")
+        lines.append(f"- \u03b1 = {a!r}: accuracy_rel {rel}; accuracy_norm {_pct(m['norm'][a])} over "
+                     f"{_pairs(m['pairs'][a])}")
     rel = {a: v for a, v in med["rel"].items() if v != "no pairs"}
     norm_ok = all(v > PAPER_THRESHOLD for v in med["norm"].values())
     failing = [a for a, v in rel.items() if v <= PAPER_THRESHOLD]
@@ -305,7 +310,7 @@ def accuracy_sentence(results: dict) -> str:
     s = results["settings"]
     scope = ("These are the 48 configurations and 20 seeds of the co-author's stated sweep; the steps, learning rate, "
              "batch and importance profile follow an independent re-implementation, not the paper's text."
-             if s.get("matches_paper_grid") else
+             if on_paper_grid(results) else
              f"These results are NOT the paper's grid (profile {s.get('profile')}: {len(results['configs'])} "
              f"configurations, {s.get('seeds')} seeds, {s.get('steps'):,} steps), so this is no verdict on the "
              "paper's 48 configurations, only on this run.")
@@ -319,13 +324,17 @@ def accuracy_table_html(runs: dict[str, dict]) -> str:
     """Per-alpha median accuracies (accuracy_rel / accuracy_norm) of several results side by side, as an
     HTML table (the book renders notebook Markdown output as CommonMark, which has no tables)."""
     import html
-    alphas = sorted({a for r in runs.values() for a in r["median_accuracy_by_alpha"]["norm"]}, key=float)
+    medians = {label: accuracy_medians(pairs(r)) for label, r in runs.items()}  # from the per-seed floors
+    alphas = sorted({a for m in medians.values() for a in m["norm"]})
     head = "".join(f"<th>{html.escape(label)}</th>" for label in runs)
     rows = []
+
+    def cell(m, kind, a):
+        return DASH if a not in m[kind] else "no pairs" if m[kind][a] is None else _pct(m[kind][a])
+
     for a in alphas:
-        cells = "".join(f"<td>{_pct(r['median_accuracy_by_alpha']['rel'].get(a, DASH))} / "
-                        f"{_pct(r['median_accuracy_by_alpha']['norm'].get(a, DASH))}</td>" for r in runs.values())
-        rows.append(f"<tr><td>{ALPHA} = {html.escape(a)}</td>{cells}</tr>")
+        cells = "".join(f"<td>{cell(m, 'rel', a)} / {cell(m, 'norm', a)}</td>" for m in medians.values())
+        rows.append(f"<tr><td>{ALPHA} = {a:g}</td>{cells}</tr>")
     notes = "; ".join(f"<b>{html.escape(label)}</b>: {html.escape(describe(r))}" for label, r in runs.items())
     return (f'<table class="table"><thead><tr><th>sparsity</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
             f"</table><p><small>Each cell: median accuracy_rel / median accuracy_norm. {notes}.</small></p>")

@@ -60,11 +60,15 @@ def teachers(ev: ta.ToyEvidence) -> Figure:
 def teachers_sentence(ev: ta.ToyEvidence) -> str:
     t = ta.teacher_summary(ev.grid)
     rel = ", ".join(f"{_pct(v)} at {ALPHA} = {a:g}" for a, v in t["teacher_accuracy_rel"].items() if v is not None)
-    return (f"Before any distillation, the {t['configs']} teachers' floors are a median "
-            f"{_pct(t['median_teacher_over_L_inf'])} of {L_INF}, and the theory's prediction for their own width "
-            f"reaches a median accuracy_rel of {rel}. Students as wide as their teacher end at a median "
-            f"{t['median_student_over_teacher']:.2f}x the teacher's floor: the gap to the prediction is there before "
-            "distillation, so it is not distillation's.")
+    norm = ", ".join(f"{_pct(v)}" for v in t["teacher_accuracy_norm"].values())
+    far = t["median_teacher_over_L_inf"] > ta.ORDER_TOLERANCE
+    inherit = abs(t["median_student_over_teacher"] - 1) <= 0.1
+    return (f"Before any distillation, the teachers of the {t['configs']} configurations (seed medians) sit at a median "
+            f"{_pct(t['median_teacher_over_L_inf'])} of {L_INF}; the prediction for their own width reaches a median "
+            f"accuracy_rel of {rel} (accuracy_norm {norm} over all levels). Students as wide as their teacher end at "
+            f"a median {t['median_student_over_teacher']:.2f}x the teacher's floor"
+            + (": the gap to the prediction is already there before distillation, and students inherit it."
+               if far and inherit else "."))
 
 
 # ---- (2) represented features against the budget ---------------------------------------------------------------
@@ -106,15 +110,16 @@ def represented(ev: ta.ToyEvidence) -> Figure:
     bx.scatter(below.predicted_over_L_inf, below[f"dropped_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
                color=PALETTE[0], label="loss on dropped features")
     bx.scatter(below.predicted_over_L_inf, below[f"interference_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
-               color=PALETTE[1], label="interference on represented features")
+               color=PALETTE[1], label="loss on represented features (interference, shrinkage)")
     _diagonal(bx, float(max(below[[f"dropped_{key}_over_L_inf", f"interference_{key}_over_L_inf",
                                    "predicted_over_L_inf"]].max().max(), 0.05)) * 1.05)
     bx.set(xlabel=f"predicted floor / {L_INF}", ylabel=f"part of the measured floor / {L_INF}",
            title="the measured floor, split (L* > 0)")
     bx.legend(fontsize=7, loc="upper left", markerscale=3)
     suptitle(fig, "What the theory counts and what it leaves out: features a student represents against its budget "
-             "F_S, and its floor split into the loss on the features it drops (the theory's floor) and the "
-             "interference among the features it keeps (which the theory sets to zero)", describe(ev.grid))
+             "F_S, and its floor split into the loss on the features it drops (what the theory counts) and the "
+             "loss on the features it keeps, interference and shrinkage (which the theory sets to zero)",
+             describe(ev.grid))
     return fig
 
 
@@ -124,13 +129,17 @@ def represented_sentence(ev: ta.ToyEvidence) -> str:
                 f"the budget of their own width ({t['above_budget']:,} of {t['models']:,} above it)." if t else "")
     other = "; ".join(f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
                       for t, v in s["by_threshold"].items() if t != s["threshold"])
-    return (f"Of {s['models']:,} trained students, {s['above_budget']:,} represent more features than their budget "
-            f"F_S allows (||W_i|| >= {s['threshold']}), {s['at_budget']:,} exactly as many and {s['below_budget']:,} "
-            f"fewer; the median student represents {s['median_represented_over_budget']:.2f} of its budget ({other}). "
-            f"Where a floor is predicted, the loss on the dropped features is a median "
-            f"{s['median_dropped_over_predicted_below_d_star']:.2f}x the predicted floor, and interference among "
-            f"the kept features is a median {_pct(s['median_interference_share_below_d_star'])} of the measured "
-            "floor: both push the measured floor above the prediction." + teachers)
+    dropped = s["median_dropped_over_predicted_below_d_star"]
+    kept = s["median_interference_share_below_d_star"]
+    effect = ("both push the measured floor above the prediction" if dropped > 1 and kept > 0 else
+              "the loss on represented features pushes the floor above the prediction" if kept > 0 else
+              "the floor stays near the prediction")
+    return (f"Of {s['models']:,} trained students whose budget F_S is below n ({s['trivial']:,} more have F_S = n and "
+            f"cannot exceed it), {s['above_budget']:,} represent more features than F_S (||W_i|| >= {s['threshold']}), "
+            f"{s['at_budget']:,} exactly as many and {s['below_budget']:,} fewer; the median student represents "
+            f"{s['median_represented_over_budget']:.2f} of its budget ({other}). The loss on the features they drop is a "
+            f"median {dropped:.2f}x the predicted floor, and the loss on the features they keep (interference and "
+            f"shrinkage) is a median {_pct(kept)} of the measured floor: {effect}." + teachers)
 
 
 # ---- (3) importance profiles ---------------------------------------------------------------------------------------
