@@ -3,6 +3,7 @@ the intro, theory and toy pages are there, the toy page shows its figures as rea
 verdict, no page holds a traceback, and formulas load MathJax from the book itself when a local copy exists.
 """
 
+import html as html_lib
 import importlib.util
 import os
 import re
@@ -34,6 +35,13 @@ def html():
 
 def _text(page_html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page_html))
+
+
+def _plain(text: str) -> str:
+    """Text as a reader sees it, for comparing a sentence with a page: entities decoded, Markdown's emphasis and
+    code marks and the renderer's typographic quotes undone, spaces collapsed."""
+    text = html_lib.unescape(text).replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"')
+    return re.sub(r"\s+", " ", re.sub(r"[*`]", "", text)).replace(" .", ".").replace(" ,", ",").strip()
 
 
 def test_index_leads_to_the_intro(html):
@@ -72,10 +80,13 @@ def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
     if not paths.toy_results_file("paper").exists():
         return
     evidence = toy_analysis.committed_evidence()
+    page = _plain(text)
     for name in toy_why.drawable(evidence):
-        assert f'download="{name}' in html["toy"] or f"{name}" in html["toy"], f"{name} is not on the page"
-        sentence = toy_why.WHY_FIGURES[name][2](evidence)
-        assert _text(sentence)[:60].replace("'", "’") in text.replace("'", "’"), name
+        assert f"{name}.png" in html["toy"] and f"{name}" in html["toy"].split("Data plotted:", 1)[-1], name
+        sentence = toy_why.WHY_FIGURES[name][2](evidence)  # every number in it, as the page shows it
+        assert _plain(sentence) in page, f"{name}: the page does not show the sentence its data give"
+    for name, why in toy_why.missing(evidence).items():
+        assert _plain(why) in page, name
 
 
 def _page_verdicts(page_html: str) -> dict[str, str]:
