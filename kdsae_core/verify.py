@@ -145,7 +145,8 @@ def toy_claims(ledger: Ledger, toy: ToyEvidence) -> None:
         diffs = ", ".join(f"n={n} alpha {a:g}: {d:+d}" for (n, a), d in k["diffs"].items())
         return (f"{k['within_one']}/{k['testable']} configurations have the knee within 1 of ceil(d*_S), "
                 f"{k['exact']} exactly; median |knee - ceil(d*_S)| = {k['median_abs_diff']:g} (knee - ceil(d*_S): "
-                f"{diffs})", _verdict(k["median_abs_diff"] <= 1),
+                f"{diffs}); the lowest floor is at the widest student in {k['lowest_at_widest']} of {k['configs']} "
+                "configurations", _verdict(k["median_abs_diff"] <= 1),
                 f"direct mode ({_grid_note(toy.direct)}); knee: first width within {k['tolerance']:g} L_inf of the "
                 f"best seed-median floor; {k['configs'] - k['testable']} configurations whose widths all lie within "
                 f"one of ceil(d*_S) cannot fail and are left out.{why_not_distill}")
