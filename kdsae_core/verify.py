@@ -172,7 +172,8 @@ def toy_claims(ledger: Ledger, toy: ToyEvidence) -> None:
         s = ta.budget_summary(results)
         if not s:
             raise MissingData("these toy results predate per-model feature counts: regenerate them (make results-toy)")
-        others = ", ".join(f"{v['above_budget']} at ||W_i|| >= {t}" for t, v in s["by_threshold"].items())
+        others = ", ".join(f"{v['above_budget']} at ||W_i|| >= {t}" for t, v in s["by_threshold"].items()
+                           if t != s["threshold"])
         allowed = int(ta.BUDGET_TOLERANCE * s["models"])
         return (f"{s['above_budget']} of {s['models']:,} students whose budget is below n represent more than F_S "
                 f"features (||W_i|| >= {s['threshold']}; {others}); {s['below_budget']:,} represent fewer, median "
