@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoints, hub, layouts, manifest, paths
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text, replace_folder
+from .fileio import atomic_write_json, atomic_write_text, make_temp_dir, replace_folder
 from .run_data import FINAL, snapshot_tokens
 
 
@@ -113,7 +112,7 @@ def _existing(out: Path, settings: dict) -> dict | None:
 
 def staging_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
+    return make_temp_dir(f".{out.name}.download-", out.parent)
 
 
 # ---- the authors' .pt layout ------------------------------------------------------------------------------------
