@@ -2,8 +2,12 @@
 a real papermill execution writes the notebook, its figures and run.json into a fresh folder."""
 
 import json
+import signal
 import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -157,3 +161,50 @@ def test_figure_folder_is_never_in_results(tmp_path):
             nbp.figure_folder(bad, "01_toy_validation")
     assert nbp.figure_folder("", "01_toy_validation") == paths.figures_out("01_toy_validation").resolve()
     assert nbp.figure_folder(str(tmp_path / "f"), "x") == (tmp_path / "f").resolve()
+
+
+BUSY_NOTEBOOK = '''# %% tags=["parameters"]
+pid_file = ""  # where the kernel writes its process id
+
+# %%
+import os, time
+open(pid_file + ".tmp", "w").write(str(os.getpid()))
+os.replace(pid_file + ".tmp", pid_file)
+while True:
+    sum(range(100_000))  # busy, as a long sweep is
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return b"ipykernel" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
+    """Issue 21, item 1: `kdsae run` stopped from outside (kill, Ctrl-C) shuts its kernel down and records it."""
+    nb, pid_file, out = tmp_path / "busy.py", tmp_path / "kernel.pid", tmp_path / "o"
+    nb.write_text(BUSY_NOTEBOOK)
+    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        kernel = int(pid_file.read_text())
+        assert _alive(kernel)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    for _ in range(30):  # the kernel's own exit can trail ours by a moment
+        if not _alive(kernel):
+            break
+        time.sleep(0.1)
+    assert not _alive(kernel), f"kernel {kernel} survived"
+    record = json.loads((out / "run.json").read_text())
+    assert proc.returncode == 130 and record["status"] == "stopped" and record["signal"] == sig.name, (record, err)
+    assert f"busy.py was stopped ({sig.name})" in err.strip().splitlines()[-1]

@@ -5,10 +5,13 @@ input); the executed notebook, its figures and `run.json` (parameters, git commi
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from ..errors import InvalidParameter, KdsaeError, RunFolderError
 from ..fileio import atomic_write_json
 
 RUN_RECORD = "run.json"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Ctrl-C (SIGINT) already raises KeyboardInterrupt
 
 
 def register(sub) -> None:
@@ -124,8 +128,50 @@ def run(args) -> int:
     return execute(notebook, inject, values, out, args.timeout)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a run: raised in the main thread so that nbclient shuts its kernel down (its
+    `setup_kernel` does so on any exception) and run.json says the run was stopped, as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextmanager
+def _stops_as_interrupts():
+    def on_signal(signum, frame):
+        raise Stopped(signum)
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill_children() -> None:
+    """Kill what is left of this process's children (the kernel, in the session jupyter_client gave it, and
+    whatever it started there) once the kernel's own shutdown has had its chance: a stopped run leaves no
+    kernel behind."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid, pgid = int(stat.parent.name), int(fields[1]), int(fields[2])
+        if ppid != me:
+            continue
+        try:
+            if pgid == pid:
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) -> int:
-    import jupytext
     import papermill
 
     out.mkdir(parents=True, exist_ok=True)
@@ -136,30 +182,43 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
               "papermill": papermill.__version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "status": "running"}
     atomic_write_json(out / RUN_RECORD, record)
-    nb = jupytext.read(notebook)
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     start = time.perf_counter()
-    try:
-        papermill.execute_notebook(nb, str(partial), parameters=given, cwd=str(notebook.parent),
-                                   kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
-                                   progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
-    except papermill.PapermillExecutionError as e:
+
+    def ended(status: str, **extra) -> None:
         _finish(partial, executed)
-        record.update(status="failed", error=f"{e.ename}: {e.evalue}", seconds=round(time.perf_counter() - start, 1))
+        record.update(status=status, seconds=round(time.perf_counter() - start, 1), **extra)
         atomic_write_json(out / RUN_RECORD, record)
+
+    try:
+        with _stops_as_interrupts():
+            _papermill(notebook, given, partial, timeout)
+    except papermill.PapermillExecutionError as e:
+        ended("failed", error=f"{e.ename}: {e.evalue}")
         raise KdsaeError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                          f"(the partly executed notebook is {executed}).") from None
+    except KeyboardInterrupt as e:
+        _kill_children()
+        ended("stopped", signal=signal.Signals(getattr(e, "signum", signal.SIGINT)).name)
+        raise KeyboardInterrupt(f"{notebook.name} was stopped ({record['signal']}) after {record['seconds']} s; the "
+                                f"partly executed notebook is {executed}") from None
     except BaseException:
-        _finish(partial, executed)
-        record.update(status="interrupted", seconds=round(time.perf_counter() - start, 1))
-        atomic_write_json(out / RUN_RECORD, record)
+        _kill_children()
+        ended("interrupted")
         raise
-    _finish(partial, executed)
-    record.update(status="ok", seconds=round(time.perf_counter() - start, 1),
-                  finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    atomic_write_json(out / RUN_RECORD, record)
+    ended("ok", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     print(json.dumps({"executed": str(executed), "record": str(out / RUN_RECORD), "seconds": record["seconds"]}))
     return 0
+
+
+def _papermill(notebook: Path, given: dict, partial: Path, timeout: int) -> None:
+    import jupytext
+    import papermill
+
+    nb = jupytext.read(notebook)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    papermill.execute_notebook(nb, str(partial), parameters=given, cwd=str(notebook.parent),
+                               kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
+                               progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
 
 
 def _finish(partial: Path, executed: Path) -> None:

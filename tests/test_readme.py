@@ -1,0 +1,57 @@
+"""Issue 21, item 1: every `kdsae` command of the README parses with today's command line, every `kdsae run` line's
+parameters pass the chapter's checks, and a line that would not fit the test budget (a chapter re-running the
+paper-profile sweep, or measuring the published checkpoints from the hub) says in its comment that it is long.
+Nothing is executed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from kdsae_core import notebook_params as nbp
+from kdsae_core import paths
+from kdsae_core.cli import build_parser
+from kdsae_core.commands import run as run_cmd
+
+README = paths.REPO_ROOT / "README.md"
+
+
+def readme_commands() -> list[tuple[list[str], str]]:
+    """(arguments after `kdsae`, the line's comment) for every kdsae line of the README's bash blocks."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.splitlines():
+            code, _, comment = line.partition("  #")
+            words = shlex.split(code)
+            for i, w in enumerate(words):
+                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli":
+                    found.append((words[i + 1:], comment.strip()))
+                    break
+    return found
+
+
+def test_the_readme_has_kdsae_commands():
+    verbs = {args[0] for args, _ in readme_commands() if args}
+    assert {"run", "toy", "train", "measure", "figures", "download", "theory"} <= verbs, verbs
+
+
+@pytest.mark.parametrize("args, comment", readme_commands(), ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_every_readme_command_parses(args, comment, monkeypatch):
+    monkeypatch.chdir(paths.REPO_ROOT)  # the README's commands run from the repository root
+    try:
+        parsed = build_parser().parse_args(args)
+    except SystemExit as e:
+        assert e.code == 0 and "--help" in args, f"`kdsae {' '.join(args)}` does not parse"
+        return
+    if parsed.verb != "run" or parsed.list:
+        return
+    notebook = run_cmd.find_notebook(parsed.notebook)
+    given, raw = run_cmd.gather(parsed)
+    values = nbp.check(notebook, given, raw)
+    long_sweep = values.get("rerun") and values.get("profile", "quick") != "quick"
+    from_hub = values.get("source", "local") == "hub"
+    if long_sweep or from_hub:
+        assert re.search(r"\blong\b", comment), (f"`kdsae {' '.join(args)}` runs for long (the paper grid or the hub) "
+                                                 "but its comment does not say so")
