@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import KdsaeError
+from .errors import KdsaeError, RunFolderError
 
 
 def current_umask() -> int:
@@ -123,3 +123,10 @@ def replace_folder(staged: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(staged, target)
+
+
+def refuse_non_empty(out: Path, force: bool, option: str = "--out") -> None:
+    """An output folder that already holds files is written into only with --force (every verb the same)."""
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RunFolderError(f"{option} {out} is not empty: choose a fresh folder, or pass --force to write into it.")

@@ -16,11 +16,13 @@ def register(sub) -> None:
     p.add_argument("--layers", type=int_list, help="only these layers")
     p.add_argument("--snapshots", type=lambda s: [t for t in s.split(",") if t], help="only these snapshots")
     p.add_argument("--device", help="cpu or cuda (default: the run's device when available)")
+    p.add_argument("--force", action="store_true",
+                   help="replace measurements made over more tokens than --tokens (refused otherwise)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     written = measure_run(args.run, tokens=args.tokens, trials=args.trials, layers=args.layers,
-                          snapshots=args.snapshots, device=args.device)
+                          snapshots=args.snapshots, device=args.device, force=args.force)
     print(f"kdsae measure: wrote {len(written)} files under {args.run}")
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import notebook_params as nbp
 from .. import paths
 from ..errors import InvalidParameter, KdsaeError, RunFolderError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, refuse_non_empty
 
 RUN_RECORD = "run.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Ctrl-C (SIGINT) already raises KeyboardInterrupt
@@ -93,8 +93,7 @@ def output_folder(out: Path | None, notebook: Path, force: bool) -> Path:
         raise RunFolderError(f"--out {out} is inside results/, which holds the committed results: choose another folder.")
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RunFolderError(f"--out {out} is not empty: choose a fresh folder, or pass --force to write into it.")
+    refuse_non_empty(out, force)
     return out
 
 
