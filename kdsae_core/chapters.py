@@ -12,15 +12,11 @@ import numpy as np
 import pandas as pd
 
 from . import paths, reference_data, run_data
+from .notebook_params import resolve
 from .errors import InvalidParameter, MissingData, RunFolderError
 from .figures import exp2_catalog as cat
 
 SOURCES = ("local", "hub")
-
-
-def _resolve(run: str | Path) -> Path:
-    p = Path(run).expanduser()
-    return p if p.is_absolute() else paths.REPO_ROOT / p
 
 
 def _hub_run(trial: str, layers) -> Path:
@@ -42,7 +38,7 @@ def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", t
     if source == "hub":
         runs = [run_data.load_run(_hub_run(t, layers), trials=[t], layers=layers) for t in (trials or ["A", "B", "C"])]
         return run_data.combine_runs(runs)
-    folder = _resolve(run)
+    folder = resolve(run)
     if rerun:
         folder = _retrain(folder, trials or ["A", "B", "C"], layers, out or paths.figures_out("rerun"))
     return run_data.load_run(folder, trials=trials, layers=layers)
@@ -89,7 +85,7 @@ def open_chapter(name: str, trial: str | None = None, source: str = "local", lay
     import matplotlib
     matplotlib.rcParams["figure.max_open_warning"] = 0
     folder = Path(out) if out else paths.figures_out(name)
-    folder = _resolve(folder).resolve()
+    folder = resolve(folder).resolve()
     if folder == paths.RESULTS.resolve() or paths.RESULTS.resolve() in folder.parents:
         raise RunFolderError(f"figure folder {folder} is inside results/: figures are derived, write them elsewhere.")
     want = trials if trials is not None else ([trial] if trial else None)
@@ -253,7 +249,7 @@ class ReferenceChapter:
     def __init__(self, reference_dir: str | Path = "", out: str | Path = ""):
         import matplotlib
         matplotlib.rcParams["figure.max_open_warning"] = 0
-        self.out = _resolve(out).resolve() if out else paths.figures_out("06_pythia_reference")
+        self.out = resolve(out).resolve() if out else paths.figures_out("06_pythia_reference")
         self.ref = Path(reference_dir).expanduser() if reference_dir else paths.reference_dir()
         self.measurements, self.stats, self.why_missing = {}, None, ""
         try:

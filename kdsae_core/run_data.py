@@ -293,7 +293,7 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
     must match its digest there (a truncated or bit-flipped file is named, never shown)."""
     run = Path(run)
     if not run.is_dir():
-        raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train` or pass --run.")
+        raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train`, or name an existing run folder.")
     if not paths.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
     verified = _manifest_check(run)

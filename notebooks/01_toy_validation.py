@@ -35,7 +35,7 @@
 profile = "paper"  # committed results to render (paper or quick); with rerun, the profile to train
 rerun = False  # True: train the sweep now with the settings below instead of rendering committed results
 source = "local"  # local only: Experiment 1 has no results on the hub
-results_file = ""  # a toy_results.json to render instead of results/toy/<profile>/ (path from the repo root)
+results_file = ""  # a toy_results.json to render instead of results/toy/<profile>/ (relative to the current folder)
 n = None  # feature counts, e.g. [10, 20, 40] (rerun only; None: the profile's)
 alpha = None  # sparsity levels in (0, 1), probability a feature is inactive, e.g. [0.8, 0.9] (rerun only)
 d_teacher = None  # teacher widths, none above min(n), e.g. [3, 5] (rerun only)

@@ -208,3 +208,32 @@ def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
     record = json.loads((out / "run.json").read_text())
     assert proc.returncode == 130 and record["status"] == "stopped" and record["signal"] == sig.name, (record, err)
     assert f"busy.py was stopped ({sig.name})" in err.strip().splitlines()[-1]
+
+
+@pytest.fixture()
+def captured(monkeypatch):
+    """The parameters papermill would have been given (nothing executes)."""
+    import papermill
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters=None, **k: calls.append(parameters))
+    return calls
+
+
+def test_relative_paths_are_taken_from_the_current_folder_and_checked_first(tmp_path, monkeypatch, capsys, captured):
+    """Issue 21, item 5: `-p run runs/x` means ./runs/x, as `--run runs/x` does for the other verbs; it reaches the
+    notebook as an absolute path, and a path that does not exist or is no run folder is refused before a kernel."""
+    import shutil
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(paths.REPO_ROOT / "tests" / "fixtures" / "exp2_run", elsewhere / "runs" / "x")
+    (elsewhere / "notes").mkdir()
+    monkeypatch.chdir(elsewhere)
+    _refused(capsys, ["04_trial_c", "-p", "run", "runs/missing"], tmp_path / "o1", captured,
+             f"run {elsewhere / 'runs' / 'missing'} does not exist", "relative path is taken from the folder you run")
+    _refused(capsys, ["04_trial_c", "-p", "run", "notes"], tmp_path / "o2", captured, "is not a run folder")
+    _refused(capsys, ["01_toy_validation", "-p", "results_file", "toy_results.json"], tmp_path / "o3", captured,
+             f"results_file {elsewhere / 'toy_results.json'} does not exist")
+    assert main(["run", "04_trial_c", "-p", "run", "runs/x", "--out", str(tmp_path / "o4")]) == 0
+    assert captured[-1]["run"] == str(elsewhere / "runs" / "x")
+    record = json.loads((tmp_path / "o4" / "run.json").read_text())
+    assert record["parameters"]["run"] == str(elsewhere / "runs" / "x")
+    assert main(["figures", "--run", "runs/x", "--out", str(tmp_path / "figs")]) == 0  # the same rule as --run

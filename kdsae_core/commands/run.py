@@ -115,6 +115,7 @@ def run(args) -> int:
         raise InvalidParameter("name a notebook to run (or pass --list to see every chapter's parameters).")
     notebook = find_notebook(args.notebook)
     given, raw = gather(args)
+    given = nbp.absolute_paths(given)  # relative to the current folder, as every option of kdsae
     has_out = any(p.name == nbp.FIGURE_FOLDER_PARAMETER for p in nbp.notebook_parameters(notebook))
     if nbp.FIGURE_FOLDER_PARAMETER in given and has_out:
         raise InvalidParameter(f"set the output folder with --out, not -p {nbp.FIGURE_FOLDER_PARAMETER} "
