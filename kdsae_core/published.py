@@ -181,7 +181,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
     listed = manifest.read_manifest(out) if out.exists() else {}
     listing = hub.list_files(src.repo, revision)
     names = {(lay, s): _choose(lay, s, listing, src, revision, cache) for lay, s in jobs}
-    if hub.offline():  # everything must be in the cache (or already converted): say so before any work
+    if hub.cache_only():  # everything must be in the cache (or already converted): say so before any work
         missing = [names[j] for j in jobs if hub.cached(src.repo, names[j], revision, cache) is None
                    and not _done(out, src, *j, listed, None, revision)]
         if missing:
@@ -196,7 +196,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
         for lay, snap in bar:
             name = names[(lay, snap)]
             bar.set_postfix_str(name, refresh=False)
-            if hub.offline() and hub.cached(src.repo, name, revision, cache) is None:
+            if hub.cache_only() and hub.cached(src.repo, name, revision, cache) is None:
                 continue  # converted earlier (checked above), nothing to verify it against here
             f = hub.fetch(src.repo, name, revision, cache, check=layouts.check_container)
             sources[name] = f.sha256
