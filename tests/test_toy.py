@@ -258,3 +258,20 @@ def test_a_sweep_split_over_processes_writes_the_same_bytes(tmp_path):
         torch.set_num_threads(threads)
     assert (tmp_path / "two" / "toy_results.json").read_bytes() == (tmp_path / "one" / "toy_results.json").read_bytes()
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["toy_results.json"]  # parts and lock gone
+
+
+def test_the_command_prints_a_table_that_says_what_rel_norm_and_no_pairs_mean(tmp_path, capsys):
+    """Issue 21, item 8: the summary is read by people; --json keeps the numbers for programs."""
+    from kdsae_core.cli import main
+    argv = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "30",
+            "--eval-samples", "1024"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in (["0.8"], ["0.95"])}
+    assert "no pairs" in rows["0.95"] and "(0 of" not in rows["0.95"] and "(5 pairs)" in rows["0.95"]
+    assert "of 5 pairs)" in rows["0.8"]
+    assert "median over the (teacher, student width) pairs below the critical width d*_S" in text
+    assert '"no pairs": d*_S is below every student width' in text and "L_inf: the loss of predicting zero" in text
+    assert main([*argv, "--out", str(tmp_path / "b"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["median_accuracy_by_alpha"]["rel"]["0.95"] == "no pairs"

@@ -82,8 +82,8 @@ def run(args) -> int:
     print(f"kdsae train: run folder {args.out}")
     if args.measure:
         from ..measure import measure_run
-        measure_run(args.out)
-        print(f"kdsae train: measured into {args.out / 'measurements'}")
+        from .measure import render_text
+        print(render_text(measure_run(args.out), args.out))
     return 0
 
 
