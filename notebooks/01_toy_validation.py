@@ -52,7 +52,6 @@ live_check = True  # also train the quick profile now (zipf:1 and geometric:0.9)
 out = ""  # folder for the figures and their data; "" means _build/figures/01_toy_validation
 
 # %% tags=["hide-input"]
-import json
 import time
 import warnings
 from pathlib import Path
@@ -65,7 +64,7 @@ warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; t
 from kdsae_core import notebook_params, paths
 from kdsae_core.figures import style
 from kdsae_core.figures import toy as toy_figures
-from kdsae_core.toy_sweep import ToyConfig, load_results, run_sweep
+from kdsae_core.toy_sweep import ToyConfig, load_results, paper_grid_time, run_sweep, wall_time
 
 settings = dict(profile=profile, rerun=rerun, source=source, results_file=results_file, n=n, alpha=alpha,
                 d_teacher=d_teacher, widths=widths, importance=importance, mode=mode, steps=steps, batch=batch,
@@ -98,17 +97,15 @@ elif committed.exists():
     results = load_results(committed)
     short = shown(committed)
     source_line = f"the {'committed ' if not results_file else ''}results `{short}`"
-    wall_file = committed.parent / paths.TOY_WALL_FILE  # written beside them by `make results-toy`
-    if wall_file.exists():
-        wall = json.loads(wall_file.read_text())
-        source_line += (f", trained by `{wall['command']}` in {wall['wall_seconds'] / 60:.0f} min with "
-                        f"{wall.get('jobs', 1)} process(es) of {wall['threads']} thread(s)")
+    wall = wall_time(committed.parent)  # recorded beside them by `make results-toy`
+    if wall:
+        source_line += f", trained in {wall}"
 else:
     if "zipf:1" not in live:
         live["zipf:1"] = live_sweep("zipf:1")
     results, short = live["zipf:1"][0], "a live quick run (the committed results are missing)"
     source_line = (f"**a live quick run**, because the committed results `{shown(committed)}` are not in this checkout "
-                   f"(`make results-toy` makes the paper profile's, in about an hour on two CPU cores)")
+                   f"(`make results-toy` makes the paper profile's: {paper_grid_time()})")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
                  f"are written to `{shown(figures)}`."))
 drawn = toy_figures.draw_all(results, figures)

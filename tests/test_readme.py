@@ -55,3 +55,19 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
     if long_sweep or from_hub:
         assert re.search(r"\blong\b", comment), (f"`kdsae {' '.join(args)}` runs for long (the paper grid or the hub) "
                                                  "but its comment does not say so")
+
+
+def test_the_paper_grid_time_is_one_measured_figure_everywhere():
+    """Issue 21, item 10: `kdsae verify --help`, the README and the book state the wall time recorded beside the
+    committed paper-grid results, and no other estimate."""
+    from kdsae_core.toy_sweep import paper_grid_time
+    stated = paper_grid_time()
+    figure = stated.split(" min wall")[0]
+    assert re.fullmatch(r"\d+\.\d", figure), stated  # measured: results/toy/paper/wall.json is committed
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["verify"].format_help().split())
+    assert f"48-configuration grid: {' '.join(stated.split())}" in help_text
+    readme = " ".join(README.read_text().split())
+    repro = " ".join((paths.REPO_ROOT / "book" / "reproducibility.md").read_text().split())
+    assert f"**{figure} min wall**" in readme and f"{figure} min (long)" in readme and f"{figure} min wall" in repro
+    for stale in ("75 min", "100-186", "186 min", "about an hour"):
+        assert stale not in readme and stale not in help_text and stale not in repro, stale
