@@ -71,3 +71,33 @@ def test_the_paper_grid_time_is_one_measured_figure_everywhere():
     assert f"**{figure} min wall**" in readme and f"{figure} min (long)" in readme and f"{figure} min wall" in repro
     for stale in ("75 min", "100-186", "186 min", "about an hour"):
         assert stale not in readme and stale not in help_text and stale not in repro, stale
+
+
+def test_the_gpu_needs_in_the_readme_are_the_memory_plans():
+    """Issue 21, item 3: what the paper run needs on GPUs is stated from kdsae_core.sae_plan, not estimated by hand."""
+    from kdsae_core.sae_plan import GB, paper_run_needs
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| ") and " GB + " in line]
+    assert len(rows) == 3, rows
+    for row, (gpus, trials) in zip(rows, [(1, 1), (1, 3), (8, 3)]):
+        need = paper_run_needs(gpus, trials)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0].split()[0] == str(gpus) and cells[1].split()[0] == str(trials), row
+        assert cells[2].startswith(f"{need['gpu_memory_bytes'] / GB:.0f} GB") and cells[3] == f"{need['hours']:.1f}"
+        assert ("does not fit" in cells[2]) == (not need["fits"]), row
+        assert cells[4] == f"{need['checkpoint_bytes'] / GB:.0f} GB + {need['state_bytes'] / GB:.0f} GB", row
+
+
+def test_cuda_asked_for_on_a_cpu_build_says_the_build_is_cpu_only(tmp_path, capsys, monkeypatch):
+    """Issue 21, item 3: a CPU-only torch is told apart from a CUDA build that sees no device, before anything loads."""
+    import torch
+    from kdsae_core.cli import main
+    from kdsae_core.sae_plan import cuda_unavailable
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert main(["train", "--profile", "paper", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "is a CPU-only build" in err and "make cuda-env" in err
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert "(CUDA 12.8) finds no CUDA device" in cuda_unavailable("cuda")
+    assert cuda_unavailable("cpu") is None
