@@ -178,15 +178,17 @@ def _headline(d: pd.DataFrame) -> str:
 
 
 def _corr(d: pd.DataFrame) -> str:
+    from .figures.exp2_common import short
+    from .figures.exp2_trial_b import definitional
     off = d[d["metric_x"] < d["metric_y"]].dropna(subset=["r"])
-    if off.empty:
-        return "Too few varying metrics for a correlation."
-    top = off.loc[off["r"].abs().idxmax()]
+    found = off[[not definitional(x, y) for x, y in zip(off["metric_x"], off["metric_y"])]]
+    if found.empty:
+        return "Too few varying metrics for a correlation that is not fixed by definition."
+    top = found.loc[found["r"].abs().idxmax()]
     pair = d[(d["metric_x"] == "alpha") & (d["metric_y"] == "dead")]["r"]
     extra = f" \u03b1 vs dead latents: r = {pair.iloc[0]:+.2f}." if len(pair) and pd.notna(pair.iloc[0]) else ""
-    from .figures.exp2_common import short
-    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers: {short(top['metric_x'])} vs "
-            f"{short(top['metric_y'])} "
+    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers that is not fixed by definition (the grey "
+            f"cells, such as L0 vs \u03b1, are arithmetic): {short(top['metric_x'])} vs {short(top['metric_y'])} "
             f"(r = {top['r']:+.2f}); with this few layers, read the signs.{extra}")
 
 
