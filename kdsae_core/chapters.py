@@ -55,7 +55,7 @@ class Chapter:
         from IPython.display import Markdown, display
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
         display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial} Figures and their data: "
-                         f"`{run_data.display_path(self.out)}`."))
+                         f"`{paths.display_path(self.out)}`."))
 
     def show(self, key: str, trial: str | None = None) -> cat.Drawn:
         from IPython.display import Image, display
@@ -283,7 +283,8 @@ class ReferenceChapter:
 
     def header(self) -> None:
         from IPython.display import Markdown, display
-        src = f"the authors' released files in `{self.ref}`" if self.available else "the published table only"
+        src = (f"the authors' released files (`{self.ref.name}`, from KDSAE_REFERENCE_DIR or `kdsae fetch-reference`)"
+               if self.available else "the published table only")
         display(Markdown(f"> **What this page shows.** EleutherAI/pythia-410m (24 layers, d_model 1024), SAEs with "
                          f"32,768 latents trained on 300M Pile tokens, layers 8, 12 and 16 (0-based), from {src}. "
                          f"Not a run of this companion."))

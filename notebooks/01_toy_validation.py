@@ -54,7 +54,6 @@ out = ""  # folder for the figures and their data; "" means _build/figures/01_to
 # %% tags=["hide-input"]
 import time
 import warnings
-from pathlib import Path
 
 from IPython.display import HTML, Image, Markdown, display
 from tqdm import TqdmWarning
@@ -71,11 +70,6 @@ settings = dict(profile=profile, rerun=rerun, source=source, results_file=result
                 lr=lr, seeds=seeds, eval_samples=eval_samples, seed=seed)
 cfg = notebook_params.check_toy(settings)  # the same check `kdsae run` makes before executing
 figures = notebook_params.figure_folder(out, "01_toy_validation")
-
-
-def shown(path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(paths.REPO_ROOT)) if path.is_relative_to(paths.REPO_ROOT) else str(path)
 
 
 def live_sweep(importance: str) -> tuple[dict, float]:
@@ -95,7 +89,7 @@ if rerun:
     source_line = short = f"a sweep trained while this page was built (profile {profile}, this run's parameters)"
 elif committed.exists():
     results = load_results(committed)
-    short = shown(committed)
+    short = paths.display_path(committed)
     source_line = f"the {'committed ' if not results_file else ''}results `{short}`"
     wall = wall_time(committed.parent)  # recorded beside them by `make results-toy`
     if wall:
@@ -104,10 +98,10 @@ else:
     if "zipf:1" not in live:
         live["zipf:1"] = live_sweep("zipf:1")
     results, short = live["zipf:1"][0], "a live quick run (the committed results are missing)"
-    source_line = (f"**a live quick run**, because the committed results `{shown(committed)}` are not in this checkout "
+    source_line = (f"**a live quick run**, because the committed results `{paths.display_path(committed)}` are not in this checkout "
                    f"(`make results-toy` makes the paper profile's: {paper_grid_time()})")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
-                 f"are written to `{shown(figures)}`."))
+                 f"are written to `{paths.display_path(figures)}`."))
 drawn = toy_figures.draw_all(results, figures)
 
 

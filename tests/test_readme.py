@@ -101,3 +101,12 @@ def test_cuda_asked_for_on_a_cpu_build_says_the_build_is_cpu_only(tmp_path, caps
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     assert "(CUDA 12.8) finds no CUDA device" in cuda_unavailable("cuda")
     assert cuda_unavailable("cpu") is None
+
+
+def test_the_reproducibility_page_has_no_table_too_wide_for_the_page():
+    """Issue 21, item 9: its four-column table hid the re-execution commands behind a scrollbar; commands are long,
+    so a table of them has at most two columns."""
+    page = (paths.REPO_ROOT / "book" / "reproducibility.md").read_text()
+    wide = [line for line in page.splitlines() if line.startswith("|") and line.count(" | ") > 1 and "`" in line]
+    assert not wide, wide[:2]
+    assert "re-execute with other parameters: `.venv/bin/kdsae run 04_trial_c" in page

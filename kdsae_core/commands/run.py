@@ -61,17 +61,12 @@ def list_parameters(notebooks: list[Path]) -> str:
         except KdsaeError as e:
             out.append(f"{nb.stem}: {e}")
             continue
-        out.append(f"{nb.stem}  ({_display(nb)})")
+        out.append(f"{nb.stem}  ({paths.display_path(nb)})")
         width = max((len(p.name) for p in params), default=0)
         for p in params:
             out.append(f"  {p.name:<{width}}  = {p.default!r:<26} {p.help}".rstrip())
         out.append("")
     return "\n".join(out).rstrip() + "\n"
-
-
-def _display(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(paths.REPO_ROOT)) if path.is_relative_to(paths.REPO_ROOT) else str(path)
 
 
 def gather(args) -> tuple[dict, set[str]]:
@@ -177,7 +172,7 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{notebook.stem}.ipynb"
     partial = out / f".{notebook.stem}.partial.ipynb"  # papermill saves after every cell; renamed at the end
-    record = {"notebook": _display(notebook), "executed": executed.name, "parameters": values,
+    record = {"notebook": paths.display_path(notebook), "executed": executed.name, "parameters": values,
               "given": given, "git": git_commit(), "python": platform.python_version(),
               "papermill": papermill.__version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "status": "running"}
