@@ -280,7 +280,8 @@ def test_the_correlation_sentence_never_reports_a_relation_that_holds_by_definit
     text = sentence("correlation", data)
     assert "MSE vs dead" in text.replace("dead latents", "dead") or "dead vs MSE" in text, text
     assert "r = +0.70" in text and "r = -1.00" not in text and "not fixed by definition" in text
-    assert definitional("alpha", "L0") and definitional("F_alive", "dead") and not definitional("mse", "dead")
+    assert definitional("alpha", "L0") and definitional("F_alive", "dead") and definitional("d_star_S", "L0")
+    assert not definitional("mse", "dead")
     fig = correlation(pd.concat([data, pd.DataFrame([{"metric_x": m, "metric_y": m, "r": 1.0, "n_layers": 6}
                                                      for m in ("L0", "alpha", "dead", "F_alive", "mse")])]), "header")
     assert "related by definition" in fig.axes[0].get_xlabel() and "1 \u2212 L0/F" in fig.axes[0].get_xlabel()

@@ -184,6 +184,7 @@ def smooth_depth(data: pd.DataFrame, header: str) -> Figure:
 DEFINITIONAL = {frozenset(pair): why for pair, why in [
     (("L0", "alpha"), "\u03b1 = 1 \u2212 L0/F"), (("alpha", "g_alpha"), "g is a function of \u03b1"),
     (("alpha", "d_star_S"), "d*_S = F/g(\u03b1)"), (("g_alpha", "d_star_S"), "d*_S = F/g(\u03b1)"),
+    (("L0", "g_alpha"), "g(\u03b1) with \u03b1 = 1 \u2212 L0/F"), (("L0", "d_star_S"), "d*_S = F/g(1 \u2212 L0/F)"),
     (("dead", "F_alive"), "dead = d_sae \u2212 F")]}
 
 
