@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup saelens-env mathjax browser book test test-unit test-book test-saelens results-exp2 results-toy results-toy-direct \
-        results-toy-profiles results-figures bench publish clean
+.PHONY: setup cuda-env saelens-env mathjax browser book test test-unit test-book test-saelens results-exp2 results-toy \
+        results-toy-direct results-toy-profiles results-figures bench publish clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,15 @@ $(SL_STAMP): requirements-saelens.txt
 # Tests that need SAELens run in .venv (pytest) and drive .venv-saelens/bin/python as a subprocess.
 test-saelens: setup saelens-env
 	KDSAE_SAELENS_PYTHON=$(CURDIR)/$(SL_VENV)/bin/python $(BIN)/python -m pytest -q tests/saelens
+
+# A GPU machine: replace the CPU build of torch in .venv by the CUDA build of the same version (the torch line of
+# requirements.txt) from the PyTorch index, then add the CUDA libraries it needs. CUDA_INDEX: match the driver.
+TORCH      := $(shell grep '^torch==' requirements.txt)
+CUDA_INDEX ?= https://download.pytorch.org/whl/cu128
+cuda-env: setup
+	$(BIN)/pip install -q --disable-pip-version-check --force-reinstall --no-deps --index-url $(CUDA_INDEX) "$(TORCH)"
+	$(BIN)/pip install -q --disable-pip-version-check --index-url $(CUDA_INDEX) "$(TORCH)"
+	$(BIN)/python -c "import torch; assert torch.version.cuda, 'torch is still a CPU build'; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'devices', torch.cuda.device_count())"
 
 # Debian packages, installed when run as root: MathJax (served from the book itself, so formulas render
 # offline; see book/_ext/offline_mathjax.py) and headless Chromium for the browser test of the built book.

@@ -12,15 +12,11 @@ import numpy as np
 import pandas as pd
 
 from . import paths, reference_data, run_data
+from .notebook_params import resolve
 from .errors import InvalidParameter, MissingData, RunFolderError
 from .figures import exp2_catalog as cat
 
 SOURCES = ("local", "hub")
-
-
-def _resolve(run: str | Path) -> Path:
-    p = Path(run).expanduser()
-    return p if p.is_absolute() else paths.REPO_ROOT / p
 
 
 def _hub_run(trial: str, layers) -> Path:
@@ -42,7 +38,7 @@ def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", t
     if source == "hub":
         runs = [run_data.load_run(_hub_run(t, layers), trials=[t], layers=layers) for t in (trials or ["A", "B", "C"])]
         return run_data.combine_runs(runs)
-    folder = _resolve(run)
+    folder = resolve(run)
     if rerun:
         folder = _retrain(folder, trials or ["A", "B", "C"], layers, out or paths.figures_out("rerun"))
     return run_data.load_run(folder, trials=trials, layers=layers)
@@ -59,7 +55,7 @@ class Chapter:
         from IPython.display import Markdown, display
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
         display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial} Figures and their data: "
-                         f"`{run_data.display_path(self.out)}`."))
+                         f"`{paths.display_path(self.out)}`."))
 
     def show(self, key: str, trial: str | None = None) -> cat.Drawn:
         from IPython.display import Image, display
@@ -89,7 +85,7 @@ def open_chapter(name: str, trial: str | None = None, source: str = "local", lay
     import matplotlib
     matplotlib.rcParams["figure.max_open_warning"] = 0
     folder = Path(out) if out else paths.figures_out(name)
-    folder = _resolve(folder).resolve()
+    folder = resolve(folder).resolve()
     if folder == paths.RESULTS.resolve() or paths.RESULTS.resolve() in folder.parents:
         raise RunFolderError(f"figure folder {folder} is inside results/: figures are derived, write them elsewhere.")
     want = trials if trials is not None else ([trial] if trial else None)
@@ -182,15 +178,17 @@ def _headline(d: pd.DataFrame) -> str:
 
 
 def _corr(d: pd.DataFrame) -> str:
+    from .figures.exp2_common import short
+    from .figures.exp2_trial_b import definitional
     off = d[d["metric_x"] < d["metric_y"]].dropna(subset=["r"])
-    if off.empty:
-        return "Too few varying metrics for a correlation."
-    top = off.loc[off["r"].abs().idxmax()]
+    found = off[[not definitional(x, y) for x, y in zip(off["metric_x"], off["metric_y"])]]
+    if found.empty:
+        return "Too few varying metrics for a correlation that is not fixed by definition."
+    top = found.loc[found["r"].abs().idxmax()]
     pair = d[(d["metric_x"] == "alpha") & (d["metric_y"] == "dead")]["r"]
     extra = f" \u03b1 vs dead latents: r = {pair.iloc[0]:+.2f}." if len(pair) and pd.notna(pair.iloc[0]) else ""
-    from .figures.exp2_common import short
-    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers: {short(top['metric_x'])} vs "
-            f"{short(top['metric_y'])} "
+    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers that is not fixed by definition (the grey "
+            f"cells, such as L0 vs \u03b1, are arithmetic): {short(top['metric_x'])} vs {short(top['metric_y'])} "
             f"(r = {top['r']:+.2f}); with this few layers, read the signs.{extra}")
 
 
@@ -256,7 +254,7 @@ class ReferenceChapter:
     def __init__(self, reference_dir: str | Path = "", out: str | Path = ""):
         import matplotlib
         matplotlib.rcParams["figure.max_open_warning"] = 0
-        self.out = _resolve(out).resolve() if out else paths.figures_out("06_pythia_reference")
+        self.out = resolve(out).resolve() if out else paths.figures_out("06_pythia_reference")
         self.ref = Path(reference_dir).expanduser() if reference_dir else paths.reference_dir()
         self.measurements, self.stats, self.why_missing = {}, None, ""
         try:
@@ -288,7 +286,8 @@ class ReferenceChapter:
 
     def header(self) -> None:
         from IPython.display import Markdown, display
-        src = f"the authors' released files in `{self.ref}`" if self.available else "the published table only"
+        src = (f"the authors' released files (`{self.ref.name}`, from KDSAE_REFERENCE_DIR or `kdsae fetch-reference`)"
+               if self.available else "the published table only")
         display(Markdown(f"> **What this page shows.** EleutherAI/pythia-410m (24 layers, d_model 1024), SAEs with "
                          f"32,768 latents trained on 300M Pile tokens, layers 8, 12 and 16 (0-based), from {src}. "
                          f"Not a run of this companion."))

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdsae {args.verb}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        print(f"kdsae {args.verb}: {e or 'interrupted'}", file=sys.stderr)
+        print(f"kdsae {args.verb}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from . import checkpoints, manifest, paths
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text, replace_folder
+from .fileio import atomic_write_json, atomic_write_text, make_temp_dir, replace_folder
 from .run_data import format_tokens, snapshot_tokens
 
 EXPORTED_TOP = ("config.json", "metrics.jsonl")
@@ -95,7 +94,7 @@ def export_run(run: Path, to: Path, repo: str | None = None, force: bool = False
             raise RunFolderError(f"{to} is not an earlier export (no README.md and MANIFEST.sha256); it is not "
                                  "replaced even with --force: choose another --to.")
     to.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{to.name}.export-", dir=to.parent))
+    staging = make_temp_dir(f".{to.name}.export-", to.parent)
     try:
         _stage(run, staging, repo)
         replace_folder(staging, to)

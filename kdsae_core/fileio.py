@@ -10,7 +10,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import KdsaeError
+from .errors import KdsaeError, RunFolderError
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(prefix: str, parent: Path) -> Path:
+    """A fresh staging folder that will be renamed into place. mkdtemp makes it 0700; the folder it becomes must
+    have the mode any other tool would give it (0755 under umask 022), or a colleague could not read it."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -18,6 +40,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 whatever the umask; the renamed file gets what open() would give it (0644 under 022)
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -99,3 +123,10 @@ def replace_folder(staged: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(staged, target)
+
+
+def refuse_non_empty(out: Path, force: bool, option: str = "--out") -> None:
+    """An output folder that already holds files is written into only with --force (every verb the same)."""
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RunFolderError(f"{option} {out} is not empty: choose a fresh folder, or pass --force to write into it.")

@@ -46,6 +46,36 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+PROBE_SECONDS = 5.0  # the one plain request that tells whether the hub answers at all
+_reachable: dict[str, bool] = {}  # endpoint -> whether it answered, asked once per process
+
+
+def no_network() -> bool:
+    """True when downloads are allowed but the hub does not answer one plain request (no retries, at most
+    PROBE_SECONDS). Asked once per process: huggingface_hub would retry every request with back-off, about 50 s
+    per file, before reaching the same conclusion. The cache is then the only source, as offline."""
+    if offline():
+        return False
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+    endpoint = constants.ENDPOINT
+    if endpoint not in _reachable:
+        try:
+            get_session().head(endpoint, timeout=PROBE_SECONDS)
+            _reachable[endpoint] = True
+        except (httpx2.ConnectError, httpx2.TimeoutException, httpx2.ProxyError):
+            _reachable[endpoint] = False
+        except Exception:  # noqa: BLE001 -- it answered, somehow: the real requests will say what is wrong
+            _reachable[endpoint] = True
+    return not _reachable[endpoint]
+
+
+def cache_only() -> bool:
+    """Files can come from the Hugging Face cache only: HF_HUB_OFFLINE, or no answer from the hub."""
+    return offline() or no_network()
+
+
 def redact(text: str) -> str:
     """`text` with any Hugging Face token (from the environment or huggingface_hub's store) replaced by ***."""
     secrets = [os.environ.get(v) for v in _TOKEN_VARS]
@@ -123,8 +153,9 @@ def how_to_get(repo: str, filename: str, revision: str | None) -> str:
 
 def _missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
     where = f"the Hugging Face cache {cache}" if cache else "the Hugging Face cache (HF_HUB_CACHE)"
+    why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub could not be reached"
     return MissingData(f"{repo}: {filename}{f' (revision {revision})' if revision else ''} is not in {where} and "
-                       f"HF_HUB_OFFLINE=1 forbids downloading it: {how_to_get(repo, filename, revision)}.")
+                       f"{why}: {how_to_get(repo, filename, revision)}.")
 
 
 def _commit_of(path: Path) -> str | None:
@@ -144,7 +175,7 @@ def _etag(path: Path, repo: str, filename: str, revision: str | None) -> str | N
         name = Path(os.path.realpath(p)).name
         if _HEX64.match(name) or _HEX40.match(name):
             return name
-    if offline():
+    if cache_only():
         return None
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     try:
@@ -184,12 +215,12 @@ def _download(repo, filename, revision, cache, force: bool) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
-    off = offline()
+    local = cache_only()
     try:
         return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=str(cache) if cache else None,
-                                    local_files_only=off, force_download=force and not off))
+                                    local_files_only=local, force_download=force and not local))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        if off:
+        if local:
             raise _missing_offline(repo, filename, revision, cache) from None
         raise MissingData(f"{repo}: {filename} is not cached and the hub could not be reached: "
                           f"{how_to_get(repo, filename, revision)}.") from None
@@ -225,9 +256,9 @@ def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | N
         if refetched:
             raise BadFile(f"{problem}, even after downloading it again: the hub copy itself is damaged or the "
                           "manifest is wrong; nothing was converted.")
-        if offline():
-            raise BadFile(f"{problem}; it was not loaded, and HF_HUB_OFFLINE=1 forbids fetching it again: "
-                          f"{how_to_get(repo, filename, revision)}.")
+        if cache_only():
+            why = "HF_HUB_OFFLINE=1 forbids fetching it again" if offline() else "the hub could not be reached to fetch it again"
+            raise BadFile(f"{problem}; it was not loaded, and {why}: {how_to_get(repo, filename, revision)}.")
         print(f"kdsae: {problem}; downloading it again", file=sys.stderr)
         refetched = True
 
@@ -242,7 +273,7 @@ def cached(repo: str, filename: str, revision: str | None = None, cache: Path | 
 def list_files(repo: str, revision: str | None = None) -> list[str] | None:
     """The repository's file names (validated), or None offline (the caller then works from the cache)."""
     check_repo_id(repo)
-    if offline():
+    if cache_only():
         return None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError

@@ -142,8 +142,22 @@ def _write_summaries(run: Path, trials) -> list[Path]:
     return written
 
 
+def _refuse_fewer_tokens(run: Path, cks: list[Checkpoint], planned: int) -> None:
+    """Measurements over more tokens are not replaced by less precise ones unless asked (--force)."""
+    for c in cks:
+        path = paths.measurement_file(run, c.trial, c.layer, c.snapshot)
+        try:
+            old = int(json.loads(path.read_text()).get("measure_tokens") or 0)
+        except (OSError, ValueError, AttributeError):
+            continue  # no (readable) measurement: nothing of value to protect
+        if old > planned:
+            raise RunFolderError(f"{path} was measured over {old:,} tokens; measuring over {planned:,} would replace it "
+                                 f"with a less precise one: pass --force to do so, or --tokens {old}.")
+
+
 def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, snapshots=None,
-                progress: bool = True, batch_tokens: int | None = None, model=None, device: str | None = None) -> list[Path]:
+                progress: bool = True, batch_tokens: int | None = None, model=None, device: str | None = None,
+                force: bool = False) -> list[Path]:
     """Measure every selected checkpoint of `run`; write measurement JSONs, summaries and the manifest."""
     run = Path(run)
     if not paths.run_config(run).exists():
@@ -158,6 +172,9 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
     if not cks:
         raise MissingData(f"{run} has no checkpoints to measure"
                           + (" for the trials/layers/snapshots asked for" if trials or layers or snapshots else "") + ".")
+    context = int(settings.get("context") or run_cfg.get("context") or 128)
+    if not force:  # whole sequences are measured, so the count is rounded up to the context length
+        _refuse_fewer_tokens(run, cks, math.ceil(n_tokens / context) * context)
     listed = manifest.read_manifest(run)
     device = device or settings.get("device", "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -175,7 +192,6 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
             if cfg["d_in"] != source.d_model:
                 raise BadFile(f"{c.folder} has d_in {cfg['d_in']}, but the model's residual stream has {source.d_model}.")
             accs[(c.trial, c.layer, c.snapshot)] = (_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg)
-        context = int(settings.get("context") or run_cfg.get("context") or 128)
         batch = int(batch_tokens or max(int(settings.get("batch_tokens") or 0), MEASURE_BATCH_TOKENS))
         n_seq = max(1, batch // context)
         stream = acts.TokenStream(model.tokenizer, settings.get("dataset") or run_cfg.get("dataset", "embedded"),

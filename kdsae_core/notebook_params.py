@@ -25,6 +25,10 @@ from .errors import BadFile, InvalidParameter, RunFolderError
 SOURCES = ("local", "hub")
 TRIALS = ("A", "B", "C")
 FIGURE_FOLDER_PARAMETER = "out"  # every chapter names its figure folder `out`; `kdsae run --out` sets it
+# Parameters that name an existing file or folder. One rule for relative paths, the command line's: a path given
+# to `kdsae run` is relative to the folder the command runs in, and is made absolute (and checked) before the
+# notebook starts. A notebook's own defaults, and the book's build, name paths from the repository root.
+PATH_PARAMETERS = ("run", "results_file", "reference_dir", "toy_results")
 
 
 @dataclass(frozen=True)
@@ -211,8 +215,29 @@ def raw_text(value: Any) -> str:
 
 
 # ---- range rules ----------------------------------------------------------------------------------------
+def absolute_paths(given: dict) -> dict:
+    """`given` with every relative path parameter made absolute from the current folder (see PATH_PARAMETERS)."""
+    return {k: str(Path(v).expanduser().absolute()) if k in PATH_PARAMETERS and isinstance(v, str) and v else v
+            for k, v in given.items()}
+
+
+def _check_paths(values: dict) -> None:
+    """Path parameters name something that exists (a run folder holds config.json) before anything executes."""
+    for name in PATH_PARAMETERS:
+        v = values.get(name)
+        if not (isinstance(v, str) and v):
+            continue
+        if not resolve(v).exists():
+            raise InvalidParameter(f"{name} {v} does not exist (a relative path is taken from the folder you run "
+                                   "kdsae in)")
+        if name == "run" and values.get("source", "local") == "local" and not paths.run_config(resolve(v)).exists():
+            raise InvalidParameter(f"run {v} is not a run folder (it has no config.json from `kdsae train` or "
+                                   "`kdsae download`)")
+
+
 def _check_common(values: dict) -> None:
     """Names that mean the same thing in every chapter (ARCHITECTURE.md)."""
+    _check_paths(values)
     if "source" in values and values["source"] not in SOURCES:
         raise InvalidParameter(f"source must be one of {', '.join(SOURCES)} (got {values['source']!r})")
     if "trial" in values and values["trial"] is not None and values["trial"] not in TRIALS:
@@ -279,14 +304,12 @@ def check_toy(values: dict) -> None:
             raise InvalidParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only when the sweep "
                                    "is recomputed: add `-p rerun true` "
                                    "(or leave them out to render committed results)")
-        results_file = values.get("results_file") or ""
-        if results_file and not resolve(results_file).exists():
-            raise InvalidParameter(f"results_file {results_file} does not exist")
     return cfg
 
 
 def resolve(path: str | Path) -> Path:
-    """A path parameter: absolute, or relative to the repository root (as in every chapter)."""
+    """A path parameter inside a notebook: absolute (as `kdsae run` passes every given path), or relative to the
+    repository root (the chapters' defaults)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else paths.REPO_ROOT / p
 

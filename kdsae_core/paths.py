@@ -16,6 +16,13 @@ TOY_PARTS_DIR = "parts"  # a sweep split over processes: one ordinary sweep fold
 TOY_WALL_FILE = "wall.json"  # the paper run's wall time, beside its committed results
 
 
+def display_path(path: Path) -> str:
+    """A path as a reader sees it: relative to the repository when inside it (a built page or a record must not
+    show the build machine's folders), else as given."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(path)
+
+
 def toy_results_dir(profile: str) -> Path:
     """Committed results of the toy sweep for a profile (`quick` or `paper`)."""
     return RESULTS / "toy" / profile

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoints, hub, layouts, manifest, paths
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text, replace_folder
+from .fileio import atomic_write_json, atomic_write_text, make_temp_dir, replace_folder
 from .run_data import FINAL, snapshot_tokens
 
 
@@ -113,7 +112,7 @@ def _existing(out: Path, settings: dict) -> dict | None:
 
 def staging_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.download-", dir=out.parent))
+    return make_temp_dir(f".{out.name}.download-", out.parent)
 
 
 # ---- the authors' .pt layout ------------------------------------------------------------------------------------
@@ -182,7 +181,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
     listed = manifest.read_manifest(out) if out.exists() else {}
     listing = hub.list_files(src.repo, revision)
     names = {(lay, s): _choose(lay, s, listing, src, revision, cache) for lay, s in jobs}
-    if hub.offline():  # everything must be in the cache (or already converted): say so before any work
+    if hub.cache_only():  # everything must be in the cache (or already converted): say so before any work
         missing = [names[j] for j in jobs if hub.cached(src.repo, names[j], revision, cache) is None
                    and not _done(out, src, *j, listed, None, revision)]
         if missing:
@@ -197,7 +196,7 @@ def _download_pt(out: Path, src: Source, layers, snapshots, revision, cache, set
         for lay, snap in bar:
             name = names[(lay, snap)]
             bar.set_postfix_str(name, refresh=False)
-            if hub.offline() and hub.cached(src.repo, name, revision, cache) is None:
+            if hub.cache_only() and hub.cached(src.repo, name, revision, cache) is None:
                 continue  # converted earlier (checked above), nothing to verify it against here
             f = hub.fetch(src.repo, name, revision, cache, check=layouts.check_container)
             sources[name] = f.sha256

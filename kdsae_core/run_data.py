@@ -55,12 +55,6 @@ def model_label(model: str) -> str:
     return Path(model).name if str(model).startswith(("/", ".")) else str(model)
 
 
-def display_path(path: Path) -> str:
-    """A path as a reader of the book should see it: relative to the repository when inside it."""
-    p = Path(path).resolve()
-    return str(p.relative_to(paths.REPO_ROOT)) if paths.REPO_ROOT in p.parents else str(path)
-
-
 def layer_span(layers: Iterable[int]) -> str:
     """[0, 1, 2, 3] -> "layers 0-3"; [8, 12, 16] -> "layers 8, 12, 16" (0-based, as in the hook names)."""
     ls = sorted(int(v) for v in layers)
@@ -180,7 +174,7 @@ class RunData:
             note = " This is a synthetic TEST FIXTURE, not measured data and not Pythia-410M."
         else:
             note = " This is not Pythia-410M."
-        return f"Run `{display_path(self.folder)}`: {self.describe()}{d}.{note}"
+        return f"Run `{paths.display_path(self.folder)}`: {self.describe()}{d}.{note}"
 
 
 # ---- loading ------------------------------------------------------------------------------------------
@@ -293,7 +287,7 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
     must match its digest there (a truncated or bit-flipped file is named, never shown)."""
     run = Path(run)
     if not run.is_dir():
-        raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train` or pass --run.")
+        raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train`, or name an existing run folder.")
     if not paths.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
     verified = _manifest_check(run)

@@ -105,6 +105,20 @@ def available_memory_bytes(device: str) -> int | None:
     return None
 
 
+def cuda_unavailable(device: str) -> str | None:
+    """Why `device` (cuda...) cannot be used here, telling a CPU-only build of torch (the one requirements.txt
+    pins; `make cuda-env` installs the CUDA build) from a CUDA build that sees no device; None if it can."""
+    import torch
+    if not device.startswith("cuda") or torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return (f"--device {device} was asked for, but this torch ({torch.__version__}) is a CPU-only build: on a GPU "
+                "machine run `make cuda-env` (the CUDA build of the same torch; README, GPU environment), or use "
+                "--device cpu.")
+    return (f"--device {device} was asked for, but torch {torch.__version__} (CUDA {torch.version.cuda}) finds no CUDA "
+            "device here (check the driver with nvidia-smi, and CUDA_VISIBLE_DEVICES); or use --device cpu.")
+
+
 def format_memory_plan(plan: MemoryPlan) -> str:
     """The memory plan as the lines a run prints before it starts."""
     lines = [f"memory plan: {plan.n_saes} SAEs of {plan.d_in} x {plan.d_sae}, batch {plan.batch_tokens} tokens, "
@@ -162,6 +176,18 @@ def projection(gpu: dict = H100, p: dict = PAPER, n_gpus: int = 1, trials: int =
             "saes_per_gpu": saes_per_gpu, "lm_forward_s_per_step": lm_s, "route_s_per_step": route_s,
             "step_s": step_s, "wall_s": wall, "wall_h": wall / 3600, "memory_per_gpu": mem.to_json(),
             "fits": mem.total_bytes <= gpu["memory_bytes"], "sae_flops": sae_flops}
+
+
+def paper_run_needs(n_gpus: int = 1, trials: int = 3, gpu: dict = H100, p: dict = PAPER, snapshots: int = 6) -> dict:
+    """What `kdsae train --profile paper` needs, from the shapes: GPU memory per GPU and hours (the projection above,
+    on `gpu`'s assumed rates), and disk: `snapshots` fp32 checkpoints of every SAE, plus the resumable state (fp32
+    weights and Adam's two moments of every SAE, train_state.KEEP generations)."""
+    from .train_state import KEEP
+    proj = projection(gpu, p, n_gpus=n_gpus, trials=trials)
+    n_saes, P = trials * p["layers"], sae_params(p["d_in"], p["d_sae"])
+    return {"n_gpus": n_gpus, "trials": trials, "gpu": gpu["name"], "hours": proj["wall_h"],
+            "gpu_memory_bytes": proj["memory_per_gpu"]["total_bytes"], "fits": proj["fits"],
+            "checkpoint_bytes": n_saes * snapshots * P * 4, "state_bytes": KEEP * n_saes * P * 12}
 
 
 def required_sae_rate(hours: float = 2.0, gpu: dict = H100, p: dict = PAPER) -> dict:

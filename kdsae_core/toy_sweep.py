@@ -35,6 +35,27 @@ PROFILES: dict[str, dict] = {
     "direct": dict(n=[10, 20, 40], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[1], widths="knee", mode="direct",
                    seeds=20, steps=10_000, batch=1024, lr=3e-3, eval_samples=65_536),
 }
+TOY_MACHINE = "2 CPU cores (AMD EPYC, shared)"  # the machine `make results-toy` ran on for the committed wall.json
+
+
+def wall_time(folder: Path) -> str | None:
+    """The wall time `make results-toy` recorded beside toy results (wall.json), in words; None without one."""
+    from .paths import TOY_WALL_FILE
+    try:
+        wall = json.loads((Path(folder) / TOY_WALL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return (f"{wall['wall_seconds'] / 60:.1f} min wall on {TOY_MACHINE}, {wall.get('jobs', 1)} process(es) of "
+            f"{wall['threads']} thread(s), `{wall['command']}`")
+
+
+def paper_grid_time() -> str:
+    """How long the paper grid takes, measured once: the wall time recorded beside the committed results
+    (results/toy/paper/wall.json). The one figure the CLI, the README and the book state."""
+    from .paths import toy_results_dir
+    return wall_time(toy_results_dir("paper")) or "not timed on this checkout (`make results-toy` records its wall time)"
+
+
 KNEE_TOLERANCE = 0.02  # knee width: first width within 2% of L_inf of the best measured floor
 KNEE_WIDTHS = "knee"  # widths 1..min(n, ceil(1.5 d*_S) + 1) for each (n, alpha): past the predicted knee
 REPRESENTED_THRESHOLDS = (0.3, 0.5, 0.7)  # a feature is represented when ||W_i|| >= the threshold

@@ -80,8 +80,8 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise InvalidParameter("--device cuda was asked for, but no CUDA device is available here; use --device cpu.")
+        if sae_plan.cuda_unavailable(cfg.device):
+            raise InvalidParameter(sae_plan.cuda_unavailable(cfg.device))
         device = getattr(self.comm, "device", None) or cfg.device
         self.model = self._model if self._model is not None else acts.load_model(cfg.model, str(device))
         n_layers = acts.model_layers(self.model)

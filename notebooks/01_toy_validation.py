@@ -35,7 +35,7 @@
 profile = "paper"  # committed results to render (paper or quick); with rerun, the profile to train
 rerun = False  # True: train the sweep now with the settings below instead of rendering committed results
 source = "local"  # local only: Experiment 1 has no results on the hub
-results_file = ""  # a toy_results.json to render instead of results/toy/<profile>/ (path from the repo root)
+results_file = ""  # a toy_results.json to render instead of results/toy/<profile>/ (relative to the current folder)
 n = None  # feature counts, e.g. [10, 20, 40] (rerun only; None: the profile's)
 alpha = None  # sparsity levels in (0, 1), probability a feature is inactive, e.g. [0.8, 0.9] (rerun only)
 d_teacher = None  # teacher widths, none above min(n), e.g. [3, 5] (rerun only)
@@ -52,10 +52,8 @@ live_check = True  # also train the quick profile now (zipf:1 and geometric:0.9)
 out = ""  # folder for the figures and their data; "" means _build/figures/01_toy_validation
 
 # %% tags=["hide-input"]
-import json
 import time
 import warnings
-from pathlib import Path
 
 from IPython.display import HTML, Image, Markdown, display
 from tqdm import TqdmWarning
@@ -66,18 +64,13 @@ from kdsae_core import notebook_params, paths, toy_analysis
 from kdsae_core.figures import style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
-from kdsae_core.toy_sweep import ToyConfig, load_results, run_sweep
+from kdsae_core.toy_sweep import ToyConfig, load_results, paper_grid_time, run_sweep, wall_time
 
 settings = dict(profile=profile, rerun=rerun, source=source, results_file=results_file, n=n, alpha=alpha,
                 d_teacher=d_teacher, widths=widths, importance=importance, mode=mode, steps=steps, batch=batch,
                 lr=lr, seeds=seeds, eval_samples=eval_samples, seed=seed)
 cfg = notebook_params.check_toy(settings)  # the same check `kdsae run` makes before executing
 figures = notebook_params.figure_folder(out, "01_toy_validation")
-
-
-def shown(path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(paths.REPO_ROOT)) if path.is_relative_to(paths.REPO_ROOT) else str(path)
 
 
 def live_sweep(importance: str) -> tuple[dict, float]:
@@ -97,21 +90,19 @@ if rerun:
     source_line = short = f"a sweep trained while this page was built (profile {profile}, this run's parameters)"
 elif committed.exists():
     results = load_results(committed)
-    short = shown(committed)
+    short = paths.display_path(committed)
     source_line = f"the {'committed ' if not results_file else ''}results `{short}`"
-    wall_file = committed.parent / paths.TOY_WALL_FILE  # written beside them by `make results-toy`
-    if wall_file.exists():
-        wall = json.loads(wall_file.read_text())
-        source_line += (f", trained by `{wall['command']}` in {wall['wall_seconds'] / 60:.0f} min with "
-                        f"{wall.get('jobs', 1)} process(es) of {wall['threads']} thread(s)")
+    wall = wall_time(committed.parent)  # recorded beside them by `make results-toy`
+    if wall:
+        source_line += f", trained in {wall}"
 else:
     if "zipf:1" not in live:
         live["zipf:1"] = live_sweep("zipf:1")
     results, short = live["zipf:1"][0], "a live quick run (the committed results are missing)"
-    source_line = (f"**a live quick run**, because the committed results `{shown(committed)}` are not in this checkout "
-                   f"(`make results-toy` makes the paper profile's, in about an hour on two CPU cores)")
+    source_line = (f"**a live quick run**, because the committed results `{paths.display_path(committed)}` are not in this checkout "
+                   f"(`make results-toy` makes the paper profile's: {paper_grid_time()})")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
-                 f"are written to `{shown(figures)}`."))
+                 f"are written to `{paths.display_path(figures)}`."))
 drawn = toy_figures.draw_all(results, figures)
 
 

@@ -34,7 +34,7 @@
 trial = "C"  # which trial's measurements to draw (C is the adaptive one)
 source = "local"  # local: the run folder below; hub: the published Pythia-410M checkpoints (needs the hub)
 layers = None  # None for every layer, or a list of 0-based layer numbers
-run = "results/exp2/embedded"  # run folder (relative to the repository root)
+run = "results/exp2/embedded"  # run folder (given to kdsae run: relative to the current folder; the default is in the repository)
 rerun = False  # True: train the SAEs again with the run's config instead of rendering the committed run
 out = ""  # folder for the figures and their data; "" means _build/figures/04_trial_c
 

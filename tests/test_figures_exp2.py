@@ -266,3 +266,36 @@ def test_kdsae_figures_refuses_bad_targets(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["figures", "--run", str(FIXTURE), "--out", str(tmp_path / "file")]) == 2
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_the_correlation_sentence_never_reports_a_relation_that_holds_by_definition():
+    """Issue 21, item 9: alpha = 1 - L0/F makes L0 vs alpha r = -1 by arithmetic; the chapter reports the strongest
+    relation among the others, and the figure marks the definitional pairs."""
+    import pandas as pd
+    from kdsae_core.chapters import sentence
+    from kdsae_core.figures.exp2_trial_b import correlation, definitional
+    r = {("L0", "alpha"): -1.0, ("dead", "F_alive"): -1.0, ("mse", "dead"): 0.7, ("L0", "mse"): 0.2}
+    rows = [{"metric_x": x, "metric_y": y, "r": v, "n_layers": 6} for (a, b), v in r.items() for x, y in ((a, b), (b, a))]
+    data = pd.DataFrame(rows)
+    text = sentence("correlation", data)
+    assert "MSE vs dead" in text.replace("dead latents", "dead") or "dead vs MSE" in text, text
+    assert "r = +0.70" in text and "r = -1.00" not in text and "not fixed by definition" in text
+    assert definitional("alpha", "L0") and definitional("F_alive", "dead") and definitional("d_star_S", "L0")
+    assert not definitional("mse", "dead")
+    fig = correlation(pd.concat([data, pd.DataFrame([{"metric_x": m, "metric_y": m, "r": 1.0, "n_layers": 6}
+                                                     for m in ("L0", "alpha", "dead", "F_alive", "mse")])]), "header")
+    assert "related by definition" in fig.axes[0].get_xlabel() and "1 \u2212 L0/F" in fig.axes[0].get_xlabel()
+
+
+def test_the_sidecar_figure_is_readable_at_page_width(drawn):
+    """Issue 21, item 9: the book shows a figure at page width (~7 in); its smallest text must stay >= 6 pt there
+    (the earlier 8 pt at 13.5 in came out at about 4 pt)."""
+    from matplotlib.image import imread
+    png = drawn["appendix_sidecar"].files["png"]
+    from kdsae_core.figures.exp2_trial_b import appendix_sidecar
+    fig = appendix_sidecar(drawn["appendix_sidecar"].data, "header")
+    width = fig.get_size_inches()[0]
+    sizes = [t.get_fontsize() for ax in fig.axes
+             for t in ax.texts + (ax.get_xticklabels() + ax.get_yticklabels() if ax.axison else []) if t.get_text()]
+    assert min(sizes) * 7.0 / width >= 6.0, (min(sizes), width)
+    assert imread(png).shape[1] > 1000

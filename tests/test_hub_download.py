@@ -347,3 +347,34 @@ def test_fetch_trial_downloads_converts_and_measures(tmp_path, monkeypatch, pyth
     assert hub.fetch_trial("B", layers=[1], cache=cache, model=str(pythia), dataset="embedded", context=64,
                            measure_tokens=1024) == out
     assert paths.measurement_file(out, "B", 1, "final").stat().st_mtime_ns == stamp  # nothing redone
+
+
+# The child's time.sleep only adds up what it was asked to wait (huggingface_hub's back-off between retries),
+# which is what "fails in seconds" is about; measured as wall time it would depend on the machine's load.
+SLEEPS = """
+import atexit, sys, time
+_slept = [0.0]
+time.sleep = lambda s: _slept.__setitem__(0, _slept[0] + s)
+atexit.register(lambda: print(f"SLEPT {_slept[0]}", file=sys.stderr))
+from kdsae_core.cli import main
+sys.exit(main())
+"""
+
+
+def test_without_network_and_without_hf_hub_offline_it_fails_in_seconds(tmp_path):
+    """Issue 21, item 8: no answer from the hub is found out once, not by huggingface_hub's back-off retries of every
+    request (about 50 s per file); the message is the cache-only one, naming every missing file."""
+    import socket
+    with socket.socket() as s:  # a port nothing listens on: connections are refused, as with no network
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_CACHE=str(tmp_path / "cache"), HF_HUB_DISABLE_TELEMETRY="1")
+    r = subprocess.run([sys.executable, "-c", SLEEPS, "download", "--trial", "C", "--layers", "12", "--out",
+                        str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300)
+    *lines, slept = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "sae_layer12_50M.pt is not in the Hugging Face cache" in lines[0] and "the hub could not be reached" in lines[0]
+    assert "5 more of the 6 files" in lines[0] and "HF_HUB_OFFLINE" not in lines[0]
+    assert float(slept.removeprefix("SLEPT ")) < 1, "it waited between retries"
+    assert not (tmp_path / "run").exists()

@@ -68,3 +68,21 @@ def test_alive_rule_and_a_short_measurement_says_what_alive_means(run_with_a_dea
     err = capsys.readouterr().err
     assert f"1,024 measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}" in err
     assert "fires at least 1 time(s)" in err
+
+
+def test_the_command_prints_the_per_layer_table(run_with_a_dead_sae, model, monkeypatch, capsys):
+    """Issue 21, item 8: `kdsae measure` shows what it measured (L0, F, alpha, d*_S per trial, layer, snapshot),
+    not only how many files it wrote; an SAE the theory does not apply to shows - for alpha and d*_S."""
+    run, final = run_with_a_dead_sae
+    monkeypatch.setattr(acts, "load_model", lambda *a, **k: model[1])
+    assert cli.main(["measure", "--run", str(run)]) == 0
+    out = capsys.readouterr().out
+    rows = {(w[0], int(w[1]), w[2]): w[3:] for w in map(str.split, out.splitlines()) if len(w) == 7 and w[1].isdigit()}
+    assert set(rows) == {(c.trial, c.layer, c.snapshot) for c in list_checkpoints(run)}
+    assert rows[("B", final.layer, "final")] == ["0.00", "0", "-", "-"]
+    for (trial, layer, snap), (l0, f, alpha, d_star) in rows.items():
+        m = json.loads(paths.measurement_file(run, trial, layer, snap).read_text())
+        if m["alpha"] is not None:
+            assert (float(l0), int(f.replace(",", ""))) == (round(m["avg_active"], 2), m["F_alive"])
+            assert float(alpha) == round(m["alpha"], 5) and float(d_star.replace(",", "")) == round(m["d_star_S"], 1)
+    assert "over 1,024 fresh tokens" in out and "alpha = 1 - L0/F" in out and "d*_S = F/g(alpha)" in out

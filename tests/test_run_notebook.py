@@ -2,8 +2,12 @@
 a real papermill execution writes the notebook, its figures and run.json into a fresh folder."""
 
 import json
+import signal
 import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -157,3 +161,79 @@ def test_figure_folder_is_never_in_results(tmp_path):
             nbp.figure_folder(bad, "01_toy_validation")
     assert nbp.figure_folder("", "01_toy_validation") == paths.figures_out("01_toy_validation").resolve()
     assert nbp.figure_folder(str(tmp_path / "f"), "x") == (tmp_path / "f").resolve()
+
+
+BUSY_NOTEBOOK = '''# %% tags=["parameters"]
+pid_file = ""  # where the kernel writes its process id
+
+# %%
+import os, time
+open(pid_file + ".tmp", "w").write(str(os.getpid()))
+os.replace(pid_file + ".tmp", pid_file)
+while True:
+    sum(range(100_000))  # busy, as a long sweep is
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return b"ipykernel" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
+    """Issue 21, item 1: `kdsae run` stopped from outside (kill, Ctrl-C) shuts its kernel down and records it."""
+    nb, pid_file, out = tmp_path / "busy.py", tmp_path / "kernel.pid", tmp_path / "o"
+    nb.write_text(BUSY_NOTEBOOK)
+    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        kernel = int(pid_file.read_text())
+        assert _alive(kernel)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    for _ in range(30):  # the kernel's own exit can trail ours by a moment
+        if not _alive(kernel):
+            break
+        time.sleep(0.1)
+    assert not _alive(kernel), f"kernel {kernel} survived"
+    record = json.loads((out / "run.json").read_text())
+    assert proc.returncode == 130 and record["status"] == "stopped" and record["signal"] == sig.name, (record, err)
+    assert f"busy.py was stopped ({sig.name})" in err.strip().splitlines()[-1]
+
+
+@pytest.fixture()
+def captured(monkeypatch):
+    """The parameters papermill would have been given (nothing executes)."""
+    import papermill
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters=None, **k: calls.append(parameters))
+    return calls
+
+
+def test_relative_paths_are_taken_from_the_current_folder_and_checked_first(tmp_path, monkeypatch, capsys, captured):
+    """Issue 21, item 5: `-p run runs/x` means ./runs/x, as `--run runs/x` does for the other verbs; it reaches the
+    notebook as an absolute path, and a path that does not exist or is no run folder is refused before a kernel."""
+    import shutil
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(paths.REPO_ROOT / "tests" / "fixtures" / "exp2_run", elsewhere / "runs" / "x")
+    (elsewhere / "notes").mkdir()
+    monkeypatch.chdir(elsewhere)
+    _refused(capsys, ["04_trial_c", "-p", "run", "runs/missing"], tmp_path / "o1", captured,
+             f"run {elsewhere / 'runs' / 'missing'} does not exist", "relative path is taken from the folder you run")
+    _refused(capsys, ["04_trial_c", "-p", "run", "notes"], tmp_path / "o2", captured, "is not a run folder")
+    _refused(capsys, ["01_toy_validation", "-p", "results_file", "toy_results.json"], tmp_path / "o3", captured,
+             f"results_file {elsewhere / 'toy_results.json'} does not exist")
+    assert main(["run", "04_trial_c", "-p", "run", "runs/x", "--out", str(tmp_path / "o4")]) == 0
+    assert captured[-1]["run"] == str(elsewhere / "runs" / "x")
+    record = json.loads((tmp_path / "o4" / "run.json").read_text())
+    assert record["parameters"]["run"] == str(elsewhere / "runs" / "x")
+    assert main(["figures", "--run", "runs/x", "--out", str(tmp_path / "figs")]) == 0  # the same rule as --run

@@ -93,7 +93,7 @@ def test_rounded_alpha_would_give_a_different_critical_width():
 
 def test_kdsae_theory_prints_json(capsys):
     ref = require_reference()
-    assert main(["theory", "--measurements", str(ref / "measurements_layer12.json"), "--widths", "128,1024"]) == 0
+    assert main(["theory", "--measurements", str(ref / "measurements_layer12.json"), "--widths", "128,1024", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert sig(out["d_star_S"], 5) == 1_064.7 and out["F_alive"] == 28_665
     assert set(out["predictions"]) == {"128", "1024"}
@@ -101,14 +101,25 @@ def test_kdsae_theory_prints_json(capsys):
     assert out["predictions"]["1024"]["predicted_floor"] < out["predictions"]["128"]["predicted_floor"]
 
 
+def test_kdsae_theory_prints_a_table_with_floors_as_fractions_of_l_inf(capsys):
+    """Issue 21, item 8: people get a table (JSON is for --json): each floor beside its share of L_inf."""
+    ref = require_reference()
+    assert main(["theory", "--measurements", str(ref / "measurements_layer12.json"), "--widths", "128,1024"]) == 0
+    out = capsys.readouterr().out
+    assert out.lstrip()[0] != "{" and "critical width d*_S = F/g(alpha) = 1,064.7" in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["128"])
+    assert row == ["128", "3,446", "25,219", "0.07949", "0.0092%", "757.8", "88.0%"]
+    assert "--json prints every number" in " ".join(out.split())
+
+
 def test_kdsae_theory_widths_default_to_fractions_of_the_sae_width(capsys, tmp_path):
     """{1/8, ..., 1} x d_in from the file (book/methods.md); the released Pythia-410M files hold no d_in: 1024."""
     f = tmp_path / "m.json"
     f.write_text(json.dumps({"d_in": 384, "F_alive": 3, "avg_active": 1.0, "sorted_importance": [3, 2, 1]}))
-    assert main(["theory", "--measurements", str(f)]) == 0
+    assert main(["theory", "--measurements", str(f), "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["predictions"]) == ["48", "96", "144", "192", "288", "384"]
     f.write_text(json.dumps({"F_alive": 3, "avg_active": 1.0, "sorted_importance": [3, 2, 1]}))
-    assert main(["theory", "--measurements", str(f)]) == 0
+    assert main(["theory", "--measurements", str(f), "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["predictions"]) == ["128", "256", "384", "512", "768", "1024"]
 
 

@@ -280,3 +280,20 @@ def test_knee_widths_train_each_level_exactly_as_an_explicit_widths_run_of_that_
 def test_one_model_at_a_time_refuses_knee_widths():
     with pytest.raises(InvalidParameter, match="not --widths knee"):
         ToySweep(ToyConfig.from_profile("direct", n=[6], alpha=[0.8], seeds=1, steps=2), progress=False, only=(0, 1))
+
+
+def test_the_command_prints_a_table_that_says_what_rel_norm_and_no_pairs_mean(tmp_path, capsys):
+    """Issue 21, item 8: the summary is read by people; --json keeps the numbers for programs."""
+    from kdsae_core.cli import main
+    argv = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "30",
+            "--eval-samples", "1024"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in (["0.8"], ["0.95"])}
+    assert "no pairs" in rows["0.95"] and "(0 of" not in rows["0.95"] and "(5 pairs)" in rows["0.95"]
+    assert "of 5 pairs)" in rows["0.8"]
+    assert "median over the (teacher, student width) pairs below the critical width d*_S" in text
+    assert '"no pairs": d*_S is below every student width' in text and "L_inf: the loss of predicting zero" in text
+    assert main([*argv, "--out", str(tmp_path / "b"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["median_accuracy_by_alpha"]["rel"]["0.95"] == "no pairs"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import KdsaeError, MissingData, RunFolderError
+from ..fileio import refuse_non_empty
 from ..paths import RESULTS
 from ._args import int_list
 
@@ -17,21 +18,24 @@ def register(sub) -> None:
                    help="run folder (default: the committed embedded-default run results/exp2/embedded)")
     p.add_argument("--out", type=Path, required=True, help="folder for the figures (created; not inside the run)")
     p.add_argument("--layers", type=int_list, help="only these layers (0-based, comma-separated)")
+    p.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
     p.add_argument("--reference", action="store_true",
                    help="also draw the Pythia-410M reference figures (needs KDSAE_REFERENCE_DIR or fetch-reference)")
     p.set_defaults(func=run)
 
 
-def _check_out(out: Path, run: Path) -> Path:
+def _check_out(out: Path, run: Path, force: bool) -> Path:
     out = out.resolve()
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} exists and is not a folder.")
     if out == run.resolve() or run.resolve() in out.parents:
         raise RunFolderError(f"--out {out} is inside the run folder {run}: figures are derived, write them elsewhere.")
+    refuse_non_empty(out, force)
     return out
 
 
-def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = False, progress: bool = False) -> dict:
+def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = False, progress: bool = False,
+             force: bool = False) -> dict:
     """Draw every figure the run (and optionally the reference data) supports; return the index."""
     import matplotlib
     matplotlib.use("Agg")
@@ -41,7 +45,7 @@ def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = Fa
     from ..figures import exp2_catalog as cat
     from ..fileio import atomic_write_json
 
-    out = _check_out(Path(out), Path(run_folder))
+    out = _check_out(Path(out), Path(run_folder), force)
     run = run_data.load_run(run_folder, layers=layers)
     jobs = cat.run_figures_for(run)
     index = {"run": str(run_folder), "describes": run.describe(layers=layers), "figures": [], "skipped": []}
@@ -72,7 +76,7 @@ def _entry(d, out: Path) -> dict:
 def run(args) -> int:
     if args.layers is not None and any(v < 0 for v in args.layers):
         raise KdsaeError(f"--layers are 0-based and cannot be negative (got {args.layers}).")
-    index = draw_all(args.run, args.out, args.layers, args.reference, progress=sys.stderr.isatty())
+    index = draw_all(args.run, args.out, args.layers, args.reference, progress=sys.stderr.isatty(), force=args.force)
     for f in index["figures"]:
         print(f"{f['figure']}: {', '.join(f['files'])}")
     for s in index["skipped"]:

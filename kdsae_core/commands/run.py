@@ -5,19 +5,23 @@ input); the executed notebook, its figures and `run.json` (parameters, git commi
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import notebook_params as nbp
 from .. import paths
 from ..errors import InvalidParameter, KdsaeError, RunFolderError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, refuse_non_empty
 
 RUN_RECORD = "run.json"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Ctrl-C (SIGINT) already raises KeyboardInterrupt
 
 
 def register(sub) -> None:
@@ -57,17 +61,12 @@ def list_parameters(notebooks: list[Path]) -> str:
         except KdsaeError as e:
             out.append(f"{nb.stem}: {e}")
             continue
-        out.append(f"{nb.stem}  ({_display(nb)})")
+        out.append(f"{nb.stem}  ({paths.display_path(nb)})")
         width = max((len(p.name) for p in params), default=0)
         for p in params:
             out.append(f"  {p.name:<{width}}  = {p.default!r:<26} {p.help}".rstrip())
         out.append("")
     return "\n".join(out).rstrip() + "\n"
-
-
-def _display(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(paths.REPO_ROOT)) if path.is_relative_to(paths.REPO_ROOT) else str(path)
 
 
 def gather(args) -> tuple[dict, set[str]]:
@@ -89,8 +88,7 @@ def output_folder(out: Path | None, notebook: Path, force: bool) -> Path:
         raise RunFolderError(f"--out {out} is inside results/, which holds the committed results: choose another folder.")
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RunFolderError(f"--out {out} is not empty: choose a fresh folder, or pass --force to write into it.")
+    refuse_non_empty(out, force)
     return out
 
 
@@ -112,6 +110,7 @@ def run(args) -> int:
         raise InvalidParameter("name a notebook to run (or pass --list to see every chapter's parameters).")
     notebook = find_notebook(args.notebook)
     given, raw = gather(args)
+    given = nbp.absolute_paths(given)  # relative to the current folder, as every option of kdsae
     has_out = any(p.name == nbp.FIGURE_FOLDER_PARAMETER for p in nbp.notebook_parameters(notebook))
     if nbp.FIGURE_FOLDER_PARAMETER in given and has_out:
         raise InvalidParameter(f"set the output folder with --out, not -p {nbp.FIGURE_FOLDER_PARAMETER} "
@@ -124,42 +123,97 @@ def run(args) -> int:
     return execute(notebook, inject, values, out, args.timeout)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a run: raised in the main thread so that nbclient shuts its kernel down (its
+    `setup_kernel` does so on any exception) and run.json says the run was stopped, as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextmanager
+def _stops_as_interrupts():
+    def on_signal(signum, frame):
+        raise Stopped(signum)
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill_children() -> None:
+    """Kill what is left of this process's children (the kernel, in the session jupyter_client gave it, and
+    whatever it started there) once the kernel's own shutdown has had its chance: a stopped run leaves no
+    kernel behind."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid, pgid = int(stat.parent.name), int(fields[1]), int(fields[2])
+        if ppid != me:
+            continue
+        try:
+            if pgid == pid:
+                os.killpg(pgid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) -> int:
-    import jupytext
     import papermill
 
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{notebook.stem}.ipynb"
     partial = out / f".{notebook.stem}.partial.ipynb"  # papermill saves after every cell; renamed at the end
-    record = {"notebook": _display(notebook), "executed": executed.name, "parameters": values,
+    record = {"notebook": paths.display_path(notebook), "executed": executed.name, "parameters": values,
               "given": given, "git": git_commit(), "python": platform.python_version(),
               "papermill": papermill.__version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "status": "running"}
     atomic_write_json(out / RUN_RECORD, record)
-    nb = jupytext.read(notebook)
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     start = time.perf_counter()
-    try:
-        papermill.execute_notebook(nb, str(partial), parameters=given, cwd=str(notebook.parent),
-                                   kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
-                                   progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
-    except papermill.PapermillExecutionError as e:
+
+    def ended(status: str, **extra) -> None:
         _finish(partial, executed)
-        record.update(status="failed", error=f"{e.ename}: {e.evalue}", seconds=round(time.perf_counter() - start, 1))
+        record.update(status=status, seconds=round(time.perf_counter() - start, 1), **extra)
         atomic_write_json(out / RUN_RECORD, record)
+
+    try:
+        with _stops_as_interrupts():
+            _papermill(notebook, given, partial, timeout)
+    except papermill.PapermillExecutionError as e:
+        ended("failed", error=f"{e.ename}: {e.evalue}")
         raise KdsaeError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                          f"(the partly executed notebook is {executed}).") from None
+    except KeyboardInterrupt as e:
+        _kill_children()
+        ended("stopped", signal=signal.Signals(getattr(e, "signum", signal.SIGINT)).name)
+        raise KeyboardInterrupt(f"{notebook.name} was stopped ({record['signal']}) after {record['seconds']} s; the "
+                                f"partly executed notebook is {executed}") from None
     except BaseException:
-        _finish(partial, executed)
-        record.update(status="interrupted", seconds=round(time.perf_counter() - start, 1))
-        atomic_write_json(out / RUN_RECORD, record)
+        _kill_children()
+        ended("interrupted")
         raise
-    _finish(partial, executed)
-    record.update(status="ok", seconds=round(time.perf_counter() - start, 1),
-                  finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    atomic_write_json(out / RUN_RECORD, record)
+    ended("ok", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     print(json.dumps({"executed": str(executed), "record": str(out / RUN_RECORD), "seconds": record["seconds"]}))
     return 0
+
+
+def _papermill(notebook: Path, given: dict, partial: Path, timeout: int) -> None:
+    import jupytext
+    import papermill
+
+    nb = jupytext.read(notebook)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    papermill.execute_notebook(nb, str(partial), parameters=given, cwd=str(notebook.parent),
+                               kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
+                               progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
 
 
 def _finish(partial: Path, executed: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from ..errors import InvalidParameter, RunFolderError
@@ -36,6 +37,7 @@ def register(sub) -> None:
                         "them (results identical to --jobs 1 at that many threads; at most one per n; default 1)")
     p.add_argument("--out", required=True, type=Path, help="output folder for toy_results.json")
     p.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (for programs) instead of the table")
     p.set_defaults(func=run)
 
 
@@ -53,6 +55,30 @@ def run(args) -> int:
     if args.jobs < 1:
         raise InvalidParameter(f"--jobs must be at least 1 (got {args.jobs}).")
     results = run_parallel(cfg, args.out, args.jobs) if args.jobs > 1 else run_sweep(cfg, args.out)
-    print(json.dumps({"out": str(args.out / TOY_RESULTS_FILE),
-                      "median_accuracy_by_alpha": results["median_accuracy_by_alpha"]}, indent=1))
+    if args.json:
+        print(json.dumps({"out": str(args.out / TOY_RESULTS_FILE),
+                          "median_accuracy_by_alpha": results["median_accuracy_by_alpha"]}, indent=1))
+    else:
+        print(render_text(results, args.out / TOY_RESULTS_FILE))
     return 0
+
+
+ACCURACY_LEGEND = (
+    "accuracy_rel = max(0, 1 - |L_pred - L_meas| / L_meas), the median over the (teacher, student width) pairs below "
+    "the critical width d*_S, where the theory predicts a non-zero floor; \"no pairs\": d*_S is below every student "
+    "width at that sparsity, so no pair qualifies. accuracy_norm = 1 - |L_pred - L_meas| / L_inf, the median over all "
+    "pairs (L_inf: the loss of predicting zero). L_meas is a pair's measured floor, the median over seeds; L_pred the "
+    "predicted refined floor. --json prints these numbers for programs.")
+
+
+def render_text(results: dict, where: Path) -> str:
+    """The median accuracies per sparsity level as a table, with what each column means."""
+    medians, excluded = results["median_accuracy_by_alpha"], results["excluded"]
+    lines = [f"kdsae toy: {len(results['configs'])} configurations; results in {where}",
+             f"  {'alpha':>6}  {'accuracy_rel (pairs below d*_S)':<34}  accuracy_norm (all pairs)"]
+    for key, rel in medians["rel"].items():
+        pairs = excluded[key]["pairs"]
+        below = pairs - excluded[key]["rel_excluded_at_or_above_d_star"]
+        rel_text = "no pairs" if isinstance(rel, str) else f"{rel:.3f} ({below} of {pairs} pairs)"
+        lines.append(f"  {key:>6}  {rel_text:<34}  {medians['norm'][key]:.3f} ({pairs} pairs)")
+    return "\n".join([*lines, "", *textwrap.wrap(ACCURACY_LEGEND, 110)])

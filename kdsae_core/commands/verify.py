@@ -8,15 +8,15 @@ from pathlib import Path
 
 from .. import verify
 from ..paths import RESULTS
-from ..toy_sweep import ToyConfig, load_results, run_sweep
+from ..toy_sweep import ToyConfig, load_results, paper_grid_time, run_sweep
 
 
 def register(sub) -> None:
     p = sub.add_parser("verify", help="check the paper's claims against fresh runs and the reference data")
     p.add_argument("--profile", choices=["quick", "paper"],
                    help="run a toy sweep now and judge it instead of the committed results: quick (~1 min) or paper "
-                        "(the 48-configuration grid, about an hour on 2 cores). Default: the committed results, "
-                        "the same verdicts as the book's claims page")
+                        f"(the 48-configuration grid: {paper_grid_time()}). Default: the committed results, the same "
+                        "verdicts as the book's claims page")
     p.add_argument("--source", choices=["local", "hub"], default="local",
                    help="hub: also measure the published paper-scale checkpoints (needs the hub)")
     p.add_argument("--toy-results", type=Path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..run_data import RunData
 from .exp2_common import CARD_METRICS, fmt, heat_matrix, new_figure, short, suptitle, text_colour
@@ -83,11 +84,15 @@ def appendix_sidecar_data(run: RunData, trial: str, layers=None) -> pd.DataFrame
     return t[["layer", *CARD_METRICS]].merge(side, on="layer")
 
 
+SIDECAR_WIDTH_IN, SIDECAR_FONT = 11.0, 10  # the book shows figures at page width: text scales by ~7 in / width
+
+
 def appendix_sidecar(data: pd.DataFrame, header: str) -> Figure:
     n = len(data)
-    fig = new_figure(13.5, 0.45 * n + 2.0)
-    left, right = fig.subplots(1, 2, width_ratios=[3.2, 1.6], sharey=True)
-    draw_card(left, data, CARD_METRICS, cmap=PAPER_CMAP, fontsize=8.5)
+    fig = new_figure(SIDECAR_WIDTH_IN, 0.62 * n + 2.2)
+    left, right = fig.subplots(1, 2, width_ratios=[5.8, 4.2], sharey=True)
+    draw_card(left, data, CARD_METRICS, cmap=PAPER_CMAP, fontsize=SIDECAR_FONT)
+    left.tick_params(labelsize=SIDECAR_FONT)
     right.set_xlim(0, 1)
     right.set_ylim(n - 0.5, -0.5)
     for i, r in enumerate(data.itertuples(index=False)):
@@ -95,9 +100,10 @@ def appendix_sidecar(data: pd.DataFrame, header: str) -> Figure:
         floor = "\u2013" if pd.isna(r.floor_frac_at_d_model) else f"{100 * r.floor_frac_at_d_model:.2g}%"
         share = "\u2013" if pd.isna(r.top10pct_share) else f"{100 * r.top10pct_share:.0f}%"
         right.text(0.02, i, f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {share}\n"
-                   f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e", va="center", fontsize=8)
+                   f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e", va="center",
+                   fontsize=SIDECAR_FONT)
     right.axis("off")
-    right.set_title("per-layer sidecar (from the sorted importance)", fontsize=9)
+    right.set_title("per-layer sidecar (from the sorted importance)", fontsize=SIDECAR_FONT)
     suptitle(fig, "Appendix table with per-layer sidecar", header, 10)
     return fig
 
@@ -173,6 +179,20 @@ def smooth_depth(data: pd.DataFrame, header: str) -> Figure:
 
 
 # ---- 6. correlation matrix across layers --------------------------------------------------------------
+# Pairs that move together by definition, whatever the SAEs learned (alpha = 1 - L0/F at a near-constant F gives
+# r = -1.00 for L0 vs alpha): marked on the figure and never reported as a finding.
+DEFINITIONAL = {frozenset(pair): why for pair, why in [
+    (("L0", "alpha"), "\u03b1 = 1 \u2212 L0/F"), (("alpha", "g_alpha"), "g is a function of \u03b1"),
+    (("alpha", "d_star_S"), "d*_S = F/g(\u03b1)"), (("g_alpha", "d_star_S"), "d*_S = F/g(\u03b1)"),
+    (("L0", "g_alpha"), "g(\u03b1) with \u03b1 = 1 \u2212 L0/F"), (("L0", "d_star_S"), "d*_S = F/g(1 \u2212 L0/F)"),
+    (("dead", "F_alive"), "dead = d_sae \u2212 F")]}
+
+
+def definitional(x: str, y: str) -> str | None:
+    """Why metrics x and y are related by definition, or None."""
+    return DEFINITIONAL.get(frozenset((x, y)))
+
+
 def correlation_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
     """Pearson r between every two metrics over the layers; constant metrics are left out (r undefined)."""
     t = metrics_data(run, trial, layers)
@@ -196,14 +216,19 @@ def correlation(data: pd.DataFrame, header: str) -> Figure:
     im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
     for i in range(len(metrics)):
         for j in range(len(metrics)):
+            by_definition = i != j and definitional(metrics[i], metrics[j])
+            if by_definition:  # greyed out: the value is arithmetic, not a finding
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#d9d9d9", edgecolor="white", hatch="//"))
             ax.text(j, i, f"{mat[i, j]:+.2f}", ha="center", va="center", fontsize=8.5,
-                    color="white" if abs(mat[i, j]) > 0.6 else "black")
+                    color="#555555" if by_definition else "white" if abs(mat[i, j]) > 0.6 else "black")
     ax.set_xticks(range(len(metrics)), [short(m) for m in metrics], rotation=45, ha="right")
     ax.set_yticks(range(len(metrics)), [short(m) for m in metrics])
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
     cb.set_label(f"Pearson r across {n_layers} layers (diverging: sign matters)")
     left_out = [short(m) for m in CARD_METRICS if m not in metrics]
     note = f"; constant over layers, left out: {', '.join(left_out)}" if left_out else ""
+    reasons = sorted({why for pair, why in DEFINITIONAL.items() if pair <= set(metrics)})
+    ax.set_xlabel(f"grey, hatched: related by definition ({'; '.join(reasons)})", fontsize=8.5)
     suptitle(fig, f"How the metrics move together across depth (n = {n_layers} layers{note})", header, 10)
     return fig
 

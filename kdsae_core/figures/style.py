@@ -17,6 +17,7 @@ from cycler import cycler
 from matplotlib.figure import Figure
 
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..paths import display_path
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale order.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -110,7 +111,7 @@ def provenance_html(drawn_by: str, written: dict[str, Path], origin: str = "") -
             links.append(f'<a download="{html.escape(path.name)}" href="{uri}{base64.b64encode(path.read_bytes()).decode()}">'
                          f"{html.escape(path.name)}</a>")
         else:
-            links.append(f"<code>{html.escape(str(path))}</code> ({size / 1e6:.1f} MB, not embedded)")
+            links.append(f"<code>{html.escape(display_path(path))}</code> ({size / 1e6:.1f} MB, not embedded)")
     src = f" from {html.escape(origin)}" if origin else ""
     return (f'<p class="kd-provenance"><small>Drawn by <code>{html.escape(drawn_by)}</code>{src}. '
             f"Data plotted: {', '.join(links)}.</small></p>")

@@ -164,7 +164,7 @@ def test_bad_training_settings(tmp_path, cli, tiny_model, corpus, extra, fragmen
 # ---- d_sae against checkpoints ----------------------------------------------------------------------------------
 def test_resuming_with_another_d_sae_is_refused(cli, tiny_model, corpus, old_run):
     cli(train(tiny_model, corpus, old_run, "--resume", "--d-sae", "32"),
-        f"{old_run} holds a run with other settings (d_sae)", untouched=[old_run])
+        f"{old_run} holds a run with other settings: --d-sae 32 (the run has 64)", untouched=[old_run])
 
 
 def test_a_checkpoint_whose_weights_do_not_match_its_d_sae(cli, old_run):
@@ -172,7 +172,7 @@ def test_a_checkpoint_whose_weights_do_not_match_its_d_sae(cli, old_run):
     cfg = json.loads((folder / "cfg.json").read_text())
     (folder / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 32}))
     paths.run_manifest(old_run).unlink()  # no manifest to catch the edit: the shapes must
-    cli(["measure", "--run", old_run, "--tokens", "256"], f"{folder / 'sae_weights.safetensors'}: W_enc has shape "
+    cli(["measure", "--run", old_run, "--tokens", "256", "--force"], f"{folder / 'sae_weights.safetensors'}: W_enc has shape "
         "(128, 64), this SAE needs (128, 32)", untouched=[old_run])
 
 
@@ -227,3 +227,21 @@ def test_kdsae_run_never_writes_into_results_nor_into_a_used_folder(tmp_path, cl
 
 def test_figures_are_never_written_into_the_run_folder(cli, old_run):
     cli(["figures", "--run", old_run, "--out", old_run / "figures"], "is inside the run folder", untouched=[old_run])
+
+
+# ---- issue 21, item 6: settings that would do nothing, and silent overwrites ----------------------------------------
+def test_a_target_l0_for_fixed_lambda_trials_only_is_refused(tmp_path, cli, tiny_model, corpus):
+    cli(train(tiny_model, corpus, tmp_path / "run", "--trial", "A", "--target-l0", "50"),
+        "--target-l0 applies only to trial C", "drop --target-l0 or add C to --trial", untouched=[tmp_path])
+
+
+def test_measuring_over_fewer_tokens_than_the_last_measurement_is_refused_without_force(cli, old_run):
+    cli(["measure", "--run", old_run, "--tokens", "256"], "was measured over 1,024 tokens; measuring over 256",
+        "pass --force", untouched=[old_run])
+
+
+def test_figures_into_a_folder_that_holds_files_is_refused_without_force(tmp_path, cli, old_run):
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "mine.png").write_bytes(b"mine")
+    cli(["figures", "--run", old_run, "--out", tmp_path / "figs"], "is not empty", "pass --force",
+        untouched=[tmp_path / "figs"])

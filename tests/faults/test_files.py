@@ -237,3 +237,26 @@ def test_update_manifest_with_a_relative_run_folder(tmp_path, monkeypatch):
     assert sorted(listed) == ["a.txt", "c.txt", "sub/b.txt"]
     assert manifest.verify_manifest(run) == [f"{run / 'a.txt'} does not match its manifest sha256 "
                                              "(truncated or corrupted)."]
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_created_files_honour_the_umask(tmp_path, tiny_model, corpus, lm, capsys, umask, file_mode, dir_mode):
+    """Issue 21, item 7: run folders, measurements, exports and figures get the modes any other tool would give
+    them under the umask (mkstemp and mkdtemp alone make 0600 files and 0700 folders, unreadable to a colleague)."""
+    old = os.umask(umask)
+    try:
+        run = tmp_path / "run"
+        cfg = SAETrainConfig.from_profile("embedded", model=str(tiny_model), dataset=str(corpus), layers=[0],
+                                          trials=["A"], d_sae=32, tokens=512, batch_tokens=256, context=64,
+                                          n_snapshots=1, measure_tokens=512)
+        Trainer(cfg, run, progress=False, model=lm).run()
+        measure_run(run, progress=False, model=lm)
+        assert main(["export", "--run", str(run), "--to", str(tmp_path / "export")]) == 0, capsys.readouterr().err
+        assert main(["figures", "--run", str(run), "--out", str(tmp_path / "figs")]) == 0, capsys.readouterr().err
+    finally:
+        os.umask(old)
+    made = [p for p in tmp_path.rglob("*") if p.name != ".lock"]
+    assert len([p for p in made if p.suffix == ".png"]) >= 3 and (tmp_path / "export" / "README.md").is_file()
+    wrong = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in made
+             if p.stat().st_mode & 0o777 != (dir_mode if p.is_dir() else file_mode)}
+    assert not wrong, wrong

@@ -150,3 +150,20 @@ def test_sigkill_in_the_middle_of_every_kind_of_write(tmp_path, tiny_model, corp
     assert "truncated or corrupted" not in err  # every half-written file was a temporary, never loaded
     assert_same_as_reference(run, reference)
     assert not list(run.rglob("*.tmp")), "temporaries of killed writes are cleaned up on resume"
+
+
+def test_resume_with_no_other_flags_uses_the_runs_own_settings(tmp_path, tiny_model, corpus, reference):
+    """Issue 21, item 4: `kdsae train --out RUN --resume` alone continues RUN with the settings in its config.json
+    and ends as the uninterrupted run; an option that disagrees with them is refused in one line, before the model
+    loads (a model name that does not exist would fail to load, so a refusal proves nothing was loaded)."""
+    run = tmp_path / "run"
+    p = kdsae(train_args(tiny_model, corpus, run), prelude=kill_at_write("*/cfg.json", 5))
+    assert finish(p)[0] == KILLED
+    code, err = finish(kdsae(["train", "--out", str(run), "--resume", "--model", "no/such-model", "--tokens", "8192"]))
+    msg = error_lines(err)
+    assert code == 2 and len(msg) == 1, err[-2000:]
+    assert "--model 'no/such-model' (the run has" in msg[0] and "--tokens 8192 (the run has 4096)" in msg[0]
+    assert "`kdsae train --out" in msg[0] and "--resume` alone" in msg[0]
+    code, err = finish(kdsae(["train", "--out", str(run), "--resume", "--measure"]))
+    assert code == 0, err[-3000:]
+    assert_same_as_reference(run, reference)
