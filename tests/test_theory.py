@@ -144,3 +144,17 @@ def test_bad_widths_on_the_command_line(capsys):
         main(["theory", "--measurements", "x.json", "--widths", "0,128"])
     assert e.value.code == 2
     assert "widths must be positive" in capsys.readouterr().err
+
+
+def test_g_is_smallest_at_one_minus_one_over_e_and_the_cli_warns_below_it(tmp_path, capsys):
+    from kdsae_core.cli import main
+    from kdsae_core.theory import G_MINIMUM_ALPHA, below_capacity_minimum, g_alpha
+    assert g_alpha(G_MINIMUM_ALPHA) == pytest.approx(math.e)
+    assert g_alpha(0.5) > g_alpha(G_MINIMUM_ALPHA) < g_alpha(0.75)  # it falls, then rises
+    assert below_capacity_minimum(0.6) and not below_capacity_minimum(0.7)
+    for l0, warned in ((60.0, True), (20.0, False)):  # alpha = 0.4 and 0.8 with F = 100
+        path = tmp_path / f"m{int(l0)}.json"
+        path.write_text(json.dumps({"layer": 0, "F_alive": 100, "avg_active": l0,
+                                    "sorted_importance": [1.0 / (i + 1) for i in range(100)]}))
+        assert main(["theory", "--measurements", str(path), "--widths", "8"]) == 0
+        assert ("warning: alpha" in capsys.readouterr().out) == warned

@@ -48,6 +48,9 @@ def render_text(s: dict) -> str:
     for width, p in s["predictions"].items():
         lines.append(f"  {width:>6}  {p['features_kept']:>8,}  {p['features_dropped']:>8,}  {p['predicted_floor']:>13.4g}  "
                      f"{_share(p['predicted_floor'], L):>9}  {p['naive_floor']:>11.4g}  {_share(p['naive_floor'], L):>8}")
+    if theory.below_capacity_minimum(s["alpha"]):
+        lines += ["", f"  warning: alpha = {s['alpha']:.4f} is below 1 - 1/e = {theory.G_MINIMUM_ALPHA:.3f}, where g(alpha) "
+                      "is smallest (e): there g falls as alpha grows, so a sparser layer is predicted less capacity."]
     legend = ("A student of width d_S keeps d_S*g(alpha) features. Refined floor: the importance of the features it "
               "drops (the least important ones); naive floor: features dropped x L_inf/F, as if all mattered "
               "equally. --json prints every number.")
