@@ -73,10 +73,10 @@ def load_model(name: str, device: str = "cpu"):
     return model
 
 
-def random_pythia(folder: Path, seed: int = 0) -> Path:
-    """Write (once) a random-weight GPT-NeoX model of the pythia-14m shape (6 layers, d_model 128) to
-    `folder`, with the embedded model's tokenizer (no package ships the GPT-NeoX tokenizer). Not a trained
-    model: it only exercises the Pythia code path."""
+def random_pythia(folder: Path, seed: int = 0, **shape) -> Path:
+    """Write (once) a random-weight GPT-NeoX model of the pythia-14m shape (6 layers, d_model 128; `shape`
+    overrides GPTNeoXConfig fields, e.g. num_hidden_layers=24) to `folder`, with the embedded model's tokenizer
+    (no package ships the GPT-NeoX tokenizer). Not a trained model: it only exercises the Pythia code path."""
     from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
     folder = Path(folder)
@@ -84,7 +84,7 @@ def random_pythia(folder: Path, seed: int = 0) -> Path:
         return folder
     tok = AutoTokenizer.from_pretrained(str(embedded_model_path()))
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), **RANDOM_PYTHIA_SHAPE))
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), **{**RANDOM_PYTHIA_SHAPE, **shape}))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -137,12 +137,45 @@ class ActivationSource:
                     raise StopAtLayerException(tensor)  # run_with_hooks returns here and removes its hooks
             return keep
 
-        with ctx:
+        with ctx, _dropping_kept_tensors(self.model):
             self.model.run_with_hooks(tokens, fwd_hooks=[(name, keeper(name)) for name in self.names])
         missing = [n for n in self.names if n not in got]
         if missing:
             raise RuntimeError(f"the forward pass never reached {missing[0]}")
         return {layer: got[name].reshape(-1, self.d_model).float() for layer, name in zip(self.layers, self.names)}
+
+
+# Tensors transformer-lens 4.x's bridge keeps on its modules after their forward (for its own inspection
+# API, which kdsae never uses): every attention module keeps its attention pattern [n_seq, heads, ctx, ctx]
+# (`_process_output`: self._pattern = attn_pattern) and nothing frees it, so a forward pass through 24 layers
+# holds 24 patterns at once (51.5 GB at the paper's batch) until the next forward replaces them.
+BRIDGE_KEPT_TENSORS = ("_pattern", "_attn_scores", "_captured_pre_ln_residual")
+
+
+def drop_kept_tensors(module, *_) -> None:
+    """Forget what the bridge keeps on `module` (a forward hook: runs as soon as the module's forward ends)."""
+    for name in BRIDGE_KEPT_TENSORS:
+        if getattr(module, name, None) is not None:
+            setattr(module, name, None)
+
+
+class _dropping_kept_tensors:
+    """During a forward pass, drop each module's kept tensors when its forward ends (so at most one layer's
+    pattern is alive at a time), and after it drop any left (a pass stopped by StopAtLayerException)."""
+
+    def __init__(self, model):
+        self.modules = [m for m in model.modules() if any(hasattr(m, n) for n in BRIDGE_KEPT_TENSORS)]
+
+    def __enter__(self):
+        self.handles = [m.register_forward_hook(drop_kept_tensors, always_call=True) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        for m in self.modules:
+            drop_kept_tensors(m)
+        return False
 
 
 class _nullcontext:
