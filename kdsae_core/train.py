@@ -97,6 +97,7 @@ class Trainer:
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
         self._check_memory(len(specs) * sum(self.comm.owns(l, self.layers) for l in self.layers), str(device))
+        self._check_disk(len(self.all_keys))
         self.units = {}
         for name, spec in specs.items():
             for layer in self.layers:
@@ -112,8 +113,10 @@ class Trainer:
         """Print the memory plan of this process's SAEs and refuse, before any file is written, a run whose SAEs
         do not fit in the memory free now (the language model is already loaded, so it is not counted again)."""
         cfg = self.cfg
+        n_seq = self._forward_steps() * cfg.n_seq // self.comm.world  # sequences in one forward pass here
+        forward = sae_plan.model_forward_bytes(self.model, n_seq, cfg.context, max(self.layers) + 1)
         plan = sae_plan.memory_plan(self.d_in, self.d_sae, cfg.batch_tokens, n_saes, len(self.layers), cfg.dtype,
-                                    budget_bytes=sae_plan.available_memory_bytes(device))
+                                    budget_bytes=sae_plan.available_memory_bytes(device), forward_bytes=forward)
         if self.progress:
             print(sae_plan.format_memory_plan(plan), flush=True)
         fits = plan.budget_bytes is None or plan.total_bytes <= plan.budget_bytes
@@ -124,6 +127,28 @@ class Trainer:
             raise InvalidParameter(f"this run {here}: train fewer layers (--layers) or trials (--trial), a smaller "
                                    "--d-sae or --batch-tokens, bf16 on a GPU, or spread the layers over more "
                                    "devices with torchrun.")
+
+    def _check_disk(self, n_saes: int) -> None:
+        """Refuse, before any file is written, a run whose folder's file system has less free space than the run's
+        peak need (less what a resumed run already holds): a full disk mid-run loses hours and, under torchrun,
+        leaves the other processes waiting in a collective."""
+        cfg = self.cfg
+        plan = sae_plan.disk_plan(self.d_in, self.d_sae, n_saes, cfg.n_snapshots)
+        short = 0
+        if self.comm.is_main:
+            held = sum(map(sae_plan.folder_bytes, (self.out / "checkpoints", paths.train_state_dir(self.out))))
+            need = plan.peak_bytes - held  # a resumed (or forced) run's own files count towards its peak
+            free = sae_plan.free_disk_bytes(self.out)
+            short = need - free
+            if self.progress:
+                print(f"disk plan: {plan.peak_bytes / sae_plan.GB:.3g} GB at the peak ({n_saes} SAEs: {cfg.n_snapshots} "
+                      f"snapshots of {plan.snapshot_bytes / sae_plan.GB:.3g} GB and {sae_plan.STATE_GENERATIONS} states of "
+                      f"{plan.state_bytes / sae_plan.GB:.3g} GB each); {free / sae_plan.GB:.3g} GB free", flush=True)
+        short = self.comm.broadcast_object(short)
+        if short > 0:
+            raise InvalidParameter(f"this run needs {plan.peak_bytes / sae_plan.GB:.3g} GB of disk at its peak and "
+                                   f"{short / sae_plan.GB:.3g} GB more than {self.out}'s file system has free: make room, "
+                                   "use another --out, or train fewer layers, trials or snapshots.")
 
     def run_config(self) -> dict:
         """config.json: the settings, plus what they resolved to for this model."""
@@ -225,6 +250,9 @@ class Trainer:
 
     def _save_state(self) -> None:
         self._check_weights()
+        if self.comm.is_main:
+            train_state.prune_before_write(self.out)
+        self.comm.barrier()
         digests = train_state.write_units(self.out, self.step, {k: u.state() for k, u in self.units.items()})
         every = self.comm.gather_objects(digests)
         if self.comm.is_main:
@@ -263,7 +291,7 @@ class Trainer:
         tokens: one 128-token sequence at a time costs 1.4x more CPU per token on MiniLM). The SAEs still see
         the same batches in the same order; `_stream_state` remembers where the first unused step begins."""
         cfg = self.cfg
-        steps = max(1, min(FORWARD_TOKENS // cfg.batch_tokens, cfg.steps - self.step))
+        steps = min(self._forward_steps(), cfg.steps - self.step)
         states, tokens = [], []
         for _ in range(steps):
             states.append(self.stream.state())
@@ -271,6 +299,9 @@ class Trainer:
         mine = self.comm.shard(torch.stack(tokens))
         x = self.comm.route(self.source(mine.reshape(-1, cfg.context)), self.layers, steps)
         self._pending = [({layer: t[i] for layer, t in x.items()}, states[i]) for i in range(steps)]
+
+    def _forward_steps(self) -> int:
+        return max(1, FORWARD_TOKENS // self.cfg.batch_tokens)
 
     def _stream_state(self) -> dict:
         """The data position of the next step not yet trained on (what a resumed run must read next)."""

@@ -23,8 +23,7 @@ from safetensors.torch import save as st_save
 
 from . import paths
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-
-KEEP = 2
+from .sae_plan import STATE_GENERATIONS as KEEP
 TRAINER_FILE = "trainer.json"
 LATEST = "LATEST"
 
@@ -52,6 +51,14 @@ def write_units(run: Path, step: int, units: dict[str, dict[str, torch.Tensor]])
         atomic_write_bytes(gen / unit_file(key), data)
         digests[unit_file(key)] = hashlib.sha256(data).hexdigest()
     return digests
+
+
+def prune_before_write(run: Path) -> None:
+    """Before a new generation is written: drop every generation but the newest (the one LATEST names), so the
+    disk holds at most that one and the new one (sae_plan.STATE_GENERATIONS); the commit keeps both after."""
+    gens = _generations(run)
+    for old in gens[1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def commit(run: Path, step: int, meta: dict, digests: dict[str, str]) -> Path:

@@ -1,0 +1,143 @@
+"""Issue 20: what would stop or spoil the first paper-scale run on a GPU, exercised on the CPU at tiny size.
+
+Each test fails on the code before the fix (f5fb791): attention patterns kept by the bridge, measurement that
+puts every SAE on the device at once, unreadable .jsonl.zst text, no disk check and three state generations on
+disk, the `mean` L1 term lost in bf16, and the guards and options of the GPU path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdsae_core import activations as acts
+from kdsae_core import paths, sae_plan, train_state
+from kdsae_core.errors import InvalidParameter
+from kdsae_core.measure import measure_run
+from kdsae_core.sae import SAE, fused_backward
+from kdsae_core.train import SAETrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def pythia(tmp_path_factory):
+    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    return folder, acts.load_model(str(folder))
+
+
+def tiny(model_folder, **kw) -> SAETrainConfig:
+    values = dict(model=str(model_folder), layers=[0, 2], d_sae=64, tokens=2048, batch_tokens=256, context=64,
+                  n_snapshots=2, measure_tokens=1024)
+    values.update(kw)
+    return SAETrainConfig.from_profile("embedded", **values)
+
+
+def _held_tensors(model, n_seq: int) -> list[str]:
+    """Plain tensor attributes (not parameters or buffers) with a batch dimension, on any module of the model."""
+    return [f"{name}.{attr}" for name, mod in model.named_modules() for attr, v in vars(mod).items()
+            if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter) and v.dim() >= 3
+            and v.shape[0] == n_seq]
+
+
+# ---- 1. attention patterns ----------------------------------------------------------------------------------
+def test_no_module_holds_an_attention_pattern_after_the_activations_return(pythia):
+    _, model = pythia
+    tokens = torch.randint(100, 1000, (3, 64))
+    for layers in ([5], [1]):  # the whole model, and a pass stopped early
+        acts.ActivationSource(model, layers)(tokens)
+        assert _held_tensors(model, 3) == []
+
+
+# ---- 2. measurement in groups --------------------------------------------------------------------------------
+def test_measurement_in_several_groups_equals_the_ungrouped_measurement(tmp_path, pythia):
+    folder, model = pythia
+    run = Trainer(tiny(folder, trials=["A", "B"]), tmp_path / "run", progress=False, model=model).run()
+    measure_run(run, progress=False, model=model, batch_tokens=256)
+    files = sorted((run / "measurements").rglob("*.json"))
+    assert len(files) == 8  # 2 trials x 2 layers x 2 snapshots
+    whole = {p: json.loads(p.read_text()) for p in files}
+    forward = lambda n_seq: sae_plan.model_forward_bytes(model, n_seq, 64, 3)  # noqa: E731  (layers 0-2 run)
+    plan = sae_plan.measure_plan(128, 64, 256, 64, 2, None, forward)
+    budget = plan.shared_bytes + 3 * plan.per_sae_bytes  # room for 3 SAEs: groups of 3, 3 and 2
+    assert sae_plan.measure_plan(128, 64, 256, 64, 2, budget, forward) == sae_plan.MeasurePlan(256, plan.per_sae_bytes,
+                                                                                              plan.shared_bytes, 3)
+    measure_run(run, progress=False, model=model, batch_tokens=256, memory_bytes=budget)
+    for p, before in whole.items():
+        after = json.loads(p.read_text())
+        for key in ("F_alive", "dead", "measure_tokens"):
+            assert after[key] == before[key], (p.name, key)
+        for key in ("mse", "l1", "avg_active", "explained_variance"):
+            assert after[key] == pytest.approx(before[key], rel=1e-9, abs=1e-12), (p.name, key)
+
+
+def test_a_small_device_gets_smaller_batches_and_a_device_too_small_is_one_sentence(tmp_path, pythia):
+    plan = sae_plan.measure_plan(1024, 32_768, 32_768, 1024, 24, 80 * 10**9,
+                                 lambda n: sae_plan.forward_scratch_bytes(n, 1024, 16, 1024, 4096, 24))
+    assert plan.batch_tokens == 32_768 and plan.saes_per_group >= 24  # the final snapshots of a trial in one pass
+    small = sae_plan.measure_plan(1024, 32_768, 32_768, 1024, 24, 16 * 10**9,
+                                  lambda n: sae_plan.forward_scratch_bytes(n, 1024, 16, 1024, 4096, 24))
+    assert small.batch_tokens < 32_768 and small.shared_bytes + small.per_sae_bytes <= 16 * 10**9
+    folder, model = pythia
+    run = Trainer(tiny(folder, trials=["B"], layers=[0]), tmp_path / "run", progress=False, model=model).run()
+    with pytest.raises(InvalidParameter, match="more than the .* GB free on this device"):
+        measure_run(run, progress=False, model=model, memory_bytes=10_000)
+    assert not (run / "measurements").exists()
+
+
+# ---- 4. disk ------------------------------------------------------------------------------------------------
+def test_a_run_whose_peak_does_not_fit_the_disk_is_refused_before_it_writes(tmp_path, pythia, monkeypatch):
+    folder, model = pythia
+    cfg = tiny(folder)
+    need = sae_plan.disk_plan(128, 64, 6, 2).peak_bytes  # 3 trials x 2 layers
+    monkeypatch.setattr(sae_plan, "free_disk_bytes", lambda folder: need - 1)
+    with pytest.raises(InvalidParameter, match="more than .* file system has free"):
+        Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(sae_plan, "free_disk_bytes", lambda folder: need)
+    Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
+    assert (tmp_path / "run" / "status.json").exists()
+
+
+def test_the_disk_plan_counts_what_a_run_writes_at_its_peak(tmp_path, pythia, monkeypatch):
+    folder, model = pythia
+    cfg = tiny(folder, trials=["B"], tokens=4096, n_snapshots=4, state_every_tokens=256)
+    seen = []  # (generations on disk, run folder bytes) each time a state generation is about to be written
+    write = train_state.write_units
+
+    def watching(run, step, units):
+        seen.append((len(list(paths.train_state_dir(run).glob("step*"))), sae_plan.folder_bytes(run)))
+        return write(run, step, units)
+
+    monkeypatch.setattr(train_state, "write_units", watching)
+    run = Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
+    assert len(seen) == 15 and max(n for n, _ in seen) == 1  # the newest generation, plus the one being written
+    plan = sae_plan.disk_plan(128, 64, 2, 4)
+    biggest = max(b for _, b in seen) + 2 * plan.state_bytes  # the folder before a write, plus the write
+    assert biggest <= plan.peak_bytes * 1.1
+    assert sae_plan.folder_bytes(run / "checkpoints") == pytest.approx(4 * 2 * plan.snapshot_bytes, rel=0.05)
+
+
+# ---- 5. the mean-form L1 term in bf16 ------------------------------------------------------------------------
+def test_the_l1_gradient_survives_bf16_in_both_forms():
+    B, d_in, d_sae = 1024, 1024, 4096  # the issue's experiment
+    torch.manual_seed(0)
+    sae = SAE.initialised(d_in, d_sae, seed=1)
+    with torch.no_grad():
+        sae.b_enc.fill_(0.05)
+    x = torch.randn(B, d_in)
+
+    def l1_part(lam: float, form: str, cd) -> torch.Tensor:
+        def grads(v: float) -> torch.Tensor:
+            fused_backward(sae, x, torch.tensor(v, dtype=torch.float64), form, cd)
+            return torch.cat([sae.W_enc.grad.flatten(), sae.b_enc.grad]).clone()
+        return grads(lam) - grads(0.0)
+
+    for form, lam in (("mean", 3e-4), ("sum", 8e-5)):  # trials A and B
+        exact, bf16 = l1_part(lam, form, None), l1_part(lam, form, torch.bfloat16)
+        b_enc = slice(d_in * d_sae, None)
+        cos = torch.nn.functional.cosine_similarity
+        assert float(cos(exact[b_enc], bf16[b_enc], dim=0)) >= 0.99, form
+        if form == "mean":  # exact in fp32 here; the sum form's W_enc part carries bf16's own rounding (0.977)
+            assert float(cos(exact, bf16, dim=0)) >= 0.99
