@@ -15,6 +15,7 @@ from __future__ import annotations
 import bz2
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -219,9 +220,26 @@ def _embedded_documents() -> tuple[str, ...]:
 _BOLD_ITALIC = re.compile(r"'{2,}")  # wiki bold/italic quotes that filter_wiki leaves in
 
 
+TEXT_SUFFIXES = (".txt", ".jsonl", ".jsonl.zst")  # .jsonl.zst: the Pile mirror the paper profile names
+ZSTD_INSTALL = "pip install zstandard==0.25.0, or `make setup`"  # as pinned in requirements.txt
+
+
+def _open_text(path: Path):
+    """A text file, or a zstd-compressed one (.zst) decompressed as it is read."""
+    if path.name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise MissingData(f"{path} is zstd-compressed and reading it needs the package zstandard "
+                              f"({ZSTD_INSTALL}).") from None
+        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True),
+                                encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
 def _file_documents(path: Path) -> Iterator[str]:
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
+    if path.name.endswith((".jsonl", ".jsonl.zst")):
+        with _open_text(path) as f:
             for i, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -235,8 +253,8 @@ def _file_documents(path: Path) -> Iterator[str]:
 
 
 def iter_documents(dataset: str) -> Iterator[str]:
-    """Documents of `dataset`: `embedded`; a .txt file (one document per line), a .jsonl file (a `text`
-    field per line) or a folder of them; or a Hugging Face dataset name (streamed; needs `datasets`)."""
+    """Documents of `dataset`: `embedded`; a .txt file (one document per line), a .jsonl or .jsonl.zst file (a
+    `text` field per line) or a folder of them; or a Hugging Face dataset name (streamed; needs `datasets`)."""
     if dataset == EMBEDDED:
         yield from embedded_documents()
         return
@@ -245,9 +263,9 @@ def iter_documents(dataset: str) -> Iterator[str]:
         yield from _file_documents(path)
         return
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.name.endswith(TEXT_SUFFIXES) and p.is_file())
         if not files:
-            raise BadFile(f"text folder {path} holds no .txt or .jsonl files.")
+            raise BadFile(f"text folder {path} holds no {', '.join(TEXT_SUFFIXES)} files.")
         for p in files:
             yield from _file_documents(p)
         return
@@ -267,8 +285,18 @@ def _hub_documents(name: str) -> Iterator[str]:
         for row in ds:
             yield row["text"]
     except (OSError, ConnectionError, ValueError) as e:
-        raise MissingData(f"dataset {name} could not be streamed ({str(e).splitlines()[0][:120]}): it needs the "
-                          "hub; pass local text with --dataset PATH.") from None
+        raise MissingData(f"dataset {name} could not be streamed: {_stream_failure(e)}") from None
+
+
+def _stream_failure(e: Exception) -> str:
+    """The real cause of a streaming failure, in words: a missing codec is not a missing hub."""
+    first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+    if "zstd" in first.lower():
+        return (f"its files are zstd-compressed and this environment cannot decompress them ({first}); install "
+                f"zstandard ({ZSTD_INSTALL}).")
+    if isinstance(e, ConnectionError) or "offline" in first.lower() or "connect" in first.lower():
+        return f"the hub is not reachable ({first}); pass local text with --dataset PATH."
+    return f"{first}; check the dataset name, or pass local text with --dataset PATH."
 
 
 def split_documents(docs: Iterator[str], split: str) -> Iterator[tuple[int, str]]:

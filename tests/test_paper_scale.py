@@ -8,6 +8,7 @@ disk, the `mean` L1 term lost in bf16, and the guards and options of the GPU pat
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from kdsae_core import activations as acts
 from kdsae_core import paths, sae_plan, train_state
-from kdsae_core.errors import InvalidParameter
+from kdsae_core.errors import InvalidParameter, MissingData
 from kdsae_core.measure import measure_run
 from kdsae_core.sae import SAE, fused_backward
 from kdsae_core.train import SAETrainConfig, Trainer
@@ -84,6 +85,33 @@ def test_a_small_device_gets_smaller_batches_and_a_device_too_small_is_one_sente
     with pytest.raises(InvalidParameter, match="more than the .* GB free on this device"):
         measure_run(run, progress=False, model=model, memory_bytes=10_000)
     assert not (run / "measurements").exists()
+
+
+# ---- 3. the paper dataset's .jsonl.zst ----------------------------------------------------------------------
+def _zst_corpus(folder: Path) -> list[str]:
+    import zstandard
+    docs = [f"document {i}: " + "some words of English text, long enough to be kept. " * 3 for i in range(12)]
+    body = "".join(json.dumps({"text": d, "meta": {"pile_set_name": "Pile-CC"}}) + "\n" for d in docs).encode()
+    folder.mkdir(parents=True)
+    (folder / "train-00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(body))
+    return docs
+
+
+def test_local_and_streamed_jsonl_zst_read_like_jsonl(tmp_path):
+    docs = _zst_corpus(tmp_path / "pile")
+    assert list(acts.iter_documents(str(tmp_path / "pile"))) == docs  # a folder of them
+    assert list(acts.iter_documents(str(tmp_path / "pile" / "train-00.jsonl.zst"))) == docs
+    assert list(acts._hub_documents(str(tmp_path / "pile"))) == docs  # through datasets' streaming, as from the hub
+
+
+def test_a_missing_zstd_codec_is_named_as_the_cause(tmp_path, monkeypatch):
+    _zst_corpus(tmp_path / "pile")
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # as in an environment without the package
+    with pytest.raises(MissingData, match="zstd-compressed and reading it needs the package zstandard"):
+        list(acts.iter_documents(str(tmp_path / "pile")))
+    # fsspec's own words when it has no zstd codec (fsspec/core.py), as datasets passes them on
+    why = acts._stream_failure(ValueError("Compression type zstd not supported"))
+    assert "zstd-compressed" in why and "install zstandard" in why and "hub" not in why
 
 
 # ---- 4. disk ------------------------------------------------------------------------------------------------
