@@ -265,7 +265,7 @@ def iter_documents(dataset: str) -> Iterator[str]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.name.endswith(TEXT_SUFFIXES) and p.is_file())
         if not files:
-            raise BadFile(f"text folder {path} holds no {', '.join(TEXT_SUFFIXES)} files.")
+            raise BadFile(f"text folder {path} holds no {', '.join(TEXT_SUFFIXES[:-1])} or {TEXT_SUFFIXES[-1]} files.")
         for p in files:
             yield from _file_documents(p)
         return

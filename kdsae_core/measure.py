@@ -189,6 +189,13 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         plan = _plan(model, cfgs, cks, context, batch_tokens or max(int(settings.get("batch_tokens") or 0),
                                                                     MEASURE_BATCH_TOKENS),
                      memory_bytes if memory_bytes is not None else sae_plan.available_memory_bytes(str(device)))
+        pairs = list(zip(cks, cfgs))
+        groups = [pairs[i:i + plan.saes_per_group] for i in range(0, len(pairs), plan.saes_per_group)]
+        load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
+            c.folder, listed.get(_rel(run, c, checkpoints.WEIGHTS_FILE)), device=dev)[0]
+        for c, _ in (p for g in groups[1:] for p in g):
+            load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
+        first = [load(c, device) for c, _ in groups[0]]
         # said once the inputs are known to be good, so a refusal stays one line
         if progress and n_tokens < MIN_MEASURE_TOKENS:
             tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,} (DESIGN.md section "
@@ -196,11 +203,11 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
                        "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
         dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
         results = []
-        for start in range(0, len(cks), plan.saes_per_group):
-            group = list(zip(cks, cfgs))[start:start + plan.saes_per_group]
-            accs = [(_Accumulator(checkpoints.load_checkpoint(c.folder, listed.get(_rel(run, c, checkpoints.WEIGHTS_FILE)),
-                                                              device=device)[0], cfg["d_in"], cfg["d_sae"], device), c, cfg)
-                    for c, cfg in group]
+        for k, group in enumerate(groups):
+            saes = first if k == 0 else [load(c, device) for c, _ in group]
+            first = None
+            accs = [(_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg) for sae, (c, cfg) in zip(saes, group)]
+            del saes
             _pass(model, accs, dataset, context, plan.batch_tokens, n_tokens, progress)
             results += [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs]
             del accs  # this group's SAEs leave the device before the next group's arrive
