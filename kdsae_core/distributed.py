@@ -54,12 +54,28 @@ class LocalComm:
     def close(self) -> None:
         pass
 
+    def fail(self, error: BaseException) -> None:
+        """Called with the exception that ends this process's run (one process: nothing to do)."""
+
+
+def check_cuda(device: str) -> None:
+    """A CUDA device asked for where there is none: one sentence, also for a CPU-only torch build (before any
+    process group or model would fail on it with a traceback)."""
+    if not str(device).startswith("cuda") or torch.cuda.is_available():
+        return
+    from .errors import InvalidParameter
+    why = (f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch"
+           if torch.version.cuda is None else "no CUDA device is visible to this process")
+    raise InvalidParameter(f"--device {device} was asked for, but {why}; or use --device cpu.")
+
 
 class TorchComm(LocalComm):
     """A torch.distributed process group set up from torchrun's environment (RANK, WORLD_SIZE, ...)."""
 
     def __init__(self, device: str = "cpu"):
         import torch.distributed as dist
+
+        check_cuda(device)
 
         self.dist = dist
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
@@ -128,6 +144,15 @@ class TorchComm(LocalComm):
     def close(self) -> None:
         if self.dist.is_initialized():
             self.dist.destroy_process_group()
+
+    def fail(self, error: BaseException) -> None:
+        """This rank failed while the others may be waiting in a collective (for nccl's 10-minute timeout): say
+        why and leave at once, without the process group's shutdown (which would wait for them), so torchrun
+        sees a failed worker and stops the others now."""
+        import sys
+        print(f"kdsae (process {self.rank} of {self.world}): {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def launched_by_torchrun() -> bool:

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from . import activations as acts
 from . import checkpoints, manifest, paths, sae_plan, train_state
-from .distributed import LocalComm
+from .distributed import LocalComm, check_cuda
 from .errors import InvalidParameter, KdsaeError, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text
 from .runlock import run_lock
-from .sae import SAEUnit
+from .sae import SAEUnit, allow_tf32_on_cuda
 from .toy import stream_seed
 from .train_config import PROFILES, SAETrainConfig  # noqa: F401  (re-exported: the engine's public names)
 
@@ -80,9 +80,13 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise InvalidParameter("--device cuda was asked for, but no CUDA device is available here; use --device cpu.")
+        check_cuda(cfg.device)
+        if cfg.n_seq % self.comm.world:  # checked before config.json is written, not at the first batch
+            raise InvalidParameter(f"{cfg.n_seq} sequences per batch do not split evenly over {self.comm.world} processes: "
+                                   "choose --batch-tokens / --context as a multiple of the process count.")
         device = getattr(self.comm, "device", None) or cfg.device
+        if str(device).startswith("cuda"):
+            allow_tf32_on_cuda()  # the fp32 products (--dtype fp32, the measurement) at TF32's rate
         self.model = self._model if self._model is not None else acts.load_model(cfg.model, str(device))
         n_layers = acts.model_layers(self.model)
         self.layers = acts.check_layers(range(n_layers) if cfg.layers is None else cfg.layers, n_layers)
