@@ -17,6 +17,8 @@ def register(sub) -> None:
                    help="toy sweep to run fresh: quick (~1 min) or paper (the 48-configuration grid, ~75 min on one core)")
     p.add_argument("--source", choices=["local", "hub"], default="local",
                    help="hub: also measure the published paper-scale checkpoints (needs the hub)")
+    p.add_argument("--device", help="with --source hub: where the published checkpoints are measured, cpu or cuda "
+                   "(default: cuda when available)")
     p.add_argument("--toy-results", type=Path,
                    help="use this toy_results.json instead of a fresh sweep (its settings are checked)")
     p.add_argument("--embedded-run", type=Path, default=RESULTS / "exp2" / "embedded",
@@ -30,9 +32,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def hub_measurements(trial: str) -> list[dict]:
+def hub_measurements(trial: str, device: str | None = None) -> list[dict]:
     from ..published import measure_published_trial
-    return measure_published_trial(trial)
+    return measure_published_trial(trial, device=device)
 
 
 def run_figures(args) -> int:
@@ -56,7 +58,8 @@ def run(args) -> int:
         toy = load_results(args.toy_results)
     else:
         toy = run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty())
-    ledger = verify.build_ledger(toy, args.source, args.embedded_run, hub_measurements)
+    ledger = verify.build_ledger(toy, args.source, args.embedded_run,
+                                 lambda trial: hub_measurements(trial, args.device))
     print(verify.render_text(ledger))
     if args.json:
         from ..fileio import atomic_write_json
