@@ -169,3 +169,32 @@ def test_the_l1_gradient_survives_bf16_in_both_forms():
         assert float(cos(exact[b_enc], bf16[b_enc], dim=0)) >= 0.99, form
         if form == "mean":  # exact in fp32 here; the sum form's W_enc part carries bf16's own rounding (0.977)
             assert float(cos(exact, bf16, dim=0)) >= 0.99
+
+
+# ---- 7. guards ----------------------------------------------------------------------------------------------
+def test_cuda_asked_of_a_cpu_only_torch_is_one_sentence_before_any_process_group():
+    from kdsae_core.distributed import TorchComm
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InvalidParameter, match=r"^--device cuda was asked for, but this torch .* is a CPU-only build"):
+        TorchComm("cuda")  # before init_process_group (which would wait for torchrun's other processes)
+    with pytest.raises(InvalidParameter, match="CPU-only build"):
+        Trainer(SAETrainConfig(device="cuda"), Path("/nonexistent/never-written"), progress=False).run()
+
+
+# ---- the GPU smoke benchmark, at tiny size ------------------------------------------------------------------
+def test_gpu_smoke_runs_tiny_on_the_cpu_and_its_forward_peak_agrees_with_the_plan(tmp_path):
+    import os
+    import subprocess
+    out = tmp_path / "smoke.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, str(paths.REPO_ROOT / "benchmarks" / "gpu_smoke.py"), "--device", "cpu", "--tiny",
+                        "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(out.read_text())
+    fwd = d["forward"]  # a 24-layer random Pythia, 2 x 1,024 tokens
+    assert fwd["modules_keeping_a_pattern"] == []
+    assert d["planned_peak_bytes"] == fwd["planned_peak_bytes"] and d["measured_peak_bytes"] == fwd["measured_peak_bytes"]
+    assert 0.9 <= d["measured_peak_bytes"] / d["planned_peak_bytes"] <= 1.1
+    assert [s["dtype"] for s in d["sae"]] == ["bf16", "fp32"] and all(s["finite"] and len(s["step_s"]) == 20 for s in d["sae"])
+    assert "VmHWM" in fwd["method"] and d["environment"]["gloo"]
