@@ -20,19 +20,7 @@ from kdsae_core.errors import InvalidParameter, MissingData
 from kdsae_core.measure import measure_run
 from kdsae_core.sae import SAE, fused_backward
 from kdsae_core.train import SAETrainConfig, Trainer
-
-
-@pytest.fixture(scope="module")
-def pythia(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
-    return folder, acts.load_model(str(folder))
-
-
-def tiny(model_folder, **kw) -> SAETrainConfig:
-    values = dict(model=str(model_folder), layers=[0, 2], d_sae=64, tokens=2048, batch_tokens=256, context=64,
-                  n_snapshots=2, measure_tokens=1024)
-    values.update(kw)
-    return SAETrainConfig.from_profile("embedded", **values)
+from tests.test_train import pythia, tiny  # noqa: F401  (the module's random Pythia and tiny settings)
 
 
 def _held_tensors(model, n_seq: int) -> list[str]:
