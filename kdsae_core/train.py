@@ -212,12 +212,15 @@ class Trainer:
         chosen = self.comm.broadcast_object(chosen)
         if chosen is None:
             return False
-        meta, units = train_state.load_state(self.out, chosen, sorted(self.units))
+        meta = train_state.load_meta(self.out, chosen)
+        if meta is None:
+            raise RunFolderError(f"the saved state {train_state.generation_dir(self.out, chosen)} changed while it was "
+                                 "being loaded: resume again.")
         if meta.get("settings") != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
             raise RunFolderError(f"the saved state in {paths.train_state_dir(self.out)} belongs to other settings; "
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
-            u.load_state(units[key])
+            u.load_state(train_state.read_unit(self.out, meta, key))  # one SAE's state in memory at a time
         self.stream.load_state(meta["stream"])
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
         self.step = int(meta["step"])
@@ -257,7 +260,7 @@ class Trainer:
         if self.comm.is_main:
             train_state.prune_before_write(self.out)
         self.comm.barrier()
-        digests = train_state.write_units(self.out, self.step, {k: u.state() for k, u in self.units.items()})
+        digests = train_state.write_units(self.out, self.step, {k: u.state for k, u in self.units.items()})
         every = self.comm.gather_objects(digests)
         if self.comm.is_main:
             merged = {name: d for part in every for name, d in part.items()}

@@ -18,7 +18,7 @@ from kdsae_core import activations as acts
 from kdsae_core import paths, sae_plan, train_state
 from kdsae_core.errors import InvalidParameter, MissingData
 from kdsae_core.measure import measure_run
-from kdsae_core.sae import SAE, fused_backward
+from kdsae_core.sae import SAE, SAEUnit, fused_backward
 from kdsae_core.train import SAETrainConfig, Trainer
 from tests.test_train import pythia, tiny  # noqa: F401  (the module's random Pythia and tiny settings)
 
@@ -157,6 +157,39 @@ def test_the_l1_gradient_survives_bf16_in_both_forms():
         assert float(cos(exact[b_enc], bf16[b_enc], dim=0)) >= 0.99, form
         if form == "mean":  # exact in fp32 here; the sum form's W_enc part carries bf16's own rounding (0.977)
             assert float(cos(exact, bf16, dim=0)) >= 0.99
+
+
+# ---- 6. states saved and loaded one SAE at a time --------------------------------------------------------------
+class _Counted(dict):
+    """An SAE's state, counted while it exists (a dict freed by reference counting as soon as it is dropped)."""
+    live, peak, made = 0, 0, 0
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        type(self).made += 1
+        type(self).live += 1
+        type(self).peak = max(type(self).peak, type(self).live)
+
+    def __del__(self):
+        type(self).live -= 1
+
+
+def test_states_are_saved_and_loaded_one_sae_at_a_time(tmp_path, pythia, monkeypatch):
+    folder, model = pythia
+    cfg = tiny(folder, trials=["A", "B", "C"], state_every_tokens=512)  # 6 SAEs
+    whole = Trainer(cfg, tmp_path / "whole", progress=False, model=model).run()
+    state, load = SAEUnit.state, train_state.st_load
+    monkeypatch.setattr(SAEUnit, "state", lambda self: _Counted(state(self)))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "run", progress=False, model=model).run(stop_after_step=6)
+    assert _Counted.peak == 1 and _Counted.live == 0  # three generations written, one SAE's state at a time
+    monkeypatch.setattr(train_state, "st_load", lambda data: _Counted(load(data)))
+    _Counted.peak = _Counted.made = 0
+    resumed = Trainer(cfg, tmp_path / "run", progress=False, model=model)
+    resumed.run(resume=True)
+    assert _Counted.peak == 1 and _Counted.made > 6 and resumed.step == cfg.steps  # 6 loaded, then saved again
+    for p in (whole / "checkpoints").rglob("*.safetensors"):  # the streamed files resume the run bit for bit
+        assert p.read_bytes() == (tmp_path / "run" / p.relative_to(whole)).read_bytes(), p
 
 
 # ---- 7. guards ----------------------------------------------------------------------------------------------
