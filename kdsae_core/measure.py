@@ -258,11 +258,14 @@ def _pass(model, accs: list, dataset: str, context: int, batch_tokens: int, n_to
     done = 0
     bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",
                disable=not progress, mininterval=2.0)
-    while done < n_tokens:
-        take = min(n_seq, math.ceil((n_tokens - done) / context))
-        x = source(stream.next_batch(take))
-        for acc, c, _ in accs:
-            acc.add(x[c.layer])
-        done += take * context
-        bar.update(take * context)
-    bar.close()
+    try:
+        while done < n_tokens:
+            take = min(n_seq, math.ceil((n_tokens - done) / context))
+            x = source(stream.next_batch(take))
+            for acc, c, _ in accs:
+                acc.add(x[c.layer])
+            done += take * context
+            bar.update(take * context)
+    finally:
+        stream.close()  # its background thread
+        bar.close()

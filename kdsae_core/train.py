@@ -94,9 +94,9 @@ class Trainer:
         self.source = acts.ActivationSource(self.model, self.layers, autocast)
         self.d_in = self.source.d_model
         self.d_sae = cfg.resolved_d_sae(self.d_in)
-        self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train")
-        # a corpus that cannot fill one batch is refused now, before any file of the run folder is touched
-        acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train").next_batch(cfg.n_seq)
+        self._check_corpus()
+        # The first process alone reads and tokenises the text and sends every batch to the others.
+        self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context) if self.comm.is_main else None
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
@@ -112,6 +112,23 @@ class Trainer:
                         cfg.grad_clip, str(device), compute)
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
+
+    def _check_corpus(self) -> None:
+        """A corpus that cannot fill one batch is refused now, before any file of the run folder is touched."""
+        cfg, error = self.cfg, None
+        if self.comm.is_main:
+            probe = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context)
+            try:
+                probe.next_batch(cfg.n_seq)
+            except KdsaeError as e:
+                error = e
+            finally:
+                probe.close()
+        sent = self.comm.broadcast_object(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if sent is not None:
+            raise KdsaeError(sent)
 
     def _check_memory(self, n_saes: int, device: str) -> None:
         """Print the memory plan of this process's SAEs and refuse, before any file is written, a run whose SAEs
@@ -221,7 +238,8 @@ class Trainer:
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
             u.load_state(train_state.read_unit(self.out, meta, key))  # one SAE's state in memory at a time
-        self.stream.load_state(meta["stream"])
+        if self.stream is not None:
+            self.stream.load_state(meta["stream"], train_state.read_stream(self.out, meta))
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
         self.step = int(meta["step"])
         if self.comm.is_main:
@@ -263,8 +281,10 @@ class Trainer:
         digests = train_state.write_units(self.out, self.step, {k: u.state for k, u in self.units.items()})
         every = self.comm.gather_objects(digests)
         if self.comm.is_main:
-            merged = {name: d for part in every for name, d in part.items()}
-            meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": self._stream_state(),
+            stream = self._stream_state()
+            merged = {name: d for part in [*every, train_state.write_stream(self.out, self.step, self.stream.seen(stream))]
+                      for name, d in part.items()}
+            meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": stream,
                     "torch_rng": torch.get_rng_state().tolist(), "tokens": self.step * self.cfg.batch_tokens}
             self._metrics("flush")
             train_state.commit(self.out, self.step, meta, merged)
@@ -299,12 +319,15 @@ class Trainer:
         the same batches in the same order; `_stream_state` remembers where the first unused step begins."""
         cfg = self.cfg
         steps = min(self._forward_steps(), cfg.steps - self.step)
-        states, tokens = [], []
-        for _ in range(steps):
-            states.append(self.stream.state())
-            tokens.append(self.stream.next_batch(cfg.n_seq))  # every process reads the whole batch (cheap)
-        mine = self.comm.shard(torch.stack(tokens))
-        x = self.comm.route(self.source(mine.reshape(-1, cfg.context)), self.layers, steps)
+        states, tokens = [None] * steps, None
+        if self.stream is not None:  # the first process reads the tokens (tokenised ahead by the stream's thread)
+            batches = []
+            for i in range(steps):
+                states[i] = self.stream.state()
+                batches.append(self.stream.next_batch(cfg.n_seq))
+            tokens = torch.stack(batches)
+        tokens = self.comm.broadcast_tokens(tokens, (steps, cfg.n_seq, cfg.context))
+        x = self.comm.route(self.source(self.comm.shard(tokens).reshape(-1, cfg.context)), self.layers, steps)
         self._pending = [({layer: t[i] for layer, t in x.items()}, states[i]) for i in range(steps)]
 
     def _forward_steps(self) -> int:
@@ -383,6 +406,9 @@ class Trainer:
             if created and self.comm.is_main and not any(self.out.iterdir()):
                 self.out.rmdir()  # a run refused before it wrote anything leaves no empty folder behind
             raise
+        finally:
+            if getattr(self, "stream", None) is not None:
+                self.stream.close()  # its background thread
 
     def _run_locked(self, resume: bool, force: bool, stop_after_step: int | None) -> Path:
         self._setup()

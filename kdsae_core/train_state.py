@@ -30,6 +30,7 @@ from .sae_plan import STATE_GENERATIONS as KEEP
 
 TRAINER_FILE = "trainer.json"
 LATEST = "LATEST"
+STREAM_FILE = "stream_seen.bin"  # digests of the documents the data stream has kept, in order
 
 
 def unit_file(key: str) -> str:
@@ -78,6 +79,16 @@ def _safetensors_chunks(tensors: dict[str, torch.Tensor]) -> Iterator:
         yield t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
+def write_stream(run: Path, step: int, seen: bytes) -> dict[str, str]:
+    """Write the data stream's record of the documents it has kept (TokenStream.seen) into generation `step`."""
+    return {STREAM_FILE: atomic_write_chunks(generation_dir(run, step) / STREAM_FILE, [seen])}
+
+
+def read_stream(run: Path, meta: dict) -> bytes:
+    """The stream's record of generation meta["step"], checked against trainer.json as it is read."""
+    return _read_checked(run, meta, STREAM_FILE)
+
+
 def prune_before_write(run: Path) -> None:
     """Before a new generation is written: drop every generation but the newest (the one LATEST names), so the
     disk holds at most that one and the new one (sae_plan.STATE_GENERATIONS); the commit keeps both after."""
@@ -121,9 +132,9 @@ def _check_generation(gen: Path, keys: list[str] | None) -> dict:
     missing = [k for k in keys if unit_file(k) not in meta["files"]]
     if missing:
         raise ValueError(f"it lacks the state of {', '.join(missing)}")
-    for key in keys:
-        if sha256_file(gen / unit_file(key)) != meta["files"][unit_file(key)]:
-            raise ValueError(f"{gen / unit_file(key)} does not match its sha256")
+    for name in [unit_file(key) for key in keys] + [STREAM_FILE] * (STREAM_FILE in meta["files"]):
+        if sha256_file(gen / name) != meta["files"][name]:
+            raise ValueError(f"{gen / name} does not match its sha256")
     return meta
 
 
@@ -142,11 +153,15 @@ def _intact(gen: Path, keys: list[str] | None) -> dict | None:
 def read_unit(run: Path, meta: dict, key: str) -> dict[str, torch.Tensor]:
     """One SAE's state from generation meta["step"], its bytes checked against trainer.json as they are loaded
     (a file changed since the generation was checked is named, never loaded)."""
-    path = generation_dir(run, int(meta["step"])) / unit_file(key)
+    return st_load(_read_checked(run, meta, unit_file(key)))
+
+
+def _read_checked(run: Path, meta: dict, name: str) -> bytes:
+    path = generation_dir(run, int(meta["step"])) / name
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["files"][unit_file(key)]:
+    if hashlib.sha256(data).hexdigest() != meta["files"][name]:
         raise BadFile(f"{path} changed after it was checked (it no longer matches its sha256): resume again.")
-    return st_load(data)
+    return data
 
 
 def intact_steps(run: Path, keys: list[str] | None = None) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,70 @@ def test_the_l1_gradient_survives_bf16_in_both_forms():
         assert float(cos(exact[b_enc], bf16[b_enc], dim=0)) >= 0.99, form
         if form == "mean":  # exact in fp32 here; the sum form's W_enc part carries bf16's own rounding (0.977)
             assert float(cos(exact, bf16, dim=0)) >= 0.99
+
+
+# ---- 6. tokenisation: batched, off the training thread, resumable by position ------------------------------
+class _Watched:
+    """The model's real tokenizer, noting every call: how many documents it got and on which thread."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, []
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __call__(self, text, **kw):
+        self.calls.append((len(text) if isinstance(text, list) else 1, threading.current_thread().name))
+        return self.tokenizer(text, **kw)
+
+
+def _long_documents(path: Path, n: int = 60) -> Path:
+    """A .jsonl file of `n` documents of about 300 tokens each (different, so none is a repeat)."""
+    words = "river stone light winter market garden letter mountain window silver harbour evening".split()
+    docs = [f"Document {i}. " + " ".join(words[(i * j) % len(words)] for j in range(250)) for i in range(n)]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
+
+
+def test_tokenisation_is_batched_off_the_training_thread_and_its_state_is_a_cursor(tmp_path, pythia):
+    _, model = pythia
+    tok = _Watched(model.tokenizer)
+    stream = acts.TokenStream(tok, str(_long_documents(tmp_path / "a.jsonl")), 16)
+    states = []
+    for _ in range(40):
+        stream.next_batch(2)
+        states.append(stream.state())
+    stream.close()
+    docs = sum(n for n, _ in tok.calls)
+    assert docs >= 48 and len(tok.calls) == 1  # all 48 training documents in one call of the batch form
+    assert all(thread.startswith("kdsae-tokens") for _, thread in tok.calls)  # not the caller's thread
+    # every step's state is the same few numbers, not the hundreds of tokens left of the document it is in
+    assert all(len(json.dumps(st)) < 100 for st in states) and len({st["index"] for st in states}) > 1
+
+
+def test_a_resumed_stream_seeks_past_the_text_it_has_used(tmp_path, pythia):
+    import zstandard
+    _, model = pythia
+    path = _long_documents(tmp_path / "a.jsonl")
+    stream = acts.TokenStream(model.tokenizer, str(path), 16)
+    for _ in range(150):
+        stream.next_batch(2)
+    state = stream.state()
+    seen, want = stream.seen(state), [stream.next_batch(2) for _ in range(60)]
+    stream.close()
+    offset = state["doc"][1]
+    assert offset > len(path.read_bytes()) // 3 and len(seen) == 16 * state["index"]
+    zst = tmp_path / "a.jsonl.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(path.read_bytes()))
+    # The text before the cursor's document becomes one line that is not JSON: a stream that read it again would
+    # stop there (BadFile); one that seeks to the document never sees it.
+    raw = path.read_bytes()
+    path.write_bytes(b"x" * (offset - 1) + b"\n" + raw[offset:])
+    for text in (path, zst):  # (a .zst file is decompressed up to the offset, not parsed)
+        again = acts.TokenStream(model.tokenizer, str(text), 16)
+        again.load_state(json.loads(json.dumps(state)), seen)
+        assert all(torch.equal(again.next_batch(2), w) for w in want), text
+        again.close()
 
 
 # ---- 6. states saved and loaded one SAE at a time --------------------------------------------------------------

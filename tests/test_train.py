@@ -103,7 +103,7 @@ def test_token_stream_packs_resumes_and_keeps_the_splits_apart(pythia):
     state = s.state()
     nxt = s.next_batch(4)
     again = acts.TokenStream(tok, "embedded", 64)
-    again.load_state(json.loads(json.dumps(state)))  # the state survives JSON, as in trainer.json
+    again.load_state(json.loads(json.dumps(state)), s.seen(state))  # the state survives JSON, as in trainer.json
     assert torch.equal(again.next_batch(4), nxt)
     train = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "train")}
     measure = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "measure")}
