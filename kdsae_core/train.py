@@ -398,7 +398,8 @@ class Trainer:
     def run(self, resume: bool = False, force: bool = False, stop_after_step: int | None = None) -> Path:
         """Train to the end (or, with `stop_after_step`, save a resumable state there and raise KeyboardInterrupt)."""
         created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.comm.is_main:  # (another process making it could race the main one's removal of a refused run's folder)
+            self.out.mkdir(parents=True, exist_ok=True)
         try:
             with self.comm.lock(lambda: run_lock(self.out)):
                 return self._run_locked(resume, force, stop_after_step)

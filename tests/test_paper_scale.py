@@ -2,7 +2,9 @@
 
 Each test fails on the code before the fix (f5fb791): attention patterns kept by the bridge, measurement that
 puts every SAE on the device at once, unreadable .jsonl.zst text, no disk check and three state generations on
-disk, the `mean` L1 term lost in bf16, and the guards and options of the GPU path.
+disk, the `mean` L1 term lost in bf16, tokenisation one document per call on the training thread with a state
+that copies the leftover tokens and a resume that re-reads the text, every SAE's state held at once while saving
+or loading, and the guards and options of the GPU path.
 """
 
 from __future__ import annotations
