@@ -89,6 +89,7 @@ def main() -> None:
     stream = acts.TokenStream(model.tokenizer, "embedded", args.context, "train")
     n_seq = args.batch_tokens // args.context
     token_batches = [stream.next_batch(n_seq) for _ in range(8)]
+    stream.close()  # (its background thread, idle from here on)
     one_pass = acts.ActivationSource(model, layers)
     single = {l: acts.ActivationSource(model, [l]) for l in layers}
     d_in = one_pass.d_model

@@ -1,10 +1,10 @@
 """Several processes training one run (`torchrun --nproc-per-node N -m kdsae_core.cli train ...`).
 
 Each rank owns a subset of the layers (layer i of the sorted list goes to rank i mod N) and trains every
-trial's SAE at those layers. The language model's forward pass is data-parallel: every rank reads the same
-batch of sequences, runs its 1/N share of them, and the activations of layer l are gathered, in rank order,
-on the rank that owns l -- so each SAE sees exactly the batch a single process would give it, and the run
-equals the single-process run for the same seed. Collectives are torch.distributed's (gloo on CPU, nccl on
+trial's SAE at those layers. The language model's forward pass is data-parallel: rank 0 reads and tokenises
+the text and broadcasts each batch of sequences, every rank runs its 1/N share of them, and the activations
+of layer l are gathered, in rank order, on the rank that owns l -- so each SAE sees exactly the batch a single
+process would give it, and the run equals the single-process run for the same seed. Collectives are torch.distributed's (gloo on CPU, nccl on
 GPU). Rank 0 writes the shared files (config, metrics log, manifest, trainer state index).
 
 `LocalComm` is the same interface for one process; the trainer only talks to a comm.
@@ -16,6 +16,9 @@ import os
 from contextlib import nullcontext
 
 import torch
+
+from .errors import InvalidParameter
+from .sae_plan import cuda_unavailable
 
 
 class LocalComm:
@@ -30,6 +33,10 @@ class LocalComm:
 
     def shard(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [steps, n_seq, context] -> the sequences this process runs through the model."""
+        return tokens
+
+    def broadcast_tokens(self, tokens: torch.Tensor | None, shape: tuple) -> torch.Tensor:
+        """The first process's int64 tokens of `shape`, on every process (it alone reads the text)."""
         return tokens
 
     def route(self, x: dict[int, torch.Tensor], layers: list[int], steps: int) -> dict[int, torch.Tensor]:
@@ -54,12 +61,25 @@ class LocalComm:
     def close(self) -> None:
         pass
 
+    def fail(self, error: BaseException) -> None:
+        """Called with the exception that ends this process's run (one process: nothing to do)."""
+
+
+def check_cuda(device: str) -> None:
+    """A CUDA device asked for where there is none: one sentence, also for a CPU-only torch build (before any
+    process group or model would fail on it with a traceback)."""
+    why = cuda_unavailable(str(device))
+    if why:
+        raise InvalidParameter(why)
+
 
 class TorchComm(LocalComm):
     """A torch.distributed process group set up from torchrun's environment (RANK, WORLD_SIZE, ...)."""
 
     def __init__(self, device: str = "cpu"):
         import torch.distributed as dist
+
+        check_cuda(device)
 
         self.dist = dist
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
@@ -86,6 +106,12 @@ class TorchComm(LocalComm):
                                    "choose --batch-tokens / --context as a multiple of the process count.")
         k = n // self.world
         return tokens[:, self.rank * k:(self.rank + 1) * k]
+
+    def broadcast_tokens(self, tokens: torch.Tensor | None, shape: tuple) -> torch.Tensor:
+        here = self.device if self.device.type == "cuda" else torch.device("cpu")  # (nccl sends CUDA tensors only)
+        buf = tokens.to(here) if self.is_main else torch.empty(shape, dtype=torch.int64, device=here)
+        self.dist.broadcast(buf, src=0)
+        return buf.cpu()
 
     def route(self, x: dict[int, torch.Tensor], layers: list[int], steps: int) -> dict[int, torch.Tensor]:
         """Gather every layer's shards on the layer's owner; each step's batch is the ranks' shares of it in rank
@@ -128,6 +154,15 @@ class TorchComm(LocalComm):
     def close(self) -> None:
         if self.dist.is_initialized():
             self.dist.destroy_process_group()
+
+    def fail(self, error: BaseException) -> None:
+        """This rank failed while the others may be waiting in a collective (for nccl's 10-minute timeout): say
+        why and leave at once, without the process group's shutdown (which would wait for them), so torchrun
+        sees a failed worker and stops the others now."""
+        import sys
+        print(f"kdsae (process {self.rank} of {self.world}): {error}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def launched_by_torchrun() -> bool:

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import KdsaeError, RunFolderError
 
@@ -36,14 +36,24 @@ def make_temp_dir(prefix: str, parent: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write_chunks(path, [data])
+
+
+def atomic_write_chunks(path: Path, chunks: Iterable) -> str:
+    """Write the byte-like `chunks` one after the other to `path` (temporary, fsync, rename) and return the
+    sha256 of what was written: a large file (an SAE's training state) streams to disk without ever being one
+    bytes object in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    h = hashlib.sha256()
     try:
         # mkstemp creates 0600 whatever the umask; the renamed file gets what open() would give it (0644 under 022)
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,6 +65,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import activations as acts
-from . import checkpoints, manifest, paths, theory
+from . import checkpoints, manifest, paths, sae_plan, theory
 from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text, sha256_file
 from .run_data import snapshot_tokens
@@ -58,6 +58,20 @@ def list_checkpoints(run: Path, trials=None, layers=None, snapshots=None) -> lis
     return sorted(out, key=lambda c: (c.trial, c.layer, snapshot_tokens(c.snapshot)))
 
 
+_FP64_CHUNK_BYTES = 1 << 26  # the float64 copy of a block of rows, summed and freed (64 MB)
+
+
+def _sum_sq64(t: torch.Tensor, dim=None) -> torch.Tensor:
+    """Sum of squares in float64, exact per element (an fp32 square is exact in fp64), taken over blocks of rows
+    so no float64 copy of the whole tensor is ever made (at the paper's batch z alone would be 8.6 GB twice)."""
+    rows = max(1, _FP64_CHUNK_BYTES // (8 * max(1, t.shape[-1])))
+    total = None
+    for block in t.split(rows):
+        part = block.double().square_().sum() if dim is None else block.double().square_().sum(dim)
+        total = part if total is None else total.add_(part)
+    return total
+
+
 class _Accumulator:
     """Running sums for one SAE over the measurement tokens (float64 where it matters)."""
 
@@ -77,13 +91,12 @@ class _Accumulator:
         z = self.sae.encode(x)
         err = self.sae.decode(z) - x
         self.n += x.shape[0]
-        self.sse += err.double().square().sum()
-        xd = x.double()
-        self.sum_x += xd.sum(0)
-        self.sum_x2 += xd.square().sum(0)
+        self.sse += _sum_sq64(err)
+        self.sum_x += x.sum(0, dtype=torch.float64)
+        self.sum_x2 += _sum_sq64(x, 0)
         self.fires += torch.count_nonzero(z, dim=0)
         self.sum_z += z.sum(0, dtype=torch.float64)
-        self.sum_z2 += z.double().square().sum(0)
+        self.sum_z2 += _sum_sq64(z, 0)
 
 
 def _result(acc: _Accumulator, ck: Checkpoint, cfg: dict, run_cfg: dict) -> dict:
@@ -157,8 +170,12 @@ def _refuse_fewer_tokens(run: Path, cks: list[Checkpoint], planned: int) -> None
 
 def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, snapshots=None,
                 progress: bool = True, batch_tokens: int | None = None, model=None, device: str | None = None,
-                force: bool = False) -> list[Path]:
-    """Measure every selected checkpoint of `run`; write measurement JSONs, summaries and the manifest."""
+                force: bool = False, memory_bytes: int | None = None) -> list[Path]:
+    """Measure every selected checkpoint of `run`; write measurement JSONs, summaries and the manifest.
+
+    The checkpoints are measured in groups that fit the device's free memory (`memory_bytes` overrides it), each
+    group over the same measurement tokens in the same batches (sae_plan.measure_plan), so the grouping does
+    not change the numbers."""
     run = Path(run)
     if not paths.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
@@ -181,38 +198,34 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         device = "cpu"
     with run_lock(run):
         model = model if model is not None else acts.load_model(run_cfg.get("model_source") or run_cfg["model"], device)
-        source = acts.ActivationSource(model, sorted({c.layer for c in cks}))
-        accs = {}
-        for c in cks:
-            rel = str(c.folder.relative_to(run) / checkpoints.WEIGHTS_FILE)
-            cfg_rel = str(c.folder.relative_to(run) / checkpoints.CFG_FILE)  # its lambda and L1 form enter the loss
-            if cfg_rel in listed and sha256_file(run / cfg_rel) != listed[cfg_rel]:
-                raise BadFile(f"{run / cfg_rel} does not match its manifest sha256 (truncated or corrupted).")
-            sae, cfg = checkpoints.load_checkpoint(c.folder, expected_sha256=listed.get(rel), device=device)
-            if cfg["d_in"] != source.d_model:
-                raise BadFile(f"{c.folder} has d_in {cfg['d_in']}, but the model's residual stream has {source.d_model}.")
-            accs[(c.trial, c.layer, c.snapshot)] = (_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg)
-        batch = int(batch_tokens or max(int(settings.get("batch_tokens") or 0), MEASURE_BATCH_TOKENS))
-        n_seq = max(1, batch // context)
-        stream = acts.TokenStream(model.tokenizer, settings.get("dataset") or run_cfg.get("dataset", "embedded"),
-                                  context, split="measure")
+        d_model = int(model.cfg.d_model)
+        cks = sorted(cks, key=lambda c: (c.layer, c.trial, snapshot_tokens(c.snapshot)))  # a group spans few layers
+        cfgs = [_checked_cfg(run, c, listed, d_model) for c in cks]
+        plan = _plan(model, cfgs, cks, context, batch_tokens or max(int(settings.get("batch_tokens") or 0),
+                                                                    MEASURE_BATCH_TOKENS),
+                     memory_bytes if memory_bytes is not None else sae_plan.available_memory_bytes(str(device)))
+        pairs = list(zip(cks, cfgs))
+        groups = [pairs[i:i + plan.saes_per_group] for i in range(0, len(pairs), plan.saes_per_group)]
+        load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
+            c.folder, listed.get(_rel(run, c, checkpoints.WEIGHTS_FILE)), device=dev)[0]
+        for c, _ in (p for g in groups[1:] for p in g):
+            load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
+        first = [load(c, device) for c, _ in groups[0]]
         # said once the inputs are known to be good, so a refusal stays one line
         if progress and n_tokens < MIN_MEASURE_TOKENS:
             tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
                        f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
                        "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
-        done = 0
-        bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",
-                   disable=not progress, mininterval=2.0)
-        while done < n_tokens:
-            take = min(n_seq, math.ceil((n_tokens - done) / context))
-            x = source(stream.next_batch(take))
-            for acc, c, _ in accs.values():
-                acc.add(x[c.layer])
-            done += take * context
-            bar.update(take * context)
-        bar.close()
-        results = [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs.values()]
+        dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
+        results = []
+        for k, group in enumerate(groups):
+            saes = first if k == 0 else [load(c, device) for c, _ in group]
+            first = None
+            accs = [(_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg) for sae, (c, cfg) in zip(saes, group)]
+            del saes
+            _pass(model, accs, dataset, context, plan.batch_tokens, n_tokens, progress)
+            results += [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs]
+            del accs  # this group's SAEs leave the device before the next group's arrive
         written = []
         for r in results:
             path = paths.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
@@ -221,3 +234,53 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         written += _write_summaries(run, {r["trial"] for r in results})
         manifest.update_manifest(run, written)  # only these: a file damaged since it was listed stays caught
     return written
+
+
+def _rel(run: Path, c: Checkpoint, name: str) -> str:
+    return str(c.folder.relative_to(run) / name)
+
+
+def _checked_cfg(run: Path, c: Checkpoint, listed: dict, d_model: int) -> dict:
+    """A checkpoint's cfg, checked against the manifest (its lambda and L1 form enter the loss) and the model."""
+    cfg_rel = _rel(run, c, checkpoints.CFG_FILE)
+    if cfg_rel in listed and sha256_file(run / cfg_rel) != listed[cfg_rel]:
+        raise BadFile(f"{run / cfg_rel} does not match its manifest sha256 (truncated or corrupted).")
+    cfg = checkpoints.read_cfg(c.folder)
+    if cfg["d_in"] != d_model:
+        raise BadFile(f"{c.folder} has d_in {cfg['d_in']}, but the model's residual stream has {d_model}.")
+    return cfg
+
+
+def _plan(model, cfgs: list[dict], cks: list[Checkpoint], context: int, batch_tokens: int,
+          budget: int | None) -> sae_plan.MeasurePlan:
+    """The batch and group size for the widest of these SAEs; a device too small for one SAE is one sentence."""
+    d_sae = max(cfg["d_sae"] for cfg in cfgs)
+    layers = sorted({c.layer for c in cks})
+    plan = sae_plan.measure_plan(int(model.cfg.d_model), d_sae, batch_tokens, context, len(layers), budget,
+                                 lambda n_seq: sae_plan.model_forward_bytes(model, n_seq, context, layers[-1] + 1))
+    if plan.saes_per_group < 1:
+        raise InvalidParameter(f"measuring an SAE of {d_sae:,} latents needs {(plan.per_sae_bytes + plan.shared_bytes) / sae_plan.GB:.3g} "
+                               f"GB with one sequence per batch, more than the {budget / sae_plan.GB:.3g} GB free on "
+                               "this device: free memory or measure on another device (--device).")
+    return plan
+
+
+def _pass(model, accs: list, dataset: str, context: int, batch_tokens: int, n_tokens: int, progress: bool) -> None:
+    """One pass over the measurement tokens (from their start), feeding every accumulator of a group."""
+    source = acts.ActivationSource(model, sorted({c.layer for _, c, _ in accs}))
+    stream = acts.TokenStream(model.tokenizer, dataset, context, split="measure")
+    n_seq = max(1, batch_tokens // context)
+    done = 0
+    bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",
+               disable=not progress, mininterval=2.0)
+    try:
+        while done < n_tokens:
+            take = min(n_seq, math.ceil((n_tokens - done) / context))
+            x = source(stream.next_batch(take))
+            for acc, c, _ in accs:
+                acc.add(x[c.layer])
+            done += take * context
+            bar.update(take * context)
+    finally:
+        stream.close()  # its background thread
+        bar.close()

@@ -314,8 +314,15 @@ def download_run(out: Path, trial: str | None = None, repo: str | None = None, n
     return out
 
 
+def default_device() -> str:
+    """Where published checkpoints are measured unless --device says: the GPU when there is one."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def fetch_trial(trial: str, layers=None, snapshots=(FINAL,), revision: str | None = None, cache: Path | None = None,
-                out: Path | None = None, progress: bool = False, tokens: int | None = None, **measure) -> Path:
+                out: Path | None = None, progress: bool = False, tokens: int | None = None, device: str | None = None,
+                **measure) -> Path:
     """A published trial downloaded, converted and measured into a cache run folder (paths.hub_run_dir): the
     chapters' `source="hub"`. `measure` (model, dataset, context, batch_tokens, measure_tokens) defaults to the
     paper's setting: Pythia-410M on the Pile. Offline with the files missing: MissingData naming the repository,
@@ -330,7 +337,7 @@ def fetch_trial(trial: str, layers=None, snapshots=(FINAL,), revision: str | Non
             if not paths.measurement_file(out, c.trial, c.layer, c.snapshot).exists()]
     if todo:
         measure_run(out, tokens=tokens, trials=[trial], layers=sorted({c.layer for c in todo}),
-                    snapshots=sorted({c.snapshot for c in todo}), progress=progress)
+                    snapshots=sorted({c.snapshot for c in todo}), progress=progress, device=device or default_device())
     return out
 
 

@@ -58,6 +58,7 @@ class MemoryPlan:
     per_sae_bytes: int          # weights + gradients + Adam moments (fp32), kept for the whole run
     workspace_bytes: int        # one step's temporaries, shared: the SAEs step one after another
     activations_bytes: int      # the captured residual streams of one batch, every layer (fp32)
+    forward_bytes: int          # the language model's forward pass's own scratch (forward_scratch_bytes)
     model_bytes: int            # the language model (weights), if given
     budget_bytes: int | None
     total_bytes: int
@@ -67,8 +68,27 @@ class MemoryPlan:
         return asdict(self)
 
 
+def forward_scratch_bytes(n_seq: int, context: int, n_heads: int, d_model: int, d_mlp: int, n_layers: int) -> int:
+    """Peak scratch of one forward pass of a Pythia-shaped model through `n_layers` blocks, besides the captured
+    activations (activations_bytes) and the weights. Measured on the CPU (fp32, transformer-lens 4.3's bridge,
+    kept attention patterns dropped: activations.BRIDGE_KEPT_TENSORS) and fitted exactly by: one layer's
+    attention scores and softmax output [n_seq, heads, ctx, ctx] plus the float causal mask [n_seq, 1, ctx, ctx];
+    the MLP's hidden layer before and after its activation [tokens, d_mlp]; and two [tokens, d_model] tensors per
+    block run, alive until the pass ends. All fp32 (under CUDA autocast the softmax is fp32 too, so the count
+    is an upper bound there; benchmarks/gpu_smoke.py compares it with a GPU's measured peak)."""
+    tokens = n_seq * context
+    attention = (2 * n_heads + 1) * n_seq * context * context * 4
+    return attention + 2 * tokens * d_mlp * 4 + 2 * n_layers * tokens * d_model * 4
+
+
+def model_forward_bytes(model, n_seq: int, context: int, n_layers: int) -> int:
+    """forward_scratch_bytes for a loaded TransformerBridge's shape."""
+    c = model.cfg
+    return forward_scratch_bytes(n_seq, context, int(c.n_heads), int(c.d_model), int(c.d_mlp), n_layers)
+
+
 def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers: int, compute: str = "fp32",
-                model_bytes: int = 0, budget_bytes: int | None = None) -> MemoryPlan:
+                model_bytes: int = 0, budget_bytes: int | None = None, forward_bytes: int = 0) -> MemoryPlan:
     """Memory of a run that trains `n_saes` SAEs fed from `n_layers` captured layers (trials x layers SAEs).
 
     Per SAE: 4 fp32 copies of its parameters (weights, gradients, Adam's two moments): 16 bytes a parameter,
@@ -82,12 +102,86 @@ def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers:
     if compute != "fp32":
         work += P * cb + (d_in + 8) * d_sae * cb
     activations = n_layers * batch_tokens * d_in * 4
-    total = n_saes * per_sae + work + activations + model_bytes
+    shared = work + activations + forward_bytes + model_bytes
+    total = n_saes * per_sae + shared
     fit = None
     if budget_bytes is not None:
-        fit = max(0, math.floor((budget_bytes - work - activations - model_bytes) / per_sae))
+        fit = max(0, math.floor((budget_bytes - shared) / per_sae))
     return MemoryPlan(d_in, d_sae, batch_tokens, compute, n_saes, n_layers, per_sae, work, activations,
-                      model_bytes, budget_bytes, total, fit)
+                      forward_bytes, model_bytes, budget_bytes, total, fit)
+
+
+# ---- measurement ------------------------------------------------------------------------------------------------
+@dataclass
+class MeasurePlan:
+    batch_tokens: int       # tokens per forward pass
+    per_sae_bytes: int      # an SAE's fp32 weights and its measurement sums, on the device for its group's pass
+    shared_bytes: int       # one batch's work (z, reconstruction, float64 blocks), activations and forward scratch
+    saes_per_group: int     # SAEs measured together in one pass over the measurement tokens
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def measure_plan(d_in: int, d_sae: int, batch_tokens: int, context: int, n_layers: int, budget_bytes: int | None,
+                 forward_bytes_of=lambda n_seq: 0, fp64_block_bytes: int = 1 << 26) -> MeasurePlan:
+    """How `kdsae measure` fits a device: the batch halved (whole sequences) until one SAE fits beside one batch's
+    work, then as many SAEs per group as the rest holds (every group is one more pass of the language model over
+    the measurement tokens). No budget: one group, the batch as given.
+    `forward_bytes_of(n_seq)`: the language model's forward scratch for n_seq sequences (model_forward_bytes)."""
+    per_sae = 4 * sae_params(d_in, d_sae) + 3 * 8 * d_sae + 2 * 8 * d_in
+
+    def shared(batch: int) -> int:
+        work = batch * d_sae * 4 + 3 * batch * d_in * 4 + min(fp64_block_bytes, batch * d_sae * 8)  # z; x, x_hat,
+        # error; one float64 block (measure._sum_sq64)
+        return work + n_layers * batch * d_in * 4 + forward_bytes_of(batch // context)
+
+    batch = max(context, batch_tokens // context * context)
+    if budget_bytes is None:
+        return MeasurePlan(batch, per_sae, shared(batch), 1 << 62)
+    while batch > context and shared(batch) + per_sae > budget_bytes:
+        batch = max(context, batch // 2 // context * context)
+    return MeasurePlan(batch, per_sae, shared(batch), max(0, (budget_bytes - shared(batch)) // per_sae))
+
+
+# ---- disk -------------------------------------------------------------------------------------------------------
+STATE_GENERATIONS = 2  # the newest resumable state and the one being written (train_state.prune_before_write)
+
+
+@dataclass
+class DiskPlan:
+    n_saes: int
+    snapshot_bytes: int   # one SAE's checkpoint (fp32 weights; checkpoints.save_checkpoint)
+    state_bytes: int      # one SAE's resumable state (weights, Adam moments, firing record; SAEUnit.state)
+    n_snapshots: int
+    peak_bytes: int       # every snapshot plus STATE_GENERATIONS state generations, at the run's last snapshot
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def disk_plan(d_in: int, d_sae: int, n_saes: int, n_snapshots: int) -> DiskPlan:
+    """Disk a run folder needs at its peak (the metrics log and measurements are small beside these)."""
+    P = sae_params(d_in, d_sae)
+    snapshot = 4 * P
+    state = 12 * P + 8 * d_sae  # + the int64 step each latent last fired
+    peak = n_saes * (n_snapshots * snapshot + STATE_GENERATIONS * state)
+    return DiskPlan(n_saes, snapshot, state, n_snapshots, peak)
+
+
+def free_disk_bytes(folder: Path) -> int:
+    """Free bytes on the file system that holds `folder` (or would: its nearest existing parent)."""
+    import shutil
+    folder = Path(folder).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return int(shutil.disk_usage(folder).free)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 if it does not exist): a resumed run's share of its peak."""
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def available_memory_bytes(device: str) -> int | None:
@@ -127,6 +221,8 @@ def format_memory_plan(plan: MemoryPlan) -> str:
              f"x {plan.n_saes} = {plan.n_saes * plan.per_sae_bytes / GB:.3g} GB",
              f"  step workspace (shared): {plan.workspace_bytes / GB:.3g} GB",
              f"  captured activations ({plan.n_layers} layers, fp32): {plan.activations_bytes / GB:.3g} GB"]
+    if plan.forward_bytes:
+        lines.append(f"  language model's forward pass (scratch): {plan.forward_bytes / GB:.3g} GB")
     if plan.model_bytes:
         lines.append(f"  language model: {plan.model_bytes / GB:.3g} GB")
     lines.append(f"  total: {plan.total_bytes / GB:.3g} GB")
@@ -138,7 +234,7 @@ def format_memory_plan(plan: MemoryPlan) -> str:
 
 # ---- the paper-scale projection ----------------------------------------------------------------------------
 PAPER = dict(d_in=1024, d_sae=32_768, layers=24, tokens=300_000_000, batch_tokens=32_768,
-             lm_flops_per_token=0.8e9, trials=3)
+             lm_flops_per_token=0.8e9, trials=3, context=1024, n_heads=16, d_mlp=4096)
 # Assumptions for one H100 SXM (80 GB), none of them measured here: dense bf16 matrix products at these shapes
 # well below the 989 TFLOP/s peak, a realistic fraction of the 3.35 TB/s HBM bandwidth, the LM forward pass
 # (Pythia-410M, bf16 autocast, context 1024) at a lower rate than the large SAE products, NVLink for routing.
@@ -168,8 +264,10 @@ def projection(gpu: dict = H100, p: dict = PAPER, n_gpus: int = 1, trials: int =
     route_s = 0.0 if n_gpus == 1 else p["layers"] * B * d_in * 4 * (n_gpus - 1) / n_gpus / n_gpus / gpu["link_bytes_per_s"]
     step_s = saes_per_gpu * unit_s + lm_s + route_s
     wall = steps * step_s
+    n_seq = B // p["context"] // n_gpus  # each GPU runs its share of the batch's sequences
+    forward = forward_scratch_bytes(n_seq, p["context"], p["n_heads"], d_in, p["d_mlp"], p["layers"])
     mem = memory_plan(d_in, d_sae, B, saes_per_gpu, p["layers"], compute, model_bytes=int(405e6 * 4),
-                      budget_bytes=int(gpu["memory_bytes"]))
+                      budget_bytes=int(gpu["memory_bytes"]), forward_bytes=forward)
     sae_flops = trials * paper_flops(p)["sae_per_trial"]
     return {"gpu": gpu["name"], "n_gpus": n_gpus, "trials": trials, "steps": steps, "gemm_s_per_sae_step": gemm_s,
             "traffic_bytes_per_sae_step": traffic, "sae_step_s": unit_s, "effective_sae_flops": step_flops(d_in, d_sae, B) / unit_s,

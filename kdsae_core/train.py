@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from . import activations as acts
 from . import checkpoints, manifest, paths, sae_plan, train_state
-from .distributed import LocalComm
+from .distributed import LocalComm, check_cuda
 from .errors import InvalidParameter, KdsaeError, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text
 from .runlock import run_lock
-from .sae import SAEUnit
+from .sae import SAEUnit, allow_tf32_on_cuda
 from .toy import stream_seed
 from .train_config import PROFILES, SAETrainConfig  # noqa: F401  (re-exported: the engine's public names)
 
@@ -80,9 +80,13 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        if sae_plan.cuda_unavailable(cfg.device):
-            raise InvalidParameter(sae_plan.cuda_unavailable(cfg.device))
+        check_cuda(cfg.device)
+        if cfg.n_seq % self.comm.world:  # checked before config.json is written, not at the first batch
+            raise InvalidParameter(f"{cfg.n_seq} sequences per batch do not split evenly over {self.comm.world} processes: "
+                                   "choose --batch-tokens / --context as a multiple of the process count.")
         device = getattr(self.comm, "device", None) or cfg.device
+        if str(device).startswith("cuda"):
+            allow_tf32_on_cuda()  # the fp32 products (--dtype fp32, the measurement) at TF32's rate
         self.model = self._model if self._model is not None else acts.load_model(cfg.model, str(device))
         n_layers = acts.model_layers(self.model)
         self.layers = acts.check_layers(range(n_layers) if cfg.layers is None else cfg.layers, n_layers)
@@ -90,13 +94,14 @@ class Trainer:
         self.source = acts.ActivationSource(self.model, self.layers, autocast)
         self.d_in = self.source.d_model
         self.d_sae = cfg.resolved_d_sae(self.d_in)
-        self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train")
-        # a corpus that cannot fill one batch is refused now, before any file of the run folder is touched
-        acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context, "train").next_batch(cfg.n_seq)
+        self._check_corpus()
+        # The first process alone reads and tokenises the text and sends every batch to the others.
+        self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context) if self.comm.is_main else None
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
         self._check_memory(len(specs) * sum(self.comm.owns(l, self.layers) for l in self.layers), str(device))
+        self._check_disk(len(self.all_keys))
         self.units = {}
         for name, spec in specs.items():
             for layer in self.layers:
@@ -108,12 +113,31 @@ class Trainer:
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
 
+    def _check_corpus(self) -> None:
+        """A corpus that cannot fill one batch is refused now, before any file of the run folder is touched."""
+        cfg, error = self.cfg, None
+        if self.comm.is_main:
+            probe = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context)
+            try:
+                probe.next_batch(cfg.n_seq)
+            except KdsaeError as e:
+                error = e
+            finally:
+                probe.close()
+        sent = self.comm.broadcast_object(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if sent is not None:
+            raise KdsaeError(sent)
+
     def _check_memory(self, n_saes: int, device: str) -> None:
         """Print the memory plan of this process's SAEs and refuse, before any file is written, a run whose SAEs
         do not fit in the memory free now (the language model is already loaded, so it is not counted again)."""
         cfg = self.cfg
+        n_seq = self._forward_steps() * cfg.n_seq // self.comm.world  # sequences in one forward pass here
+        forward = sae_plan.model_forward_bytes(self.model, n_seq, cfg.context, max(self.layers) + 1)
         plan = sae_plan.memory_plan(self.d_in, self.d_sae, cfg.batch_tokens, n_saes, len(self.layers), cfg.dtype,
-                                    budget_bytes=sae_plan.available_memory_bytes(device))
+                                    budget_bytes=sae_plan.available_memory_bytes(device), forward_bytes=forward)
         if self.progress:
             print(sae_plan.format_memory_plan(plan), flush=True)
         fits = plan.budget_bytes is None or plan.total_bytes <= plan.budget_bytes
@@ -124,6 +148,28 @@ class Trainer:
             raise InvalidParameter(f"this run {here}: train fewer layers (--layers) or trials (--trial), a smaller "
                                    "--d-sae or --batch-tokens, bf16 on a GPU, or spread the layers over more "
                                    "devices with torchrun.")
+
+    def _check_disk(self, n_saes: int) -> None:
+        """Refuse, before any file is written, a run whose folder's file system has less free space than the run's
+        peak need (less what a resumed run already holds): a full disk mid-run loses hours and, under torchrun,
+        leaves the other processes waiting in a collective."""
+        cfg = self.cfg
+        plan = sae_plan.disk_plan(self.d_in, self.d_sae, n_saes, cfg.n_snapshots)
+        short = 0
+        if self.comm.is_main:
+            held = sum(map(sae_plan.folder_bytes, (self.out / "checkpoints", paths.train_state_dir(self.out))))
+            need = plan.peak_bytes - held  # a resumed (or forced) run's own files count towards its peak
+            free = sae_plan.free_disk_bytes(self.out)
+            short = need - free
+            if self.progress:
+                print(f"disk plan: {plan.peak_bytes / sae_plan.GB:.3g} GB at the peak ({n_saes} SAEs: {cfg.n_snapshots} "
+                      f"snapshots of {plan.snapshot_bytes / sae_plan.GB:.3g} GB and {sae_plan.STATE_GENERATIONS} states of "
+                      f"{plan.state_bytes / sae_plan.GB:.3g} GB each); {free / sae_plan.GB:.3g} GB free", flush=True)
+        short = self.comm.broadcast_object(short)
+        if short > 0:
+            raise InvalidParameter(f"this run needs {plan.peak_bytes / sae_plan.GB:.3g} GB of disk at its peak and "
+                                   f"{short / sae_plan.GB:.3g} GB more than {self.out}'s file system has free: make room, "
+                                   "use another --out, or train fewer layers, trials or snapshots.")
 
     def run_config(self) -> dict:
         """config.json: the settings, plus what they resolved to for this model."""
@@ -183,13 +229,17 @@ class Trainer:
         chosen = self.comm.broadcast_object(chosen)
         if chosen is None:
             return False
-        meta, units = train_state.load_state(self.out, chosen, sorted(self.units))
+        meta = train_state.load_meta(self.out, chosen)
+        if meta is None:
+            raise RunFolderError(f"the saved state {train_state.generation_dir(self.out, chosen)} changed while it was "
+                                 "being loaded: resume again.")
         if meta.get("settings") != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
             raise RunFolderError(f"the saved state in {paths.train_state_dir(self.out)} belongs to other settings; "
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
-            u.load_state(units[key])
-        self.stream.load_state(meta["stream"])
+            u.load_state(train_state.read_unit(self.out, meta, key))  # one SAE's state in memory at a time
+        if self.stream is not None:
+            self.stream.load_state(meta["stream"], train_state.read_stream(self.out, meta))
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
         self.step = int(meta["step"])
         if self.comm.is_main:
@@ -225,11 +275,16 @@ class Trainer:
 
     def _save_state(self) -> None:
         self._check_weights()
-        digests = train_state.write_units(self.out, self.step, {k: u.state() for k, u in self.units.items()})
+        if self.comm.is_main:
+            train_state.prune_before_write(self.out)
+        self.comm.barrier()
+        digests = train_state.write_units(self.out, self.step, {k: u.state for k, u in self.units.items()})
         every = self.comm.gather_objects(digests)
         if self.comm.is_main:
-            merged = {name: d for part in every for name, d in part.items()}
-            meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": self._stream_state(),
+            stream = self._stream_state()
+            merged = {name: d for part in [*every, train_state.write_stream(self.out, self.step, self.stream.seen(stream))]
+                      for name, d in part.items()}
+            meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": stream,
                     "torch_rng": torch.get_rng_state().tolist(), "tokens": self.step * self.cfg.batch_tokens}
             self._metrics("flush")
             train_state.commit(self.out, self.step, meta, merged)
@@ -263,14 +318,20 @@ class Trainer:
         tokens: one 128-token sequence at a time costs 1.4x more CPU per token on MiniLM). The SAEs still see
         the same batches in the same order; `_stream_state` remembers where the first unused step begins."""
         cfg = self.cfg
-        steps = max(1, min(FORWARD_TOKENS // cfg.batch_tokens, cfg.steps - self.step))
-        states, tokens = [], []
-        for _ in range(steps):
-            states.append(self.stream.state())
-            tokens.append(self.stream.next_batch(cfg.n_seq))  # every process reads the whole batch (cheap)
-        mine = self.comm.shard(torch.stack(tokens))
-        x = self.comm.route(self.source(mine.reshape(-1, cfg.context)), self.layers, steps)
+        steps = min(self._forward_steps(), cfg.steps - self.step)
+        states, tokens = [None] * steps, None
+        if self.stream is not None:  # the first process reads the tokens (tokenised ahead by the stream's thread)
+            batches = []
+            for i in range(steps):
+                states[i] = self.stream.state()
+                batches.append(self.stream.next_batch(cfg.n_seq))
+            tokens = torch.stack(batches)
+        tokens = self.comm.broadcast_tokens(tokens, (steps, cfg.n_seq, cfg.context))
+        x = self.comm.route(self.source(self.comm.shard(tokens).reshape(-1, cfg.context)), self.layers, steps)
         self._pending = [({layer: t[i] for layer, t in x.items()}, states[i]) for i in range(steps)]
+
+    def _forward_steps(self) -> int:
+        return max(1, FORWARD_TOKENS // self.cfg.batch_tokens)
 
     def _stream_state(self) -> dict:
         """The data position of the next step not yet trained on (what a resumed run must read next)."""
@@ -337,7 +398,8 @@ class Trainer:
     def run(self, resume: bool = False, force: bool = False, stop_after_step: int | None = None) -> Path:
         """Train to the end (or, with `stop_after_step`, save a resumable state there and raise KeyboardInterrupt)."""
         created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.comm.is_main:  # (another process making it could race the main one's removal of a refused run's folder)
+            self.out.mkdir(parents=True, exist_ok=True)
         try:
             with self.comm.lock(lambda: run_lock(self.out)):
                 return self._run_locked(resume, force, stop_after_step)
@@ -345,6 +407,9 @@ class Trainer:
             if created and self.comm.is_main and not any(self.out.iterdir()):
                 self.out.rmdir()  # a run refused before it wrote anything leaves no empty folder behind
             raise
+        finally:
+            if getattr(self, "stream", None) is not None:
+                self.stream.close()  # its background thread
 
     def _run_locked(self, resume: bool, force: bool, stop_after_step: int | None) -> Path:
         self._setup()

@@ -50,3 +50,4 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
                 "--context", "64", "--n-snapshots", "1"], tmp_path / "odd", 2)
     assert r.returncode != 0
     assert "3 sequences per batch do not split evenly over 2 processes" in r.stderr
+    assert not (tmp_path / "odd").exists()  # refused before config.json (or the folder) was written

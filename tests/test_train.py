@@ -103,7 +103,7 @@ def test_token_stream_packs_resumes_and_keeps_the_splits_apart(pythia):
     state = s.state()
     nxt = s.next_batch(4)
     again = acts.TokenStream(tok, "embedded", 64)
-    again.load_state(json.loads(json.dumps(state)))  # the state survives JSON, as in trainer.json
+    again.load_state(json.loads(json.dumps(state)), s.seen(state))  # the state survives JSON, as in trainer.json
     assert torch.equal(again.next_batch(4), nxt)
     train = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "train")}
     measure = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "measure")}
@@ -306,7 +306,9 @@ def test_a_run_whose_saes_do_not_fit_in_memory_is_refused_before_it_writes(tmp_p
     from kdsae_core import sae_plan
     folder, model = pythia
     cfg = tiny(folder)
-    plan = sae_plan.memory_plan(128, 64, 256, 6, 2, "fp32")  # trials A, B, C x layers 0, 2 of d_in 128
+    # trials A, B, C x layers 0, 2 of d_in 128; one forward pass of 64 sequences (4,096 tokens) through blocks 0-2
+    forward = sae_plan.model_forward_bytes(model, 64, 64, 3)
+    plan = sae_plan.memory_plan(128, 64, 256, 6, 2, "fp32", forward_bytes=forward)
     monkeypatch.setattr(sae_plan, "available_memory_bytes", lambda device: plan.total_bytes - plan.per_sae_bytes)
     with pytest.raises(InvalidParameter, match=r"at most 5 of its 6 SAEs fit: train fewer layers"):
         Trainer(cfg, tmp_path / "run", progress=True, model=model).run()

@@ -75,6 +75,9 @@ def run(args) -> int:
     comm = make_comm(cfg.device)  # several processes under torchrun, else this one
     try:
         Trainer(cfg, args.out, comm=comm).run(resume=args.resume, force=args.force)
+    except Exception as e:  # (a stop by signal is a KeyboardInterrupt that every process takes together)
+        comm.fail(e)
+        raise
     finally:
         comm.close()
     if not comm.is_main:

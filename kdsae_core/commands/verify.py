@@ -19,6 +19,8 @@ def register(sub) -> None:
                         "verdicts as the book's claims page")
     p.add_argument("--source", choices=["local", "hub"], default="local",
                    help="hub: also measure the published paper-scale checkpoints (needs the hub)")
+    p.add_argument("--device", help="with --source hub: where the published checkpoints are measured, cpu or cuda "
+                   "(default: cuda when available)")
     p.add_argument("--toy-results", type=Path,
                    help="judge this toy_results.json instead of the committed paper grid (its settings are checked)")
     p.add_argument("--embedded-run", type=Path, default=RESULTS / "exp2" / "embedded",
@@ -32,9 +34,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def hub_measurements(trial: str) -> list[dict]:
+def hub_measurements(trial: str, device: str | None = None) -> list[dict]:
     from ..published import measure_published_trial
-    return measure_published_trial(trial)
+    return measure_published_trial(trial, device=device)
 
 
 def run_figures(args) -> int:
@@ -72,7 +74,8 @@ def toy_evidence(args) -> verify.ToyEvidence:
 def run(args) -> int:
     if args.figures:
         return run_figures(args)
-    ledger = verify.build_ledger(toy_evidence(args), args.source, args.embedded_run, hub_measurements)
+    ledger = verify.build_ledger(toy_evidence(args), args.source, args.embedded_run,
+                                 lambda trial: hub_measurements(trial, args.device))
     print(verify.render_text(ledger))
     if args.json:
         from ..fileio import atomic_write_json

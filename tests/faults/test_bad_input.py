@@ -146,7 +146,7 @@ def test_an_empty_corpus_with_force_leaves_the_old_run_intact(tmp_path, cli, tin
 
 def test_an_empty_text_folder(tmp_path, cli, tiny_model):
     (tmp_path / "texts").mkdir()
-    cli(train(tiny_model, tmp_path / "texts", tmp_path / "run"), "holds no .txt or .jsonl files")
+    cli(train(tiny_model, tmp_path / "texts", tmp_path / "run"), "holds no .txt, .jsonl or .jsonl.zst files")
 
 
 @pytest.mark.parametrize("extra, fragment", [

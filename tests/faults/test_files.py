@@ -187,8 +187,9 @@ def _newest_unit(gen: Path) -> Path:
     (lambda gen: _truncate(_newest_unit(gen)), "C_layer02.safetensors does not match its sha256"),
     (lambda gen: _newest_unit(gen).unlink(), "C_layer02.safetensors"),
     (lambda gen: _truncate(gen / "trainer.json"), "trainer.json"),
-    (lambda gen: _flip(gen / "trainer.json", '"docs_consumed": '), "trainer.json"),  # still valid JSON
+    (lambda gen: _flip(gen / "trainer.json", '"index": '), "trainer.json"),  # still valid JSON
     (lambda gen: _flip(gen / "trainer.json", '"torch_rng": ['), "trainer.json"),
+    (lambda gen: _flip(gen / train_state.STREAM_FILE), "stream_seen.bin does not match its sha256"),
 ])
 def test_a_damaged_state_resumes_from_the_previous_generation_unchanged(tmp_path, tiny_model, corpus, lm, whole,
                                                                         capsys, damage, named):
