@@ -104,14 +104,17 @@ def _tmpfs_allowed(where) -> bool:
 
 def test_a_small_filesystem_runs_out_of_space(tmp_path, tiny_model, corpus, reference):
     """A 1.2 MB tmpfs in a private mount namespace (`unshare -rm`): the run fills it (ENOSPC), then the folder
-    is copied to a roomy disk and resumed there."""
+    is copied to a roomy disk and resumed there. The disk plan would refuse this run before it starts; the free
+    space it is shown is overridden, as when another writer fills the disk after the check."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     if not _tmpfs_allowed(mnt):
         pytest.skip("mounting a tmpfs in a user namespace is not permitted here (the RLIMIT_FSIZE tests still run)")
     small, saved = mnt / "run", tmp_path / "saved"
     args = train_args(tiny_model, corpus, small)
-    cmd = " ".join(f"'{a}'" for a in [sys.executable, "-m", "kdsae_core.cli", *args])
+    unplanned = ("import sys, kdsae_core.sae_plan as p; p.free_disk_bytes = lambda folder: 1 << 50; "
+                 "from kdsae_core.cli import main; sys.exit(main())")
+    cmd = " ".join(f"'{a}'" for a in [sys.executable, "-c", unplanned, *args])
     script = f"mount -t tmpfs -o size=1200k none {mnt} && {cmd}; code=$?; cp -a {small} {saved}; exit $code"
     r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 2, r.stderr[-3000:]
