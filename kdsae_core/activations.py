@@ -415,8 +415,11 @@ class TokenStream:
         """Where the next token is: a few numbers, whatever is buffered (taken every step)."""
         if self._block is None:
             return dict(self._start)
-        k = self._doc
-        return {"doc": list(self._block.positions[k]), "index": self._block.indices[k], "token": self._tok}
+        k, tok = self._doc, self._tok
+        if k == len(self._block.indices):  # past the block's last document (the text ended there): the cursor is
+            k -= 1                         # that document's end, which a resumed stream steps over
+            tok = int(self._block.starts[k + 1] - self._block.starts[k])
+        return {"doc": list(self._block.positions[k]), "index": self._block.indices[k], "token": tok}
 
     def seen(self, state: dict) -> bytes:
         """The digests of the documents kept before `state`'s document (16 bytes each, in order)."""
