@@ -82,7 +82,9 @@ def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
     evidence = toy_analysis.committed_evidence()
     page = _plain(text)
     for name in toy_why.drawable(evidence):
-        assert f"{name}.png" in html["toy"] and f"{name}" in html["toy"].split("Data plotted:", 1)[-1], name
+        captions = re.findall(r'<p class="kd-provenance">.*?</p>', html["toy"], flags=re.S)
+        assert any(f"toy_why.{name.removeprefix('toy_why_')}" in c and name in c for c in captions), \
+            f"{name}: no figure caption naming its function and its data"
         sentence = toy_why.WHY_FIGURES[name][2](evidence)  # every number in it, as the page shows it
         assert _plain(sentence) in page, f"{name}: the page does not show the sentence its data give"
     for name, why in toy_why.missing(evidence).items():
