@@ -184,8 +184,7 @@ def teacher_rows(results: dict) -> list[dict]:
     for c in results["configs"]:
         if c.get("teacher_floor") is None:
             continue
-        terms = np.sort(theory_terms(c))[::-1]
-        predicted = float(theory.refined_floor(terms, c["d_teacher"], c["alpha"]))
+        predicted = predicted_at_teacher_width(c)
         teacher = float(np.median(c["teacher_floor"]))
         k = c["widths"].index(c["d_teacher"]) if c["d_teacher"] in c["widths"] else None
         student = float(np.median(c["measured_floor"][k])) if k is not None else math.nan
@@ -195,9 +194,10 @@ def teacher_rows(results: dict) -> list[dict]:
     return out
 
 
-def theory_terms(config: dict) -> np.ndarray:
-    """The per-feature terms I_i E[x_i^2] of a configuration, from its importance profile."""
-    return importance_profile(config["importance"], config["n"]).numpy() * expected_x_squared(config["alpha"])
+def predicted_at_teacher_width(config: dict) -> float:
+    """The refined floor the theory predicts for a model as wide as the configuration's teacher."""
+    terms = importance_profile(config["importance"], config["n"]).numpy() * expected_x_squared(config["alpha"])
+    return float(theory.refined_floor(np.sort(terms)[::-1], config["d_teacher"], config["alpha"]))
 
 
 def teacher_summary(results: dict) -> dict:
@@ -224,7 +224,7 @@ def model_rows(results: dict, role: str = "student") -> list[dict]:
             continue
         if role == "teacher":
             widths, floors, prefix = [c["d_teacher"]], [c["teacher_floor"]], "teacher_"
-            predicted = [float(theory.refined_floor(np.sort(theory_terms(c))[::-1], c["d_teacher"], c["alpha"]))]
+            predicted = [predicted_at_teacher_width(c)]
             budgets = [int(theory.feature_budget(c["n"], c["d_teacher"], c["alpha"]))]
             fields = {key: {t: [v] for t, v in c[prefix + key].items()}
                       for key in ("represented_features", "floor_dropped", "floor_interference")}

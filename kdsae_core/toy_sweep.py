@@ -22,7 +22,7 @@ from . import theory
 from .errors import BadFile, InvalidParameter
 from .fileio import atomic_write_json, load_verified, save_verified
 from .runlock import run_lock
-from .paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
+from .paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE, TOY_WALL_FILE, toy_results_dir
 from .toy import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
 
 PROFILES: dict[str, dict] = {
@@ -40,7 +40,6 @@ TOY_MACHINE = "2 CPU cores (AMD EPYC, shared)"  # the machine `make results-toy`
 
 def wall_time(folder: Path) -> str | None:
     """The wall time `make results-toy` recorded beside toy results (wall.json), in words; None without one."""
-    from .paths import TOY_WALL_FILE
     try:
         wall = json.loads((Path(folder) / TOY_WALL_FILE).read_text())
     except (OSError, ValueError):
@@ -52,7 +51,6 @@ def wall_time(folder: Path) -> str | None:
 def paper_grid_time() -> str:
     """How long the paper grid takes, measured once: the wall time recorded beside the committed results
     (results/toy/paper/wall.json). The one figure the CLI, the README and the book state."""
-    from .paths import toy_results_dir
     return wall_time(toy_results_dir("paper")) or "not timed on this checkout (`make results-toy` records its wall time)"
 
 

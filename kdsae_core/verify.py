@@ -355,15 +355,7 @@ def _target_l0(cfg: dict) -> float:
 
 
 # ---- the whole ledger -------------------------------------------------------------------------------------
-def committed_toy_evidence() -> ToyEvidence:
-    return ta.committed_evidence()
-
-
-def committed_toy_evidence_or_none() -> ToyEvidence | None:
-    try:
-        return ta.committed_evidence()
-    except MissingData:
-        return None
+committed_toy_evidence = ta.committed_evidence  # the evidence the book's verdicts rest on
 
 
 def build_ledger(toy: ToyEvidence | dict, source: str = "local", embedded_run: Path | None = None,

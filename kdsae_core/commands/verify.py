@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import verify
 from ..paths import RESULTS
+from ..toy_analysis import evidence_with_grid
 from ..toy_sweep import ToyConfig, load_results, paper_grid_time, run_sweep
 
 
@@ -56,19 +57,12 @@ def run_figures(args) -> int:
 def toy_evidence(args) -> verify.ToyEvidence:
     """The committed results (what the book shows), unless a results file or a fresh sweep is asked for; the
     direct-mode sweep and the other importance profiles are the committed ones either way."""
-    evidence = verify.committed_toy_evidence_or_none()
     if args.toy_results:
-        grid, source = load_results(args.toy_results), str(args.toy_results)
-    elif args.profile:
-        grid = run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty())
-        source = f"a {args.profile} sweep run now"
-    elif evidence is None:
-        return verify.committed_toy_evidence()  # raises the one-line error naming the missing file
-    else:
-        return evidence
-    if evidence is None:
-        return verify.ToyEvidence(grid, source)
-    return verify.ToyEvidence(grid, source, evidence.direct, evidence.direct_source, evidence.profiles)
+        return evidence_with_grid(load_results(args.toy_results), str(args.toy_results))
+    if args.profile:
+        return evidence_with_grid(run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty()),
+                                  f"a {args.profile} sweep run now")
+    return verify.committed_toy_evidence()  # missing committed results: one line naming the file
 
 
 def run(args) -> int:
