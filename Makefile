@@ -83,7 +83,7 @@ publish:
 # bit-identical for the same thread count (and one-thread jobs do not stall each other on a shared machine).
 results-exp2: setup
 	OMP_NUM_THREADS=1 $(BIN)/kdsae train --profile embedded --out runs/embedded --resume --measure
-	$(BIN)/python -c "from kdsae_core.results import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
+	$(BIN)/python -c "from kdsae_core.book.commit import commit_exp2_run as c; c('runs/embedded', 'results/exp2/embedded')"
 	$(MAKE) results-figures
 
 # Two processes of one thread (feature counts 40 | 10, 20; the same bytes as one process). wall.json: the wall time
@@ -91,7 +91,7 @@ results-exp2: setup
 results-toy: setup
 	start=$$(date +%s) && OMP_NUM_THREADS=1 $(BIN)/kdsae toy --profile paper --jobs 2 --out runs/toy-paper && \
 	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"jobs\": 2, \"command\": \"make results-toy\"}" > runs/toy-paper/wall.json
-	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
+	$(BIN)/python -c "from kdsae_core.book.commit import commit_toy_results as c; c('runs/toy-paper', 'results/toy/paper')"
 	$(MAKE) results-figures
 
 # The toy model's other committed sweeps (the claims ledger and the toy chapter's "why" section read them): the knee
@@ -114,12 +114,12 @@ toy-profile-%: setup
 define toy_sweep
 	start=$$(date +%s) && OMP_NUM_THREADS=1 $(BIN)/kdsae toy $(2) --out runs/toy-$(1) && \
 	  echo "{\"wall_seconds\": $$(( $$(date +%s) - start )), \"threads\": 1, \"jobs\": 1, \"command\": \"kdsae toy $(2)\"}" > runs/toy-$(1)/wall.json
-	$(BIN)/python -c "from kdsae_core.results import commit_toy_results as c; c('runs/toy-$(1)', 'results/toy/$(1)')"
+	$(BIN)/python -c "from kdsae_core.book.commit import commit_toy_results as c; c('runs/toy-$(1)', 'results/toy/$(1)')"
 endef
 
 # The data of every figure drawn from the committed runs: what `kdsae verify --figures` compares against.
 results-figures: setup
-	$(BIN)/python -c "from kdsae_core.results import commit_figure_data as c; c()"
+	$(BIN)/python -c "from kdsae_core.book.commit import commit_figure_data as c; c()"
 
 bench: setup
 	$(BIN)/python benchmarks/toy_sweep.py

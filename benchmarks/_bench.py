@@ -24,9 +24,9 @@ from typing import Callable
 
 import torch
 
-from kdsae_core.bench_report import update_performance_page
-from kdsae_core.fileio import atomic_write_json, atomic_write_text
-from kdsae_core.paths import REPO_ROOT
+from report import update_performance_page
+from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.common.paths import REPO_ROOT
 
 OUT = Path(__file__).resolve().parent / "results"
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}

@@ -29,9 +29,9 @@ import sys
 import torch
 
 import _bench
-from kdsae_core import activations as acts
-from kdsae_core.sae import SAEUnit, TrialSpec
-from kdsae_core.sae_plan import format_memory_plan, memory_plan
+from kdsae_core.data import activations as acts
+from kdsae_core.sae.model import SAEUnit, TrialSpec
+from kdsae_core.sae.plan import format_memory_plan, memory_plan
 
 TRIAL = TrialSpec("B", 8e-5, "sum")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from kdsae_core.bench_report import update_performance_page
-from kdsae_core.fileio import atomic_write_json, atomic_write_text
-from kdsae_core.paths import REPO_ROOT
+from report import update_performance_page
+from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.common.paths import REPO_ROOT
 
 OUT = Path(__file__).resolve().parent / "results"
 GOAL_SECONDS = 15 * 60

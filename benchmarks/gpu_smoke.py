@@ -11,7 +11,7 @@ it. Writes one JSON.
     python benchmarks/gpu_smoke.py --device cpu --tiny --out FILE              # the same code in seconds (tests)
 
 `--tiny`: a 24-layer random Pythia of the pythia-14m width (d_model 128), 2 x 1,024 tokens per forward pass, an
-SAE of 128 x 512 on 512 tokens. On the CPU the script re-executes itself with kdsae_core.peak_memory's malloc
+SAE of 128 x 512 on 512 tokens. On the CPU the script re-executes itself with benchmarks.peak_memory's malloc
 settings so the host's peak resident set measures what torch holds.
 """
 
@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import peak_memory, sae_plan
-from kdsae_core.fileio import atomic_write_json
+from kdsae_core.data import activations as acts
+import peak_memory
+from kdsae_core.sae import plan as sae_plan
+from kdsae_core.common.fileio import atomic_write_json
 from kdsae_core.measure import _Accumulator
-from kdsae_core.sae import SAEUnit, allow_tf32_on_cuda, paper_trials
+from kdsae_core.sae.model import SAEUnit, allow_tf32_on_cuda, paper_trials
 
 P = sae_plan.PAPER
 PYTHIA_410M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="hub id or model folder for real weights (default: random weights, offline)")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = p.parse_args(argv)
-    from kdsae_core.distributed import check_cuda
+    from kdsae_core.train.distributed import check_cuda
     check_cuda(args.device)
     if args.device.startswith("cuda"):
         allow_tf32_on_cuda()

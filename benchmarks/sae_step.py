@@ -6,7 +6,7 @@ with one thread count, it times in alternating rounds:
   W_enc gradient; the operand layouts of the step, outputs preallocated): the ceiling, 10 d_in d_sae FLOPs per
   token;
 - `kdsae`: `SAEUnit.step` (hand-written exact backward, clipping folded into fused Adam, blocked decoder
-  renormalisation; kdsae_core/sae.py);
+  renormalisation; kdsae_core/sae/model.py);
 - `previous`: the step as first committed (6d4dec3: count_nonzero per latent, separate clip pass, new gradient
   tensors every step, two-pass renormalisation), frozen here for before/after numbers;
 - `plain`: what one writes in plain PyTorch: autograd through `sae_loss`, clip_grad_norm_, torch.optim.Adam with
@@ -31,7 +31,7 @@ import sys
 import torch
 
 import _bench
-from kdsae_core.sae import ADAM_BETAS, ADAM_EPS, SAE, SAEUnit, StepStats, TrialSpec, sae_loss
+from kdsae_core.sae.model import ADAM_BETAS, ADAM_EPS, SAE, SAEUnit, StepStats, TrialSpec, sae_loss
 
 SHAPES = ((384, 2048), (384, 12288), (1024, 32768))
 PAPER_SHAPE = (1024, 32768)
@@ -108,7 +108,7 @@ class PlainStep:
 
 @torch.no_grad()
 def previous_fused_backward(sae: SAE, x: torch.Tensor, lam, form: str) -> StepStats:
-    """kdsae_core.sae.fused_backward as of commit 6d4dec3 (fp32 path), kept for before/after numbers."""
+    """kdsae_core.sae.model.fused_backward as of commit 6d4dec3 (fp32 path), kept for before/after numbers."""
     B = x.shape[0]
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     xc = x - b_dec
@@ -279,7 +279,7 @@ def markdown(result: dict) -> list[str]:
 
 def copy_bandwidth(n_bytes: int = 512 << 20, samples: int = 7) -> dict:
     """Read + write bytes per second of a large copy (fastest and median of `samples`): the memory rate the
-    cost model of kdsae_core.sae_plan divides the step's counted traffic by."""
+    cost model of kdsae_core.sae.plan divides the step's counted traffic by."""
     x = torch.ones(n_bytes // 4)
     y = torch.empty_like(x)
     y.copy_(x)

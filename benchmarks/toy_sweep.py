@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 import _bench
-from kdsae_core.bench_report import update_performance_page
-from kdsae_core.fileio import atomic_write_json, atomic_write_text
-from kdsae_core.paths import TOY_WALL_FILE, toy_results_dir
-from kdsae_core.toy import CACHE_BYTES, DataStream, importance_profile
-from kdsae_core.toy_autograd import AutogradModel
-from kdsae_core.toy_sweep import ToyConfig, ToySweep, build_blocks, run_sweep
+from report import update_performance_page
+from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.common.paths import TOY_WALL_FILE, toy_results_dir
+from kdsae_core.toy.model import CACHE_BYTES, DataStream, importance_profile
+from toy_autograd import AutogradModel
+from kdsae_core.toy.sweep import ToyConfig, ToySweep, build_blocks, run_sweep
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -2,7 +2,7 @@
 activations, alternating in one script.
 
 SAELens 6.x runs in its own environment (.venv-saelens, `make saelens-env`; or --saelens-python / the
-KDSAE_SAELENS_PYTHON variable): a worker process (kdsae_core/saelens_worker.py) holds SAELens'
+KDSAE_SAELENS_PYTHON variable): a worker process (benchmarks/saelens_worker.py) holds SAELens'
 StandardTrainingSAE and SAETrainer as shipped and runs SAETrainer.step on command, while this process holds
 kdsae's SAEUnit; only one of them computes at a time. Both start from the same weights, see the same batches
 (fp32, CPU, the same thread count, the same malloc settings) and use the paper's trial-B lambda (SAELens'
@@ -13,7 +13,7 @@ speed-up is SAELens' time / kdsae's time of the same round, median over rounds.
 Goals: >= 1.25x at the paper shape (1024 x 32768; the matmul ceiling allows at most about 1.4x there) and >= 2x
 at 384 x 2048, where per-step overhead dominates.
 
-It also records that the two compute the same thing (kdsae_core.saelens_compare.trajectory_comparison): 100
+It also records that the two compute the same thing (benchmarks.saelens_compare.trajectory_comparison): 100
 steps at 32 x 128 from the same weights, our loss against SAELens' with matched conventions (rtol 1e-4 goal),
 and, for information, against SAELens exactly as shipped (free decoder norms, decoder-norm-weighted L1).
 
@@ -36,8 +36,8 @@ import torch
 
 import _bench
 from sae_step import SHAPES, TRIAL, LR, Batches, Matmuls, flops_per_token, parse_shapes
-from kdsae_core.sae import SAEUnit
-from kdsae_core.saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
+from kdsae_core.sae.model import SAEUnit
+from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
 
 GOALS = {(1024, 32768): 1.25, (384, 2048): 2.0}
 TRAJ = dict(d_in=32, d_sae=128, B=256, steps=100, scale=0.1)

@@ -17,12 +17,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import activations as acts
-from . import checkpoints, manifest, paths, sae_plan, theory
-from .errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from .fileio import atomic_write_json, atomic_write_text, sha256_file
-from .run_data import snapshot_tokens
-from .runlock import run_lock
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import checkpoints
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
+from kdsae_core.sae import plan as sae_plan
+from kdsae_core import theory
+from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
+from kdsae_core.common.fileio import atomic_write_json, atomic_write_text, sha256_file
+from kdsae_core.runs.tables import snapshot_tokens
+from kdsae_core.common.locks import run_lock
 
 MEASURE_BATCH_TOKENS = 4096  # per forward pass; at least the training batch
 SUMMARY_COLUMNS = ["layer", "L0", "alpha", "g_alpha", "d_star_S", "F_alive", "dead", "d_sae", "mse", "l1", "loss",

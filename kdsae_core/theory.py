@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import BadFile, InvalidParameter
+from kdsae_core.common.errors import BadFile, InvalidParameter
 
 ALIVE_THRESHOLD = 1e-5
 

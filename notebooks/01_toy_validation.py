@@ -21,7 +21,7 @@
 # predicts it from $n$, $\alpha$ and the importances alone ([the theory](../book/theory.md)).
 #
 # - All models of a sweep (seeds × widths × configurations) train together as one batched tensor program
-#   (`kdsae_core.toy`). **Models that share $(n, \alpha)$ share data batches**; seeds differ only in their
+#   (`kdsae_core.toy.model`). **Models that share $(n, \alpha)$ share data batches**; seeds differ only in their
 #   initialisation, so the seed ranges drawn below show initialisation variance only, not data variance.
 # - **The paper's text is not available to us.** Importance `zipf:1` ($I_i = 1/i$) is the reading of its
 #   setup by an independent re-implementation, not a quotation; the live check at the end of this page runs
@@ -60,11 +60,13 @@ from tqdm import TqdmWarning
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; the sweeps run without bars
 
-from kdsae_core import notebook_params, paths, toy_analysis
+from kdsae_core.book import params as notebook_params
+from kdsae_core.common import paths
+from kdsae_core.toy import analysis as toy_analysis
 from kdsae_core.figures import style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
-from kdsae_core.toy_sweep import ToyConfig, load_results, paper_grid_time, run_sweep, wall_time
+from kdsae_core.toy.sweep import ToyConfig, load_results, paper_grid_time, run_sweep, wall_time
 
 settings = dict(profile=profile, rerun=rerun, source=source, results_file=results_file, n=n, alpha=alpha,
                 d_teacher=d_teacher, widths=widths, importance=importance, mode=mode, steps=steps, batch=batch,

@@ -29,7 +29,7 @@ rerun = False  # True: train the SAEs again with the run's config (minutes) inst
 out = ""  # folder for the figures and their data; "" means _build/figures/02_trial_a
 
 # %%
-from kdsae_core.chapters import open_chapter
+from kdsae_core.book.chapters import open_chapter
 
 ch = open_chapter("02_trial_a", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
 ch.header()

@@ -28,7 +28,7 @@ rerun = False  # True: train the SAEs again with the run's config instead of ren
 out = ""  # folder for the figures and their data; "" means _build/figures/03_trial_b
 
 # %%
-from kdsae_core.chapters import open_chapter
+from kdsae_core.book.chapters import open_chapter
 
 ch = open_chapter("03_trial_b", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
 ch.header()

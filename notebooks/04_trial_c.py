@@ -39,7 +39,7 @@ rerun = False  # True: train the SAEs again with the run's config instead of ren
 out = ""  # folder for the figures and their data; "" means _build/figures/04_trial_c
 
 # %%
-from kdsae_core.chapters import open_chapter
+from kdsae_core.book.chapters import open_chapter
 
 ch = open_chapter("04_trial_c", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
 ch.header()

@@ -31,7 +31,7 @@ pilots = False  # True: add the pilot coefficients' points (1e-4, 2e-4, 7e-4)
 out = ""  # folder for the figures and their data; "" means _build/figures/05_trials_compared
 
 # %%
-from kdsae_core.chapters import open_chapter, with_pilots
+from kdsae_core.book.chapters import open_chapter, with_pilots
 
 ch = open_chapter("05_trials_compared", source=source, layers=layers, run=run, rerun=rerun, out=out,
                   trials=None if pilots else trials)

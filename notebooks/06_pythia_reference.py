@@ -34,7 +34,7 @@ out = ""  # folder for the figures and their data; "" means _build/figures/06_py
 # %%
 from IPython.display import display
 
-from kdsae_core.chapters import ReferenceChapter, reference_sentence
+from kdsae_core.book.chapters import ReferenceChapter, reference_sentence
 
 ref = ReferenceChapter(reference_dir, out)
 ref.header()

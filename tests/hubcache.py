@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-D_IN, D_SAE = 128, 96  # d_in matches kdsae_core.activations.random_pythia (d_model 128)
+D_IN, D_SAE = 128, 96  # d_in matches kdsae_core.data.activations.random_pythia (d_model 128)
 
 
 def hf_cache(cache: Path, repo: str, files: dict[str, bytes], symlinks: bool = True, revision: str = "main") -> str:
@@ -90,7 +90,7 @@ def authors_file(seed: int, layer: int, tokens: int, **kw) -> bytes:
 def tiny_run(out: Path, model_folder: Path, model=None, measure: bool = True, trials=("B", "C")) -> Path:
     """Train (and measure) the smallest real run: random Pythia-shaped model, one layer, d_sae 32."""
     from kdsae_core.measure import measure_run
-    from kdsae_core.train import SAETrainConfig, Trainer
+    from kdsae_core.train.trainer import SAETrainConfig, Trainer
     cfg = SAETrainConfig.from_profile("embedded", model=str(model_folder), layers=[1], trials=list(trials), d_sae=32,
                                       tokens=1024, batch_tokens=256, context=64, n_snapshots=2, measure_tokens=1024)
     Trainer(cfg, out, progress=False, model=model).run()

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kdsae_core.paths import reference_dir
+from kdsae_core.common.paths import reference_dir
 
 
 def require_reference():

@@ -1,5 +1,5 @@
-"""The performance page's numbers come from the benchmark result files (kdsae_core.bench_report) and the cost
-arithmetic of kdsae_core.sae_plan."""
+"""The performance page's numbers come from the benchmark result files (benchmarks.report) and the cost
+arithmetic of kdsae_core.sae.plan."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from kdsae_core import bench_report, sae_plan
+from benchmarks import report as bench_report
+from kdsae_core.sae import plan as sae_plan
 
 
 def test_committed_page_matches_the_result_files():
     """book/performance.md shows exactly what benchmarks/results/*.json give (regenerate: run a benchmark, or
-    `python -c 'from kdsae_core.bench_report import update_performance_page; update_performance_page()'`)."""
+    `python -c 'from benchmarks.report import update_performance_page; update_performance_page()'`)."""
     assert bench_report.stale_sections() == []
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import cli, manifest, paths
-from kdsae_core.checkpoints import SAELENS_FORMAT_VERSION, load_checkpoint
-from kdsae_core.export import _fmt
+from kdsae_core.data import activations as acts
+from kdsae_core.cli import main as cli
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
+from kdsae_core.runs.checkpoints import SAELENS_FORMAT_VERSION, load_checkpoint
+from kdsae_core.hub.export import _fmt
 from kdsae_core.measure import list_checkpoints
 from tests.hubcache import hf_cache, tiny_run
 

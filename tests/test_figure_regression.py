@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from kdsae_core.figure_regression import EXACT, RETRAIN_TOLERANCES, compare
+from kdsae_core.figures.regression import EXACT, RETRAIN_TOLERANCES, compare
 
 
 def make_figures(folder):
@@ -51,7 +51,7 @@ def test_redrawn_figures_of_a_run_match_their_committed_data_and_a_perturbed_cop
     """The whole path of `kdsae verify --figures`: draw every figure of a run, keep the data, redraw and compare."""
     from pathlib import Path
 
-    from kdsae_core.figure_regression import check_committed, draw_figure_data, only_data
+    from kdsae_core.figures.regression import check_committed, draw_figure_data, only_data
 
     fixture = Path(__file__).parent / "fixtures" / "exp2_run"
     groups = draw_figure_data(tmp_path / "drawn", fixture, None)
@@ -70,8 +70,9 @@ def test_redrawn_figures_of_a_run_match_their_committed_data_and_a_perturbed_cop
 def test_the_committed_figure_data_are_what_the_committed_run_draws():
     """results/figures/exp2 (the reference of `kdsae verify --figures`) redraws exactly from results/exp2/embedded,
     and that run still matches its manifest; regenerate both with `make results-exp2`."""
-    from kdsae_core import manifest, paths
-    from kdsae_core.figure_regression import check_committed
+    from kdsae_core.runs import manifest
+    from kdsae_core.common import paths
+    from kdsae_core.figures.regression import check_committed
 
     run = paths.RESULTS / "exp2" / "embedded"
     if not run.is_dir():

@@ -13,8 +13,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from kdsae_core import run_data, theory  # noqa: E402
-from kdsae_core.cli import main  # noqa: E402
+from kdsae_core.runs import tables as run_data
+from kdsae_core import theory
+from kdsae_core.cli.main import main  # noqa: E402
 from kdsae_core.figures import exp2_catalog as cat  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
@@ -272,7 +273,7 @@ def test_the_correlation_sentence_never_reports_a_relation_that_holds_by_definit
     """Issue 21, item 9: alpha = 1 - L0/F makes L0 vs alpha r = -1 by arithmetic; the chapter reports the strongest
     relation among the others, and the figure marks the definitional pairs."""
     import pandas as pd
-    from kdsae_core.chapters import sentence
+    from kdsae_core.book.chapters import sentence
     from kdsae_core.figures.exp2_trial_b import correlation, definitional
     r = {("L0", "alpha"): -1.0, ("dead", "F_alive"): -1.0, ("mse", "dead"): 0.7, ("L0", "mse"): 0.2}
     rows = [{"metric_x": x, "metric_y": y, "r": v, "n_layers": 6} for (a, b), v in r.items() for x, y in ((a, b), (b, a))]

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from kdsae_core.figures import save_figure, style
 from kdsae_core.figures import toy as tf
-from kdsae_core.toy_sweep import PROFILES, ToyConfig, run_sweep
+from kdsae_core.toy.sweep import PROFILES, ToyConfig, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import cli, hub, paths
-from kdsae_core.checkpoints import kdsae_meta, load_checkpoint
-from kdsae_core.errors import BadFile, MissingData
-from kdsae_core.published import PUBLISHED
-from kdsae_core.run_data import load_run
-from kdsae_core.sae import SAE
+from kdsae_core.data import activations as acts
+from kdsae_core.cli import main as cli
+from kdsae_core.hub import client as hub
+from kdsae_core.common import paths
+from kdsae_core.runs.checkpoints import kdsae_meta, load_checkpoint
+from kdsae_core.common.errors import BadFile, MissingData
+from kdsae_core.hub.published import PUBLISHED
+from kdsae_core.runs.tables import load_run
+from kdsae_core.sae.model import SAE
 from tests.hubcache import (D_IN, D_SAE, authors_file, authors_forward, authors_state, cached_path, hf_cache, pt_bytes,
                             to_saelens)
 
@@ -287,8 +289,8 @@ def test_verify_judges_the_paper_scale_claims_on_measured_published_checkpoints(
     """`kdsae verify --source hub` end to end below the CLI: the published files of trials A and C (hand-made
     cache), downloaded, converted and measured by measure_published_trial, judged by the ledger. These small
     SAEs are not the paper's, so the verdicts must be "not reproduced", with the measured numbers."""
-    from kdsae_core import verify
-    from kdsae_core.published import measure_published_trial
+    from kdsae_core.book import claims as verify
+    from kdsae_core.hub.published import measure_published_trial
     monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "runs"))
     cache = tmp_path / "hf"
     for trial, seed in (("A", 7), ("C", 8)):
@@ -356,7 +358,7 @@ import atexit, sys, time
 _slept = [0.0]
 time.sleep = lambda s: _slept.__setitem__(0, _slept[0] + s)
 atexit.register(lambda: print(f"SLEPT {_slept[0]}", file=sys.stderr))
-from kdsae_core.cli import main
+from kdsae_core.cli.main import main
 sys.exit(main())
 """
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core import manifest
-from kdsae_core.published import PUBLISHED
+from kdsae_core.runs import manifest
+from kdsae_core.hub.published import PUBLISHED
 from tests.fakehub import FakeHub
 from tests.hubcache import authors_file
 

@@ -1,4 +1,4 @@
-"""Reading `.pt` SAE checkpoints (kdsae_core/layouts.py): every supported layout folds into kdsae's SAE with
+"""Reading `.pt` SAE checkpoints (kdsae_core/hub/layouts.py): every supported layout folds into kdsae's SAE with
 identical outputs; anything else, a wrong shape, a damaged file or a pickle that would run code is refused with
 one sentence naming the file."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core import layouts
-from kdsae_core.errors import BadFile
-from kdsae_core.sae import SAE
+from kdsae_core.hub import layouts
+from kdsae_core.common.errors import BadFile
+from kdsae_core.sae.model import SAE
 from tests.hubcache import authors_file, authors_forward, authors_state, pt_bytes, to_saelens
 
 FOLD_TOL = 1e-6  # max |difference| of z and x_hat, evaluated in float64 (float32 weights rounded once)

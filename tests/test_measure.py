@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import checkpoints, cli, manifest, paths
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import checkpoints
+from kdsae_core.cli import main as cli
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
 from kdsae_core.measure import MIN_MEASURE_TOKENS, alive_min_firings, list_checkpoints, measure_run
-from kdsae_core.run_data import load_run
+from kdsae_core.runs.tables import load_run
 from tests.hubcache import tiny_run
 
 

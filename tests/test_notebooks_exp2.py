@@ -11,8 +11,9 @@ import nbformat
 import papermill as pm
 import pytest
 
-from kdsae_core import chapters, paths
-from kdsae_core.errors import KdsaeError, MissingData, RunFolderError
+from kdsae_core.book import chapters
+from kdsae_core.common import paths
+from kdsae_core.common.errors import KdsaeError, MissingData, RunFolderError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
 NOTEBOOKS = {"02_trial_a": 5, "03_trial_b": 7, "04_trial_c": 3, "05_trials_compared": 1}

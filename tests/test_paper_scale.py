@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import paths, sae_plan, train_state
-from kdsae_core.errors import InvalidParameter, MissingData
+from kdsae_core.data import activations as acts
+from kdsae_core.common import paths
+from kdsae_core.sae import plan as sae_plan
+from kdsae_core.train import state as train_state
+from kdsae_core.common.errors import InvalidParameter, MissingData
 from kdsae_core.measure import measure_run
-from kdsae_core.sae import SAE, SAEUnit, fused_backward
-from kdsae_core.train import SAETrainConfig, Trainer
+from kdsae_core.sae.model import SAE, SAEUnit, fused_backward
+from kdsae_core.train.trainer import SAETrainConfig, Trainer
 from tests.test_train import pythia, tiny  # noqa: F401  (the module's random Pythia and tiny settings)
 
 
@@ -261,7 +263,7 @@ def test_states_are_saved_and_loaded_one_sae_at_a_time(tmp_path, pythia, monkeyp
 
 # ---- 7. guards ----------------------------------------------------------------------------------------------
 def test_cuda_asked_of_a_cpu_only_torch_is_one_sentence_before_any_process_group():
-    from kdsae_core.distributed import TorchComm
+    from kdsae_core.train.distributed import TorchComm
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(InvalidParameter, match=r"^--device cuda was asked for, but this torch .* is a CPU-only build"):

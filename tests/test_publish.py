@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core.paths import REPO_ROOT
+from kdsae_core.common.paths import REPO_ROOT
 
 GHP = Path(sys.executable).with_name("ghp-import")
 

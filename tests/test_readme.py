@@ -10,10 +10,10 @@ import shlex
 
 import pytest
 
-from kdsae_core import notebook_params as nbp
-from kdsae_core import paths
-from kdsae_core.cli import build_parser
-from kdsae_core.commands import run as run_cmd
+from kdsae_core.book import params as nbp
+from kdsae_core.common import paths
+from kdsae_core.cli.main import build_parser
+from kdsae_core.cli import run as run_cmd
 
 README = paths.REPO_ROOT / "README.md"
 
@@ -26,7 +26,7 @@ def readme_commands() -> list[tuple[list[str], str]]:
             code, _, comment = line.partition("  #")
             words = shlex.split(code)
             for i, w in enumerate(words):
-                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli":
+                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli.main":
                     found.append((words[i + 1:], comment.strip()))
                     break
     return found
@@ -60,7 +60,7 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
 def test_the_paper_grid_time_is_one_measured_figure_everywhere():
     """Issue 21, item 10: `kdsae verify --help`, the README and the book state the wall time recorded beside the
     committed paper-grid results, and no other estimate."""
-    from kdsae_core.toy_sweep import paper_grid_time
+    from kdsae_core.toy.sweep import paper_grid_time
     stated = paper_grid_time()
     figure = stated.split(" min wall")[0]
     assert re.fullmatch(r"\d+\.\d", figure), stated  # measured: results/toy/paper/wall.json is committed
@@ -74,8 +74,8 @@ def test_the_paper_grid_time_is_one_measured_figure_everywhere():
 
 
 def test_the_gpu_needs_in_the_readme_are_the_memory_plans():
-    """Issue 21, item 3: what the paper run needs on GPUs is stated from kdsae_core.sae_plan, not estimated by hand."""
-    from kdsae_core.sae_plan import GB, paper_run_needs
+    """Issue 21, item 3: what the paper run needs on GPUs is stated from kdsae_core.sae.plan, not estimated by hand."""
+    from kdsae_core.sae.plan import GB, paper_run_needs
     rows = [line for line in README.read_text().splitlines() if line.startswith("| ") and " GB + " in line]
     assert len(rows) == 3, rows
     for row, (gpus, trials) in zip(rows, [(1, 1), (1, 3), (8, 3)]):
@@ -90,8 +90,8 @@ def test_the_gpu_needs_in_the_readme_are_the_memory_plans():
 def test_cuda_asked_for_on_a_cpu_build_says_the_build_is_cpu_only(tmp_path, capsys, monkeypatch):
     """Issue 21, item 3: a CPU-only torch is told apart from a CUDA build that sees no device, before anything loads."""
     import torch
-    from kdsae_core.cli import main
-    from kdsae_core.sae_plan import cuda_unavailable
+    from kdsae_core.cli.main import main
+    from kdsae_core.sae.plan import cuda_unavailable
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
     assert main(["train", "--profile", "paper", "--out", str(tmp_path / "run")]) == 2

@@ -15,10 +15,12 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kdsae_core import paths, reference_data, theory  # noqa: E402
-from kdsae_core.cli import main  # noqa: E402
-from kdsae_core.commands import fetch_reference  # noqa: E402
-from kdsae_core.errors import BadFile, MissingData  # noqa: E402
+from kdsae_core.common import paths
+from kdsae_core.runs import reference as reference_data
+from kdsae_core import theory
+from kdsae_core.cli.main import main  # noqa: E402
+from kdsae_core.cli import fetch_reference
+from kdsae_core.common.errors import BadFile, MissingData  # noqa: E402
 from kdsae_core.figures import exp2_catalog as cat  # noqa: E402
 
 from .reference import require_reference  # noqa: E402
@@ -102,7 +104,7 @@ def test_reference_figures_plot_the_released_numbers(ref, tmp_path):
 
 
 def test_without_reference_data_the_chapter_explains_itself(tmp_path):
-    from kdsae_core.chapters import ReferenceChapter
+    from kdsae_core.book.chapters import ReferenceChapter
     ch = ReferenceChapter(tmp_path / "absent", tmp_path / "out")
     assert not ch.available and "fetch-reference" in ch.missing_sentence()
     assert len(ch.published()) == 3

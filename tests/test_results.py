@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from kdsae_core import activations as acts
-from kdsae_core import manifest
-from kdsae_core.errors import RunFolderError
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import manifest
+from kdsae_core.common.errors import RunFolderError
 from kdsae_core.measure import measure_run
-from kdsae_core.results import commit_exp2_run, thin_metrics
-from kdsae_core.run_data import load_run
-from kdsae_core.train import SAETrainConfig, Trainer
+from kdsae_core.book.commit import commit_exp2_run, thin_metrics
+from kdsae_core.runs.tables import load_run
+from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 
 def test_thin_metrics_keeps_first_last_every_kth_and_snapshot_steps():
@@ -42,10 +42,10 @@ def test_a_committed_run_has_no_weights_and_renders(tmp_path):
 
 
 def test_committed_toy_results_are_the_runs_bytes_with_its_wall_time(tmp_path):
-    from kdsae_core.errors import BadFile
-    from kdsae_core.paths import TOY_WALL_FILE
-    from kdsae_core.results import commit_toy_results
-    from kdsae_core.toy_sweep import ToyConfig, run_sweep
+    from kdsae_core.common.errors import BadFile
+    from kdsae_core.common.paths import TOY_WALL_FILE
+    from kdsae_core.book.commit import commit_toy_results
+    from kdsae_core.toy.sweep import ToyConfig, run_sweep
 
     cfg = ToyConfig(n=[4], alpha=[0.9], d_teacher=[2], seeds=1, steps=5, eval_samples=64)
     run = tmp_path / "run"

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdsae_core import reference_data, run_data
-from kdsae_core.errors import BadFile, MissingData, RunFolderError
+from kdsae_core.runs import reference as reference_data
+from kdsae_core.runs import tables as run_data
+from kdsae_core.common.errors import BadFile, MissingData, RunFolderError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
 GENERATOR = Path(__file__).parent / "fixtures" / "make_exp2_fixture.py"

@@ -12,11 +12,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdsae_core import notebook_params as nbp
-from kdsae_core import paths
-from kdsae_core.cli import main
-from kdsae_core.errors import InvalidParameter
-from kdsae_core.toy_sweep import ToyConfig, run_sweep
+from kdsae_core.book import params as nbp
+from kdsae_core.common import paths
+from kdsae_core.cli.main import main
+from kdsae_core.common.errors import InvalidParameter
+from kdsae_core.toy.sweep import ToyConfig, run_sweep
 
 TOY = paths.NOTEBOOKS / "01_toy_validation.py"
 
@@ -155,7 +155,7 @@ def test_a_failing_cell_fails_the_run_and_keeps_the_record(tmp_path, capsys):
 
 
 def test_figure_folder_is_never_in_results(tmp_path):
-    from kdsae_core.errors import RunFolderError
+    from kdsae_core.common.errors import RunFolderError
     for bad in ("results", "results/toy/figs", str(paths.RESULTS / "x")):
         with pytest.raises(RunFolderError, match="inside results/"):
             nbp.figure_folder(bad, "01_toy_validation")
@@ -187,7 +187,7 @@ def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
     """Issue 21, item 1: `kdsae run` stopped from outside (kill, Ctrl-C) shuts its kernel down and records it."""
     nb, pid_file, out = tmp_path / "busy.py", tmp_path / "kernel.pid", tmp_path / "o"
     nb.write_text(BUSY_NOTEBOOK)
-    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file),
+    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli.main", "run", str(nb), "-p", "pid_file", str(pid_file),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

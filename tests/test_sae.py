@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from kdsae_core.errors import InvalidParameter
-from kdsae_core.paths import RESULTS
-from kdsae_core.sae import (LAMBDA_BOUNDS, PARAM_NAMES, SAE, L1Controller, SAEUnit, TrialSpec, fused_backward,
+from kdsae_core.common.errors import InvalidParameter
+from kdsae_core.common.paths import RESULTS
+from kdsae_core.sae.model import (LAMBDA_BOUNDS, PARAM_NAMES, SAE, L1Controller, SAEUnit, TrialSpec, fused_backward,
                             paper_trials, sae_loss)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kdsae_core import theory
-from kdsae_core.cli import main
-from kdsae_core.errors import BadFile, InvalidParameter
+from kdsae_core.cli.main import main
+from kdsae_core.common.errors import BadFile, InvalidParameter
 
 from .reference import require_reference
 
@@ -147,7 +147,7 @@ def test_bad_widths_on_the_command_line(capsys):
 
 
 def test_g_is_smallest_at_one_minus_one_over_e_and_the_cli_warns_below_it(tmp_path, capsys):
-    from kdsae_core.cli import main
+    from kdsae_core.cli.main import main
     from kdsae_core.theory import G_MINIMUM_ALPHA, below_capacity_minimum, g_alpha
     assert g_alpha(G_MINIMUM_ALPHA) == pytest.approx(math.e)
     assert g_alpha(0.5) > g_alpha(G_MINIMUM_ALPHA) < g_alpha(0.75)  # it falls, then rises

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdsae_core.cli import main
-from kdsae_core.errors import InvalidParameter
-from kdsae_core.toy import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
-from kdsae_core.toy_autograd import AutogradModel
-from kdsae_core.toy_sweep import REPRESENTED_THRESHOLDS, ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
+from kdsae_core.cli.main import main
+from kdsae_core.common.errors import InvalidParameter
+from kdsae_core.toy.model import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
+from benchmarks.toy_autograd import AutogradModel
+from kdsae_core.toy.sweep import REPRESENTED_THRESHOLDS, ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
 
 TINY = dict(n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=60, batch=256, eval_samples=2048)
 
@@ -248,7 +248,7 @@ def test_textbook_autograd_model_trains_like_one_model_of_the_block(distill):
 
 def test_a_sweep_split_over_processes_writes_the_same_bytes(tmp_path):
     """Feature counts share nothing, so two processes (n = 6 | n = 8, 9) must give the one-process file."""
-    from kdsae_core.toy_parallel import run_parallel, split_feature_counts
+    from kdsae_core.toy.parallel import run_parallel, split_feature_counts
     assert split_feature_counts([10, 20, 40], 2) == [[40], [10, 20]]
     assert split_feature_counts([10, 20], 5) == [[20], [10]]
     cfg = ToyConfig.from_profile("quick", **{**TINY, "n": [6, 8, 9], "steps": 40})
@@ -284,7 +284,7 @@ def test_one_model_at_a_time_refuses_knee_widths():
 
 def test_the_command_prints_a_table_that_says_what_rel_norm_and_no_pairs_mean(tmp_path, capsys):
     """Issue 21, item 8: the summary is read by people; --json keeps the numbers for programs."""
-    from kdsae_core.cli import main
+    from kdsae_core.cli.main import main
     argv = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "30",
             "--eval-samples", "1024"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0

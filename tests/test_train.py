@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import manifest, paths, theory
-from kdsae_core.checkpoints import load_checkpoint
-from kdsae_core.errors import BadFile, InvalidParameter, MissingData, RunFolderError
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
+from kdsae_core import theory
+from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
 from kdsae_core.measure import Checkpoint, _Accumulator, _result, measure_run
-from kdsae_core.run_data import load_run
-from kdsae_core.sae import SAE
-from kdsae_core.train import SAETrainConfig, Trainer
+from kdsae_core.runs.tables import load_run
+from kdsae_core.sae.model import SAE
+from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +283,7 @@ def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythi
         return x
 
     run = tmp_path / "run"
-    from kdsae_core.train import NumericalFault
+    from kdsae_core.train.trainer import NumericalFault
     with pytest.raises(NumericalFault, match=r"layer 0 activations at step 5 are not finite.*step 4\) is intact"):
         Trainer(cfg, run, progress=False, model=model, batch_hook=poison).run()
     Trainer(cfg, run, progress=False, model=model).run(resume=True)  # clean input resumes from step 4
@@ -291,7 +293,7 @@ def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythi
 
 def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia):
     """rerun=True (the chapters' parameter) retrains from the run's own config: on CPU, the same measurements."""
-    from kdsae_core import chapters
+    from kdsae_core.book import chapters
     folder, model = pythia
     run = Trainer(tiny(folder, trials=["A", "C"]), tmp_path / "run", progress=False, model=model).run()
     measure_run(run, progress=False, model=model)
@@ -303,7 +305,7 @@ def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia
 
 
 def test_a_run_whose_saes_do_not_fit_in_memory_is_refused_before_it_writes(tmp_path, pythia, monkeypatch, capsys):
-    from kdsae_core import sae_plan
+    from kdsae_core.sae import plan as sae_plan
     folder, model = pythia
     cfg = tiny(folder)
     # trials A, B, C x layers 0, 2 of d_in 128; one forward pass of 64 sequences (4,096 tokens) through blocks 0-2

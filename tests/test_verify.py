@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from kdsae_core import toy_analysis as ta
-from kdsae_core import verify
-from kdsae_core.cli import main
-from kdsae_core.paths import toy_results_file
-from kdsae_core.toy_sweep import PROFILES, ToyConfig, load_results, run_sweep
+from kdsae_core.toy import analysis as ta
+from kdsae_core.book import claims as verify
+from kdsae_core.cli.main import main
+from kdsae_core.common.paths import toy_results_file
+from kdsae_core.toy.sweep import PROFILES, ToyConfig, load_results, run_sweep
 
 from .reference import require_reference
 

@@ -13,9 +13,9 @@ from typing import Callable
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..run_data import RunData
-from . import exp2_compare, exp2_trial_a, exp2_trial_b, exp2_trial_c, reference
-from .exp2_common import save
+from kdsae_core.runs.tables import RunData
+from kdsae_core.figures import exp2_compare, exp2_trial_a, exp2_trial_b, exp2_trial_c, reference
+from kdsae_core.figures.exp2_common import save
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def text_colour(shade: float, cmap_name: str) -> str:
 
 def save(fig: Figure, data, folder: Path, name: str, formats: tuple[str, ...] = ("png",)) -> dict[str, Path]:
     """Write `name.png` (and other formats) with `name.csv` (a table) or `name.json` beside it."""
-    from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from kdsae_core.common.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
     import io
     folder = Path(folder)
     written = {}
@@ -131,7 +131,7 @@ def save(fig: Figure, data, folder: Path, name: str, formats: tuple[str, ...] = 
 def tokens_axis(ax, label: str = "training tokens") -> None:
     """Token counts as 50k / 1.5M / 300M rather than 1e8 offsets."""
     from matplotlib.ticker import FuncFormatter, MaxNLocator
-    from ..run_data import format_tokens
+    from kdsae_core.runs.tables import format_tokens
     ax.xaxis.set_major_locator(MaxNLocator(6))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_tokens(v) if v > 0 else "0"))
     ax.set_xlabel(label)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..run_data import RunData
-from .exp2_common import PILOT_COLOUR, TRIAL_COLOURS, axis_label, new_figure, plain_log_axis, suptitle
+from kdsae_core.runs.tables import RunData
+from kdsae_core.figures.exp2_common import PILOT_COLOUR, TRIAL_COLOURS, axis_label, new_figure, plain_log_axis, suptitle
 
 MAIN_TRIALS = ("A", "B", "C")
 ROLE = {"A": "dense regime", "B": "paper-exact", "C": "adaptive, target L0"}

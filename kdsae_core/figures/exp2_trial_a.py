@@ -11,9 +11,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .. import theory
-from ..run_data import RunData
-from .exp2_common import (CARD_METRICS, axis_label, fmt, heat_matrix, layer_colours, layer_legend_or_colourbar,
+from kdsae_core import theory
+from kdsae_core.runs.tables import RunData
+from kdsae_core.figures.exp2_common import (CARD_METRICS, axis_label, fmt, heat_matrix, layer_colours, layer_legend_or_colourbar,
                           new_figure, plain_log_axis, short, suptitle, text_colour,
                           tokens_axis)
 

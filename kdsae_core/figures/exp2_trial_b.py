@@ -11,9 +11,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..run_data import RunData
-from .exp2_common import CARD_METRICS, fmt, heat_matrix, new_figure, short, suptitle, text_colour
-from .exp2_trial_a import draw_card, layer_table
+from kdsae_core.runs.tables import RunData
+from kdsae_core.figures.exp2_common import CARD_METRICS, fmt, heat_matrix, new_figure, short, suptitle, text_colour
+from kdsae_core.figures.exp2_trial_a import draw_card, layer_table
 
 VARIANTS = ["paper_heatmap", "slides_heatmap", "appendix_sidecar", "small_multiples", "smooth_depth",
             "correlation", "headline"]

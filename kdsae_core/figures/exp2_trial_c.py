@@ -8,10 +8,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..run_data import RunData
-from .exp2_common import (CARD_METRICS, axis_label, fmt, layer_colours, layer_legend_or_colourbar, new_figure,
+from kdsae_core.runs.tables import RunData
+from kdsae_core.figures.exp2_common import (CARD_METRICS, axis_label, fmt, layer_colours, layer_legend_or_colourbar, new_figure,
                           plain_log_axis, short, suptitle, tokens_axis)
-from .exp2_trial_a import layer_table
+from kdsae_core.figures.exp2_trial_a import layer_table
 
 DASHBOARD_METRICS = ["L0", "alpha", "g_alpha", "mse", "dead"]
 

@@ -12,9 +12,11 @@ import io
 import re
 from pathlib import Path
 
-from .. import paths, reference_data, run_data
-from ..errors import MissingData
-from . import exp2_catalog as cat
+from kdsae_core.common import paths
+from kdsae_core.runs import reference as reference_data
+from kdsae_core.runs import tables as run_data
+from kdsae_core.common.errors import MissingData
+from kdsae_core.figures import exp2_catalog as cat
 
 CHAPTER_TITLES = {
     "01_toy_validation": "Experiment 1: the toy model",
@@ -70,8 +72,8 @@ def _card(d: cat.Drawn, notebooks_url: str) -> str:
 def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[str], str]:
     """Cards for the toy chapter's figures, drawn from committed toy results (no sweep is run here)."""
     try:
-        from . import toy as toy_figures
-        from ..toy_sweep import load_results
+        from kdsae_core.figures import toy as toy_figures
+        from kdsae_core.toy.sweep import load_results
     except ImportError:
         return [], ""
     path = (Path(path) if Path(path).exists() else None) if path else paths.committed_toy_results()

@@ -1,4 +1,4 @@
-"""Figures of the authors' released Pythia-410M measurements (read via kdsae_core.run_data).
+"""Figures of the authors' released Pythia-410M measurements (read via kdsae_core.runs.tables).
 
 The importance distribution (log-log), the predicted floors vs student width and the SAE training
 curves. Layers are 0-based as in the hook names (blocks.{l}.hook_resid_post).
@@ -11,10 +11,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .. import theory
-from ..reference_data import REFERENCE_MODEL
-from ..run_data import format_tokens, layer_span
-from .exp2_common import new_figure, plain_log_axis, suptitle, tokens_axis
+from kdsae_core import theory
+from kdsae_core.runs.reference import REFERENCE_MODEL
+from kdsae_core.runs.tables import format_tokens, layer_span
+from kdsae_core.figures.exp2_common import new_figure, plain_log_axis, suptitle, tokens_axis
 
 PYTHIA_D_MODEL = 1024
 PYTHIA_D_SAE = 32_768

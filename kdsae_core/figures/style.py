@@ -16,8 +16,8 @@ import pandas as pd
 from cycler import cycler
 from matplotlib.figure import Figure
 
-from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..paths import display_path
+from kdsae_core.common.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from kdsae_core.common.paths import display_path
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale order.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]

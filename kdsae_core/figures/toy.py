@@ -1,5 +1,5 @@
 """The three figures of Experiment 1 (the toy model), each a pure function of a toy_results dict
-(`kdsae_core.toy_sweep.assemble_results`), with a `*_data` function returning the exact table it plots.
+(`kdsae_core.toy.sweep.assemble_results`), with a `*_data` function returning the exact table it plots.
 
 Losses are drawn as a fraction of L_inf (the loss of predicting zero), so panels with different sparsity
 share one scale; the tables hold the raw values as well.
@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from ..toy_analysis import PAPER_ACCURACY as PAPER_THRESHOLD  # "above 93% at all sparsity levels"
-from ..toy_analysis import accuracy_medians, lower_bound, on_paper_grid, pairs
-from .style import (CRITICAL_COLOUR, MISSING_COLOUR, PALETTE, PREDICTED_COLOUR, SEQUENTIAL_CMAP, new_figure,
+from kdsae_core.toy.analysis import PAPER_ACCURACY as PAPER_THRESHOLD  # "above 93% at all sparsity levels"
+from kdsae_core.toy.analysis import accuracy_medians, lower_bound, on_paper_grid, pairs
+from kdsae_core.figures.style import (CRITICAL_COLOUR, MISSING_COLOUR, PALETTE, PREDICTED_COLOUR, SEQUENTIAL_CMAP, new_figure,
                     save_figure, suptitle)
 
 ALPHA = "\u03b1"

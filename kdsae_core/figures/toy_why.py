@@ -12,10 +12,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .. import toy_analysis as ta
-from ..toy_sweep import REPRESENTED_THRESHOLDS
-from .style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, save_figure, suptitle
-from .toy import ALPHA, L_INF, _pct, alpha_colours, describe
+from kdsae_core.toy import analysis as ta
+from kdsae_core.toy.sweep import REPRESENTED_THRESHOLDS
+from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, save_figure, suptitle
+from kdsae_core.figures.toy import ALPHA, L_INF, _pct, alpha_colours, describe
 
 
 def _diagonal(ax, top: float) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core import paths
-from kdsae_core.paths import BOOK_BUILD, REPO_ROOT
+from kdsae_core.common import paths
+from kdsae_core.common.paths import BOOK_BUILD, REPO_ROOT
 
 PAGES = {"intro": "book/intro.html", "theory": "book/theory.html", "toy": "notebooks/01_toy_validation.html",
          "claims": "notebooks/07_claims.html", "methods": "book/methods.html"}
@@ -73,7 +73,7 @@ def test_toy_page_states_its_source_and_verdict(html):
 
 
 def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
-    from kdsae_core import toy_analysis
+    from kdsae_core.toy import analysis as toy_analysis
     from kdsae_core.figures import toy_why
     text = _text(html["toy"])
     assert "Why the toy model misses 93%" in text
@@ -98,7 +98,7 @@ def _page_verdicts(page_html: str) -> dict[str, str]:
 def test_claims_page_shows_the_verdicts_the_committed_data_give(html):
     """Every row of the built claims page carries the verdict that the ledger, computed here from the committed
     results, gives; kdsae verify prints the same ledger (tests/test_verify.py)."""
-    from kdsae_core import verify
+    from kdsae_core.book import claims as verify
     text = _text(html["claims"])
     shown = _page_verdicts(html["claims"])
     if not paths.toy_results_file("paper").exists():

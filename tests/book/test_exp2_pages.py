@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kdsae_core import paths
-from kdsae_core.paths import BOOK_BUILD, REPO_ROOT, reference_dir
+from kdsae_core.common import paths
+from kdsae_core.common.paths import BOOK_BUILD, REPO_ROOT, reference_dir
 
 ROOT = Path(os.environ.get("KDSAE_BOOK_HTML", BOOK_BUILD))
 TOC = Path(os.environ.get("KDSAE_BOOK_TOC", REPO_ROOT / "_toc.yml"))

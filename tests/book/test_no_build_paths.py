@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core import paths
+from kdsae_core.common import paths
 
 ROOT = Path(os.environ.get("KDSAE_BOOK_HTML", paths.BOOK_BUILD))
 TEXT_SUFFIXES = {".html", ".js", ".txt", ".ipynb", ".md", ".json", ".csv", ".svg"}

@@ -25,7 +25,7 @@ from pathlib import Path
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TRANSFORMERS_OFFLINE": "1"}
 UNITS = [(t, layer) for t in "AC" for layer in (0, 2)]
-RUN_CLI = "\nimport sys\nfrom kdsae_core.cli import main\nsys.exit(main())\n"
+RUN_CLI = "\nimport sys\nfrom kdsae_core.cli.main import main\nsys.exit(main())\n"
 
 
 def train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
@@ -36,7 +36,7 @@ def train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
 
 def kdsae(args: list[str], prelude: str | None = None, **kw) -> subprocess.Popen:
     """`kdsae ARGS` in a subprocess with one OpenMP thread (optionally after `prelude` code)."""
-    cmd = [sys.executable, *(["-c", prelude + RUN_CLI] if prelude else ["-m", "kdsae_core.cli"]), *args]
+    cmd = [sys.executable, *(["-c", prelude + RUN_CLI] if prelude else ["-m", "kdsae_core.cli.main"]), *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **kw)
 
 

@@ -1,6 +1,6 @@
 """Issue 7, item 5: bad input gives one clear line on stderr and exit 2, and nothing is written or overwritten.
 
-Every case runs the real `kdsae` command line in-process (`kdsae_core.cli.main`); the model is loaded once
+Every case runs the real `kdsae` command line in-process (`kdsae_core.cli.main.main`); the model is loaded once
 for the module (the verbs' own `load_model` is served from that cache). Run folders are copies of one run
 trained and measured in-process with the settings of `sae_helpers.train_args`; every folder a case could
 touch is compared byte for byte before and after.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core import activations as acts
-from kdsae_core import paths
-from kdsae_core.cli import main
+from kdsae_core.data import activations as acts
+from kdsae_core.common import paths
+from kdsae_core.cli.main import main
 from kdsae_core.measure import measure_run
-from kdsae_core.train import SAETrainConfig, Trainer
+from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 from .sae_helpers import error_lines, train_args
 

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core import activations as acts
-from kdsae_core import manifest, paths, train_state
-from kdsae_core.checkpoints import load_checkpoint
-from kdsae_core.cli import main
-from kdsae_core.errors import BadFile
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
+from kdsae_core.train import state as train_state
+from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.cli.main import main
+from kdsae_core.common.errors import BadFile
 from kdsae_core.measure import measure_run
-from kdsae_core.run_data import load_run
-from kdsae_core.train import SAETrainConfig, Trainer
+from kdsae_core.runs.tables import load_run
+from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 from .sae_helpers import error_lines, run_files
 

@@ -17,11 +17,13 @@ import random
 import pytest
 import torch
 
-from kdsae_core import activations as acts
-from kdsae_core import manifest, paths, train_state
-from kdsae_core.checkpoints import load_checkpoint
-from kdsae_core.sae import LAMBDA_BOUNDS, L1Controller, paper_trials
-from kdsae_core.train import NumericalFault, SAETrainConfig, Trainer
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
+from kdsae_core.train import state as train_state
+from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.sae.model import LAMBDA_BOUNDS, L1Controller, paper_trials
+from kdsae_core.train.trainer import NumericalFault, SAETrainConfig, Trainer
 
 from .sae_helpers import run_files
 
@@ -132,7 +134,7 @@ def test_a_real_run_asking_for_ever_more_lambda_raises_it_one_percent_a_step(tmp
 def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
     """The 8th optimizer update leaves a NaN weight after a finite loss (the loss only sees it a step later):
     the snapshot due right then refuses to save, naming the SAE, and the step-4 state stays the last good one."""
-    from kdsae_core.train import NumericalFault, SAETrainConfig, Trainer
+    from kdsae_core.train.trainer import NumericalFault, SAETrainConfig, Trainer
 
     folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
     cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B"], d_sae=32,

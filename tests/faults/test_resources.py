@@ -11,8 +11,10 @@ import sys
 
 import pytest
 
-from kdsae_core import manifest, paths, train_state
-from kdsae_core.checkpoints import load_checkpoint
+from kdsae_core.runs import manifest
+from kdsae_core.common import paths
+from kdsae_core.train import state as train_state
+from kdsae_core.runs.checkpoints import load_checkpoint
 
 from .sae_helpers import (ENV, UNITS, assert_same_files, error_lines, finish, kdsae, limit_file_size_after_write,
                           run_files, train_args)
@@ -112,8 +114,8 @@ def test_a_small_filesystem_runs_out_of_space(tmp_path, tiny_model, corpus, refe
         pytest.skip("mounting a tmpfs in a user namespace is not permitted here (the RLIMIT_FSIZE tests still run)")
     small, saved = mnt / "run", tmp_path / "saved"
     args = train_args(tiny_model, corpus, small)
-    unplanned = ("import sys, kdsae_core.sae_plan as p; p.free_disk_bytes = lambda folder: 1 << 50; "
-                 "from kdsae_core.cli import main; sys.exit(main())")
+    unplanned = ("import sys, kdsae_core.sae.plan as p; p.free_disk_bytes = lambda folder: 1 << 50; "
+                 "from kdsae_core.cli.main import main; sys.exit(main())")
     cmd = " ".join(f"'{a}'" for a in [sys.executable, "-c", unplanned, *args])
     script = f"mount -t tmpfs -o size=1200k none {mnt} && {cmd}; code=$?; cp -a {small} {saved}; exit $code"
     r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=ENV, timeout=600)

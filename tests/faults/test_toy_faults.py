@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from kdsae_core.errors import KdsaeError, RunFolderError
-from kdsae_core.fileio import atomic_write_bytes, load_verified, save_verified
-from kdsae_core.runlock import run_lock
+from kdsae_core.common.errors import KdsaeError, RunFolderError
+from kdsae_core.common.fileio import atomic_write_bytes, load_verified, save_verified
+from kdsae_core.common.locks import run_lock
 
 ARGS = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "1000",
         "--batch", "256", "--eval-samples", "2048", "--checkpoint-every", "10"]
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def kdsae(*args):
     # One thread: tiny models gain nothing from two, and spinning OpenMP threads slow a busy machine.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "kdsae_core.cli.main", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -146,8 +146,8 @@ def test_full_disk_reports_and_keeps_the_previous_file(tmp_path):
     atomic_write_bytes(path, b"good")
     code = (
         "import resource, sys\n"
-        "from kdsae_core.fileio import atomic_write_bytes\n"
-        "from kdsae_core.errors import KdsaeError\n"
+        "from kdsae_core.common.fileio import atomic_write_bytes\n"
+        "from kdsae_core.common.errors import KdsaeError\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
         f"try:\n    atomic_write_bytes({str(path)!r}, b'x' * 5000)\n"
         "except KdsaeError as e:\n    print(e); sys.exit(3)\n"

@@ -20,10 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kdsae_core import activations as acts
-from kdsae_core import cli, paths
-from kdsae_core.checkpoints import load_checkpoint
-from kdsae_core.published import PUBLISHED
+from kdsae_core.data import activations as acts
+from kdsae_core.cli import main as cli
+from kdsae_core.common import paths
+from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.hub.published import PUBLISHED
 from tests.hubcache import D_IN, authors_file, authors_forward, authors_state, hf_cache, tiny_run
 
 DRIVER = Path(__file__).with_name("saelens_driver.py")

@@ -3,7 +3,7 @@
 From the same initial weights and the same batches, 100 steps of kdsae's SAEUnit and of SAELens' own
 SAETrainer.step (StandardTrainingSAE: its forward pass, loss, autograd backward, clip_grad_norm_(1.0), torch
 Adam) give the same loss trajectory to rtol 1e-4, once the conventions are matched as
-kdsae_core.saelens_compare explains: SAELens' loss is d_in x ours (MSE summed over d_in, l1_coefficient =
+benchmarks.saelens_compare explains: SAELens' loss is d_in x ours (MSE summed over d_in, l1_coefficient =
 lambda d_in, or lambda d_in / d_sae for the `mean` form), which our unit follows with clip 1 / d_in and Adam eps
 1e-8 / d_in; SAELens' decoder rows are renormalised after each step (ours are) and its decoder-norm-weighted L1
 is read at its unit-norm value.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from kdsae_core.sae import TrialSpec
-from kdsae_core.saelens_compare import SAELensWorker, trajectory_comparison
+from kdsae_core.sae.model import TrialSpec
+from benchmarks.saelens_compare import SAELensWorker, trajectory_comparison
 
 RTOL = 1e-4
 STEPS = 100

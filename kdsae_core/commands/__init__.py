@@ -1,1 +1,0 @@
-"""One module per `kdsae` verb; see `kdsae_core.cli`."""
