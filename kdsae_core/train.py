@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import activations as acts
-from . import checkpoints, manifest, paths, sae_plan, train_state
+from . import checkpoints, manifest, paths, sae_plan, sae_sparse, train_state
 from .distributed import LocalComm, check_cuda
 from .errors import InvalidParameter, KdsaeError, RunFolderError
 from .fileio import atomic_write_json, atomic_write_text
@@ -183,6 +183,8 @@ class Trainer:
             "trials": {n: s.to_json() for n, s in cfg.trial_specs().items()},
             "snapshots": [{"label": lab, "step": s, "tokens": s * cfg.batch_tokens} for lab, s in cfg.snapshot_schedule()],
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": self.comm.world,
+            # each step is dense or sparse by its batch's density (metrics.jsonl: sae_step); the threshold it used
+            "sparse_step_below_density": sae_sparse.SPARSE_BELOW_DENSITY,
         }
 
     def _prepare_folder(self, resume: bool, force: bool) -> str:
@@ -375,7 +377,7 @@ class Trainer:
                 rows.append({"trial": u.trial.name, "layer": u.layer, "step": self.step + 1,
                              "tokens": (self.step + 1) * cfg.batch_tokens, "mse": float(s.mse), "l1": float(s.l1),
                              "loss": loss, "L0": float(s.l0), "lambda": lam,
-                             "alive_frac": float(u.alive_fraction(self.alive_window_steps))})
+                             "alive_frac": float(u.alive_fraction(self.alive_window_steps)), "sae_step": s.path})
         except NumericalFault as e:
             return rows, e
         return rows, None

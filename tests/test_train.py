@@ -145,7 +145,9 @@ def test_a_short_run_writes_every_file_of_the_run_folder(tmp_path, pythia):
     assert [s["label"] for s in config["snapshots"]] == ["1.024k", "final"]
     rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
     assert len(rows) == cfg.steps * 3 * 2 and {r["step"] for r in rows} == set(range(1, 9))
-    assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac"}
+    assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac",
+                            "sae_step"}
+    assert {r["sae_step"] for r in rows} <= {"dense", "sparse"}
     for r in rows:
         lam_l1 = r["lambda"] * r["l1"]
         assert r["loss"] == pytest.approx(r["mse"] + lam_l1, rel=1e-5)
