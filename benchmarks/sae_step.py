@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 
@@ -296,7 +298,7 @@ def markdown(result: dict) -> list[str]:
 DENSITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3)
 DENSITY_SHAPES = ((384, 2048), (1024, 32768))
 BEFORE_COMMIT = "72d0fa24bc4afb10a542f4ddfec0c43766ff4425"  # the last commit whose SAE step is dense only
-SPEEDUP_GOAL = {"shape": PAPER_SHAPE, "max_density": 0.01, "speedup": 3.0}  # sparse / dense kdsae step
+SPEEDUP_GOAL = {"shape": PAPER_SHAPE, "batch": 4096, "max_density": 0.01, "speedup": 3.0}  # sparse / dense step
 SLOWDOWN_LIMIT = 1.03  # no density may make the automatic choice slower than `before` by more than this
 EQUIVALENCE = dict(d_in=384, d_sae=2048, B=4096, steps=100, density=0.01, loss_rtol=1e-5, weight_rtol=1e-4)
 
@@ -335,20 +337,28 @@ def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s
     print(f"  density {density:g}: {reps} steps per sample", flush=True)
     times = _bench.alternate(fns, rounds, reps, log=lambda line: print("  " + line, flush=True))
     measured = float(fns["sparse"].last.l0) / d_sae
-    auto = sae_sparse.choose_path("auto", torch.tensor(round(measured * d_sae * B)), (B, d_sae), torch.float32)
     flops = {"before": 10 * d_in * d_sae, "dense": 10 * d_in * d_sae,
              "sparse": sae_sparse.sparse_flops_per_token(d_in, d_sae, measured)}
-    out = {"density_target": density, "density_measured": measured, "steps_per_sample": reps, "auto_path": auto,
+    out = {"density_target": density, "density_measured": measured, "steps_per_sample": reps,
            "variants": {n: {"time": _bench.summary(t), "tokens_per_s": B / statistics.median(t),
                             "flops_per_token": flops[n], "gflops": flops[n] * B / statistics.median(t) / 1e9}
                         for n, t in times.items()},
            "sparse_speedup": _bench.per_round_ratio(times["dense"], times["sparse"]),
            "sparse_speedup_vs_before": _bench.per_round_ratio(times["before"], times["sparse"]),
-           "dense_vs_before": _bench.per_round_ratio(times["dense"], times["before"]),
-           "auto_vs_before": _bench.per_round_ratio(times[auto], times["before"])}
+           "dense_vs_before": _bench.per_round_ratio(times["dense"], times["before"])}
     del fns
     gc.collect()
     return out
+
+
+def with_auto_choice(point: dict, d_sae: int, B: int) -> dict:
+    """The path the automatic choice takes at the point's measured density (SPARSE_BELOW_DENSITY as declared now)
+    and its time against `before`, per round, from the point's recorded samples."""
+    auto = sae_sparse.choose_path("auto", torch.tensor(round(point["density_measured"] * d_sae * B)), (B, d_sae),
+                                  torch.float32)
+    v = point["variants"]
+    return {**point, "auto_path": auto,
+            "auto_vs_before": _bench.per_round_ratio(v[auto]["time"]["samples_s"], v["before"]["time"]["samples_s"])}
 
 
 def crossover(points: list[dict]) -> float | None:
@@ -392,64 +402,74 @@ def density_equivalence(d_in, d_sae, B, steps, density, **_) -> dict:
             "rel_diff_final_weights": rel_w, "paths": [st.path for st in last.values()]}
 
 
-def density_sweep(shapes, densities, B, rounds, min_sample_s) -> dict:
+def density_sweep(shapes, densities, batch_sizes, rounds, min_sample_s) -> list[dict]:
     before = _bench.module_at(BEFORE_COMMIT, "kdsae_core/sae.py")
     out = []
-    for d_in, d_sae in shapes:
+    for (d_in, d_sae), B in ((shape, B) for shape in shapes for B in batch_sizes):
         g = torch.Generator().manual_seed(0)
         batches = Batches(d_in, B, 4, g)
         matmul = Matmuls(d_in, d_sae, B, g)
         matmul()
-        mm = [_bench.timed(matmul, 1) for _ in range(rounds)]  # the matrix-product rate, in this run
+        mm = [_bench.timed(matmul, max(1, round(min_sample_s / _bench.timed(matmul, 1)))) for _ in range(rounds)]
         del matmul
-        print(f"({d_in}, {d_sae}), batch {B}: five products {statistics.median(mm) * 1e3:.0f} ms", flush=True)
+        print(f"({d_in}, {d_sae}), batch {B}: five products {statistics.median(mm) * 1e3:.1f} ms", flush=True)
         points = [bench_density(d_in, d_sae, B, d, rounds, batches, before, min_sample_s) for d in densities]
-        out.append({"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "points": points, "crossover": crossover(points),
+        out.append({"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "points": points,
                     "matmul": {"gflops": 10 * d_in * d_sae * B / statistics.median(mm) / 1e9, "time": _bench.summary(mm)}})
-    return {"shapes": out, "crossover": declared_crossover(out), "goals": density_goals(out)}
+    return out
+
+
+def derive(shapes: list[dict]) -> dict:
+    """Everything the sweep's timings decide: the automatic path at each point, the crossovers, the goals (rerun by
+    --rederive on a result file after SPARSE_BELOW_DENSITY changed: the same measurements, read again)."""
+    shapes = [{**s, "points": [with_auto_choice(p, s["d_sae"], s["batch_tokens"]) for p in s["points"]],
+               "crossover": crossover(s["points"])} for s in shapes]
+    return {"shapes": shapes, "crossover": declared_crossover(shapes), "goals": density_goals(shapes)}
 
 
 def declared_crossover(shapes: list[dict]) -> dict:
-    measured = {f"{s['d_in']}x{s['d_sae']}": s["crossover"] for s in shapes}
-    found = [c for c in measured.values() if c]
-    chosen = round_down(min(found)) if found else None
+    measured = {f"{s['d_in']}x{s['d_sae']}, batch {s['batch_tokens']}": s["crossover"] for s in shapes}
+    found = [c for c in measured.values() if c is not None]  # None: sparse faster at every density measured
+    chosen = (round_down(min(found)) if min(found) > 0 else 0.0) if found else None
     return {"measured": measured, "chosen": chosen, "declared": sae_sparse.SPARSE_BELOW_DENSITY,
             "agrees": chosen == sae_sparse.SPARSE_BELOW_DENSITY}
 
 
 def density_goals(shapes: list[dict]) -> dict:
-    paper = next((s for s in shapes if (s["d_in"], s["d_sae"]) == SPEEDUP_GOAL["shape"]), None)
+    paper = next((s for s in shapes if (s["d_in"], s["d_sae"]) == SPEEDUP_GOAL["shape"]
+                  and s["batch_tokens"] == SPEEDUP_GOAL["batch"]), None)
     low = [p for p in paper["points"] if p["density_measured"] <= SPEEDUP_GOAL["max_density"]] if paper else []
-    worst = max((p["auto_vs_before"]["median"], s["d_in"], s["d_sae"], p["density_measured"])
+    worst = max((p["auto_vs_before"]["median"], s["d_in"], s["d_sae"], s["batch_tokens"], p["density_measured"])
                 for s in shapes for p in s["points"])
     return {"speedup_at_low_density": {
                 "goal": SPEEDUP_GOAL["speedup"], "max_density": SPEEDUP_GOAL["max_density"],
                 "speedups": [[p["density_measured"], p["sparse_speedup"]["median"]] for p in low],
                 "met": bool(low) and min(p["sparse_speedup"]["median"] for p in low) >= SPEEDUP_GOAL["speedup"]},
             "no_slowdown": {"limit": SLOWDOWN_LIMIT, "worst_auto_vs_before": worst[0],
-                            "worst_at": {"d_in": worst[1], "d_sae": worst[2], "density": worst[3]},
+                            "worst_at": {"d_in": worst[1], "d_sae": worst[2], "batch_tokens": worst[3],
+                                         "density": worst[4]},
                             "met": worst[0] <= SLOWDOWN_LIMIT}}
 
 
 def density_markdown(result: dict) -> list[str]:
     md = ["# sae_step density benchmark", "",
-          f"SAE steps by density of active (token, latent) pairs, fp32 on the CPU, batch {result['batch_tokens']} "
-          "tokens; density set by the encoder bias (each latent's b_enc = minus its pre-activation's "
+          "SAE steps by density of active (token, latent) pairs, fp32 on the CPU; density set by the encoder bias (each latent's b_enc = minus its pre-activation's "
           "(1 - density) quantile over a batch). `before` = the dense step of "
           f"{BEFORE_COMMIT[:10]}; speed-up and ratios per round, median over {result['rounds']} rounds.", "",
           _bench.machine_line(result["machine"]), "",
-          "| d_in x d_sae | density (target, measured) | before tok/s | dense tok/s | sparse tok/s | sparse GFLOP/s | "
-          "sparse / dense | auto path | auto time / before |", "|---|---|---|---|---|---|---|---|---|"]
+          "| d_in x d_sae | batch | density (target, measured) | before tok/s | dense tok/s | sparse tok/s | "
+          "sparse GFLOP/s | sparse / dense | auto path | auto time / before |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in result["shapes"]:
         for p in s["points"]:
             v = p["variants"]
-            md.append(f"| {s['d_in']} x {s['d_sae']} | {p['density_target']:.3g}, {p['density_measured']:.4f} | "
+            md.append(f"| {s['d_in']} x {s['d_sae']} | {s['batch_tokens']} | {p['density_target']:.3g}, "
+                      f"{p['density_measured']:.4f} | "
                       f"{v['before']['tokens_per_s']:,.0f} | {v['dense']['tokens_per_s']:,.0f} | "
                       f"{v['sparse']['tokens_per_s']:,.0f} | {v['sparse']['gflops']:.0f} | "
                       f"{p['sparse_speedup']['median']:.2f}x | {p['auto_path']} | {p['auto_vs_before']['median']:.3f} |")
     c, e = result["crossover"], result["equivalence"]
     md += ["", "Crossover (sparse / dense = 1): " + ", ".join(
-        f"{k} {'above every density measured' if v is None else f'{v:.4f}'}" for k, v in c["measured"].items())
+        f"{k}: {'above every density measured' if v is None else f'{v:.4f}'}" for k, v in c["measured"].items())
            + f"; chosen {c['chosen']}, declared in kdsae_core/sae_sparse.py {c['declared']} "
            f"({'agree' if c['agrees'] else 'DISAGREE'}).",
            f"Equivalence: {e['steps']} steps at {e['d_in']} x {e['d_sae']} (density {e['density_range'][0]:.4f}-"
@@ -485,6 +505,10 @@ def main() -> None:
     ap.add_argument("--shapes", type=parse_shapes, default=None, help="e.g. 384x2048,1024x32768")
     ap.add_argument("--densities", type=lambda t: [float(v) for v in t.split(",")], default=None, nargs="?",
                     const=list(DENSITIES), help="the density axis instead (default densities: %(const)s)")
+    ap.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                    help="with --densities: batch sizes to sweep (default: --batch)")
+    ap.add_argument("--rederive", metavar="RESULT", default=None,
+                    help="re-read a --densities result file with the SPARSE_BELOW_DENSITY declared now, and rewrite it")
     ap.add_argument("--equivalence-steps", type=int, default=EQUIVALENCE["steps"], help="with --densities")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
@@ -500,6 +524,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     _bench.set_clock(args.clock)
     torch.manual_seed(0)
+    if args.rederive:
+        return rederive(args.rederive)
     if args.densities:
         return main_densities(args)
     args.shapes = args.shapes or list(SHAPES)
@@ -516,14 +542,21 @@ def main() -> None:
     _bench.write_result(args.out_name or "sae_step", result, markdown(result))
 
 
+def rederive(path: str) -> None:
+    result = json.loads(Path(path).read_text())
+    result.update(derive(result["shapes"]))
+    result["rederived"] = f"derived again with SPARSE_BELOW_DENSITY = {sae_sparse.SPARSE_BELOW_DENSITY}"
+    _bench.write_result(Path(path).stem, result, density_markdown(result))
+
+
 def main_densities(args) -> None:
     m = _bench.machine()
-    sweep = density_sweep(args.shapes or list(DENSITY_SHAPES), args.densities, args.batch, args.rounds,
-                          args.min_sample_seconds)
+    sweep = derive(density_sweep(args.shapes or list(DENSITY_SHAPES), args.densities, args.batches or [args.batch],
+                                 args.rounds, args.min_sample_seconds))
     equivalence = density_equivalence(**{**EQUIVALENCE, "steps": args.equivalence_steps})
     equivalence["met"] = (equivalence["max_rel_diff_loss"] <= EQUIVALENCE["loss_rtol"]
                           and max(equivalence["rel_diff_final_weights"].values()) <= EQUIVALENCE["weight_rtol"])
-    result = {"benchmark": "sae_step_density", "machine": _bench.finish_machine(m), "batch_tokens": args.batch,
+    result = {"benchmark": "sae_step_density", "machine": _bench.finish_machine(m),
               "dtype": "float32", "rounds": args.rounds, "before_commit": BEFORE_COMMIT,
               "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
               "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),

@@ -36,7 +36,7 @@ _MARK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /ben
 def load_results(folder: Path = RESULTS) -> dict[str, dict]:
     out = {}
     for name in ("sae_step", "vs_saelens", "all_layers", "sae_step_compile", *(f"{n}{ONE_THREAD}" for n in MAIN),
-                 "sae_step_density", "vs_saelens_density", "toy_sweep", "book_build"):
+                 "sae_step_density", "vs_saelens_density", "trial_c_sparse", "toy_sweep", "book_build"):
         p = Path(folder) / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -259,13 +259,14 @@ def _sparse_step(r: dict | None, vs: dict | None) -> str:
     """The density axis: the speed-up curve per shape, the crossover, the goals (sae_step_density, vs_saelens_density)."""
     if not r:
         return "*Not measured yet: run `.venv/bin/python benchmarks/sae_step.py --densities`.*\n"
-    lines = ["| d_in x d_sae | density (target, measured) | before (dense, " + r["before_commit"][:10] + ") tok/s | "
-             "dense tok/s | sparse tok/s | sparse GFLOP/s | sparse / dense (median, range) | auto path | "
-             "auto time / before |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| d_in x d_sae | batch | density (target, measured) | before (dense, " + r["before_commit"][:10] + ") "
+             "tok/s | dense tok/s | sparse tok/s | sparse GFLOP/s | sparse / dense (median, range) | auto path | "
+             "auto time / before |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in r["shapes"]:
         for p in s["points"]:
             v, sp = p["variants"], p["sparse_speedup"]
-            lines.append(f"| {s['d_in']} x {s['d_sae']} | {p['density_target']:.3g}, {p['density_measured']:.4f} | "
+            lines.append(f"| {s['d_in']} x {s['d_sae']} | {s['batch_tokens']:,} | {p['density_target']:.3g}, "
+                         f"{p['density_measured']:.4f} | "
                          f"{_g(v['before']['tokens_per_s'])} | {_g(v['dense']['tokens_per_s'])} | "
                          f"{_g(v['sparse']['tokens_per_s'])} | {v['sparse']['gflops']:.0f} | {sp['median']:.2f}x "
                          f"({sp['min']:.2f}-{sp['max']:.2f}) | {p['auto_path']} | {p['auto_vs_before']['median']:.3f} |")
@@ -281,13 +282,14 @@ def _sparse_step(r: dict | None, vs: dict | None) -> str:
               + ", ".join(f"{sp:.2f}x at {d:.2%}" for d, sp in low["speedups"]) + f": {_met(low['met'])}. "
               f"No density slower than the dense step before this change by more than "
               f"{slow['limit'] - 1:.0%} (auto path time / before, median over rounds): worst {slow['worst_auto_vs_before']:.3f} "
-              f"at {slow['worst_at']['d_in']} x {slow['worst_at']['d_sae']}, density {slow['worst_at']['density']:.4f}: "
+              f"at {slow['worst_at']['d_in']} x {slow['worst_at']['d_sae']}, batch {slow['worst_at']['batch_tokens']:,}, "
+              f"density {slow['worst_at']['density']:.4f}: "
               f"{_met(slow['met'])}. Equivalence: {e['steps']} sparse and dense steps from the same weights on the same "
               f"batches at {e['d_in']} x {e['d_sae']} (density {e['density_range'][0]:.4f}-{e['density_range'][1]:.4f}): "
               f"largest relative loss difference {e['max_rel_diff_loss']:.1e} (goal <= {e['goals']['loss_rtol']:g}), "
               f"final weights {max(e['rel_diff_final_weights'].values()):.1e} (||sparse - dense|| / ||dense||, goal <= "
               f"{e['goals']['weight_rtol']:g}): {_met(e['met'])}.", "",
-              f"Batch {r['batch_tokens']} tokens, fp32, {r['rounds']} rounds; FLOPs per token dense "
+              f"fp32, {r['rounds']} rounds; FLOPs per token dense "
               f"`{r['flops_per_token']['dense']}`, sparse `{r['flops_per_token']['sparse']}`; command `{r['command']}`."]
     return "\n".join(lines) + "\n" + _vs_saelens_density(vs)
 
@@ -305,6 +307,22 @@ def _vs_saelens_density(r: dict | None) -> str:
                      f"{_g(row['saelens']['tokens_per_s'])} | {sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | "
                      f">= {row['goal_speedup']:g}x: {_met(row['goal_met'])} |")
     lines += ["", f"SAELens {r['saelens_version']}; {r['rounds']} rounds; command `{r['command']}`; "
+              + _bench_machine_short(r["machine"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _trial_c_sparse(r: dict | None) -> str:
+    if not r:
+        return "\n*Trial C at 32x expansion: not measured yet (`.venv/bin/python benchmarks/trial_c_sparse.py`).*\n"
+    lines = ["", f"What it makes possible: trial C of the embedded profile at the paper's 32x expansion (d_sae "
+             f"{r['d_sae']:,}), layer(s) {', '.join(map(str, r['layers']))}, its {r['tokens']:,} tokens in batches of "
+             f"{r['batch_tokens']}, the whole training run (language-model forward passes included):", "",
+             "| steps | wall | steps dense / sparse | first sparse step | last loss | last L0 |", "|---|---|---|---|---|---|"]
+    for label, x in (("all dense", r["runs"]["dense"]), ("automatic (as kdsae trains)", r["runs"]["auto"])):
+        lines.append(f"| {label} | {x['wall_s']:,.0f} s | {x['paths'].get('dense', 0):,} / {x['paths'].get('sparse', 0):,} | "
+                     f"{x['first_sparse_step'] or '-'} | " + ", ".join(f"{v['loss']:.4g}" for v in x["last"]) + " | "
+                     + ", ".join(f"{v['L0']:.0f}" for v in x["last"]) + " |")
+    lines += ["", f"**{r['speedup']:.2f}x** the wall time of the all-dense run; command `{r['command']}`; "
               + _bench_machine_short(r["machine"]) + "."]
     return "\n".join(lines) + "\n"
 
@@ -453,7 +471,8 @@ def render_sections(folder: Path = RESULTS) -> dict[str, str]:
     res = load_results(folder)
     return {"machine": _machine(res), "sae_step": _with_one_thread(_sae_step, res, "sae_step"),
             "vs_saelens": _with_one_thread(_vs_saelens, res, "vs_saelens"),
-            "sparse_step": _sparse_step(res.get("sae_step_density"), res.get("vs_saelens_density")),
+            "sparse_step": (_sparse_step(res.get("sae_step_density"), res.get("vs_saelens_density"))
+                            + _trial_c_sparse(res.get("trial_c_sparse"))),
             "sparse_projection": _sparse_projection(),
             "all_layers": _with_one_thread(_all_layers, res, "all_layers"),
             "compile": _compile(res.get("sae_step_compile")),
