@@ -48,6 +48,7 @@ import torch
 
 import _bench
 from kdsae_core import sae_sparse
+from kdsae_core.bench_report import sparse_step_table
 from kdsae_core.sae import ADAM_BETAS, ADAM_EPS, PARAM_NAMES, SAE, SAEUnit, StepStats, TrialSpec, sae_loss
 
 SHAPES = ((384, 2048), (384, 12288), (1024, 32768))
@@ -452,30 +453,8 @@ def density_goals(shapes: list[dict]) -> dict:
 
 
 def density_markdown(result: dict) -> list[str]:
-    md = ["# sae_step density benchmark", "",
-          "SAE steps by density of active (token, latent) pairs, fp32 on the CPU; density set by the encoder bias (each latent's b_enc = minus its pre-activation's "
-          "(1 - density) quantile over a batch). `before` = the dense step of "
-          f"{BEFORE_COMMIT[:10]}; speed-up and ratios per round, median over {result['rounds']} rounds.", "",
-          _bench.machine_line(result["machine"]), "",
-          "| d_in x d_sae | batch | density (target, measured) | before tok/s | dense tok/s | sparse tok/s | "
-          "sparse GFLOP/s | sparse / dense | auto path | auto time / before |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in result["shapes"]:
-        for p in s["points"]:
-            v = p["variants"]
-            md.append(f"| {s['d_in']} x {s['d_sae']} | {s['batch_tokens']} | {p['density_target']:.3g}, "
-                      f"{p['density_measured']:.4f} | "
-                      f"{v['before']['tokens_per_s']:,.0f} | {v['dense']['tokens_per_s']:,.0f} | "
-                      f"{v['sparse']['tokens_per_s']:,.0f} | {v['sparse']['gflops']:.0f} | "
-                      f"{p['sparse_speedup']['median']:.2f}x | {p['auto_path']} | {p['auto_vs_before']['median']:.3f} |")
-    c, e = result["crossover"], result["equivalence"]
-    md += ["", "Crossover (sparse / dense = 1): " + ", ".join(
-        f"{k}: {'above every density measured' if v is None else f'{v:.4f}'}" for k, v in c["measured"].items())
-           + f"; chosen {c['chosen']}, declared in kdsae_core/sae_sparse.py {c['declared']} "
-           f"({'agree' if c['agrees'] else 'DISAGREE'}).",
-           f"Equivalence: {e['steps']} steps at {e['d_in']} x {e['d_sae']} (density {e['density_range'][0]:.4f}-"
-           f"{e['density_range'][1]:.4f}): largest relative loss difference {e['max_rel_diff_loss']:.1e}, final "
-           f"weights {max(e['rel_diff_final_weights'].values()):.1e}."]
-    return md
+    return ["# sae_step density benchmark", "", _bench.machine_line(result["machine"]), "",
+            *sparse_step_table(result).splitlines()]
 
 
 def copy_bandwidth(n_bytes: int = 512 << 20, samples: int = 7) -> dict:

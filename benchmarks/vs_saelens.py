@@ -44,6 +44,7 @@ import torch
 import _bench
 from sae_step import SHAPES, TRIAL, LR, Batches, Matmuls, density_bias, flops_per_token, parse_shapes
 from kdsae_core import paths
+from kdsae_core.bench_report import vs_saelens_density_section
 from kdsae_core.run_data import read_metrics
 from kdsae_core.sae import SAEUnit
 from kdsae_core.saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
@@ -205,20 +206,8 @@ def main_densities(args) -> None:
 
 
 def density_markdown(result: dict) -> list[str]:
-    md = ["# vs_saelens density benchmark", "",
-          f"kdsae `SAEUnit.step` (path chosen per batch) against SAELens {result['saelens_version']} "
-          "`SAETrainer.step`, both from weights whose encoder bias makes the stated fraction of (token, latent) "
-          f"pairs fire; fp32 on the CPU, batch {result['batch_tokens']} tokens, median over {result['rounds']} "
-          "alternating rounds (range in brackets).", "", _bench.machine_line(result["machine"]), "",
-          "| d_in x d_sae | regime | density (target, kdsae's last step) | kdsae path | kdsae tokens/s | "
-          "SAELens tokens/s | speed-up | goal |", "|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        sp = r["speedup"]
-        md.append(f"| {r['d_in']} x {r['d_sae']} | {r['regime']} | {r['density_target']:.4f}, {r['kdsae']['density']:.4f} "
-                  f"| {r['kdsae']['path']} | {r['kdsae']['tokens_per_s']:,.0f} | {r['saelens']['tokens_per_s']:,.0f} | "
-                  f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | >= {r['goal_speedup']:.1f}x: "
-                  f"{'met' if r['goal_met'] else 'NOT met'} |")
-    return md
+    return ["# vs_saelens density benchmark", "", _bench.machine_line(result["machine"]),
+            *vs_saelens_density_section(result).splitlines()]
 
 
 if __name__ == "__main__":

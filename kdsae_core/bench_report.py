@@ -255,7 +255,7 @@ def _projection(r: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sparse_step(r: dict | None, vs: dict | None) -> str:
+def sparse_step_table(r: dict | None) -> str:
     """The density axis: the speed-up curve per shape, the crossover, the goals (sae_step_density, vs_saelens_density)."""
     if not r:
         return "*Not measured yet: run `.venv/bin/python benchmarks/sae_step.py --densities`.*\n"
@@ -291,10 +291,10 @@ def _sparse_step(r: dict | None, vs: dict | None) -> str:
               f"{e['goals']['weight_rtol']:g}): {_met(e['met'])}.", "",
               f"fp32, {r['rounds']} rounds; FLOPs per token dense "
               f"`{r['flops_per_token']['dense']}`, sparse `{r['flops_per_token']['sparse']}`; command `{r['command']}`."]
-    return "\n".join(lines) + "\n" + _vs_saelens_density(vs)
+    return "\n".join(lines) + "\n"
 
 
-def _vs_saelens_density(r: dict | None) -> str:
+def vs_saelens_density_section(r: dict | None) -> str:
     if not r:
         return "\n*Against SAELens by density: not measured yet (`.venv/bin/python benchmarks/vs_saelens.py --densities`).*\n"
     lines = ["", "Against SAELens, both trainers from the same weights at the stated density (kdsae choosing its path):",
@@ -471,7 +471,8 @@ def render_sections(folder: Path = RESULTS) -> dict[str, str]:
     res = load_results(folder)
     return {"machine": _machine(res), "sae_step": _with_one_thread(_sae_step, res, "sae_step"),
             "vs_saelens": _with_one_thread(_vs_saelens, res, "vs_saelens"),
-            "sparse_step": (_sparse_step(res.get("sae_step_density"), res.get("vs_saelens_density"))
+            "sparse_step": (sparse_step_table(res.get("sae_step_density"))
+                            + vs_saelens_density_section(res.get("vs_saelens_density"))
                             + _trial_c_sparse(res.get("trial_c_sparse"))),
             "sparse_projection": _sparse_projection(),
             "all_layers": _with_one_thread(_all_layers, res, "all_layers"),
