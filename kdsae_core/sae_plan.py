@@ -94,13 +94,20 @@ def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers:
     Per SAE: 4 fp32 copies of its parameters (weights, gradients, Adam's two moments): 16 bytes a parameter,
     1.07 GB at 1024 x 32768. Workspace (one step at a time): the activations z and the latent gradient
     [B, d_sae] in the compute dtype, with bf16 compute also the bf16 weights and the bf16 weight gradient before
-    it is copied into the fp32 buffer, and the [B, d_in] temporaries."""
+    it is copied into the fp32 buffer, with fp32 the sparse step's transposed W_enc gradient, and the [B, d_in]
+    temporaries."""
     cb = BYTES[compute]
     P = sae_params(d_in, d_sae)
     per_sae = 16 * P
     work = 2 * batch_tokens * d_sae * cb + 6 * batch_tokens * (d_in + 1) * cb
     if compute != "fp32":
         work += P * cb + (d_in + 8) * d_sae * cb
+    else:
+        # the sparse step (fp32 only) makes the W_enc gradient transposed before copying it into its buffer; its
+        # active pairs (about 64 bytes each with their indices and the conversion's temporaries, fewer than
+        # kdsae_core.sae_sparse.SPARSE_BELOW_DENSITY x B d_sae of them) take less than the [B, d_sae] latent
+        # gradient it does not need while the crossover stays below 1/16
+        work += (d_in + 8) * d_sae * cb
     activations = n_layers * batch_tokens * d_in * 4
     shared = work + activations + forward_bytes + model_bytes
     total = n_saes * per_sae + shared
