@@ -34,7 +34,7 @@ PATHS = ("auto", "dense", "sparse")
 # The crossover: below this fraction of active (token, latent) pairs the sparse step is faster than the dense one.
 # Measured on this machine (2-core AMD EPYC, torch 2.13 CPU/MKL) by `benchmarks/sae_step.py --densities` and
 # recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two agree.
-SPARSE_BELOW_DENSITY = 0.05
+SPARSE_BELOW_DENSITY = 0.045
 
 # Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16); others stay dense.
 SPARSE_DTYPES = (torch.float32, torch.float64)
