@@ -36,7 +36,9 @@ PATHS = ("auto", "dense", "sparse")
 # recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two agree.
 SPARSE_BELOW_DENSITY = 0.045
 
-# Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16); others stay dense.
+# Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16, and the sparse products
+# write into the fp32 gradient buffers directly); others stay dense. So the bf16 step's `mean`-form L1 term, added
+# apart in fp32 (kdsae_core.sae.fused_backward), is always the dense step's.
 SPARSE_DTYPES = (torch.float32, torch.float64)
 
 
@@ -45,6 +47,8 @@ def choose_path(path: str, active: torch.Tensor, shape: tuple[int, int], dtype: 
     on the host only when `path` is `auto`)."""
     if path not in PATHS:
         raise ValueError(f"the SAE step path must be one of {', '.join(PATHS)} (got {path!r})")
+    if path == "sparse" and dtype not in SPARSE_DTYPES:
+        raise ValueError(f"the sparse SAE step computes in float32 or float64 only (got {dtype}): use auto or dense")
     if path != "auto":
         return path
     if dtype not in SPARSE_DTYPES:

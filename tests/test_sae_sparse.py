@@ -103,6 +103,49 @@ def test_sparse_equals_autograd_in_float64(shift):
         torch.testing.assert_close(sparse[n], ref[n], rtol=1e-12, atol=1e-14)
 
 
+def l1_part(s: SAE, x, lam, form, path, compute_dtype=None) -> torch.Tensor:
+    """The L1 term's share of the W_enc and b_enc gradients: the gradients at lam minus those at lambda 0."""
+    def grads(v):
+        g, st = grads_of(s, x, torch.tensor(v, dtype=torch.float64), form, path, compute_dtype)
+        return torch.cat([g["W_enc"].flatten(), g["b_enc"]]), st
+    (at_lam, st), (at_0, _) = grads(lam), grads(0.0)
+    return at_lam - at_0, st
+
+
+@pytest.mark.parametrize("shift", [-2.7, -1.5, 0.0])
+def test_trial_a_mean_form_l1_term_is_the_same_on_both_paths(shift):
+    """Trial A (lambda 3e-4, `mean` form): its per-pair term lambda / (B d_sae) is ~1e-5 of the MSE gradient, so
+    a path that dropped or misscaled it would pass the whole-gradient comparisons; its share alone must agree, and
+    b_enc's share is lambda / (B d_sae) times the tokens each latent fired on. In float64, so that the difference of
+    two gradients is not float32's cancellation."""
+    torch.manual_seed(4)
+    B, d_sae, lam = 128, 256, 3e-4
+    s = biased_sae(32, d_sae, shift, dtype=torch.float64)
+    x = torch.randn(B, 32, dtype=torch.float64)
+    dense, ds = l1_part(s, x, lam, "mean", "dense")
+    sparse, ss = l1_part(s, x, lam, "mean", "sparse")
+    assert (ds.path, ss.path) == ("dense", "sparse") and 0 < ss.l0.item() < d_sae
+    assert (sparse - dense).norm() <= 1e-9 * dense.norm()
+    fires = (s.encode(x) > 0).sum(0).double()
+    torch.testing.assert_close(sparse[-d_sae:], lam / (B * d_sae) * fires, rtol=1e-9, atol=0)
+
+
+def test_the_bf16_step_stays_dense_and_keeps_the_mean_form_l1_in_fp32():
+    """bf16 compute (the GPU path; here on the CPU): the automatic choice stays dense even far below the crossover,
+    where trial A's `mean`-form L1 term is added apart in fp32 (issue 20), so its share of the encoder gradients
+    matches the fp32 step's (sparse, at this density) to fp32 accuracy; forcing the sparse step in bf16 is refused."""
+    torch.manual_seed(5)
+    s = biased_sae(32, 256, -2.7)  # ~1% of the pairs active
+    x = torch.randn(128, 32)
+    exact, st32 = l1_part(s, x, 3e-4, "mean", "auto")
+    bf16, st16 = l1_part(s, x, 3e-4, "mean", "auto", torch.bfloat16)
+    assert st32.path == "sparse" and st16.path == "dense"  # (bf16 rounding moves a few pairs across 0)
+    cos = torch.nn.functional.cosine_similarity
+    assert float(cos(exact, bf16, dim=0)) >= 0.99
+    with pytest.raises(ValueError, match="float32 or float64 only"):
+        fused_backward(s, x, 3e-4, "mean", torch.bfloat16, path="sparse")
+
+
 def test_a_latent_that_fires_on_one_token_only():
     torch.manual_seed(4)
     s = biased_sae(12, 40, -1e3)  # every latent off ...
@@ -165,6 +208,8 @@ def test_the_automatic_choice_switches_at_the_recorded_crossover():
     assert sae_sparse.choose_path("auto", torch.tensor(0), shape, torch.bfloat16) == "dense"  # no bf16 sparse
     assert sae_sparse.choose_path("dense", torch.tensor(0), shape, f32) == "dense"
     assert sae_sparse.choose_path("sparse", torch.tensor(d_sae), shape, f32) == "sparse"
+    with pytest.raises(ValueError, match="float32 or float64 only"):
+        sae_sparse.choose_path("sparse", torch.tensor(0), shape, torch.bfloat16)
     with pytest.raises(ValueError, match="auto, dense, sparse"):
         sae_sparse.choose_path("fast", torch.tensor(0), shape, f32)
 
