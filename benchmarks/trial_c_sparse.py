@@ -15,6 +15,7 @@ Writes benchmarks/results/trial_c_sparse.json and .md. Re-executes itself with t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -32,24 +33,11 @@ from kdsae_core.train_config import SAETrainConfig
 EXPANSION_D_SAE = 32 * 384  # the paper's 32x expansion at MiniLM's d_model 384
 
 
-class PathTrainer(Trainer):
-    """A Trainer whose SAE units all take one step path (`dense`, `sparse` or `auto`, the default)."""
-
-    def __init__(self, *args, step_path: str, **kw):
-        super().__init__(*args, **kw)
-        self.step_path = step_path
-
-    def _setup(self) -> None:
-        super()._setup()
-        for unit in self.units.values():
-            unit.step_path = self.step_path
-
-
 def timed_run(cfg: SAETrainConfig, step_path: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"kdsae-trial-c-{step_path}-") as tmp:
         run = Path(tmp) / "run"
         t = time.perf_counter()
-        PathTrainer(cfg, run, progress=False, step_path=step_path).run()
+        Trainer(dataclasses.replace(cfg, sae_step=step_path), run, progress=False).run()
         wall = time.perf_counter() - t
         rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
     last = [r for r in rows if r["step"] == max(r["step"] for r in rows)]
