@@ -332,6 +332,8 @@ def test_the_sae_step_is_a_setting_and_a_run_recorded_before_it_resumes_dense(tm
     committed = json.loads((paths.RESULTS / "exp2" / "embedded" / "config.json").read_text())["settings"]
     assert "sae_step" not in committed and SAETrainConfig.from_json(committed).sae_step == "dense"
     assert tiny(folder).sae_step == "auto"
+    make = (paths.REPO_ROOT / "Makefile").read_text()  # make results-exp2 regenerates the committed run as it was made
+    assert "kdsae train --profile embedded --sae-step dense" in make.split("results-exp2: setup")[1].split("\n\n")[0]
     cfg = tiny(folder, trials=["C"], layers=[0], sae_step="dense")
     whole = Trainer(cfg, tmp_path / "whole", progress=False, model=model).run()
     assert json.loads(paths.run_config(whole).read_text())["settings"]["sae_step"] == "dense"
