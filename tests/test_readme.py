@@ -26,7 +26,7 @@ def readme_commands() -> list[tuple[list[str], str]]:
             code, _, comment = line.partition("  #")
             words = shlex.split(code)
             for i, w in enumerate(words):
-                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli.main":
+                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli":
                     found.append((words[i + 1:], comment.strip()))
                     break
     return found

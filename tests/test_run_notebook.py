@@ -187,7 +187,7 @@ def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
     """Issue 21, item 1: `kdsae run` stopped from outside (kill, Ctrl-C) shuts its kernel down and records it."""
     nb, pid_file, out = tmp_path / "busy.py", tmp_path / "kernel.pid", tmp_path / "o"
     nb.write_text(BUSY_NOTEBOOK)
-    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli.main", "run", str(nb), "-p", "pid_file", str(pid_file),
+    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
