@@ -66,7 +66,7 @@ def _validate(name: str, data: bytes) -> None:
     """Load the downloaded bytes with the same loaders the book uses; raise BadFile if they do not load."""
     # pandas and numpy: imported when the verb runs, so that `kdsae --help` starts without them
     from kdsae_core import theory
-    from kdsae_core.runs import reference as reference_data
+    from kdsae_core.runs import reference as reference_data  # pandas, as above
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
@@ -86,7 +86,7 @@ def fetch(out: Path | None = None, ref: str = DEFAULT_REF, progress: bool = Fals
     # pandas, and tqdm.auto (slow to import): imported when the verb runs, so that `kdsae --help` starts fast
     from tqdm.auto import tqdm
 
-    from kdsae_core.runs.reference import REFERENCE_FILES
+    from kdsae_core.runs.reference import REFERENCE_FILES  # pandas, as above
 
     target = target_dir(out)
     fetched = {}

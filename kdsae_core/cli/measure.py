@@ -35,7 +35,7 @@ def render_text(written: list[Path], run: Path) -> str:
     """The measured SAEs as a table (one row per trial, layer and snapshot): L0, F, alpha and d*_S."""
     # pandas and numpy: imported when a table is printed, so that `kdsae --help` starts without them
     from kdsae_core.runs.tables import snapshot_tokens
-    from kdsae_core.theory import ALIVE_THRESHOLD
+    from kdsae_core.theory import ALIVE_THRESHOLD  # numpy, as above
 
     rows = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
     rows.sort(key=lambda r: (r["trial"], r["layer"], snapshot_tokens(r["snapshot"])))

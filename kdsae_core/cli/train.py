@@ -65,9 +65,9 @@ def register(sub) -> None:
 def run(args) -> int:
     # torch: imported when the verb runs, so that `kdsae --help` starts without it
     from kdsae_core.measure import measure_run
-    from kdsae_core.train.distributed import make_comm
-    from kdsae_core.train.config import SAETrainConfig
-    from kdsae_core.train.trainer import Trainer
+    from kdsae_core.train.distributed import make_comm  # torch, as above
+    from kdsae_core.train.config import SAETrainConfig  # torch, as above
+    from kdsae_core.train.trainer import Trainer  # torch, as above
 
     overrides = dict(model=args.model, layers=args.layers, trials=args.trial, d_sae=args.d_sae,
                      expansion=args.expansion, tokens=args.tokens, n_snapshots=args.n_snapshots,
