@@ -36,8 +36,7 @@ def run(args) -> int:
 def render_text(s: dict) -> str:
     """The summary as a table: floors in the file's own units and as fractions of L_inf (the loss of predicting
     zero), so that 0.079 and 757.8 read as what they are: 0.009% and 88% of the same scale."""
-    # numpy (the theory's arrays): imported when the verb runs, so that `kdsae --help` starts without it
-    from kdsae_core import theory
+    from kdsae_core import theory  # numpy: imported when the table is printed, as in run()
 
     where = " ".join(x for x in (f"layer {s['layer']}" if s["layer"] is not None else "",
                                  f"snapshot {s['snapshot']}" if s["snapshot"] else "") if x) or "this SAE"
@@ -61,8 +60,7 @@ def render_text(s: dict) -> str:
 
 
 def _share(x: float, total: float) -> str:
-    # numpy (the theory's arrays): imported when the verb runs, so that `kdsae --help` starts without it
-    import numpy as np
+    import numpy as np  # imported when the table is printed, as in run()
 
     if total <= 0:
         return "-"
