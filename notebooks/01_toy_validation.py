@@ -60,18 +60,20 @@ from tqdm import TqdmWarning
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; the sweeps run without bars
 
+from kdsae_core.book import param_rules
 from kdsae_core.book import params as notebook_params
 from kdsae_core.common import paths
 from kdsae_core.toy import analysis as toy_analysis
 from kdsae_core.figures import style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
-from kdsae_core.toy.sweep import ToyConfig, load_results, paper_grid_time, run_sweep, wall_time
+from kdsae_core.toy.profiles import paper_grid_time, wall_time
+from kdsae_core.toy.sweep import ToyConfig, load_results, run_sweep
 
 settings = dict(profile=profile, rerun=rerun, source=source, results_file=results_file, n=n, alpha=alpha,
                 d_teacher=d_teacher, widths=widths, importance=importance, mode=mode, steps=steps, batch=batch,
                 lr=lr, seeds=seeds, eval_samples=eval_samples, seed=seed)
-cfg = notebook_params.check_toy(settings)  # the same check `kdsae run` makes before executing
+cfg = param_rules.toy_chapter_config(settings)  # the same check `kdsae run` makes before executing
 figures = notebook_params.figure_folder(out, "01_toy_validation")
 
 

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from kdsae_core.book import params as nbp
+from kdsae_core.book import param_rules
 from kdsae_core.common import paths
 from kdsae_core.cli.main import build_parser
 from kdsae_core.cli import run as run_cmd
@@ -49,7 +49,7 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
         return
     notebook = run_cmd.find_notebook(parsed.notebook)
     given, raw = run_cmd.gather(parsed)
-    values = nbp.check(notebook, given, raw)
+    values = param_rules.check(notebook, given, raw)
     long_sweep = values.get("rerun") and values.get("profile", "quick") != "quick"
     from_hub = values.get("source", "local") == "hub"
     if long_sweep or from_hub:
@@ -60,7 +60,7 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
 def test_the_paper_grid_time_is_one_measured_figure_everywhere():
     """Issue 21, item 10: `kdsae verify --help`, the README and the book state the wall time recorded beside the
     committed paper-grid results, and no other estimate."""
-    from kdsae_core.toy.sweep import paper_grid_time
+    from kdsae_core.toy.profiles import paper_grid_time
     stated = paper_grid_time()
     figure = stated.split(" min wall")[0]
     assert re.fullmatch(r"\d+\.\d", figure), stated  # measured: results/toy/paper/wall.json is committed

@@ -8,27 +8,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from IPython.display import Image, Markdown, display
 
+from kdsae_core.book.params import SOURCES, figure_folder, resolve
 from kdsae_core.common import paths
+from kdsae_core.common.errors import InvalidParameter, MissingData
+from kdsae_core.figures import exp2_catalog as cat
+from kdsae_core.figures.exp2_common import short
+from kdsae_core.figures.exp2_trial_b import definitional
+from kdsae_core.hub.published import fetch_trial
 from kdsae_core.runs import reference as reference_data
 from kdsae_core.runs import tables as run_data
-from kdsae_core.book.params import resolve
-from kdsae_core.common.errors import InvalidParameter, MissingData, RunFolderError
-from kdsae_core.figures import exp2_catalog as cat
-
-SOURCES = ("local", "hub")
+from kdsae_core.sae.model import TRIAL_NAMES
+from kdsae_core.train.trainer import retrain_like, train_pilots_like
 
 
 def _hub_run(trial: str, layers) -> Path:
-    from kdsae_core.hub.client import fetch_trial
     return Path(fetch_trial(trial, layers=layers))
 
 
 def _retrain(run: Path, trials: list[str], layers, out: Path) -> Path:
     """rerun=True: train again with the run's own config, into a fresh folder beside the figures."""
-    from kdsae_core.train.trainer import retrain_like
     return Path(retrain_like(run, out / "rerun", trials=trials, layers=layers))
 
 
@@ -38,11 +41,11 @@ def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", t
         raise InvalidParameter(f"source must be one of {', '.join(SOURCES)} (got {source!r}).")
     layers = None if layers is None else [int(v) for v in layers]
     if source == "hub":
-        runs = [run_data.load_run(_hub_run(t, layers), trials=[t], layers=layers) for t in (trials or ["A", "B", "C"])]
+        runs = [run_data.load_run(_hub_run(t, layers), trials=[t], layers=layers) for t in (trials or TRIAL_NAMES)]
         return run_data.combine_runs(runs)
     folder = resolve(run)
     if rerun:
-        folder = _retrain(folder, trials or ["A", "B", "C"], layers, out or paths.figures_out("rerun"))
+        folder = _retrain(folder, trials or list(TRIAL_NAMES), layers, out or paths.figures_out("rerun"))
     return run_data.load_run(folder, trials=trials, layers=layers)
 
 
@@ -54,20 +57,17 @@ class Chapter:
         self.drawn: dict[str, cat.Drawn] = {}
 
     def header(self) -> None:
-        from IPython.display import Markdown, display
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
         display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial} Figures and their data: "
                          f"`{paths.display_path(self.out)}`."))
 
     def show(self, key: str, trial: str | None = None) -> cat.Drawn:
-        from IPython.display import Image, display
         d = cat.draw(key, self.run, self.out, trial or self.trial or cat.spec(key).trial, self.layers)
         self.drawn[key] = d
         display(Image(filename=str(d.files["png"])))  # exactly the saved file
         return d
 
     def say(self, text: str) -> None:
-        from IPython.display import Markdown, display
         display(Markdown(text))
 
     def figure(self, key: str, trial: str | None = None) -> None:
@@ -84,12 +84,8 @@ class Chapter:
 def open_chapter(name: str, trial: str | None = None, source: str = "local", layers=None,
                  run: str | Path = "results/exp2/embedded", rerun: bool = False, out: str | Path = "",
                  trials=None) -> Chapter:
-    import matplotlib
     matplotlib.rcParams["figure.max_open_warning"] = 0
-    folder = Path(out) if out else paths.figures_out(name)
-    folder = resolve(folder).resolve()
-    if folder == paths.RESULTS.resolve() or paths.RESULTS.resolve() in folder.parents:
-        raise RunFolderError(f"figure folder {folder} is inside results/: figures are derived, write them elsewhere.")
+    folder = figure_folder(out, name)
     want = trials if trials is not None else ([trial] if trial else None)
     data = open_run(run, source, want, layers, rerun, folder)
     if trial and trial not in data.trials:
@@ -98,7 +94,6 @@ def open_chapter(name: str, trial: str | None = None, source: str = "local", lay
 
 
 # ---- pilots (chapter 05) -------------------------------------------------------------------------------
-MAIN_TRIALS = ("A", "B", "C")
 PILOT_LAMBDAS = (1e-4, 2e-4, 7e-4)  # the authors' pilot coefficients, in trial A's `mean` form
 
 
@@ -106,15 +101,14 @@ def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False) -> Chapter:
     """pilots=False: the three trials only. pilots=True: also the run's pilot trials (any trial other than
     A, B, C); a run without them trains them with the SAE engine (minutes), into the figure folder."""
     run = ch.run
-    extra = [t for t in run.trials if t not in MAIN_TRIALS]
+    extra = [t for t in run.trials if t not in TRIAL_NAMES]
     if not pilots:
-        ch.run = run.only([t for t in run.trials if t in MAIN_TRIALS])
+        ch.run = run.only([t for t in run.trials if t in TRIAL_NAMES])
         return ch
     if extra and not rerun:
         return ch
-    from kdsae_core.train.trainer import train_pilots_like
     folder = train_pilots_like(run.folder, ch.out / "pilots", lambdas=PILOT_LAMBDAS, layers=ch.layers)
-    ch.run = run_data.combine_runs([run.only([t for t in run.trials if t in MAIN_TRIALS]),
+    ch.run = run_data.combine_runs([run.only([t for t in run.trials if t in TRIAL_NAMES]),
                                     run_data.load_run(folder, layers=ch.layers)])
     return ch
 
@@ -180,8 +174,6 @@ def _headline(d: pd.DataFrame) -> str:
 
 
 def _corr(d: pd.DataFrame) -> str:
-    from kdsae_core.figures.exp2_common import short
-    from kdsae_core.figures.exp2_trial_b import definitional
     off = d[d["metric_x"] < d["metric_y"]].dropna(subset=["r"])
     found = off[[not definitional(x, y) for x, y in zip(off["metric_x"], off["metric_y"])]]
     if found.empty:
@@ -254,7 +246,6 @@ class ReferenceChapter:
     published table and one sentence on how to get the rest."""
 
     def __init__(self, reference_dir: str | Path = "", out: str | Path = ""):
-        import matplotlib
         matplotlib.rcParams["figure.max_open_warning"] = 0
         self.out = resolve(out).resolve() if out else paths.figures_out("06_pythia_reference")
         self.ref = Path(reference_dir).expanduser() if reference_dir else paths.reference_dir()
@@ -287,7 +278,6 @@ class ReferenceChapter:
                 "distribution, the predicted floors and the training curves.")
 
     def header(self) -> None:
-        from IPython.display import Markdown, display
         src = (f"the authors' released files (`{self.ref.name}`, from KDSAE_REFERENCE_DIR or `kdsae fetch-reference`)"
                if self.available else "the published table only")
         display(Markdown(f"> **What this page shows.** EleutherAI/pythia-410m (24 layers, d_model 1024), SAEs with "
@@ -295,11 +285,9 @@ class ReferenceChapter:
                          f"Not a run of this companion."))
 
     def say(self, text: str) -> None:
-        from IPython.display import Markdown, display
         display(Markdown(text))
 
     def show(self, key: str) -> cat.Drawn:
-        from IPython.display import Image, display
         d = cat.draw_reference(key, self.measurements, self.stats, self.out)
         display(Image(filename=str(d.files["png"])))
         return d

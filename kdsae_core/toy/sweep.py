@@ -22,40 +22,11 @@ from kdsae_core import theory
 from kdsae_core.common.errors import BadFile, InvalidParameter
 from kdsae_core.common.fileio import atomic_write_json, load_verified, save_verified
 from kdsae_core.common.locks import run_lock
-from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE, TOY_WALL_FILE, toy_results_dir
+from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
 from kdsae_core.toy.model import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
-
-PROFILES: dict[str, dict] = {
-    "paper": dict(n=[10, 20, 40], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[3, 5, 8, 10], seeds=20,
-                  steps=10_000, batch=1024, lr=3e-3, eval_samples=65_536),
-    "quick": dict(n=[10, 20], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[3, 5], seeds=3,
-                  steps=1_500, batch=1024, lr=3e-3, eval_samples=16_384),
-    # Students learn the task itself (no teacher, so no teacher-width ceiling on the floor) at widths spanning the
-    # predicted knee: the grid on which the knee claim can be tested. d_teacher only keys the seeds here.
-    "direct": dict(n=[10, 20, 40], alpha=[0.80, 0.90, 0.95, 0.99], d_teacher=[1], widths="knee", mode="direct",
-                   seeds=20, steps=10_000, batch=1024, lr=3e-3, eval_samples=65_536),
-}
-TOY_MACHINE = "2 CPU cores (AMD EPYC, shared)"  # the machine `make results-toy` ran on for the committed wall.json
-
-
-def wall_time(folder: Path) -> str | None:
-    """The wall time `make results-toy` recorded beside toy results (wall.json), in words; None without one."""
-    try:
-        wall = json.loads((Path(folder) / TOY_WALL_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return (f"{wall['wall_seconds'] / 60:.1f} min wall on {TOY_MACHINE}, {wall.get('jobs', 1)} process(es) of "
-            f"{wall['threads']} thread(s), `{wall['command']}`")
-
-
-def paper_grid_time() -> str:
-    """How long the paper grid takes, measured once: the wall time recorded beside the committed results
-    (results/toy/paper/wall.json). The one figure the CLI, the README and the book state."""
-    return wall_time(toy_results_dir("paper")) or "not timed on this checkout (`make results-toy` records its wall time)"
-
+from kdsae_core.toy.profiles import KNEE_WIDTHS, PROFILES
 
 KNEE_TOLERANCE = 0.02  # knee width: first width within 2% of L_inf of the best measured floor
-KNEE_WIDTHS = "knee"  # widths 1..min(n, ceil(1.5 d*_S) + 1) for each (n, alpha): past the predicted knee
 REPRESENTED_THRESHOLDS = (0.3, 0.5, 0.7)  # a feature is represented when ||W_i|| >= the threshold
 EVAL_CHUNK = 4096
 

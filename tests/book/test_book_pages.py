@@ -98,14 +98,15 @@ def _page_verdicts(page_html: str) -> dict[str, str]:
 def test_claims_page_shows_the_verdicts_the_committed_data_give(html):
     """Every row of the built claims page carries the verdict that the ledger, computed here from the committed
     results, gives; kdsae verify prints the same ledger (tests/test_verify.py)."""
-    from kdsae_core.book import claims as verify
+    from kdsae_core.book import claims
+    from kdsae_core.toy import analysis as toy_analysis
     text = _text(html["claims"])
     shown = _page_verdicts(html["claims"])
     if not paths.toy_results_file("paper").exists():
         assert "Toy-model claims from a quick sweep run now" in text and shown["toy-accuracy"] == "not testable here"
         return
     assert "Toy-model claims from results/toy/paper/toy_results.json" in text and "paper grid: yes" in text
-    expected = verify.build_ledger(verify.committed_toy_evidence(), embedded_run=paths.RESULTS / "exp2" / "embedded")
+    expected = claims.build_ledger(toy_analysis.committed_evidence(), embedded_run=paths.RESULTS / "exp2" / "embedded")
     assert shown == {c.id: c.verdict for c in expected.claims}
     assert shown["toy-accuracy"] == "not reproduced"  # pinned: the medians behind it are pinned in test_verify.py
 
