@@ -25,13 +25,30 @@ trial = "A"  # which trial's measurements to draw (A, B, C)
 source = "local"  # local: the run folder below; hub: the published Pythia-410M checkpoints (needs the hub)
 layers = None  # None for every layer, or a list of 0-based layer numbers, e.g. [0, 3]
 run = "results/exp2/embedded"  # run folder (given to kdsae run: relative to the current folder; the default is in the repository)
-rerun = False  # True: train the SAEs again with the run's config (minutes) instead of rendering the committed run
+rerun = False  # True: train the SAEs again (minutes), with the run's config and the science settings below
 out = ""  # folder for the figures and their data; "" means _build/figures/02_trial_a
+# Science settings, used when rerun is True (None: the run's own). `kdsae run --list` gives each one's range.
+model = None  # language model: a hub id, a local model folder, or "embedded"
+d_sae = None  # latents per SAE
+expansion = None  # latents per SAE as a multiple of d_model (instead of d_sae)
+tokens = None  # training tokens
+batch_tokens = None  # tokens per step
+n_snapshots = None  # evenly spaced snapshots (the last is `final`)
+lr = None  # learning rate
+seed = None  # seed of the SAEs' initial weights
+dataset = None  # training text: "embedded", a Hugging Face dataset, or a local .txt/.jsonl file or folder
+measure_tokens = None  # fresh tokens the measurement reads
+l1_lambda = None  # trial A's λ (the paper's 3e-4)
+l1_form = None  # trial A's L1 form, "mean" (the paper's) or "sum"
 
 # %%
 from kdsae_core.book.chapters import open_chapter
 
-ch = open_chapter("02_trial_a", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
+science = dict(model=model, d_sae=d_sae, expansion=expansion, tokens=tokens, batch_tokens=batch_tokens,
+               n_snapshots=n_snapshots, lr=lr, seed=seed, dataset=dataset, measure_tokens=measure_tokens,
+               l1_lambda=l1_lambda, l1_form=l1_form)
+ch = open_chapter("02_trial_a", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out,
+                  settings=science)
 ch.header()
 
 # %% [markdown]

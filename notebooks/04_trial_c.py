@@ -35,13 +35,33 @@ trial = "C"  # which trial's measurements to draw (C is the adaptive one)
 source = "local"  # local: the run folder below; hub: the published Pythia-410M checkpoints (needs the hub)
 layers = None  # None for every layer, or a list of 0-based layer numbers
 run = "results/exp2/embedded"  # run folder (given to kdsae run: relative to the current folder; the default is in the repository)
-rerun = False  # True: train the SAEs again with the run's config instead of rendering the committed run
+rerun = False  # True: train the SAEs again (minutes), with the run's config and the science settings below
 out = ""  # folder for the figures and their data; "" means _build/figures/04_trial_c
+# Science settings, used when rerun is True (None: the run's own). `kdsae run --list` gives each one's range.
+model = None  # language model: a hub id, a local model folder, or "embedded"
+d_sae = None  # latents per SAE
+expansion = None  # latents per SAE as a multiple of d_model (instead of d_sae)
+tokens = None  # training tokens
+batch_tokens = None  # tokens per step
+n_snapshots = None  # evenly spaced snapshots (the last is `final`)
+lr = None  # learning rate
+seed = None  # seed of the SAEs' initial weights
+dataset = None  # training text: "embedded", a Hugging Face dataset, or a local .txt/.jsonl file or folder
+measure_tokens = None  # fresh tokens the measurement reads
+start_lambda = None  # trial C's start λ (the paper's 5e-4)
+target_l0 = None  # trial C's target mean L0 (the run's own: 150 on the embedded run)
+controller_rate = None  # the controller's rate: λ ← λ·exp(rate·e) (the paper's 0.01)
+error_bound = None  # the bound on the controller's relative error e (this companion's 1)
 
 # %%
 from kdsae_core.book.chapters import open_chapter
 
-ch = open_chapter("04_trial_c", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out)
+science = dict(model=model, d_sae=d_sae, expansion=expansion, tokens=tokens, batch_tokens=batch_tokens,
+               n_snapshots=n_snapshots, lr=lr, seed=seed, dataset=dataset, measure_tokens=measure_tokens,
+               start_lambda=start_lambda, target_l0=target_l0, controller_rate=controller_rate,
+               error_bound=error_bound)
+ch = open_chapter("04_trial_c", trial=trial, source=source, layers=layers, run=run, rerun=rerun, out=out,
+                  settings=science)
 ch.header()
 
 # %% [markdown]

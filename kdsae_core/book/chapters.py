@@ -6,6 +6,7 @@ Notebooks stay thin: parameters, `open_chapter(...)`, `ch.show(key)`, `ch.say(se
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
+from kdsae_core.book.param_rules import check_pilot_lambdas
 from kdsae_core.book.params import SOURCES, figure_folder, resolve
 from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter, MissingData
@@ -23,6 +25,8 @@ from kdsae_core.hub.published import fetch_trial
 from kdsae_core.runs import reference as reference_data
 from kdsae_core.runs import tables as run_data
 from kdsae_core.sae.model import TRIAL_NAMES
+from kdsae_core.train.config import SAETrainConfig
+from kdsae_core.train.settings import BY_NAME, notebook_settings
 from kdsae_core.train.trainer import retrain_like, train_pilots_like
 
 
@@ -30,13 +34,14 @@ def _hub_run(trial: str, layers) -> Path:
     return Path(fetch_trial(trial, layers=layers))
 
 
-def _retrain(run: Path, trials: list[str], layers, out: Path) -> Path:
-    """rerun=True: train again with the run's own config, into a fresh folder beside the figures."""
-    return Path(retrain_like(run, out / "rerun", trials=trials, layers=layers))
+def _retrain(run: Path, trials: list[str], layers, out: Path, settings: dict | None = None) -> Path:
+    """rerun=True: train again with the run's config and the chapter's science settings (None: the run's own),
+    into a fresh folder beside the figures; training and measuring show text progress bars."""
+    return Path(retrain_like(run, out / "rerun", trials=trials, layers=layers, settings=settings, progress=True))
 
 
 def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", trials=None, layers=None,
-             rerun: bool = False, out: Path | None = None) -> run_data.RunData:
+             rerun: bool = False, out: Path | None = None, settings: dict | None = None) -> run_data.RunData:
     if source not in SOURCES:
         raise InvalidParameter(f"source must be one of {', '.join(SOURCES)} (got {source!r}).")
     layers = None if layers is None else [int(v) for v in layers]
@@ -45,20 +50,41 @@ def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", t
         return run_data.combine_runs(runs)
     folder = resolve(run)
     if rerun:
-        folder = _retrain(folder, trials or list(TRIAL_NAMES), layers, out or paths.figures_out("rerun"))
+        folder = _retrain(folder, trials or list(TRIAL_NAMES), layers, out or paths.figures_out("rerun"), settings)
     return run_data.load_run(folder, trials=trials, layers=layers)
+
+
+def _settings_of(folder: Path) -> SAETrainConfig:
+    return SAETrainConfig.from_json(json.loads(paths.run_config(folder).read_text())["settings"])
+
+
+def changed_settings(rerun: Path, committed: Path) -> str:
+    """The settings of a retrained run that differ from the committed run's, as one phrase (trials and layers
+    shown are named by the box already)."""
+    diff = [(name, mine, theirs) for name, mine, theirs in _settings_of(rerun).differences(_settings_of(committed))
+            if name not in ("trials", "layers")]
+    if not diff:
+        return "the committed run's own settings"
+    return "settings that differ from the committed run: " + ", ".join(
+        f"`{BY_NAME[name].parameter}` {mine!r} (committed: {theirs!r})" for name, mine, theirs in diff)
 
 
 class Chapter:
     """One chapter's run, figure folder and display helpers."""
 
-    def __init__(self, name: str, run: run_data.RunData, out: Path, trial: str | None, layers=None):
+    def __init__(self, name: str, run: run_data.RunData, out: Path, trial: str | None, layers=None,
+                 committed: Path | None = None):
         self.name, self.run, self.out, self.trial, self.layers = name, run, Path(out), trial, layers
+        self.committed = committed  # rerun: the run folder whose settings it started from
         self.drawn: dict[str, cat.Drawn] = {}
 
     def header(self) -> None:
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
-        display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial} Figures and their data: "
+        rerun = ""
+        if self.committed is not None:
+            rerun = (f" **Retrained now** into `{paths.display_path(self.run.folder)}`, with "
+                     f"{changed_settings(self.run.folder, self.committed)}.")
+        display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial}{rerun} Figures and their data: "
                          f"`{paths.display_path(self.out)}`."))
 
     def show(self, key: str, trial: str | None = None) -> cat.Drawn:
@@ -83,23 +109,40 @@ class Chapter:
 
 def open_chapter(name: str, trial: str | None = None, source: str = "local", layers=None,
                  run: str | Path = "results/exp2/embedded", rerun: bool = False, out: str | Path = "",
-                 trials=None) -> Chapter:
+                 trials=None, settings: dict | None = None) -> Chapter:
+    """`settings`: the chapter's science parameters by their names there (l1_lambda, target_l0, ...; None: the
+    run's own), used when `rerun` retrains."""
     matplotlib.rcParams["figure.max_open_warning"] = 0
     folder = figure_folder(out, name)
     want = trials if trials is not None else ([trial] if trial else None)
-    data = open_run(run, source, want, layers, rerun, folder)
+    science = training_settings(trial, settings or {})
+    data = open_run(run, source, want, layers, rerun, folder, science)
     if trial and trial not in data.trials:
         raise MissingData(f"the run {data.folder} has no trial {trial} (it has {', '.join(data.trials) or 'none'}).")
-    return Chapter(name, data, folder, trial, layers)
+    committed = resolve(run) if rerun and source == "local" else None
+    return Chapter(name, data, folder, trial, layers, committed)
+
+
+def training_settings(trial: str | None, parameters: dict) -> dict:
+    """A chapter's science parameters (named as in its parameters cell) as training settings: {setting: value}
+    for those given (not None)."""
+    declared = notebook_settings(trial)
+    unknown = sorted(k for k, v in parameters.items() if v is not None and k not in declared)
+    if unknown:
+        raise InvalidParameter(f"no science setting {', '.join(unknown)} for trial {trial or 'comparison'}: use "
+                               f"{', '.join(declared)}.")
+    return {declared[k].name: declared[k].check(v, k) for k, v in parameters.items() if v is not None}
 
 
 # ---- pilots (chapter 05) -------------------------------------------------------------------------------
 PILOT_LAMBDAS = (1e-4, 2e-4, 7e-4)  # the authors' pilot coefficients, in trial A's `mean` form
 
 
-def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False) -> Chapter:
+
+def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False, lambdas=None, settings: dict | None = None) -> Chapter:
     """pilots=False: the three trials only. pilots=True: also the run's pilot trials (any trial other than
-    A, B, C); a run without them trains them with the SAE engine (minutes), into the figure folder."""
+    A, B, C); a run without them, or a rerun, trains them with the SAE engine (minutes), into the figure folder:
+    `lambdas` (None: the authors' PILOT_LAMBDAS), with the chapter's science `settings`."""
     run = ch.run
     extra = [t for t in run.trials if t not in TRIAL_NAMES]
     if not pilots:
@@ -107,7 +150,10 @@ def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False) -> Chapter:
         return ch
     if extra and not rerun:
         return ch
-    folder = train_pilots_like(run.folder, ch.out / "pilots", lambdas=PILOT_LAMBDAS, layers=ch.layers)
+    lambdas = PILOT_LAMBDAS if lambdas is None else check_pilot_lambdas(lambdas)
+    source = ch.committed or run.folder  # a rerun's pilots start from the committed run's settings, as its trials
+    folder = train_pilots_like(source, ch.out / "pilots", lambdas=lambdas, layers=ch.layers,
+                               settings=training_settings(None, settings or {}), progress=True)
     ch.run = run_data.combine_runs([run.only([t for t in run.trials if t in TRIAL_NAMES]),
                                     run_data.load_run(folder, layers=ch.layers)])
     return ch

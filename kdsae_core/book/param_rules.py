@@ -5,6 +5,7 @@ and a chapter's own range rules (the toy chapter builds its `ToyConfig`, whose `
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -16,6 +17,8 @@ from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.sae.model import TRIAL_NAMES
 from kdsae_core.toy.profiles import PROFILES
 from kdsae_core.toy.sweep import ToyConfig
+from kdsae_core.train.config import SAETrainConfig, refuse_unreachable_target
+from kdsae_core.train.settings import notebook_settings
 
 
 def _plain(value: Any) -> bool:
@@ -183,6 +186,62 @@ def toy_chapter_config(values: dict) -> ToyConfig:
     return cfg
 
 
+# ---- Experiment 2's chapters: their science settings, as declared in train/settings.py ----------------------------
+SCIENCE = {name for trial in (*TRIAL_NAMES, None) for name in notebook_settings(trial)} - {"layers"}
+
+
+def check_pilot_lambdas(lambdas) -> list[float]:
+    """pilot_lambdas: a list of distinct positive numbers (each is trial A's `mean`-form lambda of one pilot)."""
+    items = lambdas if isinstance(lambdas, list) else [lambdas]
+    ok = items and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                       for v in items)
+    if not ok or len({f"{v:.0e}" for v in items}) != len(items):
+        raise InvalidParameter(f"pilot_lambdas must be a list of distinct positive numbers, e.g. [1e-4, 7e-4] "
+                               f"(got {lambdas!r})")
+    return [float(v) for v in items]
+
+
+def exp2_chapter_config(values: dict) -> SAETrainConfig | None:
+    """Check an Experiment 2 chapter's science parameters and return the SAETrainConfig a rerun trains with (None
+    without rerun). Each is checked against its declaration; together, as the rerun's config, from the run's own."""
+    trial = values.get("trial")
+    declared = notebook_settings(trial)
+    given = {k: values[k] for k in sorted(SCIENCE) if values.get(k) is not None}
+    for k in given:
+        if k not in declared:
+            raise InvalidParameter(f"{k} does not apply to trial {trial}, the trial this page retrains")
+    science = {declared[k].name: declared[k].check(v, k) for k, v in given.items()}
+    pilots = values.get("pilot_lambdas")
+    if pilots is not None:
+        check_pilot_lambdas(pilots)
+        if not values.get("pilots"):
+            raise InvalidParameter("pilot_lambdas applies only with pilots true: add `-p pilots true`")
+        given["pilot_lambdas"] = pilots
+    if not values.get("rerun"):
+        if given:
+            raise InvalidParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only when the SAEs "
+                                   "are retrained: add `-p rerun true` (or leave them out to render the committed run)")
+        return None
+    if values.get("source", "local") != "local":
+        raise InvalidParameter("rerun retrains from a local run folder's settings: use source local")
+    return _rerun_config(values, trial, science)
+
+
+def _rerun_config(values: dict, trial: str | None, science: dict) -> SAETrainConfig:
+    record = json.loads(paths.run_config(resolve(values["run"])).read_text())
+    trials = [trial] if trial else values.get("trials") or list(TRIAL_NAMES)
+    cfg = SAETrainConfig.like(record["settings"], trials=list(trials), layers=values.get("layers"), **science)
+    refuse_unreachable_target(cfg, science.get("target_l0"), "target_l0")
+    n_layers = record.get("n_layers")
+    if cfg.model == record["settings"].get("model") and n_layers and values.get("layers") is not None:
+        bad = [v for v in values["layers"] if v >= n_layers]
+        if bad:
+            raise InvalidParameter(f"layers must be 0-based layer numbers of the model, 0-{n_layers - 1} (got "
+                                   f"{values['layers']!r}: the model has {n_layers} layers)")
+    return cfg
+
+
 RULES: dict[str, Callable[[dict], Any]] = {
     "01_toy_validation": toy_chapter_config,
+    **dict.fromkeys(("02_trial_a", "03_trial_b", "04_trial_c", "05_trials_compared"), exp2_chapter_config),
 }

@@ -19,6 +19,7 @@ from kdsae_core.book import params as nbp
 from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, refuse_non_empty
+from kdsae_core.train.settings import notebook_settings
 
 RUN_RECORD = "run.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Ctrl-C (SIGINT) already raises KeyboardInterrupt
@@ -63,10 +64,23 @@ def list_parameters(notebooks: list[Path]) -> str:
             continue
         out.append(f"{nb.stem}  ({paths.display_path(nb)})")
         width = max((len(p.name) for p in params), default=0)
+        declared = science_settings(params)
         for p in params:
-            out.append(f"  {p.name:<{width}}  = {p.default!r:<26} {p.help}".rstrip())
+            s = declared.get(p.name)
+            text = f"{s.help}; {s.valid_range()}; used when rerun is true" if s else p.help
+            out.append(f"  {p.name:<{width}}  = {p.default!r:<26} {text}".rstrip())
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def science_settings(params: list) -> dict:
+    """{parameter: its declared setting} of an Experiment 2 chapter (one with `rerun` and the science settings of
+    train/settings.py, for the trial its `trial` parameter shows); {} for other notebooks."""
+    names = {p.name: p.default for p in params}
+    if "rerun" not in names or "tokens" not in names:
+        return {}
+    declared = notebook_settings(names.get("trial"))
+    return {k: s for k, s in declared.items() if k in names and k != "layers"}  # layers: also what is drawn
 
 
 def gather(args) -> tuple[dict, set[str]]:
@@ -184,7 +198,9 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
 
     def ended(status: str, **extra) -> None:
         _finish(partial, executed)
-        record.update(status=status, seconds=round(time.perf_counter() - start, 1), **extra)
+        trained = sorted(str(c.parent.relative_to(out)) for c in out.rglob(paths.run_config(Path()).name))
+        record.update(status=status, seconds=round(time.perf_counter() - start, 1), trained=trained,
+                      html=_html(executed), **extra)
         atomic_write_json(out / RUN_RECORD, record)
 
     try:
@@ -204,7 +220,8 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
         ended("interrupted")
         raise
     ended("ok", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    print(json.dumps({"executed": str(executed), "record": str(out / RUN_RECORD), "seconds": record["seconds"]}))
+    print(json.dumps({"executed": str(executed), "html": str(out / record["html"]), "record": str(out / RUN_RECORD),
+                      "trained": record["trained"], "seconds": record["seconds"]}))
     return 0
 
 
@@ -217,6 +234,19 @@ def _papermill(notebook: Path, given: dict, partial: Path, timeout: int) -> None
     papermill.execute_notebook(nb, str(partial), parameters=given, cwd=str(notebook.parent),
                                kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
                                progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
+
+
+def _html(executed: Path) -> str | None:
+    """An HTML rendering of the executed notebook beside it (read without Jupyter); its name, or None."""
+    if not executed.exists():
+        return None
+    import nbconvert  # imported when a notebook has run, so that `kdsae --help` starts without it
+    import nbformat  # (as nbconvert)
+
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target = executed.with_suffix(".html")
+    target.write_text(html, encoding="utf-8")
+    return target.name
 
 
 def _finish(partial: Path, executed: Path) -> None:

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kdsae_core.cli._args import int_list
+from kdsae_core.cli.measure import render_text as measured_table
 from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, InvalidParameter, RunFolderError
 from kdsae_core.train.profiles import PROFILES, recorded_settings
-from kdsae_core.cli._args import int_list
-from kdsae_core.cli.measure import render_text as measured_table
+from kdsae_core.train.settings import SETTINGS
 
 if TYPE_CHECKING:
     from kdsae_core.train.config import SAETrainConfig
@@ -19,45 +20,12 @@ if TYPE_CHECKING:
 ALL_LAYERS = "all"
 
 
-def _layers(text: str):
-    return ALL_LAYERS if text == ALL_LAYERS else int_list(text)
-
-
-def _trials(text: str) -> list[str]:
-    out = [t.strip() for t in text.split(",") if t.strip()]
-    if not out:
-        raise InvalidParameter("--trial needs at least one trial (A, B, C or a pilot like P7e-04).")
-    return out
-
-
 def register(sub) -> None:
     p = sub.add_parser("train", help="Experiment 2: train SAEs on every requested layer in the three L1 regimes")
-    p.add_argument("--trial", type=_trials, default=None, help="trials, comma-separated: A, B, C, pilots like P7e-04 "
-                   "(default A,B,C)")
     p.add_argument("--profile", choices=sorted(PROFILES),
                    help="embedded (default): all-MiniLM-L6-v2 on packaged text, CPU, minutes; paper: Pythia-410M, "
                         "300M Pile tokens, GPU + hub")
-    p.add_argument("--model", help="hub id (EleutherAI/pythia-410m), local model folder, or `embedded`")
-    p.add_argument("--layers", type=_layers, help="`all` (default) or 0-based layers, comma-separated")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--d-sae", type=int, help="latents per SAE")
-    size.add_argument("--expansion", type=float, help="latents per SAE as a multiple of d_model")
-    p.add_argument("--tokens", type=int, help="training tokens")
-    p.add_argument("--n-snapshots", type=int, help="evenly spaced snapshots (the last is `final`)")
-    p.add_argument("--batch-tokens", type=int, help="tokens per step (a multiple of --context)")
-    p.add_argument("--context", type=int, help="tokens per sequence")
-    p.add_argument("--dataset", help="`embedded`, a Hugging Face dataset name, or a local .txt/.jsonl file or folder")
-    p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("--dtype", choices=["fp32", "bf16"])
-    p.add_argument("--lr", type=float)
-    p.add_argument("--target-l0", type=float, help="trial C's target mean L0 (default 150)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--measure-tokens", type=int, help="fresh tokens `kdsae measure` uses by default")
-    p.add_argument("--state-every-tokens", type=int, help="also save a resumable state every N tokens")
-    p.add_argument("--sae-step", choices=["auto", "dense", "sparse"],
-                   help="the SAE step: auto (default; dense or sparse per batch by its density of active latents), "
-                        "dense or sparse. Recorded in config.json; the paths round differently, so a rerun is "
-                        "byte-identical only with the same --sae-step (the committed embedded run: dense)")
+    add_setting_options(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state, with "
                    "the settings recorded in its config.json (other options may be given only if they agree)")
@@ -69,24 +37,19 @@ def register(sub) -> None:
 def run(args) -> int:
     # torch: imported when the verb runs, so that `kdsae --help` starts without it
     from kdsae_core.measure import measure_run
+    from kdsae_core.train.config import SAETrainConfig, refuse_unreachable_target  # torch, as above
     from kdsae_core.train.distributed import make_comm  # torch, as above
-    from kdsae_core.train.config import SAETrainConfig  # torch, as above
     from kdsae_core.train.trainer import Trainer  # torch, as above
 
-    overrides = dict(model=args.model, layers=args.layers, trials=args.trial, d_sae=args.d_sae,
-                     expansion=args.expansion, tokens=args.tokens, n_snapshots=args.n_snapshots,
-                     batch_tokens=args.batch_tokens, context=args.context, dataset=args.dataset, device=args.device,
-                     dtype=args.dtype, lr=args.lr, target_l0=args.target_l0, seed=args.seed,
-                     measure_tokens=args.measure_tokens, state_every_tokens=args.state_every_tokens,
-                     sae_step=args.sae_step)
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name) is not None}
     if args.resume and paths.run_config(args.out).exists():
         cfg = SAETrainConfig.from_json(resume_settings(args.out, args.profile, given))  # before anything loads
     else:
         if given.get("layers") == ALL_LAYERS:
             del given["layers"]  # every layer: the config's default
         cfg = SAETrainConfig.from_profile(args.profile or "embedded", **given)
-    refuse_unused_target_l0(cfg, args.target_l0)
+    refuse_unused_knobs(cfg, given)
+    refuse_unreachable_target(cfg, args.target_l0)
     comm = make_comm(cfg.device)  # several processes under torchrun, else this one
     try:
         Trainer(cfg, args.out, comm=comm).run(resume=args.resume, force=args.force)
@@ -128,8 +91,37 @@ def resume_settings(out: Path, profile: str | None, given: dict) -> dict:
     return settings
 
 
-def refuse_unused_target_l0(cfg: SAETrainConfig, target_l0: float | None) -> None:
-    """--target-l0 sets the adaptive trial's target only; with fixed-lambda trials alone it would do nothing."""
-    if target_l0 is not None and not any(s.controller == "target_l0" for s in cfg.trial_specs().values()):
-        raise InvalidParameter(f"--target-l0 applies only to trial C (adaptive lambda); trials {','.join(cfg.trials)} "
-                               "have a fixed lambda: drop --target-l0 or add C to --trial.")
+def refuse_unused_knobs(cfg: SAETrainConfig, given: dict) -> None:
+    """A trial's knob (--target-l0, --lambda-a, ...) given without its trial would do nothing: refused."""
+    trials = set(cfg.trial_specs())
+    for s in SETTINGS:
+        if s.trial and s.name in given and s.trial not in trials:
+            raise InvalidParameter(f"{s.option} applies only to trial {s.trial}; trials {','.join(cfg.trials)} do not "
+                                   f"include it: drop {s.option} or add {s.trial} to --trial.")
+
+
+def _layers(text: str):
+    return ALL_LAYERS if text == ALL_LAYERS else int_list(text)
+
+
+def _trials(text: str) -> list[str]:
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    if not out:
+        raise InvalidParameter("--trial needs at least one trial (A, B, C or a pilot like P7e-04).")
+    return out
+
+
+ARG_TYPES = {"int": int, "float": float, "str": str, "layers": _layers, "trials": _trials}
+
+
+def add_setting_options(p) -> None:
+    """One option per declared setting (train/settings.py), with its help text and valid range; the options of
+    a group (--d-sae, --expansion) exclude each other."""
+    groups = {}
+    for s in SETTINGS:
+        if s.group and s.group not in groups:
+            groups[s.group] = p.add_mutually_exclusive_group()
+        where = groups[s.group] if s.group else p
+        kw = {"choices": list(s.choices)} if s.kind == "choice" else {"type": ARG_TYPES[s.kind]}
+        text = s.help if s.kind in ("choice", "layers", "trials", "str") else f"{s.help}; {s.valid_range()}"
+        where.add_argument(s.option, dest=s.name, default=None, help=text.replace("%", "%%"), **kw)

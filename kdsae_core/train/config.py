@@ -7,11 +7,11 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.runs.tables import format_tokens
 from kdsae_core.sae.model import TrialSpec, paper_trials, pilot_trial
 from kdsae_core.train.profiles import PROFILES, recorded_settings
+from kdsae_core.train.settings import BY_NAME, KNOBS, SETTINGS
 
 
 @dataclass
@@ -41,6 +41,15 @@ class SAETrainConfig:
     # which SAE step (kdsae_core.sae.model.fused_backward): auto (dense or sparse per batch, by its density), dense, sparse.
     # The paths sum in a different order, so only runs with the same sae_step are byte-identical.
     sae_step: str = "auto"
+    # The trials' own knobs (train/settings.py): None is the paper's value, and a None knob is left out of
+    # settings(), so the paper's trials record the settings they always have.
+    lambda_a: float | None = None
+    l1_form_a: str | None = None
+    lambda_b: float | None = None
+    l1_form_b: str | None = None
+    lambda_c: float | None = None
+    controller_rate: float | None = None
+    error_bound: float | None = None
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "SAETrainConfig":
@@ -64,20 +73,11 @@ class SAETrainConfig:
         return cfg
 
     def validate(self) -> None:
-        def whole(name, low):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise InvalidParameter(f"--{name.replace('_', '-')} must be a whole number >= {low} (got {v!r}).")
-
-        for name, low in (("tokens", 1), ("n_snapshots", 1), ("batch_tokens", 1), ("context", 2), ("seed", 0),
-                          ("measure_tokens", 1), ("alive_window_tokens", 1), ("state_every_tokens", 0)):
-            whole(name, low)
+        for s in SETTINGS:  # each setting's type and range, as declared
+            if getattr(self, s.name) is not None:
+                s.check(getattr(self, s.name))
         if (self.d_sae is None) == (self.expansion is None):
             raise InvalidParameter("give exactly one of --d-sae and --expansion.")
-        if self.d_sae is not None:
-            whole("d_sae", 1)
-        if self.expansion is not None and not (math.isfinite(self.expansion) and self.expansion > 0):
-            raise InvalidParameter(f"--expansion must be a positive number (got {self.expansion!r}).")
         if self.batch_tokens % self.context:
             raise InvalidParameter(f"--batch-tokens ({self.batch_tokens}) must be a multiple of the context length "
                                    f"({self.context}): a batch is a whole number of sequences.")
@@ -85,24 +85,12 @@ class SAETrainConfig:
             raise InvalidParameter(f"--tokens ({self.tokens}) is fewer than one batch ({self.batch_tokens} tokens).")
         if self.n_snapshots > self.steps:
             raise InvalidParameter(f"--n-snapshots ({self.n_snapshots}) exceeds the number of steps ({self.steps}).")
-        if self.dtype not in ("fp32", "bf16"):
-            raise InvalidParameter(f"--dtype must be fp32 or bf16 (got {self.dtype!r}).")
-        if self.sae_step not in sae_sparse.PATHS:
-            raise InvalidParameter(f"--sae-step must be one of {', '.join(sae_sparse.PATHS)} (got {self.sae_step!r}).")
         if self.sae_step == "sparse" and self.dtype != "fp32":
             raise InvalidParameter(f"--sae-step sparse computes in fp32 only (got --dtype {self.dtype}): use auto "
                                    "(which stays dense in bf16) or dense.")
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise InvalidParameter(f"--device must be cpu or cuda (got {self.device!r}).")
-        for name in ("lr", "target_l0"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise InvalidParameter(f"--{name.replace('_', '-')} must be a positive number (got {v!r}).")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise InvalidParameter(f"--grad-clip must be >= 0 (got {self.grad_clip!r}).")
-        if self.layers is not None and (not self.layers or any(int(v) != v or v < 0 for v in self.layers)):
-            raise InvalidParameter(f"--layers must be 0-based layer numbers (got {self.layers!r}).")
-        if not self.trials or len(set(self.trials)) != len(self.trials):
+        if len(set(self.trials)) != len(self.trials):
             raise InvalidParameter(f"--trial must name distinct trials (got {self.trials!r}).")
         self.trial_specs()
 
@@ -129,6 +117,10 @@ class SAETrainConfig:
             else:
                 raise InvalidParameter(f"unknown trial {name!r}: use A, B, C or a pilot like P7e-04.")
             out[name].validate()
+        for s in KNOBS:  # a trial's own knobs, where given
+            if getattr(self, s.name) is not None and s.trial in out:
+                out[s.trial] = dataclasses.replace(out[s.trial], **{s.attr: getattr(self, s.name)})
+                out[s.trial].validate()
         return out
 
     def snapshot_schedule(self) -> list[tuple[str, int]]:
@@ -144,4 +136,38 @@ class SAETrainConfig:
         return int(self.d_sae) if self.d_sae is not None else max(1, round(self.expansion * d_model))
 
     def settings(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recorded settings (config.json): every field, but a trial's knob only where it is given."""
+        knobs = {s.name for s in KNOBS}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in knobs or v is not None}
+
+    def value(self, name: str):
+        """A setting's value in effect: a None knob is its trial's paper value."""
+        s = BY_NAME[name]
+        v = getattr(self, name)
+        if v is None and s.attr:
+            v = getattr(paper_trials(self.target_l0)[s.trial], s.attr)
+        return v
+
+    def differences(self, other: "SAETrainConfig") -> list[tuple[str, object, object]]:
+        """[(setting, this value, the other's)] for every declared setting whose value in effect differs."""
+        return [(s.name, self.value(s.name), other.value(s.name)) for s in SETTINGS
+                if self.value(s.name) != other.value(s.name)]
+
+    @classmethod
+    def like(cls, settings: dict, **overrides) -> "SAETrainConfig":
+        """A recorded run's settings (config.json) with some replaced (None: keep), validated: d_sae and
+        expansion replace each other."""
+        values = dict(recorded_settings(settings))
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "expansion" in given:
+            values["d_sae"] = None
+        elif "d_sae" in given:
+            values["expansion"] = None
+        return cls.from_json({**values, **given})
+
+
+def refuse_unreachable_target(cfg: SAETrainConfig, given_target: float | None, label: str = "--target-l0") -> None:
+    """A target L0 given above d_sae can never be reached (L0 counts active latents out of d_sae)."""
+    if given_target is not None and cfg.d_sae is not None and given_target > cfg.d_sae:
+        raise InvalidParameter(f"{label} must be a number in (0, d_sae = {cfg.d_sae}]: an SAE has no more active "
+                               f"latents than it has latents (got {given_target!r}).")

@@ -515,21 +515,22 @@ def train(cfg: SAETrainConfig, out: Path, resume: bool = False, force: bool = Fa
     return Trainer(cfg, out, progress=progress, model=model).run(resume=resume, force=force)
 
 
-def retrain_like(run: Path, out: Path, trials=None, layers=None) -> Path:
-    """Train again with a run folder's settings (optionally fewer trials or layers) into `out`, and measure."""
-    old = json.loads(paths.run_config(run).read_text())
-    settings = dict(old["settings"])
-    if trials is not None:
-        settings["trials"] = list(trials)
-    if layers is not None:
-        settings["layers"] = [int(v) for v in layers]
-    cfg = SAETrainConfig.from_json(settings)
-    folder = train(cfg, out, resume=True, progress=False)
+def retrain_like(run: Path, out: Path, trials=None, layers=None, settings: dict | None = None,
+                 progress: bool = False) -> Path:
+    """Train again with a run folder's settings (optionally fewer trials or layers, and `settings` replaced: a
+    chapter's science parameters) into `out`, and measure."""
+    old = json.loads(paths.run_config(run).read_text())["settings"]
+    given = dict(settings or {}, trials=None if trials is None else list(trials),
+                 layers=None if layers is None else [int(v) for v in layers])
+    cfg = SAETrainConfig.like(old, **given)
+    folder = train(cfg, out, resume=True, progress=progress)
     from kdsae_core.measure import measure_run
-    measure_run(folder, progress=False)
+    measure_run(folder, progress=progress)
     return folder
 
 
-def train_pilots_like(run: Path, out: Path, lambdas=(1e-4, 2e-4, 7e-4), layers=None) -> Path:
+def train_pilots_like(run: Path, out: Path, lambdas=(1e-4, 2e-4, 7e-4), layers=None, settings: dict | None = None,
+                      progress: bool = False) -> Path:
     """The pilot coefficients (trial A's `mean` form) with a run folder's other settings."""
-    return retrain_like(run, out, trials=[f"P{lam:.0e}" for lam in lambdas], layers=layers)
+    return retrain_like(run, out, trials=[f"P{lam:.0e}" for lam in lambdas], layers=layers, settings=settings,
+                        progress=progress)
