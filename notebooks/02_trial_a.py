@@ -41,7 +41,7 @@ measure_tokens = None  # fresh tokens the measurement reads
 l1_lambda = None  # trial A's λ (the paper's 3e-4)
 l1_form = None  # trial A's L1 form, "mean" (the paper's) or "sum"
 
-# %%
+# %% tags=["hide-input"]
 from kdsae_core.book.chapters import open_chapter
 
 science = dict(model=model, d_sae=d_sae, expansion=expansion, tokens=tokens, batch_tokens=batch_tokens,

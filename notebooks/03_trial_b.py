@@ -40,7 +40,7 @@ measure_tokens = None  # fresh tokens the measurement reads
 l1_lambda = None  # trial B's λ (the paper's 8e-5)
 l1_form = None  # trial B's L1 form, "sum" (the paper's) or "mean"
 
-# %%
+# %% tags=["hide-input"]
 from kdsae_core.book.chapters import open_chapter
 
 science = dict(model=model, d_sae=d_sae, expansion=expansion, tokens=tokens, batch_tokens=batch_tokens,

@@ -53,7 +53,7 @@ target_l0 = None  # trial C's target mean L0 (the run's own: 150 on the embedded
 controller_rate = None  # the controller's rate: λ ← λ·exp(rate·e) (the paper's 0.01)
 error_bound = None  # the bound on the controller's relative error e (this companion's 1)
 
-# %%
+# %% tags=["hide-input"]
 from kdsae_core.book.chapters import open_chapter
 
 science = dict(model=model, d_sae=d_sae, expansion=expansion, tokens=tokens, batch_tokens=batch_tokens,

@@ -42,7 +42,7 @@ dataset = None  # training text: "embedded", a Hugging Face dataset, or a local 
 measure_tokens = None  # fresh tokens the measurement reads
 pilot_lambdas = None  # the pilots' λ (mean form) when pilots and rerun are True; None: 1e-4, 2e-4, 7e-4
 
-# %%
+# %% tags=["hide-input"]
 from kdsae_core.book.chapters import open_chapter, with_pilots
 
 science = dict(model=model, d_sae=d_sae, expansion=expansion, tokens=tokens, batch_tokens=batch_tokens,

@@ -181,3 +181,29 @@ def test_formulas_load_mathjax_from_the_book_when_a_local_copy_exists(html):
     assert local.is_file() and Path(BOOK_BUILD / "_static" / "mathjax" / mj.CSS_FILE).is_file()
     for part in mj.PARTS:
         assert (BOOK_BUILD / "_static" / "mathjax" / part).exists(), part
+
+
+# ---- issue 17, item 5: the pages read as a companion ----------------------------------------------------------------
+CHAPTERS = sorted(p.stem for p in paths.NOTEBOOKS.glob("*.py"))
+PLUMBING = ("01_toy_validation", "02_trial_a", "03_trial_b", "04_trial_c", "05_trials_compared", "07_claims")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_chapter_offers_its_source_and_executed_notebook(html, chapter):
+    import json
+    page = BOOK_BUILD / "notebooks" / f"{chapter}.html"
+    links = re.findall(r'<p class="kd-downloads">(.*?)</p>', page.read_text())
+    assert links, f"{chapter}: no download links under the title"
+    hrefs = re.findall(r'href="([^"]+)"', links[0])
+    assert [Path(h).suffix for h in hrefs] == [".py", ".ipynb"], hrefs
+    source, executed = ((page.parent / h).resolve() for h in hrefs)
+    assert source.read_text() == (paths.NOTEBOOKS / f"{chapter}.py").read_text()
+    cells = json.loads(executed.read_text())["cells"]
+    assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{executed} holds no outputs"
+
+
+def test_plumbing_cells_are_folded_and_code_wraps(html):
+    for chapter in PLUMBING:
+        assert "tag_hide-input" in (BOOK_BUILD / "notebooks" / f"{chapter}.html").read_text(), chapter
+    css = BOOK_BUILD / "_static" / "kdsae-pages.css"
+    assert "pre-wrap" in css.read_text() and "kdsae-pages.css" in html["toy"]
