@@ -18,7 +18,7 @@ from kdsae_core.sae.model import TRIAL_NAMES
 from kdsae_core.toy.profiles import PROFILES
 from kdsae_core.toy.sweep import ToyConfig
 from kdsae_core.train.config import SAETrainConfig, refuse_unreachable_target
-from kdsae_core.train.settings import notebook_settings
+from kdsae_core.train.settings import Setting, notebook_settings
 
 
 def _plain(value: Any) -> bool:
@@ -187,18 +187,22 @@ def toy_chapter_config(values: dict) -> ToyConfig:
 
 
 # ---- Experiment 2's chapters: their science settings, as declared in train/settings.py ----------------------------
+PILOT_LAMBDA = Setting("pilot_lambdas", "float", "one pilot's lambda", low=0, open_low=True)
 SCIENCE = {name for trial in (*TRIAL_NAMES, None) for name in notebook_settings(trial)} - {"layers"}
 
 
 def check_pilot_lambdas(lambdas) -> list[float]:
     """pilot_lambdas: a list of distinct positive numbers (each is trial A's `mean`-form lambda of one pilot)."""
     items = lambdas if isinstance(lambdas, list) else [lambdas]
-    ok = items and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-                       for v in items)
-    if not ok or len({f"{v:.0e}" for v in items}) != len(items):
-        raise InvalidParameter(f"pilot_lambdas must be a list of distinct positive numbers, e.g. [1e-4, 7e-4] "
-                               f"(got {lambdas!r})")
-    return [float(v) for v in items]
+    bad = InvalidParameter(f"pilot_lambdas must be a list of distinct positive numbers, e.g. [1e-4, 7e-4] "
+                           f"(got {lambdas!r})")
+    try:
+        values = [PILOT_LAMBDA.check(v) for v in items]
+    except InvalidParameter:
+        raise bad from None
+    if not values or len({f"{v:.0e}" for v in values}) != len(values):  # a pilot is named by its lambda: P7e-04
+        raise bad
+    return values
 
 
 def exp2_chapter_config(values: dict) -> SAETrainConfig | None:

@@ -86,6 +86,11 @@ class Setting:
             if not ok:
                 raise bad
             return list(value)
+        if isinstance(value, str):  # YAML reads 2e-4 (no dot) as text: a number written so is still one
+            try:
+                value = float(value) if self.kind == "float" else int(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         if self.kind == "int" and not (isinstance(value, int) or float(value).is_integer()):
