@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter
 from kdsae_core import theory
 from kdsae_core.runs.reference import REFERENCE_MODEL
 from kdsae_core.runs.tables import format_tokens, layer_span
-from kdsae_core.figures.exp2_common import new_figure, plain_log_axis, suptitle, tokens_axis
+from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 
 PYTHIA_D_MODEL = 1024
 PYTHIA_D_SAE = 32_768
@@ -179,3 +179,35 @@ def training_curves(data: pd.DataFrame, header_text: str) -> Figure:
     suptitle(fig, f"SAE training curves as released (first logged step omitted; layer 8's run used another \u03bb{note})",
              header_text, 10)
     return fig
+
+
+# ---- the sentence under each figure (from the released files the figure was drawn from) ---------------
+SMALLEST_STUDENT = MARKED_WIDTHS[0]  # the importance sentence: how little a width-128 student keeps
+
+
+def importance_distribution_sentence(measurements: dict[int, theory.Measurement], stats=None) -> str:
+    parts = []
+    for layer, m in sorted(measurements.items()):
+        kept = int(np.floor(SMALLEST_STUDENT * m.g_alpha))
+        share = float(m.sorted_importance[:kept].sum() / m.L_inf)
+        parts.append(f"layer {layer}: a width-{SMALLEST_STUDENT} student keeps {kept:,} of {m.F_alive:,} features "
+                     f"({percent(kept / m.F_alive)}) holding {100 * share:.3f}% of L\u221e")
+    return "; ".join(parts) + ". Few features carry almost all of the importance."
+
+
+def floors_vs_width_sentence(measurements: dict[int, theory.Measurement], stats=None) -> str:
+    parts = [f"layer {layer}: d*_S = {m.d_star_S:,.1f} > d_model {PYTHIA_D_MODEL}" if m.d_star_S > PYTHIA_D_MODEL else
+             f"layer {layer}: d*_S = {m.d_star_S:,.1f}" for layer, m in sorted(measurements.items())]
+    return ("; ".join(parts) + ". The naive floor (features dropped \u00d7 L\u221e/F) is far above the refined one "
+            "because the dropped features are the least important.")
+
+
+def training_curves_sentence(measurements, stats: pd.DataFrame) -> str:
+    last = stats.sort_values("tokens").groupby("layer").tail(1).sort_values("layer")
+    parts = "; ".join(f"layer {int(r.layer)}: \u03bb {r.l1_coeff:.0e}, final L0 {r.L0:,.1f}" for r in last.itertuples())
+    # the released layer-8 curves are not the run behind the published layer-8 row: say so when they show it
+    layer8_other_run = any(abs(r.l1_coeff - 3e-4) < 1e-12 for r in last.itertuples() if r.layer == 8)
+    if layer8_other_run:
+        return (parts + ". The released layer-8 curves come from a \u03bb 3e-4 run, not from the run behind the "
+                "published layer-8 row (L0 234.9).")
+    return parts + "."
