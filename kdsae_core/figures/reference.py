@@ -12,18 +12,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from kdsae_core import theory
-from kdsae_core.runs.reference import REFERENCE_MODEL
+from kdsae_core.runs.reference import PUBLISHED_LAYERS, REFERENCE_D_MODEL, REFERENCE_MODEL
 from kdsae_core.runs.tables import format_tokens, layer_span
 from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 
-PYTHIA_D_MODEL = 1024
 PYTHIA_D_SAE = 32_768
 MARKED_WIDTHS = (128, 256, 512, 1024)
 
 
 def header(layers, tokens: float | None = 300e6) -> str:
     tok = f", {format_tokens(tokens)} Pile tokens" if tokens else ""
-    return (f"{REFERENCE_MODEL} (d_model {PYTHIA_D_MODEL}), {layer_span(layers)}, d_sae {PYTHIA_D_SAE:,}{tok} "
+    return (f"{REFERENCE_MODEL} (d_model {REFERENCE_D_MODEL}), {layer_span(layers)}, d_sae {PYTHIA_D_SAE:,}{tok} "
             "\u2014 the authors' released measurements")
 
 
@@ -86,7 +85,7 @@ def importance_distribution(data: pd.DataFrame, header_text: str) -> Figure:
 def floors_vs_width_data(measurements: dict[int, theory.Measurement], top: int = 1600, points: int = 200) -> pd.DataFrame:
     """Refined and naive floors (absolute and as a fraction of L_inf) over a width grid that includes the
     paper's widths {128, 256, 384, 512, 768, 1024} (`paper_width` marks them)."""
-    paper = theory.default_widths(PYTHIA_D_MODEL)
+    paper = theory.default_widths(REFERENCE_D_MODEL)
     grid = np.unique(np.concatenate([np.round(np.geomspace(16, top, points)).astype(int), paper]))
     rows = []
     for layer, m in sorted(measurements.items()):
@@ -121,8 +120,8 @@ def floors_vs_width(data: pd.DataFrame, header_text: str) -> Figure:
         ax.annotate(f"d*_S = {ds:,.0f}", (ds, 0.55 + 0.08 * layers.index(layer)), xycoords=("data", "axes fraction"),
                     fontsize=8, color=colours[layer], ha="left", textcoords="offset points", xytext=(3, 0))
     for a in (ax, axl):
-        a.axvline(PYTHIA_D_MODEL, color="0.2", ls="-", lw=0.8)
-        a.annotate(f"teacher d_model = {PYTHIA_D_MODEL}", (PYTHIA_D_MODEL, 0.97), xycoords=("data", "axes fraction"),
+        a.axvline(REFERENCE_D_MODEL, color="0.2", ls="-", lw=0.8)
+        a.annotate(f"teacher d_model = {REFERENCE_D_MODEL}", (REFERENCE_D_MODEL, 0.97), xycoords=("data", "axes fraction"),
                    rotation=90, ha="right", va="top", fontsize=8)
         a.set_xscale("log")
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -196,7 +195,7 @@ def importance_distribution_sentence(measurements: dict[int, theory.Measurement]
 
 
 def floors_vs_width_sentence(measurements: dict[int, theory.Measurement], stats=None) -> str:
-    parts = [f"layer {layer}: d*_S = {m.d_star_S:,.1f} > d_model {PYTHIA_D_MODEL}" if m.d_star_S > PYTHIA_D_MODEL else
+    parts = [f"layer {layer}: d*_S = {m.d_star_S:,.1f} > d_model {REFERENCE_D_MODEL}" if m.d_star_S > REFERENCE_D_MODEL else
              f"layer {layer}: d*_S = {m.d_star_S:,.1f}" for layer, m in sorted(measurements.items())]
     return ("; ".join(parts) + ". The naive floor (features dropped \u00d7 L\u221e/F) is far above the refined one "
             "because the dropped features are the least important.")
@@ -209,5 +208,5 @@ def training_curves_sentence(measurements, stats: pd.DataFrame) -> str:
     layer8_other_run = any(abs(r.l1_coeff - 3e-4) < 1e-12 for r in last.itertuples() if r.layer == 8)
     if layer8_other_run:
         return (parts + ". The released layer-8 curves come from a \u03bb 3e-4 run, not from the run behind the "
-                "published layer-8 row (L0 234.9).")
+                f"published layer-8 row (L0 {PUBLISHED_LAYERS[8]['L0']}).")
     return parts + "."

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from kdsae_core.toy import analysis as ta
 from kdsae_core.toy.sweep import REPRESENTED_THRESHOLDS
 from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, percent, suptitle
-from kdsae_core.figures.toy import ALPHA, L_INF, alpha_colours, describe
+from kdsae_core.figures.toy import ALPHA, L_INF, PAPER_PERCENT, alpha_colours, describe
 
 
 def _diagonal(ax, top: float) -> None:
@@ -167,7 +167,7 @@ def profiles(ev: ta.ToyEvidence) -> Figure:
         ax.grid(True)
     axes[0].set_ylabel("median accuracy")
     axes[0].legend(fontsize=7, loc="lower left")
-    suptitle(fig, f"Does any importance profile reach the paper's 93% (red dashes)? The paper grid under each "
+    suptitle(fig, f"Does any importance profile reach the paper's {PAPER_PERCENT} (red dashes)? The paper grid under each "
              "profile, medians recomputed from the per-seed floors", describe(ev.grid))
     return fig
 
@@ -181,13 +181,14 @@ def profiles_sentence(ev: ta.ToyEvidence) -> str:
         any_clears |= ok["rel"] or ok["norm"]
         lowest = s.loc[s.accuracy_norm_median.idxmin()]
         parts.append(f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {percent(lowest.accuracy_norm_median)} at "
-                     f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} 93% at every level under "
+                     f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} {PAPER_PERCENT} at every level "
+                     f"under "
                      f"{'one reading' if ok['rel'] or ok['norm'] else 'either reading'}")
     if len(parts) == 1:
         return parts[0] + "; the other importance profiles are not committed in this checkout."
-    return ("; ".join(parts) + (". At least one reading reaches 93% under some profile." if any_clears else
-                                ". No importance profile we tried reaches 93% at every sparsity level under either "
-                                "reading."))
+    return ("; ".join(parts) + (f". At least one reading reaches {PAPER_PERCENT} under some profile." if any_clears
+                                else f". No importance profile we tried reaches {PAPER_PERCENT} at every sparsity level "
+                                "under either reading."))
 
 
 # ---- (4) the affine reading ------------------------------------------------------------------------------------------
