@@ -187,10 +187,6 @@ def spec(key: str) -> FigureSpec:
     raise KeyError(f"no figure {key!r}; known: {', '.join(s.key for s in ALL_FIGURES)}")
 
 
-def chapter_specs(chapter: str) -> list[FigureSpec]:
-    return [s for s in ALL_FIGURES if s.chapter == chapter]
-
-
 # ---- drawing: Experiment 2 --------------------------------------------------------------------------------
 @dataclass
 class Drawn:

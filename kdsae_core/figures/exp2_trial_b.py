@@ -16,8 +16,6 @@ from kdsae_core.figures.exp2_common import CARD_METRICS, fmt, heat_matrix, short
 from kdsae_core.figures.style import new_figure, percent, suptitle
 from kdsae_core.figures.exp2_trial_a import draw_card, layer_table
 
-VARIANTS = ["paper_heatmap", "slides_heatmap", "appendix_sidecar", "small_multiples", "smooth_depth",
-            "correlation", "headline"]
 SLIDE_METRICS = ["L0", "alpha", "d_star_S", "dead"]
 PAPER_CMAP = "YlGnBu"  # sequential, one direction of meaning, prints in greyscale
 
