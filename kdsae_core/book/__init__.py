@@ -1,4 +1,5 @@
-"""The book: what the chapters call, their parameters' rules, the claims ledger."""
+"""What the book's pages and notebooks call: chapters, notebook parameters and their rules, the claims ledger,
+and committing results. Imports every layer below it."""
 
 import warnings
 

@@ -12,26 +12,11 @@ from typing import Callable
 
 import numpy as np
 
-from kdsae_core.book.claims_lm import (
-    embedded_claims,
-    not_testable_claims,
-    paper_scale_claims,
-    pythia_claims,
-    reference_measurement,
-)
+from kdsae_core.book.claims_lm import (embedded_claims, not_testable_claims, paper_scale_claims, pythia_claims,
+                                       reference_measurement)
 from kdsae_core.book.claims_toy import toy_claims
-from kdsae_core.book.ledger import (
-    CALIBRATED_FAILS,
-    CALIBRATED_HOLDS,
-    CONSISTENT,
-    ERROR,
-    INCONSISTENT,
-    NOT_REPRODUCED,
-    NOT_TESTABLE,
-    REPRODUCED,
-    Ledger,
-    percent,
-)
+from kdsae_core.book.ledger import (CALIBRATED_FAILS, CALIBRATED_HOLDS, CONSISTENT, ERROR, INCONSISTENT,
+                                    NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Ledger, percent)
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import reference_dir
 from kdsae_core.toy import analysis as ta

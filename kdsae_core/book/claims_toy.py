@@ -3,17 +3,8 @@ sweep, the other importance profiles), with the quantities of the toy model's an
 
 from __future__ import annotations
 
-from kdsae_core.book.ledger import (
-    ABSTRACT,
-    CALIBRATED_FAILS,
-    CALIBRATED_HOLDS,
-    NOT_TESTABLE,
-    THEORY,
-    Claim,
-    Ledger,
-    percent,
-    reproduced_if,
-)
+from kdsae_core.book.ledger import (ABSTRACT, CALIBRATED_FAILS, CALIBRATED_HOLDS, NOT_TESTABLE, THEORY, Claim, Ledger,
+                                    percent, reproduced_if)
 from kdsae_core.common.errors import MissingData
 from kdsae_core.toy import analysis as ta
 from kdsae_core.toy.analysis import ToyEvidence

@@ -74,18 +74,18 @@ def test_toy_page_states_its_source_and_verdict(html):
 
 def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
     from kdsae_core.toy import analysis as toy_analysis
-    from kdsae_core.figures import toy_why
+    from kdsae_core.figures import catalog, toy_why
     text = _text(html["toy"])
     assert "Why the toy model misses 93%" in text
     if not paths.toy_results_file("paper").exists():
         return
     evidence = toy_analysis.committed_evidence()
     page = _plain(text)
-    for name in toy_why.drawable(evidence):
+    for name in catalog.drawable_why(evidence):
         captions = re.findall(r'<p class="kd-provenance">.*?</p>', html["toy"], flags=re.S)
         assert any(f"toy_why.{name.removeprefix('toy_why_')}" in c and name in c for c in captions), \
             f"{name}: no figure caption naming its function and its data"
-        sentence = toy_why.WHY_FIGURES[name][2](evidence)  # every number in it, as the page shows it
+        sentence = catalog.spec(name).sentence(evidence)  # every number in it, as the page shows it
         assert _plain(sentence) in page, f"{name}: the page does not show the sentence its data give"
     for name, why in toy_why.missing(evidence).items():
         assert _plain(why) in page, name
