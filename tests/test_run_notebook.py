@@ -142,7 +142,11 @@ def test_a_real_run_writes_notebook_figures_and_record(tmp_path, capsys):
     assert injected and "live_check = False" in injected[0].source
     text = json.dumps([o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])])
     assert "Traceback" not in text and "NOT the paper" in text and str(tmp_path / "toy") in text
-    assert sorted(p.name for p in out.iterdir()) == ["01_toy_validation.ipynb", "figures", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["01_toy_validation.html", "01_toy_validation.ipynb", "figures",
+                                                     "run.json"]
+    page = (out / "01_toy_validation.html").read_text()  # issue 17: readable without Jupyter, figures included
+    assert record["html"] == "01_toy_validation.html" and page.count("data:image/png;base64,") >= 3
+    assert record["trained"] == []  # rendered from given results: no run folder trained
 
 
 def test_a_failing_cell_fails_the_run_and_keeps_the_record(tmp_path, capsys):

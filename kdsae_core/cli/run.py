@@ -220,7 +220,8 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
         ended("interrupted")
         raise
     ended("ok", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    print(json.dumps({"executed": str(executed), "html": str(out / record["html"]), "record": str(out / RUN_RECORD),
+    html = record["html"] and str(out / record["html"])
+    print(json.dumps({"executed": str(executed), "html": html, "record": str(out / RUN_RECORD),
                       "trained": record["trained"], "seconds": record["seconds"]}))
     return 0
 
