@@ -222,7 +222,7 @@ def test_resume_with_other_settings_and_a_foreign_folder_are_refused(tmp_path, p
     (dict(trials=["A", "Z"]), "unknown trial 'Z'"),
     (dict(d_sae=0), "--d-sae must be a whole number >= 1"),
     (dict(lr=-1.0), "--lr must be a positive number"),
-    (dict(dtype="fp16"), "--dtype must be fp32 or bf16"),
+    (dict(dtype="fp16"), "--dtype must be one of fp32, bf16"),
     (dict(n_snapshots=50), "exceeds the number of steps"),
     (dict(sae_step="fast"), "--sae-step must be one of auto, dense, sparse"),
     (dict(sae_step="sparse", dtype="bf16"), "--sae-step sparse computes in fp32 only"),

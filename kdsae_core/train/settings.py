@@ -54,7 +54,7 @@ class Setting:
         if self.kind == "choice":
             return "one of " + ", ".join(map(str, self.choices))
         if self.kind == "layers":
-            return "a list of 0-based layer numbers"
+            return "0-based layer numbers"
         if self.kind == "trials":
             return "a list of trials: A, B, C or pilots like P7e-04"
         if self.kind == "str":
