@@ -79,7 +79,7 @@ class Chapter:
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
         rerun = ""
         if self.committed is not None:
-            rerun = (f" **Retrained now** into `{paths.display_path(self.run.folder)}`, with "
+            rerun = (f" **Retrained now** from `{paths.display_path(self.committed)}`, with "
                      f"{changed_settings(self.run.folder, self.committed)}.")
         display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial}{rerun} Figures and their data: "
                          f"`{paths.display_path(self.out)}`."))
