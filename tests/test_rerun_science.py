@@ -99,28 +99,57 @@ def test_list_shows_the_declared_ranges(capsys):
 @pytest.fixture()
 def no_execution(monkeypatch):
     import papermill
+
     calls = []
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: calls.append(a))
     return calls
 
 
-@pytest.mark.parametrize("chapter, argv, fragment", [
-    ("04_trial_c", ["-p", "rerun", "true", "-p", "target_lo", "50"], "has no parameter 'target_lo'"),
-    ("04_trial_c", ["-p", "rerun", "true", "-p", "tokens", "many"], "tokens must be a whole number >= 1 (got 'many')"),
-    ("03_trial_b", ["-p", "rerun", "true", "-p", "l1_lambda", "0"], "l1_lambda must be a positive number (got 0)"),
-    ("02_trial_a", ["-p", "rerun", "true", "-p", "l1_lambda", "-0.0003"], "l1_lambda must be a positive number"),
-    ("04_trial_c", ["-p", "rerun", "true", "-p", "target_l0", "5000"],
-     "target_l0 must be a number in (0, d_sae = 2048]"),
-    ("04_trial_c", ["-p", "rerun", "true", "-p", "layers", "[0, 9]"], "layers must be 0-based layer numbers of the "
-     "model, 0-5"),
-    ("04_trial_c", ["-p", "rerun", "true", "-p", "tokens", "100"], "tokens (100) is fewer than one batch (128 tokens)"),
-    ("04_trial_c", ["-p", "rerun", "true", "-p", "start_lambda", "2"], "start_lambda must be a number in [1e-08, 1]"),
-    ("04_trial_c", ["-p", "target_l0", "50"], "target_l0 applies only when the SAEs are retrained"),
-    ("03_trial_b", ["-p", "rerun", "true", "-p", "l1_form", "max"], "l1_form must be one of sum, mean"),
-    ("05_trials_compared", ["-p", "rerun", "true", "-p", "pilots", "true", "-p", "pilot_lambdas", "[0]"],
-     "pilot_lambdas must be a list of distinct positive numbers"),
-    ("05_trials_compared", ["-p", "rerun", "true", "-p", "source", "hub"], "rerun retrains from a local run folder"),
-])
+@pytest.mark.parametrize(
+    "chapter, argv, fragment",
+    [
+        ("04_trial_c", ["-p", "rerun", "true", "-p", "target_lo", "50"], "has no parameter 'target_lo'"),
+        (
+            "04_trial_c",
+            ["-p", "rerun", "true", "-p", "tokens", "many"],
+            "tokens must be a whole number >= 1 (got 'many')",
+        ),
+        ("03_trial_b", ["-p", "rerun", "true", "-p", "l1_lambda", "0"], "l1_lambda must be a positive number (got 0)"),
+        ("02_trial_a", ["-p", "rerun", "true", "-p", "l1_lambda", "-0.0003"], "l1_lambda must be a positive number"),
+        (
+            "04_trial_c",
+            ["-p", "rerun", "true", "-p", "target_l0", "5000"],
+            "target_l0 must be a number in (0, d_sae = 2048]",
+        ),
+        (
+            "04_trial_c",
+            ["-p", "rerun", "true", "-p", "layers", "[0, 9]"],
+            "layers must be 0-based layer numbers of the model, 0-5",
+        ),
+        (
+            "04_trial_c",
+            ["-p", "rerun", "true", "-p", "tokens", "100"],
+            "tokens (100) is fewer than one batch (128 tokens)",
+        ),
+        (
+            "04_trial_c",
+            ["-p", "rerun", "true", "-p", "start_lambda", "2"],
+            "start_lambda must be a number in [1e-08, 1]",
+        ),
+        ("04_trial_c", ["-p", "target_l0", "50"], "target_l0 applies only when the SAEs are retrained"),
+        ("03_trial_b", ["-p", "rerun", "true", "-p", "l1_form", "max"], "l1_form must be one of sum, mean"),
+        (
+            "05_trials_compared",
+            ["-p", "rerun", "true", "-p", "pilots", "true", "-p", "pilot_lambdas", "[0]"],
+            "pilot_lambdas must be a list of distinct positive numbers",
+        ),
+        (
+            "05_trials_compared",
+            ["-p", "rerun", "true", "-p", "source", "hub"],
+            "rerun retrains from a local run folder",
+        ),
+    ],
+)
 def test_bad_science_values_are_refused_with_nothing_written(capsys, tmp_path, no_execution, chapter, argv, fragment):
     out = tmp_path / "out"
     assert main(["run", chapter, *argv, "--out", str(out)]) == 2
@@ -129,12 +158,15 @@ def test_bad_science_values_are_refused_with_nothing_written(capsys, tmp_path, n
     assert no_execution == [] and not out.exists()
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--lambda-b", "0"], "--lambda-b must be a positive number (got 0.0)"),
-    (["--trial", "A", "--lambda-b", "1e-4"], "--lambda-b applies only to trial B"),
-    (["--d-sae", "64", "--target-l0", "100"], "--target-l0 must be a number in (0, d_sae = 64]"),
-    (["--controller-rate", "2"], "--controller-rate must be a number in (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--lambda-b", "0"], "--lambda-b must be a positive number (got 0.0)"),
+        (["--trial", "A", "--lambda-b", "1e-4"], "--lambda-b applies only to trial B"),
+        (["--d-sae", "64", "--target-l0", "100"], "--target-l0 must be a number in (0, d_sae = 64]"),
+        (["--controller-rate", "2"], "--controller-rate must be a number in (0, 1]"),
+    ],
+)
 def test_bad_knobs_of_kdsae_train_are_refused_with_nothing_written(capsys, tmp_path, argv, fragment):
     out = tmp_path / "run"
     assert main(["train", "--tokens", "1280", *argv, "--out", str(out)]) == 2
@@ -144,8 +176,26 @@ def test_bad_knobs_of_kdsae_train_are_refused_with_nothing_written(capsys, tmp_p
 
 
 # ---- re-executed chapters -----------------------------------------------------------------------------------------
-TINY = ["-p", "rerun", "true", "-p", "layers", "[0]", "-p", "tokens", "1024", "-p", "d_sae", "128",
-        "-p", "n_snapshots", "1", "-p", "measure_tokens", "1024"]
+TINY = [
+    "-p",
+    "rerun",
+    "true",
+    "-p",
+    "layers",
+    "[0]",
+    "-p",
+    "tokens",
+    "1024",
+    "-p",
+    "d_sae",
+    "128",
+    "-p",
+    "n_snapshots",
+    "1",
+    "-p",
+    "measure_tokens",
+    "1024",
+]
 
 
 def rerun(chapter: str, out: Path, *argv: str) -> tuple[dict, str]:
@@ -158,8 +208,13 @@ def rerun(chapter: str, out: Path, *argv: str) -> tuple[dict, str]:
     texts = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("train 1 SAEs" in t or "train 3 SAEs" in t or "SAEs:" in t for t in texts), "no progress in the output"
     assert not any("IProgress" in t for t in texts)
-    md = [o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
-          if "text/markdown" in o.get("data", {})]
+    md = [
+        o["data"]["text/markdown"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "text/markdown" in o.get("data", {})
+    ]
     header = next(m for m in md if "What this page shows" in m)
     return record, header
 
@@ -199,8 +254,19 @@ def test_trial_a_reexecuted_in_the_sum_form(tmp_path):
 
 @pytest.mark.slow
 def test_the_comparison_reexecuted_with_other_pilots(tmp_path):
-    record, header = rerun("05_trials_compared", tmp_path / "p", "-p", "pilots", "true", "-p", "pilot_lambdas",
-                              "[1e-3]", "-p", "lr", "1e-3")
+    record, header = rerun(
+        "05_trials_compared",
+        tmp_path / "p",
+        "-p",
+        "pilots",
+        "true",
+        "-p",
+        "pilot_lambdas",
+        "[1e-3]",
+        "-p",
+        "lr",
+        "1e-3",
+    )
     cfg = trained_config(tmp_path / "p", record)
     assert cfg["settings"]["lr"] == 1e-3 and list(cfg["trials"]) == ["A", "B", "C"]
     pilots = trained_config(tmp_path / "p", record, "figures/pilots")

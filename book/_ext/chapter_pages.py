@@ -22,8 +22,10 @@ p.kd-downloads { font-size: 0.9em; }
 
 def downloads_html(docname: str) -> str:
     name = Path(docname).name
-    return (f'<p class="kd-downloads">Download this chapter: <a href="../_sources/{docname}.py" download>notebook '
-            f'source (.py)</a> · <a href="{name}.ipynb" download>executed notebook (.ipynb)</a></p>')
+    return (
+        f'<p class="kd-downloads">Download this chapter: <a href="../_sources/{docname}.py" download>notebook '
+        f'source (.py)</a> · <a href="{name}.ipynb" download>executed notebook (.ipynb)</a></p>'
+    )
 
 
 def _page(app, pagename, templatename, context, doctree) -> None:

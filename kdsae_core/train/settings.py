@@ -81,8 +81,11 @@ class Setting:
                 raise bad
             return value
         if self.kind in ("layers", "trials"):
-            ok = isinstance(value, list) and value and all(
-                isinstance(v, str) if self.kind == "trials" else _layer_number(v) for v in value)
+            ok = (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, str) if self.kind == "trials" else _layer_number(v) for v in value)
+            )
             if not ok:
                 raise bad
             return list(value)
@@ -119,14 +122,25 @@ SETTINGS: tuple[Setting, ...] = (
     _s("model", "str", "hub id (EleutherAI/pythia-410m), local model folder, or `embedded`", notebook=True),
     _s("layers", "layers", "`all` (default) or 0-based layers, comma-separated", notebook=True),
     _s("d_sae", "int", "latents per SAE", low=1, group="size", notebook=True),
-    _s("expansion", "float", "latents per SAE as a multiple of d_model", low=0, open_low=True, group="size",
-       notebook=True),
+    _s(
+        "expansion",
+        "float",
+        "latents per SAE as a multiple of d_model",
+        low=0,
+        open_low=True,
+        group="size",
+        notebook=True,
+    ),
     _s("tokens", "int", "training tokens", low=1, notebook=True),
     _s("n_snapshots", "int", "evenly spaced snapshots (the last is `final`)", low=1, notebook=True),
     _s("batch_tokens", "int", "tokens per step (a multiple of --context)", low=1, notebook=True),
     _s("context", "int", "tokens per sequence", low=2),
-    _s("dataset", "str", "`embedded`, a Hugging Face dataset name, or a local .txt/.jsonl file or folder",
-       notebook=True),
+    _s(
+        "dataset",
+        "str",
+        "`embedded`, a Hugging Face dataset name, or a local .txt/.jsonl file or folder",
+        notebook=True,
+    ),
     _s("device", "str", "cpu or cuda"),
     _s("dtype", "choice", "the SAEs' compute type", choices=("fp32", "bf16")),
     _s("lr", "float", "Adam's learning rate", low=0, open_low=True, notebook=True),
@@ -135,27 +149,99 @@ SETTINGS: tuple[Setting, ...] = (
     _s("measure_tokens", "int", "fresh tokens `kdsae measure` uses by default", low=1, notebook=True),
     _s("alive_window_tokens", "int", "a latent that fired in the last N training tokens is alive", low=1),
     _s("state_every_tokens", "int", "also save a resumable state every N tokens (0: at snapshots only)", low=0),
-    _s("sae_step", "choice", "the SAE step: auto (default; dense or sparse per batch by its density of active "
-       "latents), dense or sparse. Recorded in config.json; the paths round differently, so a rerun is "
-       "byte-identical only with the same --sae-step (the committed embedded run: dense)",
-       choices=("auto", "dense", "sparse")),
+    _s(
+        "sae_step",
+        "choice",
+        "the SAE step: auto (default; dense or sparse per batch by its density of active "
+        "latents), dense or sparse. Recorded in config.json; the paths round differently, so a rerun is "
+        "byte-identical only with the same --sae-step (the committed embedded run: dense)",
+        choices=("auto", "dense", "sparse"),
+    ),
     # ---- the trials' own knobs (None: the paper's value) ----
-    _s("lambda_a", "float", "trial A's lambda (the paper's: 3e-4)", low=0, open_low=True, trial="A", attr="l1_coeff",
-       param="l1_lambda", notebook=True),
-    _s("l1_form_a", "choice", "trial A's L1 form (the paper's: mean)", choices=L1_FORMS, trial="A", attr="l1_form",
-       param="l1_form", notebook=True),
-    _s("lambda_b", "float", "trial B's lambda (the paper's: 8e-5)", low=0, open_low=True, trial="B", attr="l1_coeff",
-       param="l1_lambda", notebook=True),
-    _s("l1_form_b", "choice", "trial B's L1 form (the paper's: sum)", choices=L1_FORMS, trial="B", attr="l1_form",
-       param="l1_form", notebook=True),
-    _s("lambda_c", "float", "trial C's start lambda (the paper's: 5e-4)", low=LAMBDA_BOUNDS[0], high=LAMBDA_BOUNDS[1],
-       trial="C", attr="l1_coeff", param="start_lambda", notebook=True),
-    _s("target_l0", "float", "trial C's target mean L0 (default 150)", low=0, open_low=True, notebook=True,
-       trial="C", attr="target_l0"),
-    _s("controller_rate", "float", "trial C's controller rate: lambda <- lambda exp(rate e) (the paper's: 0.01)",
-       low=0, high=1, open_low=True, trial="C", attr="rate", notebook=True),
-    _s("error_bound", "float", "trial C's bound on the controller's relative error e (this companion's: 1)", low=0,
-       open_low=True, trial="C", attr="error_bound", notebook=True),
+    _s(
+        "lambda_a",
+        "float",
+        "trial A's lambda (the paper's: 3e-4)",
+        low=0,
+        open_low=True,
+        trial="A",
+        attr="l1_coeff",
+        param="l1_lambda",
+        notebook=True,
+    ),
+    _s(
+        "l1_form_a",
+        "choice",
+        "trial A's L1 form (the paper's: mean)",
+        choices=L1_FORMS,
+        trial="A",
+        attr="l1_form",
+        param="l1_form",
+        notebook=True,
+    ),
+    _s(
+        "lambda_b",
+        "float",
+        "trial B's lambda (the paper's: 8e-5)",
+        low=0,
+        open_low=True,
+        trial="B",
+        attr="l1_coeff",
+        param="l1_lambda",
+        notebook=True,
+    ),
+    _s(
+        "l1_form_b",
+        "choice",
+        "trial B's L1 form (the paper's: sum)",
+        choices=L1_FORMS,
+        trial="B",
+        attr="l1_form",
+        param="l1_form",
+        notebook=True,
+    ),
+    _s(
+        "lambda_c",
+        "float",
+        "trial C's start lambda (the paper's: 5e-4)",
+        low=LAMBDA_BOUNDS[0],
+        high=LAMBDA_BOUNDS[1],
+        trial="C",
+        attr="l1_coeff",
+        param="start_lambda",
+        notebook=True,
+    ),
+    _s(
+        "target_l0",
+        "float",
+        "trial C's target mean L0 (default 150)",
+        low=0,
+        open_low=True,
+        notebook=True,
+        trial="C",
+        attr="target_l0",
+    ),
+    _s(
+        "controller_rate",
+        "float",
+        "trial C's controller rate: lambda <- lambda exp(rate e) (the paper's: 0.01)",
+        low=0,
+        high=1,
+        open_low=True,
+        trial="C",
+        attr="rate",
+        notebook=True,
+    ),
+    _s(
+        "error_bound",
+        "float",
+        "trial C's bound on the controller's relative error e (this companion's: 1)",
+        low=0,
+        open_low=True,
+        trial="C",
+        attr="error_bound",
+        notebook=True,
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 # The knobs of one trial (target_l0 is a field of its own since before the knobs: always recorded).
