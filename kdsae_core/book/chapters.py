@@ -22,7 +22,7 @@ SOURCES = ("local", "hub")
 
 
 def _hub_run(trial: str, layers) -> Path:
-    from kdsae_core.hub.client import fetch_trial
+    from kdsae_core.hub.published import fetch_trial  # here: a local run never needs torch or huggingface_hub
     return Path(fetch_trial(trial, layers=layers))
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile, InvalidParameter, RunFolderError
 
 SOURCES = ("local", "hub")
@@ -230,7 +231,7 @@ def _check_paths(values: dict) -> None:
         if not resolve(v).exists():
             raise InvalidParameter(f"{name} {v} does not exist (a relative path is taken from the folder you run "
                                    "kdsae in)")
-        if name == "run" and values.get("source", "local") == "local" and not paths.run_config(resolve(v)).exists():
+        if name == "run" and values.get("source", "local") == "local" and not layout.run_config(resolve(v)).exists():
             raise InvalidParameter(f"run {v} is not a run folder (it has no config.json from `kdsae train` or "
                                    "`kdsae download`)")
 

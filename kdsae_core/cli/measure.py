@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from kdsae_core.measure import measure_run
-from kdsae_core.runs.tables import snapshot_tokens
+from kdsae_core.runs.layout import snapshot_tokens
 from kdsae_core.theory import ALIVE_THRESHOLD
 from kdsae_core.cli._args import int_list
 

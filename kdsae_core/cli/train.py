@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.train.distributed import make_comm
 from kdsae_core.common.errors import BadFile, InvalidParameter, RunFolderError
 from kdsae_core.train.trainer import PROFILES, SAETrainConfig, Trainer
@@ -65,7 +65,7 @@ def run(args) -> int:
                      dtype=args.dtype, lr=args.lr, target_l0=args.target_l0, seed=args.seed,
                      measure_tokens=args.measure_tokens, state_every_tokens=args.state_every_tokens)
     given = {k: v for k, v in overrides.items() if v is not None}
-    if args.resume and paths.run_config(args.out).exists():
+    if args.resume and layout.run_config(args.out).exists():
         cfg = recorded_config(args.out, args.profile, given)  # before anything loads
     else:
         if given.get("layers") == ALL_LAYERS:
@@ -94,9 +94,9 @@ def recorded_config(out: Path, profile: str | None, given: dict) -> SAETrainConf
     """The settings a run folder recorded (config.json), for `--resume`: an option given as well must agree with
     them, or the resume is refused here, in one line naming each disagreement, before the model loads."""
     try:
-        settings = json.loads(paths.run_config(out).read_text())["settings"]
+        settings = json.loads(layout.run_config(out).read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise BadFile(f"{paths.run_config(out)} is not a readable run config, so the run cannot be resumed: "
+        raise BadFile(f"{layout.run_config(out)} is not a readable run config, so the run cannot be resumed: "
                       "start it over with --force, or use another --out.") from None
     theirs = dict(settings)
     if profile is not None:
