@@ -139,7 +139,7 @@ def _file_names(out: Path, src: Source, jobs, listed: dict, revision, cache) -> 
                    and not _done(out, src, *j, listed, None, revision)]
         if missing:
             more = f" ({len(missing) - 1} more of the {len(jobs)} files asked for are missing too)" if len(missing) > 1 else ""
-            err = hub._missing_offline(src.repo, missing[0], revision, cache)
+            err = hub.missing_offline(src.repo, missing[0], revision, cache)
             raise MissingData(f"{str(err).rstrip('.')}{more}.")
     return names
 

@@ -150,7 +150,8 @@ def how_to_get(repo: str, filename: str, revision: str | None) -> str:
             "Hugging Face cache here (HF_HUB_CACHE, or --cache)")
 
 
-def _missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
+def missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
+    """The error for a file that is not cached when the cache is the only source: what is missing and how to get it."""
     where = f"the Hugging Face cache {cache}" if cache else "the Hugging Face cache (HF_HUB_CACHE)"
     why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub could not be reached"
     return MissingData(f"{repo}: {filename}{f' (revision {revision})' if revision else ''} is not in {where} and "
@@ -220,7 +221,7 @@ def _download(repo, filename, revision, cache, force: bool) -> Path:
                                     local_files_only=local, force_download=force and not local))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         if local:
-            raise _missing_offline(repo, filename, revision, cache) from None
+            raise missing_offline(repo, filename, revision, cache) from None
         raise MissingData(f"{repo}: {filename} is not cached and the hub could not be reached: "
                           f"{how_to_get(repo, filename, revision)}.") from None
     except GatedRepoError:

@@ -50,20 +50,27 @@ def parse_manifest(text: str, where) -> dict[str, str]:
     return out
 
 
+def _cached_digest(run: Path, key: str, cache: dict) -> str:
+    """sha256 of run/key, taken from `cache` {rel: (size, mtime_ns, sha)} while the file's size and mtime are
+    unchanged, else computed and cached."""
+    st = (run / key).stat()
+    hit = cache.get(key)
+    if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
+        hit = cache[key] = (st.st_size, st.st_mtime_ns, sha256_file(run / key))
+    return hit[2]
+
+
+def _write(run: Path, digests: dict[str, str]) -> None:
+    """The manifest in `sha256sum` format (`<sha256>  <path>`, sorted by path), written atomically."""
+    atomic_write_text(layout.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+
+
 def write_manifest(run: Path, cache: dict | None = None) -> dict[str, str]:
     """Hash every listed file (reusing `cache` {rel: (size, mtime_ns, sha)} for unchanged ones) and write."""
     run = Path(run)
     cache = {} if cache is None else cache
-    digests = {}
-    for rel in _listed(run):
-        st = (run / rel).stat()
-        key = str(rel)
-        hit = cache.get(key)
-        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
-            hit = (st.st_size, st.st_mtime_ns, sha256_file(run / rel))
-            cache[key] = hit
-        digests[key] = hit[2]
-    atomic_write_text(layout.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+    digests = {str(rel): _cached_digest(run, str(rel), cache) for rel in _listed(run)}
+    _write(run, digests)
     return digests
 
 
@@ -81,13 +88,9 @@ def update_manifest(run: Path, written, cache: dict | None = None) -> dict[str, 
             key = str(Path(f).relative_to(run))
         except ValueError:  # already relative to the run folder
             key = str(f)
-        st = (run / key).stat()
-        hit = cache.get(key)
-        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
-            hit = cache[key] = (st.st_size, st.st_mtime_ns, sha256_file(run / key))
-        digests[key] = hit[2]
+        digests[key] = _cached_digest(run, key, cache)
     digests = {k: d for k, d in digests.items() if (run / k).is_file()}
-    atomic_write_text(layout.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+    _write(run, digests)
     return digests
 
 
