@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdsae_core.data import activations as acts
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 
 BIN = Path(sys.executable).parent
 
@@ -37,10 +37,10 @@ def test_two_gloo_processes_give_the_single_process_run(tmp_path):
     for trial in "AC":
         for layer in (0, 1, 2):
             for snap in ("1.024k", "final"):
-                rel = paths.checkpoint_dir(Path("."), trial, layer, snap) / "sae_weights.safetensors"
+                rel = layout.checkpoint_dir(Path("."), trial, layer, snap) / "sae_weights.safetensors"
                 assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
-    assert paths.run_metrics(tmp_path / "one").read_text() == paths.run_metrics(tmp_path / "two").read_text()
-    assert (tmp_path / "two" / "status.json").exists() and not paths.train_state_dir(tmp_path / "two").exists()
+    assert layout.run_metrics(tmp_path / "one").read_text() == layout.run_metrics(tmp_path / "two").read_text()
+    assert (tmp_path / "two" / "status.json").exists() and not layout.train_state_dir(tmp_path / "two").exists()
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import torch
 
 from kdsae_core.data import activations as acts
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.sae import plan as sae_plan
 from kdsae_core.train import state as train_state
 from kdsae_core.common.errors import InvalidParameter, MissingData
@@ -128,7 +129,7 @@ def test_the_disk_plan_counts_what_a_run_writes_at_its_peak(tmp_path, pythia, mo
     write = train_state.write_units
 
     def watching(run, step, units):
-        seen.append((len(list(paths.train_state_dir(run).glob("step*"))), sae_plan.folder_bytes(run)))
+        seen.append((len(list(layout.train_state_dir(run).glob("step*"))), sae_plan.folder_bytes(run)))
         return write(run, step, units)
 
     monkeypatch.setattr(train_state, "write_units", watching)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdsae_core.book.params import PATH_PARAMETERS, SOURCES, Parameter, notebook_parameters, raw_text, resolve
-from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter
+from kdsae_core.runs import layout
 from kdsae_core.sae.model import TRIAL_NAMES
 from kdsae_core.toy.profiles import PROFILES
 from kdsae_core.toy.sweep import ToyConfig
@@ -106,7 +106,7 @@ def _check_paths(values: dict) -> None:
         if not resolve(v).exists():
             raise InvalidParameter(f"{name} {v} does not exist (a relative path is taken from the folder you run "
                                    "kdsae in)")
-        if name == "run" and values.get("source", "local") == "local" and not paths.run_config(resolve(v)).exists():
+        if name == "run" and values.get("source", "local") == "local" and not layout.run_config(resolve(v)).exists():
             raise InvalidParameter(f"run {v} is not a run folder (it has no config.json from `kdsae train` or "
                                    "`kdsae download`)")
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from kdsae_core import theory
 from kdsae_core.common.errors import BadFile, InvalidParameter
-from kdsae_core.common.fileio import atomic_write_json, load_verified, save_verified
+from kdsae_core.common.fileio import atomic_write_json, load_verified, read_json_object, save_verified
 from kdsae_core.common.locks import run_lock
 from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
 from kdsae_core.toy.model import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
@@ -442,13 +442,10 @@ def load_results(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / TOY_RESULTS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadFile(f"toy results {path} do not exist; run `kdsae toy --out {path.parent}` first.") from None
-    except json.JSONDecodeError as e:
-        raise BadFile(f"toy results {path} are not valid JSON ({e.msg}).") from None
-    if not isinstance(data, dict) or "configs" not in data:
+    if not path.exists():
+        raise BadFile(f"toy results {path} do not exist; run `kdsae toy --out {path.parent}` first.")
+    data = read_json_object(path, "toy results")
+    if "configs" not in data:
         raise BadFile(f"toy results {path} lack the `configs` list.")
     return data
 

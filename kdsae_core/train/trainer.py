@@ -2,7 +2,7 @@
 pass of the language model per batch, with K evenly spaced snapshots, a per-step metrics log and exact
 resume. One process, or several under torchrun (kdsae_core.train.distributed: each rank owns some layers).
 
-Run folder (ARCHITECTURE.md, paths.py): config.json, metrics.jsonl, MANIFEST.sha256,
+Run folder (ARCHITECTURE.md, runs/layout.py): config.json, metrics.jsonl, MANIFEST.sha256,
 checkpoints/{trial}/layer{LL}/{snapshot}/, state/ (resumable, removed when the run completes), status.json.
 """
 
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from kdsae_core.data import activations as acts
 from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.sae import plan as sae_plan
 from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.train import state as train_state
@@ -37,7 +37,6 @@ from kdsae_core.train.config import PROFILES, SAETrainConfig, recorded_settings 
 
 FORWARD_TOKENS = 4096  # tokens per forward pass of the language model (several small steps' batches at once)
 ACTIVATION_LIMIT = 1e6  # |x| above this (or non-finite) stops the run: the forward pass has blown up
-STATUS_FILE = "status.json"
 
 
 class NumericalFault(KdsaeError):
@@ -162,7 +161,7 @@ class Trainer:
         plan = sae_plan.disk_plan(self.d_in, self.d_sae, n_saes, cfg.n_snapshots)
         short = 0
         if self.comm.is_main:
-            held = sum(map(sae_plan.folder_bytes, (self.out / "checkpoints", paths.train_state_dir(self.out))))
+            held = sum(map(sae_plan.folder_bytes, (layout.checkpoints_root(self.out), layout.train_state_dir(self.out))))
             need = plan.peak_bytes - held  # a resumed (or forced) run's own files count towards its peak
             free = sae_plan.free_disk_bytes(self.out)
             short = need - free
@@ -195,7 +194,7 @@ class Trainer:
 
     def _prepare_folder(self, resume: bool, force: bool) -> str:
         """Main process: check the folder and write config.json. Returns `done`, `resume` or `fresh`."""
-        out, cfg_path = self.out, paths.run_config(self.out)
+        out, cfg_path = self.out, layout.run_config(self.out)
         old = None
         if cfg_path.exists():
             try:
@@ -204,13 +203,14 @@ class Trainer:
                 old = {}
         if old is not None:
             same = recorded_settings(old.get("settings") or {}) == self.cfg.settings()
-            if resume and same and (out / STATUS_FILE).exists():
+            if resume and same and layout.run_status(out).exists():
                 _remove_temporaries(out)
                 return "done"
             if force and not resume:
-                for sub in ("checkpoints", "measurements", "state"):
+                for sub in (layout.CHECKPOINTS_DIR, layout.MEASUREMENTS_DIR, layout.STATE_DIR):
                     shutil.rmtree(out / sub, ignore_errors=True)
-                for f in [paths.run_metrics(out), paths.run_manifest(out), out / STATUS_FILE, *out.glob("summary_*.csv")]:
+                for f in [layout.run_metrics(out), layout.run_manifest(out), layout.run_status(out),
+                          *layout.summary_files(out)]:
                     f.unlink(missing_ok=True)
             elif not resume:
                 raise RunFolderError(f"{out} already holds a run: pass --resume to continue it, --force to start it "
@@ -221,7 +221,7 @@ class Trainer:
                 raise RunFolderError(f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
                                      "resume it with its own settings, or use another --out.")
         else:
-            stray = [p.name for p in out.iterdir() if p.name != ".lock" and not _temporary(p)] if out.is_dir() else []
+            stray = [p.name for p in out.iterdir() if p.name != layout.LOCK_FILE and not _temporary(p)] if out.is_dir() else []
             if stray and not force:
                 raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
                                      "empty or new --out, or --force.")
@@ -242,7 +242,7 @@ class Trainer:
             raise RunFolderError(f"the saved state {train_state.generation_dir(self.out, chosen)} changed while it was "
                                  "being loaded: resume again.")
         if recorded_settings(meta.get("settings") or {}) != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
-            raise RunFolderError(f"the saved state in {paths.train_state_dir(self.out)} belongs to other settings; "
+            raise RunFolderError(f"the saved state in {layout.train_state_dir(self.out)} belongs to other settings; "
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
             u.load_state(train_state.read_unit(self.out, meta, key))  # one SAE's state in memory at a time
@@ -257,7 +257,7 @@ class Trainer:
     # -- files ------------------------------------------------------------------------------------------
     def _truncate_metrics(self, step: int) -> None:
         """Keep the complete metrics lines of steps <= step (a killed run may have logged further)."""
-        path = paths.run_metrics(self.out)
+        path = layout.run_metrics(self.out)
         if not path.exists():
             return
         keep = []
@@ -306,18 +306,18 @@ class Trainer:
                     "tokens": self.step * cfg.batch_tokens, "lambda": float(u.controller.lam), "seed": cfg.seed}
             c = checkpoints.sae_cfg(self.d_in, self.d_sae, model=acts.model_display_name(cfg.model), layer=u.layer,
                                     context=cfg.context, dataset=cfg.dataset, kdsae=meta)
-            checkpoints.save_checkpoint(paths.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
+            checkpoints.save_checkpoint(layout.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
         self.comm.barrier()
         if self.comm.is_main:
             self._metrics("flush")
-            self._record(*(paths.checkpoint_dir(self.out, trial, int(layer), label) / name
+            self._record(*(layout.checkpoint_dir(self.out, trial, int(layer), label) / name
                            for trial, layer in (key.split("/layer") for key in self.all_keys)
-                           for name in (checkpoints.WEIGHTS_FILE, checkpoints.CFG_FILE)))
+                           for name in (layout.WEIGHTS_FILE, layout.CFG_FILE)))
 
     def _record(self, *written: Path) -> None:
         """Put the files just written (and the config and log, which change as the run goes) in the manifest;
         entries of other files stay as listed, so a file damaged since is never re-blessed."""
-        manifest.update_manifest(self.out, [paths.run_config(self.out), paths.run_metrics(self.out), *written],
+        manifest.update_manifest(self.out, [layout.run_config(self.out), layout.run_metrics(self.out), *written],
                                  self._manifest_cache)
 
     # -- one step ---------------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ class Trainer:
                                      f"the run stopped, {self._last_good()}.")
 
     def _last_good(self) -> str:
-        st = train_state.load_latest_state(self.out, keys=[]) if paths.train_state_dir(self.out).exists() else None
+        st = train_state.load_latest_state(self.out, keys=[]) if layout.train_state_dir(self.out).exists() else None
         return (f"its last good state (step {st[0]['step']}) is intact: fix the input and resume with --resume"
                 if st else "no state had been saved yet")
 
@@ -399,7 +399,7 @@ class Trainer:
         try:
             getattr(self._metrics_file, op)(*args)
         except OSError as e:
-            raise KdsaeError(f"could not write {paths.run_metrics(self.out)} ({e.strerror or e}: disk full or file too "
+            raise KdsaeError(f"could not write {layout.run_metrics(self.out)} ({e.strerror or e}: disk full or file too "
                              "large?); the last saved state is intact: make room and resume with --resume.") from None
 
     # -- the run ----------------------------------------------------------------------------------------------
@@ -432,18 +432,18 @@ class Trainer:
         if isinstance(decision, tuple):
             raise RunFolderError(decision[1])
         if decision == "done":
-            if self.comm.is_main and paths.train_state_dir(self.out).exists():
+            if self.comm.is_main and layout.train_state_dir(self.out).exists():
                 # killed between status.json and the end: finish the manifest and drop the state
-                self._record(self.out / STATUS_FILE)
+                self._record(layout.run_status(self.out))
                 train_state.clear_state(self.out)
             return self.out
         resumed = decision == "resume" and self._resume_state()
         if not resumed:
             self.step = 0
             if self.comm.is_main:
-                paths.run_metrics(self.out).write_text("")
+                layout.run_metrics(self.out).write_text("")
         if self.comm.is_main:
-            self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
+            self._metrics_file = open(layout.run_metrics(self.out), "a", buffering=1 << 16)
         ended = False  # the loop ended normally or by a stop: a failing close is then the error to report
         try:
             self._loop(stop_after_step)
@@ -460,9 +460,9 @@ class Trainer:
                         raise
         self.comm.barrier()
         if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
-            atomic_write_json(self.out / STATUS_FILE,
+            atomic_write_json(layout.run_status(self.out),
                               {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
-            self._record(self.out / STATUS_FILE)
+            self._record(layout.run_status(self.out))
             train_state.clear_state(self.out)
         self.comm.barrier()
         return self.out
@@ -517,7 +517,7 @@ def train(cfg: SAETrainConfig, out: Path, resume: bool = False, force: bool = Fa
 
 def retrain_like(run: Path, out: Path, trials=None, layers=None) -> Path:
     """Train again with a run folder's settings (optionally fewer trials or layers) into `out`, and measure."""
-    old = json.loads(paths.run_config(run).read_text())
+    old = json.loads(layout.run_config(run).read_text())
     settings = dict(old["settings"])
     if trials is not None:
         settings["trials"] = list(trials)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from kdsae_core.data import activations as acts
 from kdsae_core.cli import main as cli
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.hub.published import PUBLISHED
 from tests.hubcache import D_IN, authors_file, authors_forward, authors_state, hf_cache, tiny_run
@@ -61,7 +61,7 @@ def _check(sl: subprocess.Popen, cache: Path, tmp_path: Path) -> None:
                      "--out", str(dl), "--model", str(model_folder)]) == 0
 
     folders = {"B_final": export / "checkpoints/B/layer01/final", "C_first": next((export / "checkpoints/C/layer01").iterdir()),
-               "authors": paths.checkpoint_dir(dl, "B", 1, "final")}
+               "authors": layout.checkpoint_dir(dl, "B", 1, "final")}
     x = torch.randn(256, D_IN, generator=torch.Generator().manual_seed(0))
     save_file({"x": x}, str(tmp_path / "x.safetensors"))
     job = {"x": str(tmp_path / "x.safetensors"), "out": str(tmp_path), "disk": {k: str(v) for k, v in folders.items()},
