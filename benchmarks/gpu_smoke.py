@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from kdsae_core.data import activations as acts
+from random_pythia import random_pythia
 import peak_memory
 from kdsae_core.sae import plan as sae_plan
 from kdsae_core.common.fileio import atomic_write_json
@@ -53,7 +54,7 @@ def environment(device: str, out: Path) -> dict:
 
 def build_model(folder: Path, model: str | None, shape: dict, device: str):
     if model is None:
-        model = str(acts.random_pythia(folder, **shape))
+        model = str(random_pythia(folder, **shape))
     return acts.load_model(model, device)
 
 

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
 from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
@@ -272,7 +273,7 @@ def _plan(model, cfgs: list[dict], cks: list[Checkpoint], context: int, batch_to
 def _pass(model, accs: list, dataset: str, context: int, batch_tokens: int, n_tokens: int, progress: bool) -> None:
     """One pass over the measurement tokens (from their start), feeding every accumulator of a group."""
     source = acts.ActivationSource(model, sorted({c.layer for _, c, _ in accs}))
-    stream = acts.TokenStream(model.tokenizer, dataset, context, split="measure")
+    stream = TokenStream(model.tokenizer, dataset, context, split="measure")
     n_seq = max(1, batch_tokens // context)
     done = 0
     bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.runs import manifest
 from kdsae_core.common.errors import RunFolderError
 from kdsae_core.measure import measure_run
@@ -22,7 +23,7 @@ def test_thin_metrics_keeps_first_last_every_kth_and_snapshot_steps():
 
 
 def test_a_committed_run_has_no_weights_and_renders(tmp_path):
-    folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path / "random-pythia14m-shape")
     model = acts.load_model(str(folder))
     cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B", "C"], d_sae=32,
                                       tokens=2560, batch_tokens=128, context=64, n_snapshots=2, measure_tokens=512)

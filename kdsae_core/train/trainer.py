@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
 from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
@@ -100,7 +101,7 @@ class Trainer:
         self.d_sae = cfg.resolved_d_sae(self.d_in)
         self._check_corpus()
         # The first process alone reads and tokenises the text and sends every batch to the others.
-        self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context) if self.comm.is_main else None
+        self.stream = TokenStream(self.model.tokenizer, cfg.dataset, cfg.context) if self.comm.is_main else None
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
@@ -121,7 +122,7 @@ class Trainer:
         """A corpus that cannot fill one batch is refused now, before any file of the run folder is touched."""
         cfg, error = self.cfg, None
         if self.comm.is_main:
-            probe = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context)
+            probe = TokenStream(self.model.tokenizer, cfg.dataset, cfg.context)
             try:
                 probe.next_batch(cfg.n_seq)
             except KdsaeError as e:
