@@ -60,7 +60,7 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
 def test_the_paper_grid_time_is_one_measured_figure_everywhere():
     """Issue 21, item 10: `kdsae verify --help`, the README and the book state the wall time recorded beside the
     committed paper-grid results, and no other estimate."""
-    from kdsae_core.toy.sweep import paper_grid_time
+    from kdsae_core.toy.profiles import paper_grid_time
     stated = paper_grid_time()
     figure = stated.split(" min wall")[0]
     assert re.fullmatch(r"\d+\.\d", figure), stated  # measured: results/toy/paper/wall.json is committed

@@ -46,7 +46,8 @@ def test_committed_toy_results_are_the_runs_bytes_with_its_wall_time(tmp_path):
     from kdsae_core.common.errors import BadFile
     from kdsae_core.common.paths import TOY_WALL_FILE
     from kdsae_core.book.commit import commit_toy_results
-    from kdsae_core.toy.sweep import ToyConfig, run_sweep
+    from kdsae_core.toy.config import ToyConfig
+    from kdsae_core.toy.sweep import run_sweep
 
     cfg = ToyConfig(n=[4], alpha=[0.9], d_teacher=[2], seeds=1, steps=5, eval_samples=64)
     run = tmp_path / "run"

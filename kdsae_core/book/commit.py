@@ -13,7 +13,7 @@ from kdsae_core.runs import manifest
 from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
-from kdsae_core.toy.sweep import load_results
+from kdsae_core.toy.results import load_results
 
 KEPT = ("config.json", "status.json")
 

@@ -270,7 +270,8 @@ def _as_list(name: str, value: Any, kind: type) -> list:
 def toy_config(values: dict):
     """The ToyConfig the toy chapter trains with: the profile's settings, overridden by every sweep
     parameter that is not None (a single number stands for a one-element list). Raises InvalidParameter."""
-    from kdsae_core.toy.sweep import PROFILES, ToyConfig
+    from kdsae_core.toy.config import ToyConfig
+    from kdsae_core.toy.profiles import PROFILES
     profile = values.get("profile", "quick")
     if profile not in PROFILES:
         raise InvalidParameter(f"profile must be one of {', '.join(PROFILES)} (got {profile!r})")

@@ -9,7 +9,9 @@ from pathlib import Path
 from kdsae_core.common.errors import InvalidParameter, RunFolderError
 from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
 from kdsae_core.toy.parallel import run_parallel
-from kdsae_core.toy.sweep import KNEE_WIDTHS, PROFILES, ToyConfig, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.profiles import KNEE_WIDTHS, PROFILES
+from kdsae_core.toy.sweep import run_sweep
 from kdsae_core.cli._args import alpha_list, int_list, positive_int_list
 
 

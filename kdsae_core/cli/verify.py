@@ -9,7 +9,10 @@ from pathlib import Path
 from kdsae_core.book import claims as verify
 from kdsae_core.common.paths import RESULTS
 from kdsae_core.toy.analysis import evidence_with_grid
-from kdsae_core.toy.sweep import ToyConfig, load_results, paper_grid_time, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.results import load_results
+from kdsae_core.toy.profiles import paper_grid_time
+from kdsae_core.toy.sweep import run_sweep
 
 
 def register(sub) -> None:

@@ -73,7 +73,7 @@ def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[s
     """Cards for the toy chapter's figures, drawn from committed toy results (no sweep is run here)."""
     try:
         from kdsae_core.figures import toy as toy_figures
-        from kdsae_core.toy.sweep import load_results
+        from kdsae_core.toy.results import load_results
     except ImportError:
         return [], ""
     path = (Path(path) if Path(path).exists() else None) if path else paths.committed_toy_results()

@@ -126,7 +126,7 @@ def draw_figure_data(out: Path, exp2_run: Path | None, toy_results: Path | None)
     from kdsae_core.figures import toy as toy_figures
     from kdsae_core.figures import toy_why
     from kdsae_core.toy.analysis import evidence_with_grid, shown
-    from kdsae_core.toy.sweep import load_results
+    from kdsae_core.toy.results import load_results
 
     groups = {}
     if exp2_run is not None:

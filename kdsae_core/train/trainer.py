@@ -32,7 +32,7 @@ from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderErro
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.common.locks import run_lock
 from kdsae_core.sae.model import SAEUnit, allow_tf32_on_cuda
-from kdsae_core.toy.model import stream_seed
+from kdsae_core.common.seeding import stream_seed
 from kdsae_core.train.config import PROFILES, SAETrainConfig  # noqa: F401  (re-exported: the engine's public names)
 
 FORWARD_TOKENS = 4096  # tokens per forward pass of the language model (several small steps' batches at once)
