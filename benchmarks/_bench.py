@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import platform
 import statistics
@@ -64,6 +65,19 @@ def _git_commit() -> str:
         return head + ("+local-changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def module_at(commit: str, path: str, package: str = "kdsae_core"):
+    """The module `path` as it was at `commit` (read with git, executed as a submodule of `package`, so its
+    relative imports resolve to today's package): a frozen earlier version to time against, not a copy in the tree."""
+    src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    name = f"{package}._at_{commit[:12]}_{Path(path).stem}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    module.__package__ = package
+    sys.modules[name] = module  # dataclasses look their module up by name
+    exec(compile(src, f"{commit[:12]}:{path}", "exec"), module.__dict__)
+    return module
 
 
 def machine() -> dict:

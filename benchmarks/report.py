@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 from kdsae_core.sae import plan as sae_plan
+from kdsae_core.runs.reference import PUBLISHED_LAYERS
+from kdsae_core.sae.model import paper_trials
 from kdsae_core.common.fileio import atomic_write_text
 from kdsae_core.common.paths import REPO_ROOT
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PAGE = REPO_ROOT / "book" / "performance.md"
-SECTIONS = ("machine", "sae_step", "vs_saelens", "all_layers", "compile", "cpu_model", "projection", "memory",
-            "toy_sweep", "book_build")
+SECTIONS = ("machine", "sae_step", "vs_saelens", "sparse_step", "all_layers", "compile", "cpu_model", "projection",
+            "sparse_projection", "memory", "toy_sweep", "book_build")
 MAIN = ("sae_step", "vs_saelens", "all_layers")
 OWN_MACHINE_LINE = ("toy_sweep", "book_build")  # their sections state their own machine
 ONE_THREAD = "_cpu1"  # the same benchmark with --threads 1 --clock cpu, when it has been run
@@ -33,7 +36,7 @@ _MARK = re.compile(r"(<!-- bench:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /ben
 def load_results(folder: Path = RESULTS) -> dict[str, dict]:
     out = {}
     for name in ("sae_step", "vs_saelens", "all_layers", "sae_step_compile", *(f"{n}{ONE_THREAD}" for n in MAIN),
-                 "toy_sweep", "book_build"):
+                 "sae_step_density", "vs_saelens_density", "trial_c_sparse", "toy_sweep", "book_build"):
         p = Path(folder) / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -252,6 +255,106 @@ def _projection(r: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sparse_step_table(r: dict | None) -> str:
+    """The density axis: the speed-up curve per shape, the crossover, the goals (sae_step_density, vs_saelens_density)."""
+    if not r:
+        return "*Not measured yet: run `.venv/bin/python benchmarks/sae_step.py --densities`.*\n"
+    lines = ["| d_in x d_sae | batch | density (target, measured) | before (dense, " + r["before_commit"][:10] + ") "
+             "tok/s | dense tok/s | sparse tok/s | sparse GFLOP/s | sparse / dense (median, range) | auto path | "
+             "auto time / before |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in r["shapes"]:
+        for p in s["points"]:
+            v, sp = p["variants"], p["sparse_speedup"]
+            lines.append(f"| {s['d_in']} x {s['d_sae']} | {s['batch_tokens']:,} | {p['density_target']:.3g}, "
+                         f"{p['density_measured']:.4f} | "
+                         f"{_g(v['before']['tokens_per_s'])} | {_g(v['dense']['tokens_per_s'])} | "
+                         f"{_g(v['sparse']['tokens_per_s'])} | {v['sparse']['gflops']:.0f} | {sp['median']:.2f}x "
+                         f"({sp['min']:.2f}-{sp['max']:.2f}) | {p['auto_path']} | {p['auto_vs_before']['median']:.3f} |")
+    c, g, e = r["crossover"], r["goals"], r["equivalence"]
+    low, slow = g["speedup_at_low_density"], g["no_slowdown"]
+    crossings = ", ".join(f"{k}: {'above every density measured' if v is None else f'**{v:.2%}**'}"
+                          for k, v in c["measured"].items())
+    lines += ["", f"Crossover (sparse as fast as dense), log-interpolated between the measured densities: {crossings}. "
+              f"`SPARSE_BELOW_DENSITY` in kdsae_core/sae/sparse.py, which the automatic choice reads: "
+              f"**{c['declared']:.2%}** (the lowest crossover rounded down: {c['chosen']}; "
+              f"{'agree' if c['agrees'] else '**they disagree**'}).", "",
+              f"Goals: sparse >= {low['goal']:g}x the dense step at 1024 x 32768 and density <= {low['max_density']:.0%}: "
+              + ", ".join(f"{sp:.2f}x at {d:.2%}" for d, sp in low["speedups"]) + f": {_met(low['met'])}. "
+              f"No density slower than the dense step before this change by more than "
+              f"{slow['limit'] - 1:.0%} (auto path time / before, median over rounds): worst {slow['worst_auto_vs_before']:.3f} "
+              f"at {slow['worst_at']['d_in']} x {slow['worst_at']['d_sae']}, batch {slow['worst_at']['batch_tokens']:,}, "
+              f"density {slow['worst_at']['density']:.4f}: "
+              f"{_met(slow['met'])}. Equivalence: {e['steps']} sparse and dense steps from the same weights on the same "
+              f"batches at {e['d_in']} x {e['d_sae']} (density {e['density_range'][0]:.4f}-{e['density_range'][1]:.4f}): "
+              f"largest relative loss difference {e['max_rel_diff_loss']:.1e} (goal <= {e['goals']['loss_rtol']:g}), "
+              f"final weights {max(e['rel_diff_final_weights'].values()):.1e} (||sparse - dense|| / ||dense||, goal <= "
+              f"{e['goals']['weight_rtol']:g}): {_met(e['met'])}.", "",
+              f"fp32, {r['rounds']} rounds; FLOPs per token dense "
+              f"`{r['flops_per_token']['dense']}`, sparse `{r['flops_per_token']['sparse']}`; command `{r['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def vs_saelens_density_section(r: dict | None) -> str:
+    if not r:
+        return "\n*Against SAELens by density: not measured yet (`.venv/bin/python benchmarks/vs_saelens.py --densities`).*\n"
+    lines = ["", "Against SAELens, both trainers from the same weights at the stated density (kdsae choosing its path):",
+             "", "| d_in x d_sae | regime | density (target, kdsae's last step) | kdsae path | kdsae tokens/s | "
+             "SAELens tokens/s | speed-up (median, range) | goal |", "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        sp = row["speedup"]
+        lines.append(f"| {row['d_in']} x {row['d_sae']} | {row['regime']} | {row['density_target']:.4f}, "
+                     f"{row['kdsae']['density']:.4f} | {row['kdsae']['path']} | {_g(row['kdsae']['tokens_per_s'])} | "
+                     f"{_g(row['saelens']['tokens_per_s'])} | {sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | "
+                     f">= {row['goal_speedup']:g}x: {_met(row['goal_met'])} |")
+    lines += ["", f"SAELens {r['saelens_version']}; {r['rounds']} rounds; command `{r['command']}`; "
+              + _bench_machine_short(r["machine"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _trial_c_sparse(r: dict | None) -> str:
+    if not r:
+        return "\n*Trial C at 32x expansion: not measured yet (`.venv/bin/python benchmarks/trial_c_sparse.py`).*\n"
+    lines = ["", f"What it makes possible: trial C of the embedded profile at the paper's 32x expansion (d_sae "
+             f"{r['d_sae']:,}), layer(s) {', '.join(map(str, r['layers']))}, its {r['tokens']:,} tokens in batches of "
+             f"{r['batch_tokens']}, the whole training run (language-model forward passes included):", "",
+             "| steps | wall | steps dense / sparse | first sparse step | last loss | last L0 |", "|---|---|---|---|---|---|"]
+    for label, x in (("all dense", r["runs"]["dense"]), ("automatic (as kdsae trains)", r["runs"]["auto"])):
+        lines.append(f"| {label} | {x['wall_s']:,.0f} s | {x['paths'].get('dense', 0):,} / {x['paths'].get('sparse', 0):,} | "
+                     f"{x['first_sparse_step'] or '-'} | " + ", ".join(f"{v['loss']:.4g}" for v in x["last"]) + " | "
+                     + ", ".join(f"{v['L0']:.0f}" for v in x["last"]) + " |")
+    lines += ["", f"**{r['speedup']:.2f}x** the wall time of the all-dense run; command `{r['command']}`; "
+              + _bench_machine_short(r["machine"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _bench_machine_short(m: dict) -> str:
+    return (f"{m['cpu']}, {m['torch_threads']} torch threads, load average {m['load_average_start'][0]:.2f} at the "
+            f"start, {m.get('load_average_end', [float('nan')])[0]:.2f} at the end, {m['date'][:16]}")
+
+
+def sparse_regimes() -> list[tuple[str, float]]:
+    """The paper-scale densities the sparse projection is shown at: trial C's target L0, the L0 the co-author's
+    published SAEs reached (their lambda 8e-4 run, the nearest published regime to trial B's), and 1%."""
+    d_sae = sae_plan.PAPER["d_sae"]
+    c = paper_trials()["C"].target_l0
+    published = statistics.mean(v["L0"] for v in PUBLISHED_LAYERS.values())
+    return [(f"trial C (target L0 {c:g})", c / d_sae),
+            (f"the co-author's published layers {'/'.join(map(str, PUBLISHED_LAYERS))} (mean L0 {published:.0f})",
+             published / d_sae), ("1% of pairs", 0.01)]
+
+
+def _sparse_projection() -> str:
+    lines = ["| regime | density | SAE step, dense | SAE step, sparse (lower - upper bound) | speed-up | "
+             "one trial, dense | one trial, sparse |", "|---|---|---|---|---|---|---|"]
+    for label, d in sparse_regimes():
+        pr = sae_plan.sparse_projection(d)
+        lo, up = pr["lower"], pr["upper"]
+        lines.append(f"| {label} | {d:.2%} | {pr['dense_sae_step_s'] * 1e3:.1f} ms | {lo['sae_step_s'] * 1e3:.1f} - "
+                     f"{up['sae_step_s'] * 1e3:.1f} ms | {up['speedup']:.2f}x - {lo['speedup']:.2f}x | "
+                     f"{pr['dense_wall_h']:.2f} h | {lo['wall_h']:.2f} - {up['wall_h']:.2f} h |")
+    return "\n".join(lines) + "\n"
+
+
 def step_fl(p: dict) -> float:
     return sae_plan.step_flops(p["d_in"], p["d_sae"], p["batch_tokens"])
 
@@ -368,6 +471,10 @@ def render_sections(folder: Path = RESULTS) -> dict[str, str]:
     res = load_results(folder)
     return {"machine": _machine(res), "sae_step": _with_one_thread(_sae_step, res, "sae_step"),
             "vs_saelens": _with_one_thread(_vs_saelens, res, "vs_saelens"),
+            "sparse_step": (sparse_step_table(res.get("sae_step_density"))
+                            + vs_saelens_density_section(res.get("vs_saelens_density"))
+                            + _trial_c_sparse(res.get("trial_c_sparse"))),
+            "sparse_projection": _sparse_projection(),
             "all_layers": _with_one_thread(_all_layers, res, "all_layers"),
             "compile": _compile(res.get("sae_step_compile")),
             "cpu_model": _with_one_thread(_cpu_model, res, "sae_step"), "projection": _projection(res.get("sae_step")),

@@ -20,18 +20,36 @@ round) and then the median over rounds. Goals: >= 0.90 at the paper shape, >= 0.
 
 Writes benchmarks/results/sae_step.json and .md. Re-executes itself with MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=68719476736 (the Makefile's settings) unless --no-malloc-env.
+
+The density axis (issue 19), `--densities 0.002,0.005,...` (default shapes 384x2048 and 1024x32768): at each
+density, in alternating rounds, `before` (SAEUnit.step as of BEFORE_COMMIT, read from git: today's dense step
+before the sparse path existed), `dense` and `sparse` (SAEUnit.step with the path fixed), after the five
+products alone timed in the same run (the matmul rate). The density is set by the encoder bias: every latent's
+b_enc is minus the (1 - density) quantile of its pre-activation over a batch, so each latent fires on that
+fraction of the tokens of any batch drawn alike (the measured density, L0 / d_sae of the last step, is reported
+next to the target). FLOPs per token: 10 d_in d_sae dense, 2 d_in d_sae (1 + 4 density) sparse. From the speed-up
+curve: the crossover density per shape (log-interpolated where sparse stops being faster), the one
+kdsae_core.sae.sparse.SPARSE_BELOW_DENSITY must declare (the lowest, rounded down), whether the automatic choice
+is ever more than 3% slower than `before`, and the equivalence of 100 sparse and dense steps from the same
+weights on the same batches. Writes benchmarks/results/sae_step_density.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import math
+import statistics
 import sys
+from pathlib import Path
 
 import torch
 
 import _bench
-from kdsae_core.sae.model import ADAM_BETAS, ADAM_EPS, SAE, SAEUnit, StepStats, TrialSpec, sae_loss
+from kdsae_core.sae import sparse as sae_sparse
+from report import sparse_step_table
+from kdsae_core.sae.model import ADAM_BETAS, ADAM_EPS, PARAM_NAMES, SAE, SAEUnit, StepStats, TrialSpec, sae_loss
 
 SHAPES = ((384, 2048), (384, 12288), (1024, 32768))
 PAPER_SHAPE = (1024, 32768)
@@ -277,6 +295,168 @@ def markdown(result: dict) -> list[str]:
     return md
 
 
+# ---- the density axis (issue 19) ----------------------------------------------------------------------------
+DENSITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3)
+DENSITY_SHAPES = ((384, 2048), (1024, 32768))
+BEFORE_COMMIT = "72d0fa24bc4afb10a542f4ddfec0c43766ff4425"  # the last commit whose SAE step is dense only
+SPEEDUP_GOAL = {"shape": PAPER_SHAPE, "batch": 4096, "max_density": 0.01, "speedup": 3.0}  # sparse / dense step
+SLOWDOWN_LIMIT = 1.03  # no density may make the automatic choice slower than `before` by more than this
+EQUIVALENCE = dict(d_in=384, d_sae=2048, B=4096, steps=100, density=0.01, loss_rtol=1e-5, weight_rtol=1e-4)
+
+
+@torch.no_grad()
+def density_bias(sae: SAE, x: torch.Tensor, density: float) -> torch.Tensor:
+    """b_enc under which each latent fires on `density` of the tokens of x: minus the value of its pre-activation
+    that exactly round(density B) tokens exceed."""
+    pre = (x - sae.b_dec) @ sae.W_enc
+    above = min(x.shape[0] - 1, max(1, round(density * x.shape[0])))
+    return -pre.kthvalue(x.shape[0] - above, dim=0).values
+
+
+class PathStep:
+    """One SAEUnit's step on the shared batches (`unit_cls` from today's kdsae or from BEFORE_COMMIT)."""
+
+    def __init__(self, unit_cls, d_in, d_sae, batches, b_enc, **path):
+        self.unit = unit_cls(TRIAL, 0, d_in, d_sae, seed=0, lr=LR, grad_clip=CLIP, **path)
+        with torch.no_grad():
+            self.unit.sae.b_enc.copy_(b_enc)
+        self.batches = batches
+        self.last = None
+
+    def __call__(self):
+        self.last = self.unit.step(self.batches.next())
+        return self.last
+
+
+def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s) -> dict:
+    """`before`, `dense` and `sparse` steps at one density, in alternating rounds."""
+    b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.xs[0], density)
+    fns = {"before": PathStep(before.SAEUnit, d_in, d_sae, batches, b_enc),
+           "dense": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="dense"),
+           "sparse": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="sparse")}
+    reps = {n: max(1, round(min_sample_s / max(_bench.timed(f, 1), 1e-9))) for n, f in fns.items()}  # + warm-up
+    print(f"  density {density:g}: {reps} steps per sample", flush=True)
+    times = _bench.alternate(fns, rounds, reps, log=lambda line: print("  " + line, flush=True))
+    measured = float(fns["sparse"].last.l0) / d_sae
+    flops = {"before": 10 * d_in * d_sae, "dense": 10 * d_in * d_sae,
+             "sparse": sae_sparse.sparse_flops_per_token(d_in, d_sae, measured)}
+    out = {"density_target": density, "density_measured": measured, "steps_per_sample": reps,
+           "variants": {n: {"time": _bench.summary(t), "tokens_per_s": B / statistics.median(t),
+                            "flops_per_token": flops[n], "gflops": flops[n] * B / statistics.median(t) / 1e9}
+                        for n, t in times.items()},
+           "sparse_speedup": _bench.per_round_ratio(times["dense"], times["sparse"]),
+           "sparse_speedup_vs_before": _bench.per_round_ratio(times["before"], times["sparse"]),
+           "dense_vs_before": _bench.per_round_ratio(times["dense"], times["before"])}
+    del fns
+    gc.collect()
+    return out
+
+
+def with_auto_choice(point: dict, d_sae: int, B: int) -> dict:
+    """The path the automatic choice takes at the point's measured density (SPARSE_BELOW_DENSITY as declared now)
+    and its time against `before`, per round, from the point's recorded samples."""
+    auto = sae_sparse.choose_path("auto", torch.tensor(round(point["density_measured"] * d_sae * B)), (B, d_sae),
+                                  torch.float32)
+    v = point["variants"]
+    return {**point, "auto_path": auto,
+            "auto_vs_before": _bench.per_round_ratio(v[auto]["time"]["samples_s"], v["before"]["time"]["samples_s"])}
+
+
+def crossover(points: list[dict]) -> float | None:
+    """The density where the sparse step stops being faster (speed-up 1), log-interpolated between the measured
+    densities around it; None if sparse is faster everywhere measured, 0 if nowhere."""
+    pts = sorted((p["density_measured"], p["sparse_speedup"]["median"]) for p in points)
+    if pts[0][1] <= 1:
+        return 0.0
+    for (d1, s1), (d2, s2) in zip(pts, pts[1:]):
+        if s1 > 1 >= s2:
+            t = math.log(s1) / (math.log(s1) - math.log(s2))
+            return math.exp(math.log(d1) + t * (math.log(d2) - math.log(d1)))
+    return None
+
+
+def round_down(x: float, digits: int = 2) -> float:
+    """x rounded down to `digits` significant digits (a declared crossover never above a measured one)."""
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.floor(x * scale) / scale
+
+
+def density_equivalence(d_in, d_sae, B, steps, density, **_) -> dict:
+    """`steps` sparse and dense unit steps from the same weights on the same batches: the largest relative
+    difference of the loss over the steps, and of each final weight tensor (as ||sparse - dense|| / ||dense||)."""
+    g = torch.Generator().manual_seed(1)
+    batches = Batches(d_in, B, 8, g)
+    b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.xs[0], density)
+    runs = {p: PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path=p) for p in ("dense", "sparse")}
+    losses, densities, last = {p: [] for p in runs}, [], {}
+    for _ in range(steps):
+        x = batches.next()
+        for p, run in runs.items():
+            last[p] = run.unit.step(x)
+            losses[p].append(float(last[p].loss))
+        densities.append(float(last["sparse"].l0) / d_sae)
+    rel_loss = max(abs(a - b) / abs(b) for a, b in zip(losses["sparse"], losses["dense"]))
+    ws = {p: run.unit.sae.tensors() for p, run in runs.items()}
+    rel_w = {n: float((ws["sparse"][n] - ws["dense"][n]).norm() / ws["dense"][n].norm()) for n in PARAM_NAMES}
+    return {"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "steps": steps, "density_target": density,
+            "density_range": [min(densities), max(densities)], "max_rel_diff_loss": rel_loss,
+            "rel_diff_final_weights": rel_w, "paths": [st.path for st in last.values()]}
+
+
+def density_sweep(shapes, densities, batch_sizes, rounds, min_sample_s) -> list[dict]:
+    before = _bench.module_at(BEFORE_COMMIT, "kdsae_core/sae/model.py")
+    out = []
+    for (d_in, d_sae), B in ((shape, B) for shape in shapes for B in batch_sizes):
+        g = torch.Generator().manual_seed(0)
+        batches = Batches(d_in, B, 4, g)
+        matmul = Matmuls(d_in, d_sae, B, g)
+        matmul()
+        mm = [_bench.timed(matmul, max(1, round(min_sample_s / _bench.timed(matmul, 1)))) for _ in range(rounds)]
+        del matmul
+        print(f"({d_in}, {d_sae}), batch {B}: five products {statistics.median(mm) * 1e3:.1f} ms", flush=True)
+        points = [bench_density(d_in, d_sae, B, d, rounds, batches, before, min_sample_s) for d in densities]
+        out.append({"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "points": points,
+                    "matmul": {"gflops": 10 * d_in * d_sae * B / statistics.median(mm) / 1e9, "time": _bench.summary(mm)}})
+    return out
+
+
+def derive(shapes: list[dict]) -> dict:
+    """Everything the sweep's timings decide: the automatic path at each point, the crossovers, the goals (rerun by
+    --rederive on a result file after SPARSE_BELOW_DENSITY changed: the same measurements, read again)."""
+    shapes = [{**s, "points": [with_auto_choice(p, s["d_sae"], s["batch_tokens"]) for p in s["points"]],
+               "crossover": crossover(s["points"])} for s in shapes]
+    return {"shapes": shapes, "crossover": declared_crossover(shapes), "goals": density_goals(shapes)}
+
+
+def declared_crossover(shapes: list[dict]) -> dict:
+    measured = {f"{s['d_in']}x{s['d_sae']}, batch {s['batch_tokens']}": s["crossover"] for s in shapes}
+    found = [c for c in measured.values() if c is not None]  # None: sparse faster at every density measured
+    chosen = (round_down(min(found)) if min(found) > 0 else 0.0) if found else None
+    return {"measured": measured, "chosen": chosen, "declared": sae_sparse.SPARSE_BELOW_DENSITY,
+            "agrees": chosen == sae_sparse.SPARSE_BELOW_DENSITY}
+
+
+def density_goals(shapes: list[dict]) -> dict:
+    paper = next((s for s in shapes if (s["d_in"], s["d_sae"]) == SPEEDUP_GOAL["shape"]
+                  and s["batch_tokens"] == SPEEDUP_GOAL["batch"]), None)
+    low = [p for p in paper["points"] if p["density_measured"] <= SPEEDUP_GOAL["max_density"]] if paper else []
+    worst = max((p["auto_vs_before"]["median"], s["d_in"], s["d_sae"], s["batch_tokens"], p["density_measured"])
+                for s in shapes for p in s["points"])
+    return {"speedup_at_low_density": {
+                "goal": SPEEDUP_GOAL["speedup"], "max_density": SPEEDUP_GOAL["max_density"],
+                "speedups": [[p["density_measured"], p["sparse_speedup"]["median"]] for p in low],
+                "met": bool(low) and min(p["sparse_speedup"]["median"] for p in low) >= SPEEDUP_GOAL["speedup"]},
+            "no_slowdown": {"limit": SLOWDOWN_LIMIT, "worst_auto_vs_before": worst[0],
+                            "worst_at": {"d_in": worst[1], "d_sae": worst[2], "batch_tokens": worst[3],
+                                         "density": worst[4]},
+                            "met": worst[0] <= SLOWDOWN_LIMIT}}
+
+
+def density_markdown(result: dict) -> list[str]:
+    return ["# sae_step density benchmark", "", _bench.machine_line(result["machine"]), "",
+            *sparse_step_table(result).splitlines()]
+
+
 def copy_bandwidth(n_bytes: int = 512 << 20, samples: int = 7) -> dict:
     """Read + write bytes per second of a large copy (fastest and median of `samples`): the memory rate the
     cost model of kdsae_core.sae.plan divides the step's counted traffic by."""
@@ -301,7 +481,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--shapes", type=parse_shapes, default=list(SHAPES), help="e.g. 384x2048,1024x32768")
+    ap.add_argument("--shapes", type=parse_shapes, default=None, help="e.g. 384x2048,1024x32768")
+    ap.add_argument("--densities", type=lambda t: [float(v) for v in t.split(",")], default=None, nargs="?",
+                    const=list(DENSITIES), help="the density axis instead (default densities: %(const)s)")
+    ap.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                    help="with --densities: batch sizes to sweep (default: --batch)")
+    ap.add_argument("--rederive", metavar="RESULT", default=None,
+                    help="re-read a --densities result file with the SPARSE_BELOW_DENSITY declared now, and rewrite it")
+    ap.add_argument("--equivalence-steps", type=int, default=EQUIVALENCE["steps"], help="with --densities")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
     ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler pass (time outside the products)")
@@ -309,12 +496,18 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine with --threads 1")
     ap.add_argument("--no-malloc-env", action="store_true", help="keep glibc's default malloc settings")
-    ap.add_argument("--out-name", default="sae_step", help="result file name under benchmarks/results/")
+    ap.add_argument("--out-name", default=None, help="result file name under benchmarks/results/ (default: "
+                                                      "sae_step, or sae_step_density with --densities)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     _bench.set_clock(args.clock)
     torch.manual_seed(0)
+    if args.rederive:
+        return rederive(args.rederive)
+    if args.densities:
+        return main_densities(args)
+    args.shapes = args.shapes or list(SHAPES)
     names = ["kdsae", "previous", "plain"] + (["compiled"] if args.compile else [])
     m = _bench.machine()
     bandwidth = copy_bandwidth()
@@ -325,7 +518,29 @@ def main() -> None:
               "dtype": "float32", "rounds": args.rounds, "flops_per_token": "10 * d_in * d_sae",
               "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),
               "copy_bandwidth": {"start": bandwidth, "end": bandwidth_end}, "shapes": shapes}
-    _bench.write_result(args.out_name, result, markdown(result))
+    _bench.write_result(args.out_name or "sae_step", result, markdown(result))
+
+
+def rederive(path: str) -> None:
+    result = json.loads(Path(path).read_text())
+    result.update(derive(result["shapes"]))
+    result["rederived"] = f"derived again with SPARSE_BELOW_DENSITY = {sae_sparse.SPARSE_BELOW_DENSITY}"
+    _bench.write_result(Path(path).stem, result, density_markdown(result))
+
+
+def main_densities(args) -> None:
+    m = _bench.machine()
+    sweep = derive(density_sweep(args.shapes or list(DENSITY_SHAPES), args.densities, args.batches or [args.batch],
+                                 args.rounds, args.min_sample_seconds))
+    equivalence = density_equivalence(**{**EQUIVALENCE, "steps": args.equivalence_steps})
+    equivalence["met"] = (equivalence["max_rel_diff_loss"] <= EQUIVALENCE["loss_rtol"]
+                          and max(equivalence["rel_diff_final_weights"].values()) <= EQUIVALENCE["weight_rtol"])
+    result = {"benchmark": "sae_step_density", "machine": _bench.finish_machine(m),
+              "dtype": "float32", "rounds": args.rounds, "before_commit": BEFORE_COMMIT,
+              "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
+              "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),
+              **sweep, "equivalence": {**equivalence, "goals": {k: EQUIVALENCE[k] for k in ("loss_rtol", "weight_rtol")}}}
+    _bench.write_result(args.out_name or "sae_step_density", result, density_markdown(result))
 
 
 if __name__ == "__main__":

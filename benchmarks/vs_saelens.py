@@ -13,6 +13,12 @@ speed-up is SAELens' time / kdsae's time of the same round, median over rounds.
 Goals: >= 1.25x at the paper shape (1024 x 32768; the matmul ceiling allows at most about 1.4x there) and >= 2x
 at 384 x 2048, where per-step overhead dominates.
 
+Density rows (issue 19): the same comparison with the encoder bias set so that a given fraction of the (token,
+latent) pairs fire (sae_step.density_bias; both trainers start from those weights, kdsae choosing its step path
+by itself): trial C's density in the committed embedded run (mean L0 / d_sae of its second half) at 384 x 2048,
+goal >= 2x, and the paper's trial-C regime (L0 150 of 32,768, 0.46%) and 1% at 1024 x 32768, goal >= 3.5x.
+`--densities` runs these rows alone and writes benchmarks/results/vs_saelens_density.json and .md.
+
 It also records that the two compute the same thing (benchmarks.saelens_compare.trajectory_comparison): 100
 steps at 32 x 128 from the same weights, our loss against SAELens' with matched conventions (rtol 1e-4 goal),
 and, for information, against SAELens exactly as shipped (free decoder norms, decoder-norm-weighted L1).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import sys
 import tempfile
@@ -35,19 +42,37 @@ from pathlib import Path
 import torch
 
 import _bench
-from sae_step import SHAPES, TRIAL, LR, Batches, Matmuls, flops_per_token, parse_shapes
+from sae_step import SHAPES, TRIAL, LR, Batches, Matmuls, density_bias, flops_per_token, parse_shapes
+from kdsae_core.common import paths
+from report import vs_saelens_density_section
+from kdsae_core.runs.tables import read_metrics
 from kdsae_core.sae.model import SAEUnit
 from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
 
 GOALS = {(1024, 32768): 1.25, (384, 2048): 2.0}
+EMBEDDED_RUN = paths.RESULTS / "exp2" / "embedded"
+# (shape, density or "trial C embedded", goal speed-up)
+DENSITY_ROWS = (((384, 2048), "trial C embedded", 2.0), ((1024, 32768), 150 / 32768, 3.5), ((1024, 32768), 0.01, 3.5))
 TRAJ = dict(d_in=32, d_sae=128, B=256, steps=100, scale=0.1)
 TRAJ_RTOL = 1e-4
 
 
-def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s) -> dict:
+def trial_c_embedded_density() -> float:
+    """Trial C's mean L0 / d_sae over the second half of the committed embedded run (all layers)."""
+    m = read_metrics(EMBEDDED_RUN / "metrics.jsonl")
+    c = m[m["trial"] == "C"]
+    d_sae = json.loads((EMBEDDED_RUN / "config.json").read_text())["d_sae"]
+    return float(c[c["step"] > c["step"].max() / 2]["L0"].mean()) / d_sae
+
+
+def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s, density=None) -> dict:
+    """One row; with `density`, both trainers start from an encoder bias under which that fraction of pairs fire."""
     g = torch.Generator().manual_seed(0)
     batches = Batches(d_in, B, 2, g)
     unit = SAEUnit(TRIAL, 0, d_in, d_sae, seed=0, lr=LR, grad_clip=1.0)
+    if density is not None:
+        with torch.no_grad():
+            unit.sae.b_enc.copy_(density_bias(unit.sae, batches.xs[0], density))
     with tempfile.TemporaryDirectory(prefix="kdsae-vs-saelens-") as tmp:
         info = worker.setup(unit.sae.tensors(), batches.xs, matched_l1_coefficient(TRIAL.l1_coeff, TRIAL.l1_form,
                                                                                     d_in, d_sae),
@@ -85,7 +110,9 @@ def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s) -> 
            "saelens": {"time": _bench.summary(times["saelens"]), "tokens_per_s": B / statistics.median(times["saelens"]),
                        "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times["saelens"])},
            "speedup": _bench.per_round_ratio(times["saelens"], times["kdsae"])}
-    goal = GOALS.get((d_in, d_sae))
+    last = unit.step(batches.next())
+    out["kdsae"].update(path=last.path, density=float(last.l0) / d_sae)
+    goal = GOALS.get((d_in, d_sae)) if density is None else None
     if goal:
         out["goal_speedup"] = goal
         out["goal_met"] = out["speedup"]["median"] >= goal
@@ -133,11 +160,14 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time (default); cpu: process CPU time of each process (steadier when shared)")
     ap.add_argument("--no-malloc-env", action="store_true")
-    ap.add_argument("--out-name", default="vs_saelens")
+    ap.add_argument("--densities", action="store_true", help="the density rows instead (issue 19)")
+    ap.add_argument("--out-name", default=None, help="default: vs_saelens, or vs_saelens_density with --densities")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     _bench.set_clock(args.clock)
+    if args.densities:
+        return main_densities(args)
     m = _bench.machine()
     with SAELensWorker(args.saelens_python) as worker:
         spec = TRIAL
@@ -153,7 +183,31 @@ def main() -> None:
               "trial": TRIAL.to_json(), "trajectory_rtol_goal": TRAJ_RTOL,
               "command": " ".join([".venv/bin/python", "benchmarks/vs_saelens.py", *sys.argv[1:]]),
               "shapes": shapes, "trajectory": traj}
-    _bench.write_result(args.out_name, result, markdown(result))
+    _bench.write_result(args.out_name or "vs_saelens", result, markdown(result))
+
+
+def main_densities(args) -> None:
+    m = _bench.machine()
+    rows = []
+    with SAELensWorker(args.saelens_python) as worker:
+        for (d_in, d_sae), density, goal in DENSITY_ROWS:
+            regime = density if isinstance(density, str) else f"{density:.2%} of pairs"
+            value = trial_c_embedded_density() if density == "trial C embedded" else density
+            print(f"{regime}: density {value:.4f}", flush=True)
+            row = bench_shape(worker, d_in, d_sae, args.batch, args.rounds, args.min_sample_seconds, density=value)
+            row.update(regime=regime, density_target=value, goal_speedup=goal,
+                       goal_met=row["speedup"]["median"] >= goal)
+            rows.append(row)
+    result = {"benchmark": "vs_saelens_density", "machine": _bench.finish_machine(m),
+              "saelens_version": rows[0]["saelens_info"]["sae_lens"], "saelens_python": str(worker.python),
+              "batch_tokens": args.batch, "rounds": args.rounds, "trial": TRIAL.to_json(),
+              "command": " ".join([".venv/bin/python", "benchmarks/vs_saelens.py", *sys.argv[1:]]), "rows": rows}
+    _bench.write_result(args.out_name or "vs_saelens_density", result, density_markdown(result))
+
+
+def density_markdown(result: dict) -> list[str]:
+    return ["# vs_saelens density benchmark", "", _bench.machine_line(result["machine"]),
+            *vs_saelens_density_section(result).splitlines()]
 
 
 if __name__ == "__main__":

@@ -119,3 +119,54 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
            "processes of one thread): **met** |" in toy_text
     assert "166.7 min; projected one-process wall = 0.48x" in toy_text                    # 4800 / 10000
     assert "step one at a time (projected one-process wall) | **15.0x** | >= 10x: **met** |" in toy_text  # 72000 / 4800
+
+
+def fake_density_result(folder):
+    m = {"cpu": "TestCPU", "cores": 2, "torch_threads": 2, "memory_bytes": 2**34, "torch": "2.13.0", "blas": "MKL",
+         "malloc_env": {"MALLOC_MMAP_MAX_": "0"}, "load_average_start": [0.1, 0, 0], "load_average_end": [0.2, 0, 0],
+         "date": "2026-01-01T00:00:00", "git_commit": "0123456789abcdef", "clock": "wall"}
+    ratio = lambda x: {"median": x, "min": x * 0.9, "max": x * 1.1, "rounds": 3, "best": x}  # noqa: E731
+    point = lambda d, sp, auto: {  # noqa: E731
+        "density_target": d, "density_measured": d * 1.02, "auto_path": auto,
+        "variants": {n: {"tokens_per_s": t, "gflops": 10.0} for n, t in (("before", 400), ("dense", 401),
+                                                                         ("sparse", 400 * sp))},
+        "sparse_speedup": ratio(sp), "auto_vs_before": ratio(1.01 if auto == "dense" else 1 / sp)}
+    r = {"benchmark": "sae_step_density", "machine": m, "rounds": 3, "before_commit": "abcdef0123456",
+         "command": "cmd", "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
+         "shapes": [{"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096, "crossover": 0.0412,
+                     "points": [point(0.005, 3.6, "sparse"), point(0.3, 0.4, "dense")]}],
+         "crossover": {"measured": {"1024x32768, batch 4096": 0.0412}, "chosen": 0.041, "declared": 0.041,
+                       "agrees": True},
+         "goals": {"speedup_at_low_density": {"goal": 3.0, "max_density": 0.01, "speedups": [[0.0051, 3.6]], "met": True},
+                   "no_slowdown": {"limit": 1.03, "worst_auto_vs_before": 1.01, "met": True,
+                                   "worst_at": {"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096,
+                                                "density": 0.306}}},
+         "equivalence": {"steps": 100, "d_in": 384, "d_sae": 2048, "density_range": [0.009, 0.011],
+                         "max_rel_diff_loss": 2e-7, "rel_diff_final_weights": {"W_enc": 3e-6, "W_dec": 1e-6},
+                         "goals": {"loss_rtol": 1e-5, "weight_rtol": 1e-4}, "met": True}}
+    (folder / "sae_step_density.json").write_text(json.dumps(r))
+
+
+def test_the_sparse_section_shows_the_curve_the_crossover_and_the_goals(tmp_path):
+    assert "Not measured yet" in bench_report.render_sections(tmp_path)["sparse_step"]
+    fake_density_result(tmp_path)
+    text = bench_report.render_sections(tmp_path)["sparse_step"]
+    assert "| 1024 x 32768 | 4,096 | 0.005, 0.0051 | 400 | 401 | 1,440 | 10 | 3.60x (3.24-3.96) | sparse | 0.278 |" in text
+    assert "| 1024 x 32768 | 4,096 | 0.3, 0.3060 | 400 | 401 | 160 | 10 | 0.40x (0.36-0.44) | dense | 1.010 |" in text
+    assert "1024x32768, batch 4096: **4.12%**" in text
+    assert "**4.10%** (the lowest crossover rounded down: 0.041; agree)" in text
+    assert "3.60x at 0.51%: **met**" in text and "worst 1.010 at 1024 x 32768, batch 4,096, density 0.3060: **met**" in text
+    assert "largest relative loss difference 2.0e-07 (goal <= 1e-05), final weights 3.0e-06" in text
+    assert "not measured yet (`.venv/bin/python benchmarks/vs_saelens.py --densities`)" in text
+
+
+def test_sparse_projection_arithmetic():
+    p, gpu = sae_plan.PAPER, sae_plan.H100
+    zero, one = sae_plan.sparse_projection(0.0), sae_plan.sparse_projection(0.01)
+    assert zero["lower"] == zero["upper"] == one["lower"]
+    gathers = 4 * 0.01 * p["batch_tokens"] * p["d_sae"] * p["d_in"] * 2 / gpu["bandwidth"]  # bf16 rows, no reuse
+    assert one["upper"]["sae_step_s"] - one["lower"]["sae_step_s"] == pytest.approx(gathers)
+    encoder = 2 * p["d_in"] * p["d_sae"] * p["batch_tokens"] / gpu["gemm_flops"]
+    dense = sae_plan.projection()
+    assert dense["sae_step_s"] - zero["lower"]["sae_step_s"] == pytest.approx(dense["gemm_s_per_sae_step"] - encoder)
+    assert one["dense_wall_h"] == dense["wall_h"] and one["lower"]["speedup"] > 1 > one["upper"]["speedup"]

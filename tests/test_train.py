@@ -18,6 +18,7 @@ from benchmarks.random_pythia import random_pythia
 from kdsae_core.data.text import MEASURE_EVERY, TokenStream, iter_documents, split_documents
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core import theory
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
@@ -149,7 +150,9 @@ def test_a_short_run_writes_every_file_of_the_run_folder(tmp_path, pythia):
     assert [s["label"] for s in config["snapshots"]] == ["1.024k", "final"]
     rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
     assert len(rows) == cfg.steps * 3 * 2 and {r["step"] for r in rows} == set(range(1, 9))
-    assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac"}
+    assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac",
+                            "sae_step"}
+    assert {r["sae_step"] for r in rows} <= {"dense", "sparse"}
     for r in rows:
         lam_l1 = r["lambda"] * r["l1"]
         assert r["loss"] == pytest.approx(r["mse"] + lam_l1, rel=1e-5)
@@ -223,6 +226,8 @@ def test_resume_with_other_settings_and_a_foreign_folder_are_refused(tmp_path, p
     (dict(lr=-1.0), "--lr must be a positive number"),
     (dict(dtype="fp16"), "--dtype must be fp32 or bf16"),
     (dict(n_snapshots=50), "exceeds the number of steps"),
+    (dict(sae_step="fast"), "--sae-step must be one of auto, dense, sparse"),
+    (dict(sae_step="sparse", dtype="bf16"), "--sae-step sparse computes in fp32 only"),
 ])
 def test_bad_settings_are_one_clear_sentence(kw, message):
     with pytest.raises(InvalidParameter, match=message):
@@ -321,3 +326,37 @@ def test_a_run_whose_saes_do_not_fit_in_memory_is_refused_before_it_writes(tmp_p
     monkeypatch.setattr(sae_plan, "available_memory_bytes", lambda device: plan.total_bytes)
     Trainer(cfg, tmp_path / "run", progress=False, model=model).run()  # exactly fits: trains
     assert (tmp_path / "run" / "status.json").exists()
+
+
+def test_the_sae_step_is_a_setting_and_a_run_recorded_before_it_resumes_dense(tmp_path, pythia, monkeypatch):
+    """Issue 19: `sae_step` (auto by default) is recorded with the settings and decides every unit's path; a run
+    folder recorded before it existed (no sae_step in its settings or states, like results/exp2/embedded) was dense
+    throughout, so it resumes and retrains dense -- byte-identical to a dense run -- and refuses another path."""
+    folder, model = pythia
+    monkeypatch.setattr(sae_sparse, "SPARSE_BELOW_DENSITY", 1.01)  # auto would take the sparse step at every step
+    committed = json.loads((paths.RESULTS / "exp2" / "embedded" / "config.json").read_text())["settings"]
+    assert "sae_step" not in committed and SAETrainConfig.from_json(committed).sae_step == "dense"
+    assert tiny(folder).sae_step == "auto"
+    make = (paths.REPO_ROOT / "Makefile").read_text()  # make results-exp2 regenerates the committed run as it was made
+    assert "kdsae train --profile embedded --sae-step dense" in make.split("results-exp2: setup")[1].split("\n\n")[0]
+    cfg = tiny(folder, trials=["C"], layers=[0], sae_step="dense")
+    whole = Trainer(cfg, tmp_path / "whole", progress=False, model=model).run()
+    assert json.loads(paths.run_config(whole).read_text())["settings"]["sae_step"] == "dense"
+    assert {json.loads(r)["sae_step"] for r in paths.run_metrics(whole).read_text().splitlines()} == {"dense"}
+    auto = Trainer(tiny(folder, trials=["C"], layers=[0]), tmp_path / "auto", progress=False, model=model).run()
+    assert {json.loads(r)["sae_step"] for r in paths.run_metrics(auto).read_text().splitlines()} == {"sparse"}
+
+    old = tmp_path / "old"  # stopped, then made to look recorded before issue 19
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, old, progress=False, model=model).run(stop_after_step=3)
+    for f in [paths.run_config(old), *paths.train_state_dir(old).rglob("trainer.json")]:
+        d = json.loads(f.read_text())
+        del d["settings"]["sae_step"]
+        d.pop("sha256", None)  # (older states have none)
+        f.write_text(json.dumps(d))
+    with pytest.raises(RunFolderError, match=r"other settings \(sae_step\)"):
+        Trainer(tiny(folder, trials=["C"], layers=[0]), old, progress=False, model=model).run(resume=True)
+    Trainer(cfg, old, progress=False, model=model).run(resume=True)
+    assert paths.run_metrics(old).read_text() == paths.run_metrics(whole).read_text()
+    final = paths.checkpoint_dir(whole, "C", 0, "final") / "sae_weights.safetensors"
+    assert (paths.checkpoint_dir(old, "C", 0, "final") / "sae_weights.safetensors").read_bytes() == final.read_bytes()

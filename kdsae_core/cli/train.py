@@ -9,6 +9,7 @@ from kdsae_core.common import paths
 from kdsae_core.train.distributed import make_comm
 from kdsae_core.common.errors import BadFile, InvalidParameter, RunFolderError
 from kdsae_core.train.trainer import PROFILES, SAETrainConfig, Trainer
+from kdsae_core.train.config import recorded_settings
 from kdsae_core.cli._args import int_list
 
 
@@ -50,6 +51,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--measure-tokens", type=int, help="fresh tokens `kdsae measure` uses by default")
     p.add_argument("--state-every-tokens", type=int, help="also save a resumable state every N tokens")
+    p.add_argument("--sae-step", choices=["auto", "dense", "sparse"],
+                   help="the SAE step: auto (default; dense or sparse per batch by its density of active latents), "
+                        "dense or sparse. Recorded in config.json; the paths round differently, so a rerun is "
+                        "byte-identical only with the same --sae-step (the committed embedded run: dense)")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state, with "
                    "the settings recorded in its config.json (other options may be given only if they agree)")
@@ -63,7 +68,8 @@ def run(args) -> int:
                      expansion=args.expansion, tokens=args.tokens, n_snapshots=args.n_snapshots,
                      batch_tokens=args.batch_tokens, context=args.context, dataset=args.dataset, device=args.device,
                      dtype=args.dtype, lr=args.lr, target_l0=args.target_l0, seed=args.seed,
-                     measure_tokens=args.measure_tokens, state_every_tokens=args.state_every_tokens)
+                     measure_tokens=args.measure_tokens, state_every_tokens=args.state_every_tokens,
+                     sae_step=args.sae_step)
     given = {k: v for k, v in overrides.items() if v is not None}
     if args.resume and paths.run_config(args.out).exists():
         cfg = recorded_config(args.out, args.profile, given)  # before anything loads
@@ -98,7 +104,7 @@ def recorded_config(out: Path, profile: str | None, given: dict) -> SAETrainConf
     except (OSError, ValueError, KeyError, TypeError):
         raise BadFile(f"{paths.run_config(out)} is not a readable run config, so the run cannot be resumed: "
                       "start it over with --force, or use another --out.") from None
-    theirs = dict(settings)
+    theirs = recorded_settings(settings)
     if profile is not None:
         given = {"profile": profile, **given}
     if given.get("layers") == ALL_LAYERS:

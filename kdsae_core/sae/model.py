@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.common.errors import InvalidParameter
 
 L1_FORMS = ("sum", "mean")
@@ -222,22 +223,26 @@ class StepStats:
     loss: torch.Tensor
     l0: torch.Tensor
     fired: torch.Tensor  # [d_sae] bool: latents active on at least one token of the batch
+    path: str = "dense"  # which step computed the gradients: dense or sparse (kdsae_core.sae.sparse)
 
 
 @torch.no_grad()
 def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: str,
-                   compute_dtype: torch.dtype | None = None) -> StepStats:
+                   compute_dtype: torch.dtype | None = None, path: str = "dense") -> StepStats:
     """Set `.grad` of every SAE parameter to the exact gradient of MSE + lam * L1 on the batch x [B, d_in].
 
-    Five matrix products (encoder, decoder, two weight gradients, the latent gradient): 10 d_in d_sae FLOPs
-    per token, no gradient with respect to x. b_dec enters the encoder as a bias correction, so its
+    `path`: `dense` (the five products below), `sparse` (after the encoder, only the active (token, latent) pairs:
+    kdsae_core.sae.sparse) or `auto` (sparse below the measured crossover density, sae_sparse.choose_path);
+    StepStats.path says which ran. Both write the same gradients into the same buffers.
+
+    Dense: five matrix products (encoder, decoder, two weight gradients, the latent gradient): 10 d_in d_sae
+    FLOPs per token, no gradient with respect to x. b_dec enters the encoder as a bias correction, so its
     gradient needs no [B, d_in] product; b_enc's gradient is one more row of the W_enc-gradient product
     (the centred input carries a column of ones, padded to an aligned width). Besides the products, the [B, d_sae] activations are
-    touched by: the ReLU (fused into the encoder product on CUDA), one matrix-vector product for the
-    per-latent sums (L1 and which latents fired), the masked latent gradient (written in place) and the
-    L0 count (in place over the activations once they are no longer needed). The gradients are written into
-    the same buffers every step (views of one block for W_enc and b_enc), so no gradient memory is
-    allocated after the first step.
+    touched by: the ReLU (fused into the encoder product on CUDA), the L0 count (which also chooses the path),
+    one matrix-vector product for the per-latent sums (L1 and which latents fired) and the masked latent
+    gradient (written in place). The gradients are written into the same buffers every step (views of one block
+    for W_enc and b_enc), so no gradient memory is allocated after the first step.
     """
     B = x.shape[0]
     d_in, d_sae = sae.d_in, sae.d_sae
@@ -253,36 +258,50 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     xc = xa[:, :d_in]
     torch.sub(x, b_dec, out=xc)
     z = _addmm_relu(b_enc, xc, W_enc)                                 # [B, d_sae]
+    active = torch.count_nonzero(z)                                   # L0, and the density that picks the path
+    chosen = sae_sparse.choose_path(path, active, (B, d_sae), cd)
+    lam64 = torch.as_tensor(lam, dtype=torch.float64, device=z.device)
+    per_token64 = lam64 / (B if form == "sum" else B * d_sae)
+    # In bf16 the `mean` form's per-token term (lam / (B d_sae), ~3e-13 at the paper's shape) is ~1e-5 of the
+    # MSE gradient it would be added to and rounds away; it is then added separately, exactly, in fp32 (below),
+    # and both paths' products get a zero L1 term.
+    l1_apart = form == "mean" and cd not in (torch.float32, torch.float64)
+    per_token = (per_token64 * (not l1_apart)).to(cd)                 # rounded once, to the compute dtype
+    if chosen == "sparse":
+        g_err, mse, z_sum, fired = sae_sparse.sparse_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec)
+    else:
+        g_err, mse, z_sum, fired = _dense_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec)
+    if l1_apart:  # + per_token [x - b_dec | 1]^T mask in fp32: one more product (+20% of the dense step's FLOPs)
+        # z is no longer needed by either path: its signs (0 or 1, as z >= 0) become the mask in place
+        g_enc_block.addcmul_((xa.T @ z.sign_()).float(), per_token64.float())
+    l1 = z_sum / B
+    if form == "mean":
+        l1 = l1 / d_sae
+    g_enc_bias = g_enc_block[d_in].to(cd)
+    g_b_dec.copy_(g_err.sum(0) - torch.mv(W_enc, g_enc_bias))
+    # a count of at most B d_sae is exact in float64; rounded to float32 as the logged L0 always was
+    l0 = active.to(torch.float64).float() / B
+    return StepStats(mse=mse, l1=l1, loss=mse + lam64.float() * l1, l0=l0, fired=fired, path=chosen)
+
+
+def _dense_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec):
+    """The dense step after the encoder (see fused_backward); the same contract as sae_sparse.sparse_products."""
+    B, d_in = x.shape
+    d_sae = z.shape[1]
+    cd = z.dtype
     err = torch.addmm(b_dec, z, W_dec).sub_(x)                        # x_hat - x, [B, d_in]
     mse = err.float().square().mean()
     # Per-latent sums of z >= 0: the L1 term, and a latent fired on the batch iff its sum is > 0.
     colsum = (torch.mv(z.T, z.new_ones(B)) if cd in (torch.float32, torch.float64)
               else z.sum(0, dtype=torch.float32)).float()
-    l1 = colsum.sum() / B
-    if form == "mean":
-        l1 = l1 / d_sae
-    lam64 = torch.as_tensor(lam, dtype=torch.float64, device=z.device)
-    lam_t = lam64.float()
-    per_token = lam64 / (B if form == "sum" else B * d_sae)  # rounded once, to the compute dtype
-    # In bf16 the `mean` form's per-token term (lam / (B d_sae), ~3e-13 at the paper's shape) is ~1e-5 of the
-    # MSE gradient it would be added to and rounds away; it is then added separately, exactly, in fp32.
-    l1_apart = form == "mean" and cd not in (torch.float32, torch.float64)
     g_err = err.mul_(2.0 / (B * d_in))                                # dLoss/dx_hat
     _mm_into(g_dec, z.T, g_err)                                       # W_dec gradient
-    g_dec_bias = g_err.sum(0)
     # dLoss/dpre = (g_err W_dec^T + lam/B) masked by z > 0: the L1 term rides in the matmul's bias (a contiguous
     # vector, which CUDA adds in the matmul's epilogue), the mask is applied in place.
-    g_pre = torch.addmm((per_token * (not l1_apart)).to(cd).expand(d_sae).contiguous(), g_err, W_dec.T)
+    g_pre = torch.addmm(per_token.expand(d_sae).contiguous(), g_err, W_dec.T)
     torch.ops.aten.threshold_backward.grad_input(g_pre, z, 0, grad_input=g_pre)
-    # L0: z is no longer needed, so its signs (0 or 1) are counted in place; a row sum of at most d_sae ones is
-    # exact in float32, the total is summed in float64.
-    l0 = z.sign_().sum(1, dtype=torch.float32).sum(dtype=torch.float64).float() / B
     _mm_into(g_enc_block, xa.T, g_pre)                                # [W_enc | b_enc | 0...] gradient
-    if l1_apart:  # + per_token [x - b_dec | 1]^T mask in fp32: one more product (+20% of the step's FLOPs)
-        g_enc_block.addcmul_((xa.T @ z).float(), per_token.float())
-    g_enc_bias = g_enc_block[d_in].to(cd)
-    g_b_dec.copy_(g_dec_bias - torch.mv(W_enc, g_enc_bias))
-    return StepStats(mse=mse, l1=l1, loss=mse + lam_t * l1, l0=l0, fired=colsum > 0)
+    return g_err, mse, colsum.sum(), colsum > 0
 
 
 def _addmm_relu(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -328,10 +347,11 @@ class SAEUnit:
     """One SAE of a run (a trial at a layer) with its optimizer, its controller and its firing record."""
 
     def __init__(self, trial: TrialSpec, layer: int, d_in: int, d_sae: int, seed: int, lr: float,
-                 grad_clip: float, device="cpu", compute_dtype: torch.dtype | None = None):
+                 grad_clip: float, device="cpu", compute_dtype: torch.dtype | None = None, step_path: str = "auto"):
         trial.validate()
         self.trial, self.layer, self.lr, self.grad_clip = trial, int(layer), float(lr), float(grad_clip)
         self.compute_dtype = compute_dtype
+        self.step_path = step_path  # auto | dense | sparse (fused_backward); auto picks per batch
         self.sae = SAE.initialised(d_in, d_sae, seed, device=device)
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS,
                                     fused=_fused_adam_ok(device))
@@ -345,7 +365,7 @@ class SAEUnit:
 
     def step(self, x: torch.Tensor) -> StepStats:
         lam = self.controller.lam
-        stats = fused_backward(self.sae, x, lam, self.trial.l1_form, self.compute_dtype)
+        stats = fused_backward(self.sae, x, lam, self.trial.l1_form, self.compute_dtype, self.step_path)
         if self.grad_clip > 0:
             self._clip_gradients()
         self.opt.step()

@@ -94,13 +94,20 @@ def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers:
     Per SAE: 4 fp32 copies of its parameters (weights, gradients, Adam's two moments): 16 bytes a parameter,
     1.07 GB at 1024 x 32768. Workspace (one step at a time): the activations z and the latent gradient
     [B, d_sae] in the compute dtype, with bf16 compute also the bf16 weights and the bf16 weight gradient before
-    it is copied into the fp32 buffer, and the [B, d_in] temporaries."""
+    it is copied into the fp32 buffer, with fp32 the sparse step's transposed W_enc gradient, and the [B, d_in]
+    temporaries."""
     cb = BYTES[compute]
     P = sae_params(d_in, d_sae)
     per_sae = 16 * P
     work = 2 * batch_tokens * d_sae * cb + 6 * batch_tokens * (d_in + 1) * cb
     if compute != "fp32":
         work += P * cb + (d_in + 8) * d_sae * cb
+    else:
+        # the sparse step (fp32 only) makes the W_enc gradient transposed before copying it into its buffer; its
+        # active pairs (about 64 bytes each with their indices and the conversion's temporaries, fewer than
+        # kdsae_core.sae.sparse.SPARSE_BELOW_DENSITY x B d_sae of them) take less than the [B, d_sae] latent
+        # gradient it does not need while the crossover stays below 1/16
+        work += (d_in + 8) * d_sae * cb
     activations = n_layers * batch_tokens * d_in * 4
     shared = work + activations + forward_bytes + model_bytes
     total = n_saes * per_sae + shared
@@ -305,3 +312,25 @@ def cpu_model_check(d_in: int, d_sae: int, batch_tokens: int, matmul_s: float, b
     return {"matmul_s": matmul_s, "traffic_bytes": t["total"], "traffic_s": t["total"] / bandwidth,
             "predicted_step_s": matmul_s + t["total"] / bandwidth,
             "predicted_fraction": matmul_s / (matmul_s + t["total"] / bandwidth)}
+
+
+# ---- the sparse step at paper scale (issue 19; arithmetic, nothing here ran on a GPU) ----------------------------
+def sparse_projection(density: float, gpu: dict = H100, p: dict = PAPER, compute: str = "bf16") -> dict:
+    """One trial (all layers, one forward pass per batch) on one GPU with the sparse step at `density` of the
+    (token, latent) pairs active, next to the dense step of `projection`.
+
+    The encoder product runs at the GPU's product rate; the step's other work is the dense step's counted traffic;
+    the four products over the active pairs are taken as memory-bound gathers between two bounds: `upper`, every
+    active pair reading one d_in row from memory in each of the four products (no cache reuse), and `lower`, the
+    products costing nothing beyond that traffic (perfect reuse)."""
+    d_in, d_sae, B = p["d_in"], p["d_sae"], p["batch_tokens"]
+    dense = projection(gpu, p, n_gpus=1, trials=1, compute=compute)
+    encoder_s = 2.0 * d_in * d_sae * B / gpu["gemm_flops"]
+    other_s = step_traffic_bytes(d_in, d_sae, B, compute, "cuda")["total"] / gpu["bandwidth"]
+    gathers_s = 4 * density * B * d_sae * d_in * BYTES[compute] / gpu["bandwidth"]
+    out = {"density": density, "dense_sae_step_s": dense["sae_step_s"], "dense_wall_h": dense["wall_h"]}
+    for bound, unit_s in (("lower", encoder_s + other_s), ("upper", encoder_s + other_s + gathers_s)):
+        step_s = p["layers"] * unit_s + dense["lm_forward_s_per_step"]
+        out[bound] = {"sae_step_s": unit_s, "speedup": dense["sae_step_s"] / unit_s,
+                      "wall_h": dense["steps"] * step_s / 3600}
+    return out

@@ -7,6 +7,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.runs.tables import format_tokens
 from kdsae_core.sae.model import TrialSpec, paper_trials, pilot_trial
@@ -48,6 +49,9 @@ class SAETrainConfig:
     measure_tokens: int = 100_000
     alive_window_tokens: int = 100_000
     state_every_tokens: int = 0  # also write a resumable state every N tokens (0: at snapshots only)
+    # which SAE step (kdsae_core.sae.model.fused_backward): auto (dense or sparse per batch, by its density), dense, sparse.
+    # The paths sum in a different order, so only runs with the same sae_step are byte-identical.
+    sae_step: str = "auto"
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "SAETrainConfig":
@@ -66,7 +70,7 @@ class SAETrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> "SAETrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg = cls(**{k: v for k, v in recorded_settings(d).items() if k in known})
         cfg.validate()
         return cfg
 
@@ -94,6 +98,11 @@ class SAETrainConfig:
             raise InvalidParameter(f"--n-snapshots ({self.n_snapshots}) exceeds the number of steps ({self.steps}).")
         if self.dtype not in ("fp32", "bf16"):
             raise InvalidParameter(f"--dtype must be fp32 or bf16 (got {self.dtype!r}).")
+        if self.sae_step not in sae_sparse.PATHS:
+            raise InvalidParameter(f"--sae-step must be one of {', '.join(sae_sparse.PATHS)} (got {self.sae_step!r}).")
+        if self.sae_step == "sparse" and self.dtype != "fp32":
+            raise InvalidParameter(f"--sae-step sparse computes in fp32 only (got --dtype {self.dtype}): use auto "
+                                   "(which stays dense in bf16) or dense.")
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise InvalidParameter(f"--device must be cpu or cuda (got {self.device!r}).")
         for name in ("lr", "target_l0"):
@@ -147,3 +156,9 @@ class SAETrainConfig:
 
     def settings(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def recorded_settings(settings: dict) -> dict:
+    """A run folder's recorded settings as today's fields: a run recorded before the sparse step (issue 19) has no
+    `sae_step`, and every one of its steps was dense."""
+    return {"sae_step": "dense", **settings}

@@ -26,6 +26,7 @@ from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
 from kdsae_core.sae import plan as sae_plan
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.train import state as train_state
 from kdsae_core.train.distributed import LocalComm, check_cuda
 from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderError
@@ -33,7 +34,7 @@ from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.common.locks import run_lock
 from kdsae_core.sae.model import SAEUnit, allow_tf32_on_cuda
 from kdsae_core.common.seeding import stream_seed
-from kdsae_core.train.config import PROFILES, SAETrainConfig  # noqa: F401  (re-exported: the engine's public names)
+from kdsae_core.train.config import PROFILES, SAETrainConfig, recorded_settings  # noqa: F401  (re-exported: the engine's public names)
 
 FORWARD_TOKENS = 4096  # tokens per forward pass of the language model (several small steps' batches at once)
 ACTIVATION_LIMIT = 1e6  # |x| above this (or non-finite) stops the run: the forward pass has blown up
@@ -114,7 +115,7 @@ class Trainer:
                     # Every trial at a layer starts from the same weights: the trials differ only in their L1.
                     self.units[unit_key(name, layer)] = SAEUnit(
                         spec, layer, self.d_in, self.d_sae, stream_seed(cfg.seed, "sae", layer), cfg.lr,
-                        cfg.grad_clip, str(device), compute)
+                        cfg.grad_clip, str(device), compute, step_path=cfg.sae_step)
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
 
@@ -188,6 +189,9 @@ class Trainer:
             "trials": {n: s.to_json() for n, s in cfg.trial_specs().items()},
             "snapshots": [{"label": lab, "step": s, "tokens": s * cfg.batch_tokens} for lab, s in cfg.snapshot_schedule()],
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": self.comm.world,
+            # with settings.sae_step auto each step is dense or sparse by its batch's density (metrics.jsonl: sae_step
+            # says which); the threshold auto uses
+            "sparse_step_below_density": sae_sparse.SPARSE_BELOW_DENSITY,
         }
 
     def _prepare_folder(self, resume: bool, force: bool) -> str:
@@ -200,7 +204,7 @@ class Trainer:
             except json.JSONDecodeError:
                 old = {}
         if old is not None:
-            same = old.get("settings") == self.cfg.settings()
+            same = recorded_settings(old.get("settings") or {}) == self.cfg.settings()
             if resume and same and (out / STATUS_FILE).exists():
                 _remove_temporaries(out)
                 return "done"
@@ -213,7 +217,7 @@ class Trainer:
                 raise RunFolderError(f"{out} already holds a run: pass --resume to continue it, --force to start it "
                                      "over, or use another --out.")
             elif not same:
-                theirs, mine = old.get("settings") or {}, self.cfg.settings()
+                theirs, mine = recorded_settings(old.get("settings") or {}), self.cfg.settings()
                 diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
                 raise RunFolderError(f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
                                      "resume it with its own settings, or use another --out.")
@@ -238,7 +242,7 @@ class Trainer:
         if meta is None:
             raise RunFolderError(f"the saved state {train_state.generation_dir(self.out, chosen)} changed while it was "
                                  "being loaded: resume again.")
-        if meta.get("settings") != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
+        if recorded_settings(meta.get("settings") or {}) != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
             raise RunFolderError(f"the saved state in {paths.train_state_dir(self.out)} belongs to other settings; "
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
@@ -380,7 +384,7 @@ class Trainer:
                 rows.append({"trial": u.trial.name, "layer": u.layer, "step": self.step + 1,
                              "tokens": (self.step + 1) * cfg.batch_tokens, "mse": float(s.mse), "l1": float(s.l1),
                              "loss": loss, "L0": float(s.l0), "lambda": lam,
-                             "alive_frac": float(u.alive_fraction(self.alive_window_steps))})
+                             "alive_frac": float(u.alive_fraction(self.alive_window_steps)), "sae_step": s.path})
         except NumericalFault as e:
             return rows, e
         return rows, None

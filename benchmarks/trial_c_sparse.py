@@ -1,0 +1,90 @@
+"""Benchmark: what the sparse step makes possible -- trial C of the embedded profile at the paper's 32x expansion.
+
+Trains trial C (target L0 150) of the embedded profile (MiniLM, its 300k tokens, 128-token batches) with
+d_sae = 32 x 384 = 12,288 twice into temporary run folders, timing the whole `Trainer.run` (language-model
+forward passes included, no measurement): once with every step dense (today's step), once as kdsae trains by
+default (each step dense or sparse by its batch's density). Reports the wall times, how many steps took each path
+(read from the run's metrics.jsonl), and the two runs' last logged loss and L0 (the paths sum in a different
+order, so over thousands of steps the runs drift apart by rounding; they train the same model).
+
+    .venv/bin/python benchmarks/trial_c_sparse.py [--layers 3] [--tokens 300000]
+
+Writes benchmarks/results/trial_c_sparse.json and .md. Re-executes itself with the Makefile's malloc settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+import _bench
+from kdsae_core.common import paths
+from kdsae_core.train.trainer import Trainer
+from kdsae_core.train.config import SAETrainConfig
+
+EXPANSION_D_SAE = 32 * 384  # the paper's 32x expansion at MiniLM's d_model 384
+
+
+def timed_run(cfg: SAETrainConfig, step_path: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"kdsae-trial-c-{step_path}-") as tmp:
+        run = Path(tmp) / "run"
+        t = time.perf_counter()
+        Trainer(dataclasses.replace(cfg, sae_step=step_path), run, progress=False).run()
+        wall = time.perf_counter() - t
+        rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    last = [r for r in rows if r["step"] == max(r["step"] for r in rows)]
+    first_sparse = min((r["step"] for r in rows if r["sae_step"] == "sparse"), default=None)
+    print(f"{step_path}: {wall:.1f} s, paths {dict(Counter(r['sae_step'] for r in rows))}", flush=True)
+    return {"step_path": step_path, "wall_s": wall, "paths": dict(Counter(r["sae_step"] for r in rows)),
+            "first_sparse_step": first_sparse, "last": [{k: r[k] for k in ("layer", "loss", "L0", "mse")} for r in last]}
+
+
+def _row(name: str, x: dict) -> str:
+    losses = ", ".join(f"{v['loss']:.4g}" for v in x["last"])
+    l0s = ", ".join(f"{v['L0']:.0f}" for v in x["last"])
+    return (f"| {name} | {x['wall_s']:.0f} s | {x['paths'].get('dense', 0)} / {x['paths'].get('sparse', 0)} | "
+            f"{x['first_sparse_step'] or '-'} | {losses} | {l0s} |")
+
+
+def markdown(r: dict) -> list[str]:
+    d, a = r["runs"]["dense"], r["runs"]["auto"]
+    return ["# trial_c_sparse benchmark", "",
+            f"Trial C of the embedded profile at d_sae {r['d_sae']:,} (32 x d_model), layers {r['layers']}, "
+            f"{r['tokens']:,} tokens in batches of {r['batch_tokens']}: the whole training run, wall time.", "",
+            _bench.machine_line(r["machine"]), "",
+            "| steps | wall | steps dense / sparse | first sparse step | last loss (per layer) | last L0 |",
+            "|---|---|---|---|---|---|", _row("all dense", d), _row("automatic", a), "",
+            f"Speed-up of the run: **{d['wall_s'] / a['wall_s']:.2f}x**."]
+
+
+def main() -> None:
+    _bench.ensure_malloc_env()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", default="3", help="comma-separated MiniLM layers (default: one, 3)")
+    ap.add_argument("--tokens", type=int, default=None, help="default: the embedded profile's")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-malloc-env", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = SAETrainConfig.from_profile("embedded", trials=["C"], d_sae=EXPANSION_D_SAE, tokens=args.tokens,
+                                      layers=[int(v) for v in args.layers.split(",")])
+    m = _bench.machine()
+    runs = {"dense": timed_run(cfg, "dense"), "auto": timed_run(cfg, "auto")}
+    result = {"benchmark": "trial_c_sparse", "machine": _bench.finish_machine(m), "d_sae": cfg.d_sae,
+              "layers": cfg.layers, "tokens": cfg.tokens, "batch_tokens": cfg.batch_tokens,
+              "command": " ".join([".venv/bin/python", "benchmarks/trial_c_sparse.py", *sys.argv[1:]]), "runs": runs,
+              "speedup": runs["dense"]["wall_s"] / runs["auto"]["wall_s"]}
+    _bench.write_result("trial_c_sparse", result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The sparse-aware half of the SAE step (issue 19): after the encoder, only the (token, latent) pairs that fire.
+
+Of the step's five matrix products only the encoder, (x - b_dec) W_enc, needs every latent. Once z = ReLU(...) is
+known, the decoder (z W_dec), the W_dec gradient (z^T g_err), the latent gradient (g_err W_dec^T, needed only
+where z > 0) and the W_enc gradient ((x - b_dec)^T g_pre, g_pre being zero where z = 0) touch only the active
+pairs: with nnz of them, each costs 2 d_in nnz FLOPs instead of 2 d_in B d_sae. `sparse_products` computes
+exactly what the dense branch of `kdsae_core.sae.model.fused_backward` computes (the same loss, the same gradients,
+written into the same buffers, so clipping, Adam and the decoder renormalisation that follow are unchanged);
+only the order of the floating-point sums differs.
+
+The active pairs are held twice, as torch's compressed sparse tensors: token-major (CSR of z, [B, d_sae]) for the
+decoder, and latent-major (CSR of z^T, [d_sae, B]) for the three products whose rows are latents -- there each
+weight row is read from memory once and the [B, d_in] operands it meets are small enough to stay in cache. The
+latent gradient is a sampled product (torch.sparse.sampled_addmm) on the latent-major pattern, so it comes out
+already in the layout the W_enc gradient needs. Everything is plain torch (MKL's sparse products on the CPU,
+cuSPARSE on CUDA, where this code is untested).
+
+`choose_path` picks the step per batch from the fraction of pairs that fired (training starts dense -- about
+half the latents fire on a fresh SAE -- and gets sparse as the L1 term bites).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+# torch announces once per process that its compressed sparse tensors are "in beta"; the products used here are
+# checked against the dense step by tests/test_sae_sparse.py, so the notice would only clutter the training log.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+
+PATHS = ("auto", "dense", "sparse")
+
+# The crossover: below this fraction of active (token, latent) pairs the sparse step is faster than the dense one.
+# Measured on this machine (2-core AMD EPYC, torch 2.13 CPU/MKL) by `benchmarks/sae_step.py --densities` and
+# recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two agree.
+SPARSE_BELOW_DENSITY = 0.045
+
+# Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16, and the sparse products
+# write into the fp32 gradient buffers directly); others stay dense. So the bf16 step's `mean`-form L1 term, added
+# apart in fp32 (kdsae_core.sae.model.fused_backward), is always the dense step's.
+SPARSE_DTYPES = (torch.float32, torch.float64)
+
+
+def choose_path(path: str, active: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype) -> str:
+    """`dense` or `sparse` for a batch whose activations z [B, d_sae] have `active` non-zeros (a 0-dim tensor; read
+    on the host only when `path` is `auto`)."""
+    if path not in PATHS:
+        raise ValueError(f"the SAE step path must be one of {', '.join(PATHS)} (got {path!r})")
+    if path == "sparse" and dtype not in SPARSE_DTYPES:
+        raise ValueError(f"the sparse SAE step computes in float32 or float64 only (got {dtype}): use auto or dense")
+    if path != "auto":
+        return path
+    if dtype not in SPARSE_DTYPES:
+        return "dense"
+    return "sparse" if int(active) < SPARSE_BELOW_DENSITY * shape[0] * shape[1] else "dense"
+
+
+def sparse_flops_per_token(d_in: int, d_sae: int, density: float) -> float:
+    """Multiply-adds x 2 of the sparse step per token: the dense encoder plus four products over the active pairs."""
+    return 2 * d_in * d_sae * (1 + 4 * density)
+
+
+@torch.no_grad()
+def sparse_products(z: torch.Tensor, xa: torch.Tensor, x: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
+                    per_token: torch.Tensor, g_enc_block: torch.Tensor, g_dec: torch.Tensor):
+    """The step after the encoder, over the active pairs of z [B, d_sae] (z >= 0, the ReLU's output).
+
+    xa is the centred input with its ones column and zero padding ([B, d_pad], as in fused_backward), x the batch,
+    per_token the L1 term's gradient per active pair (lambda / B, or lambda / (B d_sae) for the `mean` form).
+    Writes the W_dec gradient into g_dec and the [W_enc | b_enc | 0...] gradient block into g_enc_block; returns
+    (g_err = dLoss/dx_hat [B, d_in], the MSE, the sum of z over the batch, which latents fired [d_sae] bool)."""
+    B, d_in = x.shape
+    d_sae = z.shape[1]
+    by_token = z.to_sparse_csr()                                      # [B, d_sae]
+    by_latent_t = by_token.to_sparse_csc()                            # the same pairs, grouped by latent
+    rows, tokens, values = by_latent_t.ccol_indices(), by_latent_t.row_indices(), by_latent_t.values()
+    by_latent = torch.sparse_csr_tensor(rows, tokens, values, (d_sae, B), check_invariants=False)
+    err = torch.addmm(b_dec, by_token, W_dec).sub_(x)                 # x_hat - x
+    mse = err.float().square().mean()
+    g_err = err.mul_(2.0 / (B * d_in))                                # dLoss/dx_hat
+    torch.mm(by_latent, g_err, out=g_dec)                             # W_dec gradient, one row per latent
+    # dLoss/dpre at the active pairs only: the L1 term (beta * input) plus W_dec[i] . g_err[t] (sampled product).
+    l1_term = torch.sparse_csr_tensor(rows, tokens, per_token.to(values.dtype).expand(values.numel()), (d_sae, B),
+                                      check_invariants=False)
+    g_pre = torch.sparse.sampled_addmm(l1_term, W_dec, g_err.T)
+    # [W_enc | b_enc | 0...] gradient, transposed: xa's ones column gives b_enc's gradient, its zero columns zeros.
+    g_enc_block.copy_(torch.mm(g_pre, xa).T)
+    fired = rows.diff() > 0
+    return g_err, mse, values.sum(dtype=torch.float32), fired
