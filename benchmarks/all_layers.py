@@ -31,7 +31,8 @@ import torch
 import _bench
 from kdsae_core.data import activations as acts
 from kdsae_core.data.text import TokenStream
-from kdsae_core.sae.model import SAEUnit, TrialSpec
+from kdsae_core.sae.model import TrialSpec
+from kdsae_core.sae.step import SAEUnit
 from kdsae_core.sae.plan import format_memory_plan, memory_plan
 
 TRIAL = TrialSpec("B", 8e-5, "sum")

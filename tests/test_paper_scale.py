@@ -24,7 +24,8 @@ from kdsae_core.sae import plan as sae_plan
 from kdsae_core.train import state as train_state
 from kdsae_core.common.errors import InvalidParameter, MissingData
 from kdsae_core.measure import measure_run
-from kdsae_core.sae.model import SAE, SAEUnit, fused_backward
+from kdsae_core.sae.model import SAE
+from kdsae_core.sae.step import SAEUnit, fused_backward
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
 from tests.test_train import pythia, tiny  # noqa: F401  (the module's random Pythia and tiny settings)
 
