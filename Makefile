@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: setup cuda-env saelens-env mathjax browser book test test-unit test-book test-saelens results-exp2 results-toy \
+.PHONY: setup cuda-env saelens-env mathjax browser book lint format test test-unit test-book test-saelens results-exp2 results-toy \
         results-toy-direct results-toy-profiles results-figures bench publish clean
 
 setup: $(STAMP)
@@ -22,9 +22,18 @@ $(STAMP): requirements.txt pyproject.toml
 book: setup mathjax
 	$(BIN)/kdsae book
 
-test: setup saelens-env mathjax browser test-unit test-saelens
+test: setup saelens-env mathjax browser lint test-unit test-saelens
 	$(BIN)/kdsae book --clean
 	$(MAKE) test-book
+
+# ruff: the code's format and lint (pyproject.toml [tool.ruff]); `make format` rewrites what `lint` would refuse.
+lint: setup
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
+
+format: setup
+	$(BIN)/ruff format --quiet .
+	$(BIN)/ruff check --quiet --fix .
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests --ignore=tests/book --ignore=tests/saelens

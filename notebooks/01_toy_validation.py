@@ -60,21 +60,22 @@ from tqdm import TqdmWarning
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; the sweeps run without bars
 
+from kdsae_core.book import param_rules
 from kdsae_core.book import params as notebook_params
 from kdsae_core.common import paths
 from kdsae_core.toy import analysis as toy_analysis
-from kdsae_core.figures import style
+from kdsae_core.figures import catalog, style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
+from kdsae_core.toy.profiles import paper_grid_time, wall_time
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.results import load_results
-from kdsae_core.toy.profiles import paper_grid_time, wall_time
 from kdsae_core.toy.sweep import run_sweep
 
 settings = dict(profile=profile, rerun=rerun, source=source, results_file=results_file, n=n, alpha=alpha,
                 d_teacher=d_teacher, widths=widths, importance=importance, mode=mode, steps=steps, batch=batch,
                 lr=lr, seeds=seeds, eval_samples=eval_samples, seed=seed)
-cfg = notebook_params.check_toy(settings)  # the same check `kdsae run` makes before executing
+cfg = param_rules.toy_chapter_config(settings)  # the same check `kdsae run` makes before executing
 figures = notebook_params.figure_folder(out, "01_toy_validation")
 
 
@@ -108,12 +109,12 @@ else:
                    f"(`make results-toy` makes the paper profile's: {paper_grid_time()})")
 display(Markdown(f"> **Shown below:** {source_line}. {toy_figures.describe(results)}. Figures and their data "
                  f"are written to `{paths.display_path(figures)}`."))
-drawn = toy_figures.draw_all(results, figures)
+drawn = catalog.draw_toy(results, figures)
 
 
 def show(name: str) -> None:
     display(Image(filename=str(drawn[name]["png"])))  # exactly the saved file
-    draw = toy_figures.FIGURES[name][0]
+    draw = catalog.spec(name).draw
     display(HTML(style.provenance_html(f"{draw.__module__}.{draw.__name__}", drawn[name], short)))
 
 
@@ -164,12 +165,12 @@ display(Markdown(toy_figures.accuracy_sentence(results)))
 
 # %% tags=["hide-input"]
 evidence = toy_analysis.evidence_with_grid(results, short)
-why = toy_why.draw_why(evidence, figures)
+why = catalog.draw_why(evidence, figures)
 
 
 def show_why(name: str) -> None:
     """A figure of the 'why' section with its provenance and the sentence computed from its data, or why it is absent."""
-    draw, _, sentence = toy_why.WHY_FIGURES[name]
+    draw, sentence = catalog.spec(name).draw, catalog.spec(name).sentence
     if name not in why:
         display(Markdown(f"*{toy_why.missing(evidence)[name]}*"))
         return

@@ -42,7 +42,7 @@ from tqdm import TqdmWarning
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; nothing on this page shows a bar
 
 from kdsae_core.toy import analysis as toy_analysis
-from kdsae_core.book import claims as verify
+from kdsae_core.book import claims
 from kdsae_core.cli.verify import hub_measurements
 from kdsae_core.common.paths import RESULTS, toy_results_file
 from kdsae_core.toy.config import ToyConfig
@@ -62,9 +62,9 @@ print(f"Toy-model claims from {evidence.grid_source} ({len(toy['configs'])} conf
       f"{'yes' if toy['settings'].get('matches_paper_grid') else 'no'}); knee from "
       f"{evidence.direct_source or 'no direct-mode sweep'}; other importance profiles: "
       f"{', '.join(evidence.profiles) or 'none'}.")
-ledger = verify.build_ledger(evidence, source, RESULTS / "exp2" / "embedded", hub_measurements)
-display(HTML(verify.render_html(ledger)))
-print(verify.summary_line(ledger))
+ledger = claims.build_ledger(evidence, source, RESULTS / "exp2" / "embedded", hub_measurements)
+display(HTML(claims.render_html(ledger)))
+print(claims.summary_line(ledger))
 
 # %% [markdown]
 # ## Known deviations from the paper

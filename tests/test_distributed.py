@@ -21,7 +21,7 @@ def _train(args: list[str], out: Path, nproc: int) -> subprocess.CompletedProces
     if nproc == 1:
         cmd = [str(BIN / "kdsae"), *common]
     else:
-        cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", "-m", "kdsae_core.cli.main", *common]
+        cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={nproc}", "-m", "kdsae_core.cli", *common]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 

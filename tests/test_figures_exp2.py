@@ -16,7 +16,7 @@ from matplotlib.text import Text  # noqa: E402
 from kdsae_core.runs import tables as run_data
 from kdsae_core import theory
 from kdsae_core.cli.main import main  # noqa: E402
-from kdsae_core.figures import exp2_catalog as cat  # noqa: E402
+from kdsae_core.figures import catalog as cat  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
 FINAL_KEYS = {"L0": "avg_active", "alpha": "alpha", "g_alpha": "g_alpha", "d_star_S": "d_star_S", "mse": "mse",
@@ -100,6 +100,24 @@ def test_the_catalog_has_every_figure_of_the_issue():
     assert chapters["05_trials_compared"] == ["frontier"] and len(chapters["06_pythia_reference"]) == 3
     anchors = [s.anchor for s in cat.RUN_FIGURES + cat.REFERENCE_FIGURES]
     assert all(anchors) and len(set(anchors)) == len(anchors)
+
+
+def test_one_catalog_holds_every_figure_of_both_experiments_with_its_sentence():
+    keys = [s.key for s in cat.ALL_FIGURES]
+    assert len(keys) == len(set(keys))
+    assert {s.chapter for s in cat.ALL_FIGURES} == {"01_toy_validation", "02_trial_a", "03_trial_b", "04_trial_c",
+                                                     "05_trials_compared", "06_pythia_reference"}
+    assert all(callable(s.data) and callable(s.draw) and callable(s.sentence) for s in cat.ALL_FIGURES)
+    assert [s.key for s in cat.ALL_FIGURES if s.in_paper] == ["paper_heatmap"]
+
+
+def test_figures_import_nothing_from_the_layers_above_them():
+    import ast
+    for path in (Path(cat.__file__).parent).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not [n for n in names if n.startswith(("kdsae_core.book", "kdsae_core.cli"))], path.name
 
 
 def test_every_figure_names_model_layers_budget_and_trial(drawn):

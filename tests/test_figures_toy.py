@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from kdsae_core.figures import save_figure, style
+from kdsae_core.figures import catalog, save_figure, style
 from kdsae_core.figures import toy as tf
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.profiles import PROFILES
@@ -106,12 +106,12 @@ def test_figures_label_every_panel(results):
                                                      "critical width d*_S = F / g(\u03b1)"]
 
 
-def test_draw_all_writes_png_and_the_plotted_data(results, tmp_path):
-    written = tf.draw_all(results, tmp_path)
-    assert set(written) == set(tf.FIGURES)
+def test_draw_toy_writes_png_and_the_plotted_data(results, tmp_path):
+    written = catalog.draw_toy(results, tmp_path)
+    assert set(written) == {s.key for s in catalog.TOY_FIGURES}
     for name, files in written.items():
         assert files["png"].read_bytes()[:8] == PNG_MAGIC and files["png"].stat().st_size > 10_000
-        data = tf.FIGURES[name][1](results)
+        data = catalog.spec(name).data(results)
         tables = data if isinstance(data, dict) else {"": data}
         paths = [p for k, p in files.items() if k != "png"]
         assert len(paths) == len(tables)
@@ -134,7 +134,7 @@ def test_save_figure_kinds(tmp_path):
 
 
 def test_provenance_embeds_the_data_file(results, tmp_path):
-    written = tf.draw_all(results, tmp_path)["toy_accuracy_grid"]
+    written = catalog.draw_toy(results, tmp_path)["toy_accuracy_grid"]
     html = style.provenance_html("kdsae_core.figures.toy.accuracy_grid", written, "a test")
     uri = re.search(r'href="data:text/csv;base64,([^"]+)"', html).group(1)
     assert base64.b64decode(uri) == written["data"].read_bytes()

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from kdsae_core.book import params as nbp
+from kdsae_core.book import param_rules
 from kdsae_core.common import paths
 from kdsae_core.cli.main import build_parser
 from kdsae_core.cli import run as run_cmd
@@ -26,7 +26,7 @@ def readme_commands() -> list[tuple[list[str], str]]:
             code, _, comment = line.partition("  #")
             words = shlex.split(code)
             for i, w in enumerate(words):
-                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli.main":
+                if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli":
                     found.append((words[i + 1:], comment.strip()))
                     break
     return found
@@ -49,7 +49,7 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
         return
     notebook = run_cmd.find_notebook(parsed.notebook)
     given, raw = run_cmd.gather(parsed)
-    values = nbp.check(notebook, given, raw)
+    values = param_rules.check(notebook, given, raw)
     long_sweep = values.get("rerun") and values.get("profile", "quick") != "quick"
     from_hub = values.get("source", "local") == "hub"
     if long_sweep or from_hub:

@@ -21,7 +21,7 @@ from kdsae_core import theory
 from kdsae_core.cli.main import main  # noqa: E402
 from kdsae_core.cli import fetch_reference
 from kdsae_core.common.errors import BadFile, MissingData  # noqa: E402
-from kdsae_core.figures import exp2_catalog as cat  # noqa: E402
+from kdsae_core.figures import catalog as cat  # noqa: E402
 
 from .reference import require_reference  # noqa: E402
 

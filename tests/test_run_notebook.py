@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from kdsae_core.book import param_rules
 from kdsae_core.book import params as nbp
 from kdsae_core.common import paths
 from kdsae_core.cli.main import main
@@ -102,12 +103,12 @@ def test_values_are_literals_never_code():
     assert nbp.parse_value("[10, 20]") == [10, 20] and nbp.parse_value("true") is True
     assert nbp.parse_value("yes") == "yes" and nbp.parse_value("zipf:1") == "zipf:1"
     assert nbp.parse_value("__import__('os').system('true')") == "__import__('os').system('true')"
-    values = nbp.check(TOY, {"rerun": True, "alpha": 0.9, "n": 10, "steps": 5})
+    values = param_rules.check(TOY, {"rerun": True, "alpha": 0.9, "n": 10, "steps": 5})
     assert values["alpha"] == 0.9 and values["profile"] == "paper"
-    cfg = nbp.toy_config(values)  # a single number stands for a one-element list
+    cfg = param_rules.toy_config(values)  # a single number stands for a one-element list
     assert (cfg.alpha, cfg.n, cfg.steps, cfg.d_teacher) == ([0.9], [10], 5, ToyConfig.from_profile("paper").d_teacher)
     with pytest.raises(InvalidParameter, match="d_teacher"):
-        nbp.check(TOY, {"rerun": True, "n": [4]})  # the paper's teachers (up to 10) are wider than n=4
+        param_rules.check(TOY, {"rerun": True, "n": [4]})  # the paper's teachers (up to 10) are wider than n=4
 
 
 def test_list_shows_every_chapter_with_defaults_and_descriptions(capsys):
@@ -188,7 +189,7 @@ def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
     """Issue 21, item 1: `kdsae run` stopped from outside (kill, Ctrl-C) shuts its kernel down and records it."""
     nb, pid_file, out = tmp_path / "busy.py", tmp_path / "kernel.pid", tmp_path / "o"
     nb.write_text(BUSY_NOTEBOOK)
-    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli.main", "run", str(nb), "-p", "pid_file", str(pid_file),
+    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

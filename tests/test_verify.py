@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kdsae_core.toy import analysis as ta
-from kdsae_core.book import claims as verify
+from kdsae_core.book import claims, claims_lm
 from kdsae_core.cli.main import main
 from kdsae_core.common.paths import toy_results_file
 from kdsae_core.toy.config import ToyConfig
@@ -62,28 +62,28 @@ def test_the_committed_93_percent_verdict_and_its_eight_medians_are_pinned(commi
     m = ta.accuracy_medians(ta.pairs(committed))
     for kind, expected in COMMITTED_MEDIANS.items():
         assert m[kind] == pytest.approx(expected, abs=1e-6), kind
-    assert by_id(verify.build_ledger(committed))["toy-accuracy"].verdict == verify.NOT_REPRODUCED
+    assert by_id(claims.build_ledger(committed))["toy-accuracy"].verdict == claims.NOT_REPRODUCED
 
 
 def test_accuracy_is_recomputed_from_per_seed_floors_not_read_from_the_stored_medians(tiny_results):
     exact = on_paper_grid(tiny_results, lambda c, k: [c["predicted_floor"][k] * 1.01] * 2)
     exact["median_accuracy_by_alpha"] = {"rel": {"0.8": 0.1, "0.9": 0.1}, "norm": {"0.8": 0.1, "0.9": 0.1}}
-    assert by_id(verify.build_ledger(exact))["toy-accuracy"].verdict == verify.REPRODUCED
+    assert by_id(claims.build_ledger(exact))["toy-accuracy"].verdict == claims.REPRODUCED
 
 
 def test_accuracy_verdict_fails_when_one_level_misses_under_both_readings(tiny_results):
     def floors(c, k):
         p = c["predicted_floor"][k]
         return [p + (0.5 * c["L_inf"] if c["alpha"] == 0.9 else 0.001 * p)] * 2
-    claim = by_id(verify.build_ledger(on_paper_grid(tiny_results, floors)))["toy-accuracy"]
-    assert claim.verdict == verify.NOT_REPRODUCED and "does not clear" in claim.why
+    claim = by_id(claims.build_ledger(on_paper_grid(tiny_results, floors)))["toy-accuracy"]
+    assert claim.verdict == claims.NOT_REPRODUCED and "does not clear" in claim.why
 
 
 def test_toy_accuracy_on_another_grid_is_not_a_paper_verdict(tiny_results):
     claimed = copy.deepcopy(tiny_results)
     claimed["settings"]["matches_paper_grid"] = True  # a stored flag that the settings do not bear out is not believed
-    c = by_id(verify.build_ledger(claimed))["toy-accuracy"]
-    assert c.verdict == verify.NOT_TESTABLE
+    c = by_id(claims.build_ledger(claimed))["toy-accuracy"]
+    assert c.verdict == claims.NOT_TESTABLE
     assert "not the paper grid" in c.why and "alpha 0.8" in c.measured
 
 
@@ -92,13 +92,13 @@ def test_sparsity_order_is_judged_on_fractions_of_l_inf(committed):
     o = ta.sparsity_order(committed)
     assert (o["pairs"], o["wrong_absolute"], o["wrong_fraction"], len(o["beyond"])) == (234, 0, 48, 12)
     assert all(b["width"] <= 2 for b in o["beyond"])
-    claim = by_id(verify.build_ledger(committed))["toy-sparsity-order"]
-    assert claim.verdict == verify.NOT_REPRODUCED and "12 rise by more than 0.02 L_inf" in claim.measured
+    claim = by_id(claims.build_ledger(committed))["toy-sparsity-order"]
+    assert claim.verdict == claims.NOT_REPRODUCED and "12 rise by more than 0.02 L_inf" in claim.measured
 
 
 def test_sparsity_order_passes_when_fractions_fall_with_alpha(tiny_results):
     ordered = on_paper_grid(tiny_results, lambda c, k: [c["L_inf"] * (1.0 - c["alpha"]) / (k + 1)] * 2)
-    assert by_id(verify.build_ledger(ordered))["toy-sparsity-order"].verdict == verify.REPRODUCED
+    assert by_id(claims.build_ledger(ordered))["toy-sparsity-order"].verdict == claims.REPRODUCED
 
 
 def test_lower_bound_counts_only_pairs_with_a_prediction(committed):
@@ -109,12 +109,12 @@ def test_lower_bound_counts_only_pairs_with_a_prediction(committed):
 
 def test_lower_bound_fails_when_a_pair_measures_below_its_prediction(tiny_results):
     under = on_paper_grid(tiny_results, lambda c, k: [0.5 * c["predicted_floor"][k]] * 2)
-    assert by_id(verify.build_ledger(under))["toy-lower-bound"].verdict == verify.NOT_REPRODUCED
+    assert by_id(claims.build_ledger(under))["toy-lower-bound"].verdict == claims.NOT_REPRODUCED
 
 
 def test_knee_is_not_judged_in_distill_mode_and_says_why(committed):
-    claim = by_id(verify.build_ledger(committed))["toy-knee"]
-    assert claim.verdict == verify.NOT_TESTABLE
+    claim = by_id(claims.build_ledger(committed))["toy-knee"]
+    assert claim.verdict == claims.NOT_TESTABLE
     assert "in 48 of 48 configurations" in claim.why
 
 
@@ -128,12 +128,12 @@ def test_knee_verdict_comes_from_a_direct_mode_sweep(tiny_results):
         ev = copy.deepcopy(direct)
         for c in ev["configs"]:
             c["measured_floor"] = [[f] * 2 for f in floors]
-        return by_id(verify.build_ledger(verify.ToyEvidence(tiny_results, "tiny", ev, "direct")))["toy-knee"]
+        return by_id(claims.build_ledger(claims.ToyEvidence(tiny_results, "tiny", ev, "direct")))["toy-knee"]
 
     bottoms_at_2 = judged([0.4, 0.1, 0.1, 0.1])  # the knee at width 2 = ceil(d*_S)
-    assert bottoms_at_2.verdict == verify.REPRODUCED and "2/2 configurations" in bottoms_at_2.measured
+    assert bottoms_at_2.verdict == claims.REPRODUCED and "2/2 configurations" in bottoms_at_2.measured
     falling = judged([0.4, 0.3, 0.2, 0.1])  # still falling at the widest student: knee 4, two past ceil(d*_S)
-    assert falling.verdict == verify.NOT_REPRODUCED and "median |knee - ceil(d*_S)| = 2" in falling.measured
+    assert falling.verdict == claims.NOT_REPRODUCED and "median |knee - ceil(d*_S)| = 2" in falling.measured
 
 
 def test_feature_budget_counts_only_students_that_could_exceed_it(tiny_results):
@@ -145,7 +145,7 @@ def test_feature_budget_counts_only_students_that_could_exceed_it(tiny_results):
     over = on_paper_grid(tiny_results, lambda c, k: c["measured_floor"][k])
     for c in over["configs"]:
         c["represented_features"]["0.5"] = [[b + 1] * 2 for b in c["feature_budget"]]
-    assert by_id(verify.build_ledger(over))["toy-feature-budget"].verdict == verify.NOT_REPRODUCED
+    assert by_id(claims.build_ledger(over))["toy-feature-budget"].verdict == claims.NOT_REPRODUCED
 
 
 def test_floor_split_adds_up_to_the_measured_floor(tiny_results):
@@ -164,7 +164,7 @@ def test_the_committed_affine_reading_is_pinned_and_fails(committed):
     assert r["per_alpha"][0.99]["fit"] == "all levels"  # every n <= 20 pair is predicted 0 at alpha 0.99
     for kind in ("rel", "norm"):
         assert r["accuracy"][kind] == pytest.approx(COMMITTED_AFFINE[kind], abs=1e-6)
-    assert by_id(verify.build_ledger(committed))["toy-affine-reading"].verdict == verify.CALIBRATED_FAILS
+    assert by_id(claims.build_ledger(committed))["toy-affine-reading"].verdict == claims.CALIBRATED_FAILS
 
 
 def test_affine_reading_holds_on_held_out_data_that_are_affine_in_the_prediction(tiny_results):
@@ -177,52 +177,52 @@ def test_affine_reading_holds_on_held_out_data_that_are_affine_in_the_prediction
     r = ta.affine_reading(results)
     for v in r["per_alpha"].values():
         assert (v["a"], v["b"]) == (pytest.approx(0.8), pytest.approx(0.05))
-    assert by_id(verify.build_ledger(results))["toy-affine-reading"].verdict == verify.CALIBRATED_HOLDS
+    assert by_id(claims.build_ledger(results))["toy-affine-reading"].verdict == claims.CALIBRATED_HOLDS
 
 
 # ---- released data and the hub --------------------------------------------------------------------------------------
 def test_released_data_checks_are_consistent_never_reproduced(tiny_results):
     require_reference()
-    claims = by_id(verify.build_ledger(tiny_results))
+    entries = by_id(claims.build_ledger(tiny_results))
     for cid in ("pythia-l12-F", "pythia-l12-alpha", "pythia-l12-dstar", "pythia-l12-loss128",
                 "pythia-dstar-above-dmodel"):
-        assert claims[cid].verdict == verify.CONSISTENT, claims[cid]
-    assert "25,219" in claims["pythia-l12-loss128"].measured
-    assert verify.REPRODUCED not in {c.verdict for c in claims.values() if c.id.startswith("pythia")}
+        assert entries[cid].verdict == claims.CONSISTENT, entries[cid]
+    assert "25,219" in entries["pythia-l12-loss128"].measured
+    assert claims.REPRODUCED not in {c.verdict for c in entries.values() if c.id.startswith("pythia")}
 
 
 def test_every_abstract_claim_has_an_entry_even_when_untestable(tiny_results):
-    claims = by_id(verify.build_ledger(tiny_results))
+    entries = by_id(claims.build_ledger(tiny_results))
     for cid in ("distill-floor-order", "distill-affine-r2", "probing-coarse-concepts"):
-        assert claims[cid].verdict == verify.NOT_TESTABLE and "needs Experiment" in claims[cid].why
-    assert "R^2 = 0.993" in claims["distill-affine-r2"].text
+        assert entries[cid].verdict == claims.NOT_TESTABLE and "needs Experiment" in entries[cid].why
+    assert "R^2 = 0.993" in entries["distill-affine-r2"].text
 
 
 def test_reference_claims_without_the_data_are_not_testable(tiny_results, monkeypatch):
-    monkeypatch.setattr(verify, "reference_dir", lambda: None)
-    claims = by_id(verify.build_ledger(tiny_results))
+    monkeypatch.setattr(claims_lm, "reference_dir", lambda: None)  # the released files are missing
+    entries = by_id(claims.build_ledger(tiny_results))
     for cid in ("pythia-l12-F", "pythia-dstar-above-dmodel"):  # never the published values against themselves
-        assert claims[cid].verdict == verify.NOT_TESTABLE and "KDSAE_REFERENCE_DIR" in claims[cid].why
+        assert entries[cid].verdict == claims.NOT_TESTABLE and "KDSAE_REFERENCE_DIR" in entries[cid].why
 
 
 def test_paper_scale_claims_are_never_reproduced_without_the_hub(tiny_results):
-    claims = by_id(verify.build_ledger(tiny_results, source="local"))
+    entries = by_id(claims.build_ledger(tiny_results, source="local"))
     for cid in ("exp2-trialA-L0", "exp2-trialC-target"):
-        assert claims[cid].verdict == verify.NOT_TESTABLE and "--source hub" in claims[cid].why
+        assert entries[cid].verdict == claims.NOT_TESTABLE and "--source hub" in entries[cid].why
 
 
 def test_hub_claims_use_the_published_measurements(tiny_results):
     fake = {"A": [{"avg_active": 6_100.0, "dead": 0}] * 24, "C": [{"avg_active": 149.0, "dead": 7_000}] * 24}
-    claims = by_id(verify.build_ledger(tiny_results, source="hub", hub_measurements=fake.__getitem__))
-    assert claims["exp2-trialA-L0"].verdict == verify.REPRODUCED
-    assert claims["exp2-trialC-target"].verdict == verify.REPRODUCED
+    entries = by_id(claims.build_ledger(tiny_results, source="hub", hub_measurements=fake.__getitem__))
+    assert entries["exp2-trialA-L0"].verdict == claims.REPRODUCED
+    assert entries["exp2-trialC-target"].verdict == claims.REPRODUCED
 
 
 def test_a_failing_check_is_an_error_not_a_verdict(tiny_results):
     def broken(trial):
         raise RuntimeError("boom")
-    claims = by_id(verify.build_ledger(tiny_results, source="hub", hub_measurements=broken))
-    assert claims["exp2-trialA-L0"].verdict == verify.ERROR and "boom" in claims["exp2-trialA-L0"].why
+    entries = by_id(claims.build_ledger(tiny_results, source="hub", hub_measurements=broken))
+    assert entries["exp2-trialA-L0"].verdict == claims.ERROR and "boom" in entries["exp2-trialA-L0"].why
 
 
 # ---- the command line ------------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_verify_with_no_options_judges_the_committed_results(committed, tmp_path
     assert main(["verify", "--json", str(tmp_path / "l.json")]) == 0
     out = capsys.readouterr().out
     printed = {c["id"]: c for c in json.loads((tmp_path / "l.json").read_text())}
-    expected = by_id(verify.build_ledger(verify.committed_toy_evidence(), embedded_run=None))
+    expected = by_id(claims.build_ledger(ta.committed_evidence(), embedded_run=None))
     for cid in ("toy-accuracy", "toy-sparsity-order", "toy-lower-bound", "toy-affine-reading", "toy-knee"):
         assert printed[cid]["verdict"] == expected[cid].verdict, cid
     assert "inputs: results/toy/paper/toy_results.json" in out and "a quick sweep run now" not in out

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.figures import regression as fr
 from kdsae_core.toy.results import load_results
 
 KEPT = ("config.json", "status.json")
@@ -73,9 +75,6 @@ def commit_toy_results(out: Path, dest: Path) -> Path:
 def commit_figure_data(dest: Path | None = None) -> Path:
     """results/figures/{exp2,toy}: the data of every figure drawn from the committed runs (the reference of
     `kdsae verify --figures`)."""
-    import tempfile
-
-    from kdsae_core.figures import regression as fr
     dest = Path(dest) if dest is not None else paths.committed_figure_data()
     exp2 = paths.RESULTS / "exp2" / "embedded"
     toy = paths.toy_results_file("paper")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kdsae_core.hub.published import PUBLISHED, PUBLISHED_SNAPSHOTS, download_run, report
+from kdsae_core.hub.published_trials import PUBLISHED, PUBLISHED_SNAPSHOTS
 from kdsae_core.cli._args import int_list
 
 
@@ -39,6 +39,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # torch: imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.hub.published import download_run, report
+
     out = download_run(args.out, trial=args.trial, repo=args.repo, name=args.name, layers=args.layers,
                        snapshots=args.snapshots, revision=args.revision, cache=args.cache, model=args.model,
                        dataset=args.dataset, context=args.context, measure_tokens=args.measure_tokens,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdsae_core.hub.export import export_run
+from kdsae_core.hub.client import check_repo_id
 
 
 def register(sub) -> None:
@@ -18,8 +18,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # torch: imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.hub.export import export_run
+
     if args.repo:
-        from kdsae_core.hub.client import check_repo_id
         check_repo_id(args.repo)
     out = export_run(args.run, args.to, repo=args.repo, force=args.force)
     print(f"kdsae export: {out} (model card README.md, MANIFEST.sha256)")

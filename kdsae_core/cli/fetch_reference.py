@@ -18,7 +18,6 @@ from pathlib import Path
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData
 from kdsae_core.common.fileio import atomic_write_bytes
 from kdsae_core.common.paths import REPO_ROOT, reference_download_dir
-from kdsae_core.runs.reference import REFERENCE_FILES
 
 REPOSITORY = "Dawar13/COLM_ERDOS_labs"
 FOLDER = "results/exp2_sae"
@@ -65,8 +64,10 @@ def _download(url: str) -> bytes:
 
 def _validate(name: str, data: bytes) -> None:
     """Load the downloaded bytes with the same loaders the book uses; raise BadFile if they do not load."""
-    from kdsae_core.runs import reference as reference_data
+    # pandas and numpy: imported when the verb runs, so that `kdsae --help` starts without them
     from kdsae_core import theory
+    from kdsae_core.runs import reference as reference_data  # pandas, as above
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
@@ -82,8 +83,12 @@ def _validate(name: str, data: bytes) -> None:
 def fetch(out: Path | None = None, ref: str = DEFAULT_REF, progress: bool = False) -> Path:
     """Download every reference file into the target folder; return it. All files are downloaded and
     validated before any is written, so a failure leaves an existing folder untouched."""
-    target = target_dir(out)
+    # pandas, and tqdm.auto (slow to import): imported when the verb runs, so that `kdsae --help` starts fast
     from tqdm.auto import tqdm
+
+    from kdsae_core.runs.reference import REFERENCE_FILES  # pandas, as above
+
+    target = target_dir(out)
     fetched = {}
     for name in tqdm(REFERENCE_FILES, desc="fetch-reference", unit="file", disable=not progress):
         data = _download(f"{base_url(ref)}/{name}")

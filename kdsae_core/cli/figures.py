@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kdsae_core.common.errors import KdsaeError, MissingData, RunFolderError
-from kdsae_core.common.fileio import refuse_non_empty
+from kdsae_core.common.errors import KdsaeError, RunFolderError
+from kdsae_core.common.fileio import atomic_write_json, refuse_non_empty
 from kdsae_core.common.paths import RESULTS
 from kdsae_core.cli._args import int_list
 
@@ -36,42 +36,14 @@ def _check_out(out: Path, run: Path, force: bool) -> Path:
 
 def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = False, progress: bool = False,
              force: bool = False) -> dict:
-    """Draw every figure the run (and optionally the reference data) supports; return the index."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from tqdm.auto import tqdm
-
-    from kdsae_core.runs import reference as reference_data
-    from kdsae_core.runs import tables as run_data
-    from kdsae_core.figures import exp2_catalog as cat
-    from kdsae_core.common.fileio import atomic_write_json
+    """Draw every figure the run (and optionally the reference data) supports; write and return the index."""
+    # imported here: the catalog brings matplotlib and torch, which `kdsae` must not load for every verb
+    from kdsae_core.figures import catalog
 
     out = _check_out(Path(out), Path(run_folder), force)
-    run = run_data.load_run(run_folder, layers=layers)
-    jobs = cat.run_figures_for(run)
-    index = {"run": str(run_folder), "describes": run.describe(layers=layers), "figures": [], "skipped": []}
-    for s, trial in tqdm(jobs, desc="figures", unit="fig", disable=not progress):
-        try:
-            d = cat.draw(s.key, run, out, trial, layers)
-        except MissingData as e:
-            index["skipped"].append({"figure": s.stem(trial), "why": str(e)})
-            continue
-        index["figures"].append(_entry(d, out))
-    if with_reference:
-        try:
-            ms, stats = reference_data.reference_measurements(), reference_data.reference_training_stats()
-        except MissingData as e:
-            index["skipped"] += [{"figure": s.stem(), "why": str(e)} for s in cat.REFERENCE_FIGURES]
-        else:
-            for s in cat.REFERENCE_FIGURES:
-                index["figures"].append(_entry(cat.draw_reference(s.key, ms, stats, out), out))
+    index = catalog.draw_run_folder(run_folder, out, layers, with_reference, progress)
     atomic_write_json(out / "figures.json", index)
     return index
-
-
-def _entry(d, out: Path) -> dict:
-    return {"figure": d.stem, "chapter": d.spec.chapter, "heading": d.spec.heading,
-            "files": sorted(str(p.relative_to(out)) for p in d.files.values()), "rows": len(d.data)}
 
 
 def run(args) -> int:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdsae_core.measure import measure_run
-from kdsae_core.runs.tables import snapshot_tokens
-from kdsae_core.theory import ALIVE_THRESHOLD
 from kdsae_core.cli._args import int_list
 
 
@@ -25,6 +22,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # torch: imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.measure import measure_run
+
     written = measure_run(args.run, tokens=args.tokens, trials=args.trials, layers=args.layers,
                           snapshots=args.snapshots, device=args.device, force=args.force)
     print(render_text(written, args.run))
@@ -33,6 +33,10 @@ def run(args) -> int:
 
 def render_text(written: list[Path], run: Path) -> str:
     """The measured SAEs as a table (one row per trial, layer and snapshot): L0, F, alpha and d*_S."""
+    # pandas and numpy: imported when a table is printed, so that `kdsae --help` starts without them
+    from kdsae_core.runs.tables import snapshot_tokens
+    from kdsae_core.theory import ALIVE_THRESHOLD  # numpy, as above
+
     rows = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
     rows.sort(key=lambda r: (r["trial"], r["layer"], snapshot_tokens(r["snapshot"])))
     tokens = sorted({r["measure_tokens"] for r in rows})

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from kdsae_core.hub import client as hub
 from kdsae_core.common.errors import RunFolderError
-from kdsae_core.hub.export import export_run
 from kdsae_core.common.paths import run_config
 
 
@@ -31,6 +30,9 @@ def register(sub) -> None:
 
 def publish(run: Path, repo: str, revision: str | None = None, force: bool = False, private: bool = False,
             message: str | None = None) -> str:
+    # torch: imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.hub.export import export_run
+
     hub.check_repo_id(repo)
     hub.require_online(f"publishing {run} to {repo}")
     run = Path(run).expanduser().absolute()

@@ -115,7 +115,10 @@ def run(args) -> int:
     if nbp.FIGURE_FOLDER_PARAMETER in given and has_out:
         raise InvalidParameter(f"set the output folder with --out, not -p {nbp.FIGURE_FOLDER_PARAMETER} "
                                "(the figures go to OUT/figures).")
-    values = nbp.check(notebook, given, raw)           # raises before anything runs
+    # torch (the toy chapter's ToyConfig checks its values): imported when a notebook runs, not for `kdsae --help`
+    from kdsae_core.book import param_rules
+
+    values = param_rules.check(notebook, given, raw)   # raises before anything runs
     out = output_folder(args.out, notebook, args.force)
     inject = {name: values[name] for name in given}   # the checked values (e.g. 3 -> 3.0 for a float)
     if has_out:
@@ -167,7 +170,7 @@ def _kill_children() -> None:
 
 
 def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) -> int:
-    import papermill
+    import papermill  # imported when a notebook runs, so that `kdsae --help` starts without it
 
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{notebook.stem}.ipynb"
@@ -206,8 +209,8 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
 
 
 def _papermill(notebook: Path, given: dict, partial: Path, timeout: int) -> None:
-    import jupytext
-    import papermill
+    import jupytext  # imported when a notebook runs, so that `kdsae --help` starts without it
+    import papermill  # (as jupytext)
 
     nb = jupytext.read(notebook)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})

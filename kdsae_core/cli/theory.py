@@ -7,9 +7,6 @@ import json
 import textwrap
 from pathlib import Path
 
-import numpy as np
-
-from kdsae_core import theory
 from kdsae_core.cli._args import positive_int_list
 
 PYTHIA_410M_D_MODEL = 1024  # the released measurement files are of Pythia-410M and hold no d_in
@@ -26,6 +23,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # numpy (the theory's arrays): imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core import theory
+
     m = theory.load_measurement(args.measurements)
     d_in = json.loads(Path(args.measurements).read_text()).get("d_in") or PYTHIA_410M_D_MODEL
     out = m.summary(args.widths or theory.default_widths(int(d_in)))
@@ -36,6 +36,8 @@ def run(args) -> int:
 def render_text(s: dict) -> str:
     """The summary as a table: floors in the file's own units and as fractions of L_inf (the loss of predicting
     zero), so that 0.079 and 757.8 read as what they are: 0.009% and 88% of the same scale."""
+    from kdsae_core import theory  # numpy: imported when the table is printed, as in run()
+
     where = " ".join(x for x in (f"layer {s['layer']}" if s["layer"] is not None else "",
                                  f"snapshot {s['snapshot']}" if s["snapshot"] else "") if x) or "this SAE"
     L = s["L_inf"]
@@ -58,6 +60,8 @@ def render_text(s: dict) -> str:
 
 
 def _share(x: float, total: float) -> str:
+    import numpy as np  # imported when the table is printed, as in run()
+
     if total <= 0:
         return "-"
     f = 100 * x / total

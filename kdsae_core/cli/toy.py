@@ -8,10 +8,7 @@ from pathlib import Path
 
 from kdsae_core.common.errors import InvalidParameter, RunFolderError
 from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
-from kdsae_core.toy.parallel import run_parallel
-from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.profiles import KNEE_WIDTHS, PROFILES
-from kdsae_core.toy.sweep import run_sweep
 from kdsae_core.cli._args import alpha_list, int_list, positive_int_list
 
 
@@ -48,6 +45,11 @@ def _widths(text: str):
 
 
 def run(args) -> int:
+    # torch: imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.toy.parallel import run_parallel
+    from kdsae_core.toy.config import ToyConfig  # torch, as above
+    from kdsae_core.toy.sweep import run_sweep  # torch, as above
+
     fields = ("n", "alpha", "d_teacher", "widths", "importance", "mode", "steps", "batch", "lr", "seeds",
               "eval_samples", "seed", "checkpoint_every")
     cfg = ToyConfig.from_profile(args.profile, **{f: getattr(args, f) for f in fields})

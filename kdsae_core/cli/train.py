@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdsae_core.common import paths
-from kdsae_core.train.distributed import make_comm
 from kdsae_core.common.errors import BadFile, InvalidParameter, RunFolderError
-from kdsae_core.train.trainer import PROFILES, SAETrainConfig, Trainer
-from kdsae_core.train.config import recorded_settings
+from kdsae_core.train.profiles import PROFILES, recorded_settings
 from kdsae_core.cli._args import int_list
+from kdsae_core.cli.measure import render_text as measured_table
+
+if TYPE_CHECKING:
+    from kdsae_core.train.config import SAETrainConfig
 
 
 ALL_LAYERS = "all"
@@ -64,6 +67,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # torch: imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.measure import measure_run
+    from kdsae_core.train.distributed import make_comm  # torch, as above
+    from kdsae_core.train.config import SAETrainConfig  # torch, as above
+    from kdsae_core.train.trainer import Trainer  # torch, as above
+
     overrides = dict(model=args.model, layers=args.layers, trials=args.trial, d_sae=args.d_sae,
                      expansion=args.expansion, tokens=args.tokens, n_snapshots=args.n_snapshots,
                      batch_tokens=args.batch_tokens, context=args.context, dataset=args.dataset, device=args.device,
@@ -72,7 +81,7 @@ def run(args) -> int:
                      sae_step=args.sae_step)
     given = {k: v for k, v in overrides.items() if v is not None}
     if args.resume and paths.run_config(args.out).exists():
-        cfg = recorded_config(args.out, args.profile, given)  # before anything loads
+        cfg = SAETrainConfig.from_json(resume_settings(args.out, args.profile, given))  # before anything loads
     else:
         if given.get("layers") == ALL_LAYERS:
             del given["layers"]  # every layer: the config's default
@@ -90,13 +99,11 @@ def run(args) -> int:
         return 0
     print(f"kdsae train: run folder {args.out}")
     if args.measure:
-        from kdsae_core.measure import measure_run
-        from kdsae_core.cli.measure import render_text
-        print(render_text(measure_run(args.out), args.out))
+        print(measured_table(measure_run(args.out), args.out))
     return 0
 
 
-def recorded_config(out: Path, profile: str | None, given: dict) -> SAETrainConfig:
+def resume_settings(out: Path, profile: str | None, given: dict) -> dict:
     """The settings a run folder recorded (config.json), for `--resume`: an option given as well must agree with
     them, or the resume is refused here, in one line naming each disagreement, before the model loads."""
     try:
@@ -118,7 +125,7 @@ def recorded_config(out: Path, profile: str | None, given: dict) -> SAETrainConf
     if differ:
         raise RunFolderError(f"{out} holds a run with other settings: {'; '.join(differ)}. Resume it with "
                              f"`kdsae train --out {out} --resume` alone (its own settings), or use another --out.")
-    return SAETrainConfig.from_json(settings)
+    return settings
 
 
 def refuse_unused_target_l0(cfg: SAETrainConfig, target_l0: float | None) -> None:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kdsae_core.book import claims as verify
-from kdsae_core.common.paths import RESULTS
-from kdsae_core.toy.analysis import evidence_with_grid
-from kdsae_core.toy.config import ToyConfig
-from kdsae_core.toy.results import load_results
+from kdsae_core.common.fileio import atomic_write_json
+from kdsae_core.common.paths import RESULTS, committed_figure_data, toy_results_file
 from kdsae_core.toy.profiles import paper_grid_time
-from kdsae_core.toy.sweep import run_sweep
+
+if TYPE_CHECKING:
+    from kdsae_core.toy.analysis import ToyEvidence
 
 
 def register(sub) -> None:
@@ -39,13 +38,16 @@ def register(sub) -> None:
 
 
 def hub_measurements(trial: str, device: str | None = None) -> list[dict]:
+    # torch: imported when the hub is asked for, so that `kdsae --help` starts without it
     from kdsae_core.hub.published import measure_published_trial
+
     return measure_published_trial(trial, device=device)
 
 
 def run_figures(args) -> int:
+    # matplotlib and torch: imported when the figures are redrawn, so that `kdsae --help` starts without them
     from kdsae_core.figures import regression as fr
-    from kdsae_core.common.paths import committed_figure_data, toy_results_file
+
     toy = args.toy_results or toy_results_file("paper")
     committed = Path(args.embedded_run).resolve() == (RESULTS / "exp2" / "embedded").resolve() and not args.toy_results
     drifts = fr.check_committed(committed_figure_data(), args.embedded_run, toy if Path(toy).exists() else None,
@@ -57,29 +59,37 @@ def run_figures(args) -> int:
     return 1 if drifts else 0
 
 
-def toy_evidence(args) -> verify.ToyEvidence:
+def toy_evidence(args) -> ToyEvidence:
     """The committed results (what the book shows), unless a results file or a fresh sweep is asked for; the
     direct-mode sweep and the other importance profiles are the committed ones either way."""
+    # torch (the toy sweep): imported when the verb runs, so that `kdsae --help` starts without it
+    from kdsae_core.toy.analysis import committed_evidence, evidence_with_grid
+    from kdsae_core.toy.config import ToyConfig  # torch, as above
+    from kdsae_core.toy.results import load_results  # torch, as above
+    from kdsae_core.toy.sweep import run_sweep  # torch, as above
+
     if args.toy_results:
         return evidence_with_grid(load_results(args.toy_results), str(args.toy_results))
     if args.profile:
         return evidence_with_grid(run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty()),
                                   f"a {args.profile} sweep run now")
-    return verify.committed_toy_evidence()  # missing committed results: one line naming the file
+    return committed_evidence()  # missing committed results: one line naming the file
 
 
 def run(args) -> int:
     if args.figures:
         return run_figures(args)
-    ledger = verify.build_ledger(toy_evidence(args), args.source, args.embedded_run,
+    # pandas and torch (the ledger's checks): imported when the verb runs, so that `kdsae --help` starts without them
+    from kdsae_core.book import claims
+
+    ledger = claims.build_ledger(toy_evidence(args), args.source, args.embedded_run,
                                  lambda trial: hub_measurements(trial, args.device))
-    print(verify.render_text(ledger))
+    print(claims.render_text(ledger))
     if args.json:
-        from kdsae_core.common.fileio import atomic_write_json
         atomic_write_json(args.json, ledger.as_dicts())
     counts = ledger.counts()
-    if counts[verify.ERROR]:
+    if counts[claims.ERROR]:
         return 1
-    if args.strict and counts[verify.NOT_REPRODUCED]:
+    if args.strict and counts[claims.NOT_REPRODUCED]:
         return 1
     return 0

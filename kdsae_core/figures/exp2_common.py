@@ -1,13 +1,14 @@
-"""Shared pieces of the Experiment 2 figures: metric names with units, layer colours, titles, saving."""
+"""The vocabulary of the Experiment 2 figures: metric names with units, how a table cell prints a value,
+layer and trial colours, and the per-column shading of layer-by-metric tables. (Figure creation, titles,
+axes and saving are shared with the toy figures, in `figures.style`.)"""
 
 from __future__ import annotations
-
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
 
@@ -70,27 +71,12 @@ def layer_legend_or_colourbar(fig: Figure, axes, layers, colours) -> None:
         fig.legend(handles, [f"layer {layer}" for layer in layers], loc="outside right center", frameon=False,
                    title="layer (0-based)")
         return
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import ListedColormap, BoundaryNorm
     cmap = ListedColormap([colours[layer] for layer in layers])
     norm = BoundaryNorm(np.arange(len(layers) + 1) - 0.5, len(layers))
     cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, location="right", shrink=0.9, pad=0.02)
     step = max(1, len(layers) // 8)
     cb.set_ticks(range(0, len(layers), step), labels=[str(layers[i]) for i in range(0, len(layers), step)])
     cb.set_label("layer (0-based)")
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A figure not registered with pyplot (no global state; many figures in a loop do not leak)."""
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def suptitle(fig: Figure, what: str, header: str, fontsize: float = 10) -> None:
-    """Every figure says what it shows and, from config.json, the model, layers, token budget and trial;
-    wrapped to the figure's width so a narrow figure never clips it."""
-    chars = max(30, int(fig.get_figwidth() * 72 / (0.56 * fontsize)))
-    lines = textwrap.wrap(what, chars) + textwrap.wrap(header, chars)
-    fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 def heat_matrix(table: pd.DataFrame, metrics: list[str]) -> np.ndarray:
@@ -106,40 +92,3 @@ def heat_matrix(table: pd.DataFrame, metrics: list[str]) -> np.ndarray:
 def text_colour(shade: float, cmap_name: str) -> str:
     r, g, b, _ = colormaps[cmap_name](shade)
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-
-
-def save(fig: Figure, data, folder: Path, name: str, formats: tuple[str, ...] = ("png",)) -> dict[str, Path]:
-    """Write `name.png` (and other formats) with `name.csv` (a table) or `name.json` beside it."""
-    from kdsae_core.common.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-    import io
-    folder = Path(folder)
-    written = {}
-    for ext in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150, metadata={"Software": None} if ext == "png" else None)
-        atomic_write_bytes(folder / f"{name}.{ext}", buf.getvalue())
-        written[ext] = folder / f"{name}.{ext}"
-    if isinstance(data, pd.DataFrame):
-        atomic_write_text(folder / f"{name}.csv", data.to_csv(index=False))
-        written["data"] = folder / f"{name}.csv"
-    else:
-        atomic_write_json(folder / f"{name}.json", data)
-        written["data"] = folder / f"{name}.json"
-    return written
-
-
-def tokens_axis(ax, label: str = "training tokens") -> None:
-    """Token counts as 50k / 1.5M / 300M rather than 1e8 offsets."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-    from kdsae_core.runs.tables import format_tokens
-    ax.xaxis.set_major_locator(MaxNLocator(6))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_tokens(v) if v > 0 else "0"))
-    ax.set_xlabel(label)
-
-
-def plain_log_axis(axis) -> None:
-    """A log axis labelled 0.01, 0.02, 0.05, ... instead of powers of ten only."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from kdsae_core.runs.tables import RunData
-from kdsae_core.figures.exp2_common import PILOT_COLOUR, TRIAL_COLOURS, axis_label, new_figure, plain_log_axis, suptitle
+from kdsae_core.figures.exp2_common import PILOT_COLOUR, TRIAL_COLOURS, axis_label
+from kdsae_core.figures.style import new_figure, plain_log_axis, suptitle
 
 MAIN_TRIALS = ("A", "B", "C")
 ROLE = {"A": "dense regime", "B": "paper-exact", "C": "adaptive, target L0"}
@@ -74,3 +76,13 @@ def frontier(data: pd.DataFrame, header: str) -> Figure:
     ax.margins(0.08)
     suptitle(fig, "The sparsity\u2013reconstruction frontier: every layer of every trial (final snapshot)", header, 10)
     return fig
+
+
+def frontier_sentence(d: pd.DataFrame) -> str:
+    """Each trial's mean L0 and MSE, and at how many layers a sparser trial always costs reconstruction."""
+    m = d.groupby("trial")[["L0", "mse"]].mean()
+    parts = [f"trial {t}: mean L0 {r.L0:,.1f}, MSE {r.mse:.3g}" for t, r in m.iterrows()]
+    by_layer = [np.all(np.diff(g.sort_values("L0")["mse"].to_numpy()) < 0) for _, g in d.groupby("layer")]
+    verdict = (f"At {sum(by_layer)} of {len(by_layer)} layers every step to a sparser trial (lower L0) costs "
+               "reconstruction (higher MSE)")
+    return "; ".join(parts) + f". {verdict}" + (": the trials trace one trade-off." if all(by_layer) else ".")

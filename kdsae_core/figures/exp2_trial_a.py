@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from kdsae_core import theory
 from kdsae_core.runs.tables import RunData
-from kdsae_core.figures.exp2_common import (CARD_METRICS, axis_label, fmt, heat_matrix, layer_colours, layer_legend_or_colourbar,
-                          new_figure, plain_log_axis, short, suptitle, text_colour,
-                          tokens_axis)
+from kdsae_core.figures.exp2_common import (CARD_METRICS, axis_label, fmt, heat_matrix, layer_colours,
+                                           layer_legend_or_colourbar, short, text_colour)
+from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 
 CURVE_METRICS = ["mse", "l1", "loss"]
 KD_METRICS = ["alpha", "g_alpha", "d_star_S"]
@@ -200,7 +201,6 @@ def predicted_floors(data: pd.DataFrame, header: str) -> Figure:
     ax.set_xlabel("student width d_S (dimensions, log scale)")
     ax.set_ylabel("predicted floor L*(d_S) / L\u221e (fraction)")
     ax.grid(alpha=0.3, which="both")
-    from matplotlib.lines import Line2D
     handles = [Line2D([], [], color=colours[layer], lw=2) for layer in layers] + [
         Line2D([], [], color="0.3", marker="o", ls="", mec="black"), Line2D([], [], color="0.3", ls=":")]
     labels = [f"layer {layer}" for layer in layers] + ["widths in the measurement file", "d*_S of the layer"]
@@ -210,3 +210,44 @@ def predicted_floors(data: pd.DataFrame, header: str) -> Figure:
     fig.legend(handles, labels, fontsize=8, loc="outside right center", frameon=False)
     suptitle(fig, "Refined loss floor vs student width (from each layer's measured importance)", header, 10)
     return fig
+
+
+# ---- the sentence under each figure, computed from exactly the data it plotted ------------------------
+def training_curves_sentence(d: pd.DataFrame) -> str:
+    by = d.groupby("tokens")["mse"].mean()
+    tail = by[by.index >= by.index.max() * 0.9]
+    change = (tail.iloc[-1] - tail.iloc[0]) / tail.iloc[0] if len(tail) > 1 else float("nan")
+    return (f"Layer-mean MSE fell from {by.iloc[0]:.3g} at the first logged step to {by.iloc[-1]:.3g}; over the last "
+            f"10% of training tokens it moved by {percent(change)}, so the final snapshot is "
+            f"{'close to converged' if abs(change) < 0.05 else 'still moving: read its numbers as provisional'}.")
+
+
+def summary_card_sentence(d: pd.DataFrame) -> str:
+    hi, lo = d.loc[d["d_star_S"].idxmax()], d.loc[d["d_star_S"].idxmin()]
+    return (f"Critical width ranges from {lo['d_star_S']:,.1f} (layer {int(lo['layer'])}) to {hi['d_star_S']:,.1f} "
+            f"(layer {int(hi['layer'])}); dead latents total {int(d['dead'].sum()):,}.")
+
+
+def kd_quantities_sentence(d: pd.DataFrame) -> str:
+    d_model = int(d["d_in"].iloc[0])
+    above = int((d["d_star_S"] > d_model).sum())
+    return (f"d*_S exceeds the teacher's width d_model = {d_model} at {above} of {len(d)} layers: there, even a student "
+            "as wide as the teacher is predicted to lose features (a non-zero floor).")
+
+
+def l0_vs_mse_sentence(d: pd.DataFrame) -> str:
+    r = d[["L0", "mse"]].rank().corr().iloc[0, 1] if len(d) > 2 else float("nan")
+    reading = ("layers that keep more latents active also reconstruct worse; lambda is the same for all, so the layer "
+               "drives both" if r > 0.3 else "more active latents go with better reconstruction" if r < -0.3
+               else "no consistent ordering")
+    return f"Across layers, L0 and MSE have Spearman rank correlation {r:+.2f}: {reading}."
+
+
+def predicted_floors_sentence(d: pd.DataFrame) -> str:
+    f = d[d["source"] == "file"]
+    if f.empty:
+        return "The measurement files hold no predictions at fixed widths."
+    half = int(f["width"].iloc[(f["width"] - f["d_in"].iloc[0] / 2).abs().argmin()])
+    at = f[f["width"] == half]["floor_frac"]
+    return (f"At d_S = {half} (half the teacher's width) the predicted floor is {percent(at.min())}\u2013"
+            f"{percent(at.max())} of L\u221e across layers; it reaches 0 only at d*_S.")

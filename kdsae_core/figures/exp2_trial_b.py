@@ -12,11 +12,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from kdsae_core.runs.tables import RunData
-from kdsae_core.figures.exp2_common import CARD_METRICS, fmt, heat_matrix, new_figure, short, suptitle, text_colour
+from kdsae_core.figures.exp2_common import CARD_METRICS, fmt, heat_matrix, short, text_colour
+from kdsae_core.figures.style import new_figure, percent, suptitle
 from kdsae_core.figures.exp2_trial_a import draw_card, layer_table
 
-VARIANTS = ["paper_heatmap", "slides_heatmap", "appendix_sidecar", "small_multiples", "smooth_depth",
-            "correlation", "headline"]
 SLIDE_METRICS = ["L0", "alpha", "d_star_S", "dead"]
 PAPER_CMAP = "YlGnBu"  # sequential, one direction of meaning, prints in greyscale
 
@@ -256,3 +255,41 @@ def headline(data: pd.DataFrame, header: str) -> Figure:
         ax.text(0.5, 0.14, unit, ha="center", va="center", fontsize=8.5, color="0.35")
     suptitle(fig, "Headline numbers", header, 10)
     return fig
+
+
+# ---- the sentence under each variant, computed from exactly the data it plotted -----------------------
+def slides_heatmap_sentence(d: pd.DataFrame) -> str:
+    return "The same final-snapshot numbers as variant 1, four metrics only."
+
+
+def appendix_sidecar_sentence(d: pd.DataFrame) -> str:
+    return (f"The top 10% of alive latents hold {percent(d['top10pct_share'].min())}\u2013"
+            f"{percent(d['top10pct_share'].max())} of each layer's L\u221e; the more concentrated the importance, the "
+            "further the refined floor sits below the naive one.")
+
+
+def small_multiples_sentence(d: pd.DataFrame) -> str:
+    return "Each panel is one layer; bars are relative to the other layers, numbers are measured."
+
+
+def smooth_depth_sentence(d: pd.DataFrame) -> str:
+    return "Colour between the white lines is interpolated between measured layers, not measured."
+
+
+def correlation_sentence(d: pd.DataFrame) -> str:
+    off = d[d["metric_x"] < d["metric_y"]].dropna(subset=["r"])
+    found = off[[not definitional(x, y) for x, y in zip(off["metric_x"], off["metric_y"])]]
+    if found.empty:
+        return "Too few varying metrics for a correlation that is not fixed by definition."
+    top = found.loc[found["r"].abs().idxmax()]
+    pair = d[(d["metric_x"] == "alpha") & (d["metric_y"] == "dead")]["r"]
+    extra = f" \u03b1 vs dead latents: r = {pair.iloc[0]:+.2f}." if len(pair) and pd.notna(pair.iloc[0]) else ""
+    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers that is not fixed by definition (the grey "
+            f"cells, such as L0 vs \u03b1, are arithmetic): {short(top['metric_x'])} vs {short(top['metric_y'])} "
+            f"(r = {top['r']:+.2f}); with this few layers, read the signs.{extra}")
+
+
+def headline_sentence(d: pd.DataFrame) -> str:
+    r = d.iloc[0]
+    return (f"Mean \u03b1 {r['mean_alpha']:.4f} and mean L0 {r['mean_L0']:,.1f} over {int(r['n_layers'])} layers, "
+            f"with {int(r['total_dead']):,} dead latents in total.")

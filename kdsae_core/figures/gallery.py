@@ -16,7 +16,9 @@ from kdsae_core.common import paths
 from kdsae_core.runs import reference as reference_data
 from kdsae_core.runs import tables as run_data
 from kdsae_core.common.errors import MissingData
-from kdsae_core.figures import exp2_catalog as cat
+from kdsae_core.toy.results import load_results
+from kdsae_core.figures import catalog as cat
+from kdsae_core.figures.style import data_uri
 
 CHAPTER_TITLES = {
     "01_toy_validation": "Experiment 1: the toy model",
@@ -25,15 +27,6 @@ CHAPTER_TITLES = {
     "04_trial_c": "Trial C: adaptive \u03bb, target L0",
     "05_trials_compared": "Why these three trials",
     "06_pythia_reference": "Pythia-410M reference measurements",
-}
-PAPER_CHOICE = {"paper_heatmap"}
-TOY_RATIONALE = {
-    "toy_loss_vs_width": ("Loss floor vs student width", "The central test of the theory: measured floors (seed median "
-                          "and range) against the predicted refined and naive floors, with d*_S marked."),
-    "toy_accuracy_grid": ("Accuracy per (alpha, F)", "How closely measured matches predicted in each cell of the "
-                          "grid: where the closed form can be trusted."),
-    "toy_measured_vs_predicted": ("Measured vs predicted", "Every (configuration, width) pair against the diagonal, "
-                                  "and the measured knee against d*_S."),
 }
 CSS = """<style>
 .kd-gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:14px;margin:8px 0 26px}
@@ -52,45 +45,35 @@ def _thumbnail(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _data_uri(path: Path) -> str:
-    mime = "text/csv" if path.suffix == ".csv" else "application/json"
-    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 def _card(d: cat.Drawn, notebooks_url: str) -> str:
     s = d.spec
-    badge = '<span class="kd-badge">used in the paper</span>' if s.key in PAPER_CHOICE else ""
+    badge = '<span class="kd-badge">used in the paper</span>' if s.in_paper else ""
     data_file = d.files["data"]
     link = f"{notebooks_url}/{s.chapter}.html#{s.anchor}"
     return (f'<div class="kd-card"><a href="{link}"><img src="{_thumbnail(d.figure)}" alt="{html.escape(d.stem)}"></a>'
             f"<h4>{html.escape(s.heading)}{badge}</h4><div>{html.escape(s.rationale)}</div>"
             f'<div class="kd-links"><a href="{link}">cell that draws it</a>'
-            f'<a download="{data_file.name}" href="{_data_uri(data_file)}">data ({data_file.suffix[1:].upper()})</a></div>'
+            f'<a download="{data_file.name}" href="{data_uri(data_file)}">data ({data_file.suffix[1:].upper()})</a></div>'
             f'<div class="kd-file">{html.escape(d.stem)}.png</div></div>')
 
 
 def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[str], str]:
     """Cards for the toy chapter's figures, drawn from committed toy results (no sweep is run here)."""
-    try:
-        from kdsae_core.figures import toy as toy_figures
-        from kdsae_core.toy.results import load_results
-    except ImportError:
-        return [], ""
     path = (Path(path) if Path(path).exists() else None) if path else paths.committed_toy_results()
     if path is None:
         return [], "<p>Experiment 1: no committed toy results to draw from here; the chapter runs them live.</p>"
-    written = toy_figures.draw_all(load_results(path), out / "toy")
+    written = cat.draw_toy(load_results(path), out / "toy")
     cards = []
-    link = f"{notebooks_url}/01_toy_validation.html"
+    link = f"{notebooks_url}/{cat.TOY_CHAPTER}.html"
     for name, files in written.items():
-        heading, why = TOY_RATIONALE.get(name, (name, ""))
+        heading, why = cat.spec(name).heading, cat.spec(name).rationale
         thumb = "data:image/png;base64," + base64.b64encode(files["png"].read_bytes()).decode()
-        data = files.get("csv") or files.get("data")
+        data = files["data"]
         cards.append(f'<div class="kd-card"><a href="{link}"><img src="{thumb}" alt="{html.escape(name)}"></a>'
                      f"<h4>{html.escape(heading)}</h4><div>{html.escape(why)}</div>"
                      f'<div class="kd-links"><a href="{link}">chapter</a>'
-                     + (f'<a download="{data.name}" href="{_data_uri(data)}">data ({data.suffix[1:].upper()})</a>'
-                        if data else "") + f'</div><div class="kd-file">{html.escape(name)}.png</div></div>')
+                     f'<a download="{data.name}" href="{data_uri(data)}">data ({data.suffix[1:].upper()})</a>'
+                     f'</div><div class="kd-file">{html.escape(name)}.png</div></div>')
     return cards, ""
 
 
@@ -98,8 +81,6 @@ def gallery_html(run: str | Path = "results/exp2/embedded", out: str | Path | No
                  reference_dir: str | Path | None = None, notebooks_url: str = "../notebooks",
                  toy_results: str | Path | None = None) -> str:
     """Draw every figure (into `out`, default _build/figures/gallery) and return the gallery as HTML."""
-    import matplotlib
-    matplotlib.rcParams["figure.max_open_warning"] = 0
     run = Path(run)
     run = run if run.is_absolute() else paths.REPO_ROOT / run
     out = Path(out) if out else paths.figures_out("gallery")

@@ -12,18 +12,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from kdsae_core import theory
-from kdsae_core.runs.reference import REFERENCE_MODEL
+from kdsae_core.runs.reference import PUBLISHED_LAYERS, REFERENCE_D_MODEL, REFERENCE_MODEL
 from kdsae_core.runs.tables import format_tokens, layer_span
-from kdsae_core.figures.exp2_common import new_figure, plain_log_axis, suptitle, tokens_axis
+from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 
-PYTHIA_D_MODEL = 1024
 PYTHIA_D_SAE = 32_768
 MARKED_WIDTHS = (128, 256, 512, 1024)
 
 
 def header(layers, tokens: float | None = 300e6) -> str:
     tok = f", {format_tokens(tokens)} Pile tokens" if tokens else ""
-    return (f"{REFERENCE_MODEL} (d_model {PYTHIA_D_MODEL}), {layer_span(layers)}, d_sae {PYTHIA_D_SAE:,}{tok} "
+    return (f"{REFERENCE_MODEL} (d_model {REFERENCE_D_MODEL}), {layer_span(layers)}, d_sae {PYTHIA_D_SAE:,}{tok} "
             "\u2014 the authors' released measurements")
 
 
@@ -86,7 +85,7 @@ def importance_distribution(data: pd.DataFrame, header_text: str) -> Figure:
 def floors_vs_width_data(measurements: dict[int, theory.Measurement], top: int = 1600, points: int = 200) -> pd.DataFrame:
     """Refined and naive floors (absolute and as a fraction of L_inf) over a width grid that includes the
     paper's widths {128, 256, 384, 512, 768, 1024} (`paper_width` marks them)."""
-    paper = theory.default_widths(PYTHIA_D_MODEL)
+    paper = theory.default_widths(REFERENCE_D_MODEL)
     grid = np.unique(np.concatenate([np.round(np.geomspace(16, top, points)).astype(int), paper]))
     rows = []
     for layer, m in sorted(measurements.items()):
@@ -121,8 +120,8 @@ def floors_vs_width(data: pd.DataFrame, header_text: str) -> Figure:
         ax.annotate(f"d*_S = {ds:,.0f}", (ds, 0.55 + 0.08 * layers.index(layer)), xycoords=("data", "axes fraction"),
                     fontsize=8, color=colours[layer], ha="left", textcoords="offset points", xytext=(3, 0))
     for a in (ax, axl):
-        a.axvline(PYTHIA_D_MODEL, color="0.2", ls="-", lw=0.8)
-        a.annotate(f"teacher d_model = {PYTHIA_D_MODEL}", (PYTHIA_D_MODEL, 0.97), xycoords=("data", "axes fraction"),
+        a.axvline(REFERENCE_D_MODEL, color="0.2", ls="-", lw=0.8)
+        a.annotate(f"teacher d_model = {REFERENCE_D_MODEL}", (REFERENCE_D_MODEL, 0.97), xycoords=("data", "axes fraction"),
                    rotation=90, ha="right", va="top", fontsize=8)
         a.set_xscale("log")
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -179,3 +178,35 @@ def training_curves(data: pd.DataFrame, header_text: str) -> Figure:
     suptitle(fig, f"SAE training curves as released (first logged step omitted; layer 8's run used another \u03bb{note})",
              header_text, 10)
     return fig
+
+
+# ---- the sentence under each figure (from the released files the figure was drawn from) ---------------
+SMALLEST_STUDENT = MARKED_WIDTHS[0]  # the importance sentence: how little a width-128 student keeps
+
+
+def importance_distribution_sentence(measurements: dict[int, theory.Measurement], stats=None) -> str:
+    parts = []
+    for layer, m in sorted(measurements.items()):
+        kept = int(np.floor(SMALLEST_STUDENT * m.g_alpha))
+        share = float(m.sorted_importance[:kept].sum() / m.L_inf)
+        parts.append(f"layer {layer}: a width-{SMALLEST_STUDENT} student keeps {kept:,} of {m.F_alive:,} features "
+                     f"({percent(kept / m.F_alive)}) holding {100 * share:.3f}% of L\u221e")
+    return "; ".join(parts) + ". Few features carry almost all of the importance."
+
+
+def floors_vs_width_sentence(measurements: dict[int, theory.Measurement], stats=None) -> str:
+    parts = [f"layer {layer}: d*_S = {m.d_star_S:,.1f} > d_model {REFERENCE_D_MODEL}" if m.d_star_S > REFERENCE_D_MODEL else
+             f"layer {layer}: d*_S = {m.d_star_S:,.1f}" for layer, m in sorted(measurements.items())]
+    return ("; ".join(parts) + ". The naive floor (features dropped \u00d7 L\u221e/F) is far above the refined one "
+            "because the dropped features are the least important.")
+
+
+def training_curves_sentence(measurements, stats: pd.DataFrame) -> str:
+    last = stats.sort_values("tokens").groupby("layer").tail(1).sort_values("layer")
+    parts = "; ".join(f"layer {int(r.layer)}: \u03bb {r.l1_coeff:.0e}, final L0 {r.L0:,.1f}" for r in last.itertuples())
+    # the released layer-8 curves are not the run behind the published layer-8 row: say so when they show it
+    layer8_other_run = any(abs(r.l1_coeff - 3e-4) < 1e-12 for r in last.itertuples() if r.layer == 8)
+    if layer8_other_run:
+        return (parts + ". The released layer-8 curves come from a \u03bb 3e-4 run, not from the run behind the "
+                f"published layer-8 row (L0 {PUBLISHED_LAYERS[8]['L0']}).")
+    return parts + "."

@@ -11,10 +11,17 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
+
+from kdsae_core.toy.analysis import evidence_with_grid, shown
+from kdsae_core.toy.results import load_results
+from kdsae_core.figures import catalog
 
 DATA_SUFFIXES = (".csv", ".json")
 
@@ -120,30 +127,21 @@ def draw_figure_data(out: Path, exp2_run: Path | None, toy_results: Path | None)
     """Draw every figure of the committed runs into `out` ({group: folder}): `exp2` from an Experiment 2 run
     folder, `toy` from a toy_results.json. The Pythia-410M reference figures are left out: their data are
     the authors' files, which are read from outside the repository and never committed."""
-    import matplotlib
     matplotlib.use("Agg")
-    from kdsae_core.cli.figures import draw_all as draw_exp2
-    from kdsae_core.figures import toy as toy_figures
-    from kdsae_core.figures import toy_why
-    from kdsae_core.toy.analysis import evidence_with_grid, shown
-    from kdsae_core.toy.results import load_results
-
     groups = {}
     if exp2_run is not None:
         groups["exp2"] = Path(out) / "exp2"
-        draw_exp2(exp2_run, groups["exp2"])
-        (groups["exp2"] / "figures.json").unlink(missing_ok=True)  # an index of paths, not figure data
+        catalog.draw_run_folder(exp2_run, groups["exp2"])
     if toy_results is not None:
         groups["toy"] = Path(out) / "toy"
         grid = load_results(toy_results)
-        toy_figures.draw_all(grid, groups["toy"])
-        toy_why.draw_why(evidence_with_grid(grid, shown(toy_results)), groups["toy"])
+        catalog.draw_toy(grid, groups["toy"])
+        catalog.draw_why(evidence_with_grid(grid, shown(toy_results)), groups["toy"])
     return groups
 
 
 def only_data(folder: Path, dest: Path) -> None:
     """Copy the figure data files (not the PNGs) of `folder` to `dest`, replacing what was there."""
-    import shutil
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -155,7 +153,6 @@ def only_data(folder: Path, dest: Path) -> None:
 def check_committed(reference: Path, exp2_run: Path | None, toy_results: Path | None, tolerances=EXACT,
                     work: Path | None = None) -> list[Drift]:
     """Redraw the figures and compare their data with the committed reference, group by group."""
-    import tempfile
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         groups = draw_figure_data(Path(tmp), exp2_run, toy_results)
         drifts = []

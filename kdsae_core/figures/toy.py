@@ -1,5 +1,6 @@
 """The three figures of Experiment 1 (the toy model), each a pure function of a toy_results dict
-(`kdsae_core.toy.results.assemble_results`), with a `*_data` function returning the exact table it plots.
+(`kdsae_core.toy.results.assemble_results`), with a `*_data` function returning the exact table it plots and a
+sentence computed from the same numbers (`figures.catalog` lists them).
 
 Losses are drawn as a fraction of L_inf (the loss of predicting zero), so panels with different sparsity
 share one scale; the tables hold the raw values as well.
@@ -7,8 +8,8 @@ share one scale; the tables hold the raw values as well.
 
 from __future__ import annotations
 
+import html
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,10 @@ from matplotlib.patches import Rectangle
 
 from kdsae_core.toy.analysis import PAPER_ACCURACY as PAPER_THRESHOLD  # "above 93% at all sparsity levels"
 from kdsae_core.toy.analysis import accuracy_medians, lower_bound, on_paper_grid, pairs
-from kdsae_core.figures.style import (CRITICAL_COLOUR, MISSING_COLOUR, PALETTE, PREDICTED_COLOUR, SEQUENTIAL_CMAP, new_figure,
-                    save_figure, suptitle)
+from kdsae_core.figures.style import (CRITICAL_COLOUR, MISSING_COLOUR, PALETTE, PREDICTED_COLOUR, SEQUENTIAL_CMAP,
+                                      new_figure, percent, suptitle)
 
+PAPER_PERCENT = f"{PAPER_THRESHOLD:.0%}"  # the paper's accuracy threshold as the texts print it ("93%")
 ALPHA = "\u03b1"
 L_INF = "L\u221e"
 DASH = "\u2013"
@@ -237,10 +239,6 @@ def measured_vs_predicted(results: dict) -> Figure:
 
 
 # ---- sentences computed from the same numbers --------------------------------------------------------
-def _pct(v) -> str:
-    return v if isinstance(v, str) else f"{100 * v:.1f}%"
-
-
 def _pairs(k) -> str:
     return f"{k} pair" if k == 1 else f"{k} pairs"
 
@@ -254,11 +252,11 @@ def loss_sentence(results: dict) -> str:
              f"{b['nonzero_at_or_above']} measure at or above it (the other {b['trivial']} are predicted 0 and pass "
              "trivially)"]
     if below.any():
-        parts.append(f"below d*_S the measured floor exceeds the predicted one by a median {_pct(float(gap[below].median()))} "
+        parts.append(f"below d*_S the measured floor exceeds the predicted one by a median {percent(float(gap[below].median()))} "
                      f"of L\u221e ({_pairs(int(below.sum()))})")
     if (~below).any():
         parts.append(f"at or above d*_S, where the prediction is 0, students measure a median "
-                     f"{_pct(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e ({_pairs(int((~below).sum()))})")
+                     f"{percent(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e ({_pairs(int((~below).sum()))})")
     return "; ".join(parts) + "."
 
 
@@ -289,8 +287,8 @@ def accuracy_sentence(results: dict) -> str:
     lines = []
     for a in m["norm"]:
         rel = ("no pairs below d*_S" if m["rel"][a] is None
-               else f"{_pct(m['rel'][a])} over {_pairs(m['pairs_below_d_star'][a])} below d*_S")
-        lines.append(f"- \u03b1 = {a!r}: accuracy_rel {rel}; accuracy_norm {_pct(m['norm'][a])} over "
+               else f"{percent(m['rel'][a])} over {_pairs(m['pairs_below_d_star'][a])} below d*_S")
+        lines.append(f"- \u03b1 = {a!r}: accuracy_rel {rel}; accuracy_norm {percent(m['norm'][a])} over "
                      f"{_pairs(m['pairs'][a])}")
     rel = {a: v for a, v in med["rel"].items() if v != "no pairs"}
     norm_ok = all(v > PAPER_THRESHOLD for v in med["norm"].values())
@@ -299,14 +297,14 @@ def accuracy_sentence(results: dict) -> str:
     if not rel:
         verdict = "cannot be checked with accuracy_rel: no sparsity level has a pair below d*_S"
     elif failing:
-        verdict = (f"**does not hold** with accuracy_rel: the median is at or below 93% at \u03b1 = "
+        verdict = (f"**does not hold** with accuracy_rel: the median is at or below {PAPER_PERCENT} at \u03b1 = "
                    f"{', '.join(failing)}")
     else:
         verdict = "**holds** with accuracy_rel at every sparsity level that has pairs below d*_S"
     if untestable and rel:
         verdict += f" (\u03b1 = {', '.join(untestable)} has no such pair, so the claim is untested there)"
     verdict += (f"; with accuracy_norm it {'holds' if norm_ok else 'does not hold'} "
-                f"({'every' if norm_ok else 'not every'} level above 93%)")
+                f"({'every' if norm_ok else 'not every'} level above {PAPER_PERCENT})")
     s = results["settings"]
     scope = ("These are the 48 configurations and 20 seeds of the co-author's stated sweep; the steps, learning rate, "
              "batch and importance profile follow an independent re-implementation, not the paper's text."
@@ -316,21 +314,20 @@ def accuracy_sentence(results: dict) -> str:
              "paper's 48 configurations, only on this run.")
     return ("Median prediction accuracy per sparsity level (median over (configuration, width) pairs of the "
             "seed-median floor):\n\n" + "\n".join(lines) + f"\n\nThe paper's claim \"median prediction accuracy "
-            f"above 93% at all sparsity levels\" {verdict}. {scope} Which of the two definitions the paper uses is "
+            f"above {PAPER_PERCENT} at all sparsity levels\" {verdict}. {scope} Which of the two definitions the paper uses is "
             "not known to us.")
 
 
 def accuracy_table_html(runs: dict[str, dict]) -> str:
     """Per-alpha median accuracies (accuracy_rel / accuracy_norm) of several results side by side, as an
     HTML table (the book renders notebook Markdown output as CommonMark, which has no tables)."""
-    import html
     medians = {label: accuracy_medians(pairs(r)) for label, r in runs.items()}  # from the per-seed floors
     alphas = sorted({a for m in medians.values() for a in m["norm"]})
     head = "".join(f"<th>{html.escape(label)}</th>" for label in runs)
     rows = []
 
     def cell(m, kind, a):
-        return DASH if a not in m[kind] else "no pairs" if m[kind][a] is None else _pct(m[kind][a])
+        return DASH if a not in m[kind] else "no pairs" if m[kind][a] is None else percent(m[kind][a])
 
     for a in alphas:
         cells = "".join(f"<td>{cell(m, 'rel', a)} / {cell(m, 'norm', a)}</td>" for m in medians.values())
@@ -338,16 +335,3 @@ def accuracy_table_html(runs: dict[str, dict]) -> str:
     notes = "; ".join(f"<b>{html.escape(label)}</b>: {html.escape(describe(r))}" for label, r in runs.items())
     return (f'<table class="table"><thead><tr><th>sparsity</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
             f"</table><p><small>Each cell: median accuracy_rel / median accuracy_norm. {notes}.</small></p>")
-
-
-FIGURES = {
-    "toy_loss_vs_width": (loss_vs_width, loss_vs_width_data),
-    "toy_accuracy_grid": (accuracy_grid, accuracy_grid_data),
-    "toy_measured_vs_predicted": (measured_vs_predicted, measured_vs_predicted_data),
-}
-
-
-def draw_all(results: dict, folder) -> dict[str, dict]:
-    """Draw the three figures into `folder`: each PNG with the data it plots (CSV) beside it."""
-    return {name: save_figure(draw(results), data(results), Path(folder), name)
-            for name, (draw, data) in FIGURES.items()}

@@ -1,11 +1,9 @@
 """Why the toy model misses the paper's 93%: five figures, each a pure function of the toy evidence
 (`toy_analysis.ToyEvidence`) with a `*_data` function returning the table it plots and a sentence computed from
-that table. One catalog (`WHY_FIGURES`) names them; `draw_why` saves each PNG with its data beside it.
+that table. `figures.catalog` lists them with the others and draws them; `missing` says why one cannot be drawn.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +12,8 @@ from matplotlib.lines import Line2D
 
 from kdsae_core.toy import analysis as ta
 from kdsae_core.toy.config import REPRESENTED_THRESHOLDS
-from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, save_figure, suptitle
-from kdsae_core.figures.toy import ALPHA, L_INF, _pct, alpha_colours, describe
+from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, percent, suptitle
+from kdsae_core.figures.toy import ALPHA, L_INF, PAPER_PERCENT, alpha_colours, describe
 
 
 def _diagonal(ax, top: float) -> None:
@@ -59,12 +57,12 @@ def teachers(ev: ta.ToyEvidence) -> Figure:
 
 def teachers_sentence(ev: ta.ToyEvidence) -> str:
     t = ta.teacher_summary(ev.grid)
-    rel = ", ".join(f"{_pct(v)} at {ALPHA} = {a:g}" for a, v in t["teacher_accuracy_rel"].items() if v is not None)
-    norm = ", ".join(f"{_pct(v)}" for v in t["teacher_accuracy_norm"].values())
+    rel = ", ".join(f"{percent(v)} at {ALPHA} = {a:g}" for a, v in t["teacher_accuracy_rel"].items() if v is not None)
+    norm = ", ".join(f"{percent(v)}" for v in t["teacher_accuracy_norm"].values())
     far = t["median_teacher_over_L_inf"] > ta.ORDER_TOLERANCE
     inherit = abs(t["median_student_over_teacher"] - 1) <= 0.1
     return (f"Before any distillation, the teachers of the {t['configs']} configurations (seed medians) sit at a median "
-            f"{_pct(t['median_teacher_over_L_inf'])} of {L_INF}; the prediction for their own width reaches a median "
+            f"{percent(t['median_teacher_over_L_inf'])} of {L_INF}; the prediction for their own width reaches a median "
             f"accuracy_rel of {rel} (accuracy_norm {norm} over all levels). Students as wide as their teacher end at "
             f"a median {t['median_student_over_teacher']:.2f}x the teacher's floor"
             + (": the gap to the prediction is already there before distillation, and students inherit it."
@@ -139,7 +137,7 @@ def represented_sentence(ev: ta.ToyEvidence) -> str:
             f"{s['at_budget']:,} exactly as many and {s['below_budget']:,} fewer; the median student represents "
             f"{s['median_represented_over_budget']:.2f} of its budget ({other}). The loss on the features they drop is a "
             f"median {dropped:.2f}x the predicted floor, and the loss on the features they keep (interference and "
-            f"shrinkage) is a median {_pct(kept)} of the measured floor: {effect}." + teachers)
+            f"shrinkage) is a median {percent(kept)} of the measured floor: {effect}." + teachers)
 
 
 # ---- (3) importance profiles ---------------------------------------------------------------------------------------
@@ -169,7 +167,7 @@ def profiles(ev: ta.ToyEvidence) -> Figure:
         ax.grid(True)
     axes[0].set_ylabel("median accuracy")
     axes[0].legend(fontsize=7, loc="lower left")
-    suptitle(fig, f"Does any importance profile reach the paper's 93% (red dashes)? The paper grid under each "
+    suptitle(fig, f"Does any importance profile reach the paper's {PAPER_PERCENT} (red dashes)? The paper grid under each "
              "profile, medians recomputed from the per-seed floors", describe(ev.grid))
     return fig
 
@@ -182,14 +180,15 @@ def profiles_sentence(ev: ta.ToyEvidence) -> str:
                         "norm": dict(zip(s.alpha, s.accuracy_norm_median))})
         any_clears |= ok["rel"] or ok["norm"]
         lowest = s.loc[s.accuracy_norm_median.idxmin()]
-        parts.append(f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {_pct(lowest.accuracy_norm_median)} at "
-                     f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} 93% at every level under "
+        parts.append(f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {percent(lowest.accuracy_norm_median)} at "
+                     f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} {PAPER_PERCENT} at every level "
+                     f"under "
                      f"{'one reading' if ok['rel'] or ok['norm'] else 'either reading'}")
     if len(parts) == 1:
         return parts[0] + "; the other importance profiles are not committed in this checkout."
-    return ("; ".join(parts) + (". At least one reading reaches 93% under some profile." if any_clears else
-                                ". No importance profile we tried reaches 93% at every sparsity level under either "
-                                "reading."))
+    return ("; ".join(parts) + (f". At least one reading reaches {PAPER_PERCENT} under some profile." if any_clears
+                                else f". No importance profile we tried reaches {PAPER_PERCENT} at every sparsity level "
+                                "under either reading."))
 
 
 # ---- (4) the affine reading ------------------------------------------------------------------------------------------
@@ -231,8 +230,8 @@ def affine(ev: ta.ToyEvidence) -> Figure:
 
 def affine_sentence(ev: ta.ToyEvidence) -> str:
     fits = affine_data(ev)["fits"]
-    per = "; ".join(f"{ALPHA} = {r.alpha:g}: accuracy_rel {_pct(r.accuracy_rel_median)}, accuracy_norm "
-                    f"{_pct(r.accuracy_norm_median)}" for r in fits.itertuples())
+    per = "; ".join(f"{ALPHA} = {r.alpha:g}: accuracy_rel {percent(r.accuracy_rel_median)}, accuracy_norm "
+                    f"{percent(r.accuracy_norm_median)}" for r in fits.itertuples())
     return (f"Calibrated on n = 10 and 20 and judged on the held-out n = 40: {per}. This reading needs two fitted "
             "constants per sparsity level, so it is a calibration, not the paper's prediction.")
 
@@ -293,15 +292,6 @@ def knee_sentence(ev: ta.ToyEvidence) -> str:
             f"in {distill['lowest_at_widest']} of {distill['configs']} configurations.")
 
 
-WHY_FIGURES = {
-    "toy_why_teachers": (teachers, teachers_data, teachers_sentence),
-    "toy_why_represented": (represented, represented_data, represented_sentence),
-    "toy_why_profiles": (profiles, profiles_data, profiles_sentence),
-    "toy_why_affine": (affine, affine_data, affine_sentence),
-    "toy_why_knee": (knee, knee_data, knee_sentence),
-}
-
-
 def missing(ev: ta.ToyEvidence) -> dict[str, str]:
     """The figures these results cannot draw, each with why (a sentence for the page)."""
     out = {}
@@ -317,15 +307,3 @@ def missing(ev: ta.ToyEvidence) -> dict[str, str]:
         out["toy_why_knee"] = ("The direct-mode knee sweep is not in this checkout (`make results-toy-direct`, or "
                                "`kdsae toy --profile direct`).")
     return out
-
-
-def drawable(ev: ta.ToyEvidence) -> list[str]:
-    """The figures these results can draw."""
-    absent = missing(ev)
-    return [name for name in WHY_FIGURES if name not in absent]
-
-
-def draw_why(ev: ta.ToyEvidence, folder) -> dict[str, dict]:
-    """Draw every figure the evidence allows into `folder`, each PNG with the data it plots beside it."""
-    return {name: save_figure(WHY_FIGURES[name][0](ev), WHY_FIGURES[name][1](ev), Path(folder), name)
-            for name in drawable(ev)}

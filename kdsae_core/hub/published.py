@@ -26,22 +26,9 @@ from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text, make_temp_dir, replace_folder
 from kdsae_core.runs.tables import FINAL, snapshot_tokens
+from kdsae_core.hub.published_trials import PUBLISHED, PUBLISHED_SNAPSHOTS
 
-
-@dataclass(frozen=True)
-class PublishedTrial:
-    trial: str
-    repo: str
-    about: str
-
-
-PUBLISHED = {
-    "A": PublishedTrial("A", "nileshsarkar-ai/colm-run-exp-2-t1", "lambda 3e-4 fixed"),
-    "B": PublishedTrial("B", "nileshsarkar-ai/colm-run-exp-2-t2", "lambda 8e-5 fixed, paper-exact"),
-    "C": PublishedTrial("C", "nileshsarkar-ai/colm-run-trial-2", "adaptive lambda, target L0 ~ 150"),
-}
 PUBLISHED_LAYERS = 24
-PUBLISHED_SNAPSHOTS = ("50M", "100M", "150M", "200M", "250M", FINAL)
 PUBLISHED_TOKENS = 300_000_000  # the `final` snapshot of the published trials
 PAPER_MODEL = "EleutherAI/pythia-410m"
 HUB_PROFILE = "hub"

@@ -64,6 +64,9 @@ class TrialSpec:
         return asdict(self)
 
 
+TRIAL_NAMES = ("A", "B", "C")
+
+
 def paper_trials(target_l0: float = 150.0) -> dict[str, TrialSpec]:
     """The three trials of the paper (book/methods.md)."""
     return {

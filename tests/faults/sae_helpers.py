@@ -36,7 +36,7 @@ def train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
 
 def kdsae(args: list[str], prelude: str | None = None, **kw) -> subprocess.Popen:
     """`kdsae ARGS` in a subprocess with one OpenMP thread (optionally after `prelude` code)."""
-    cmd = [sys.executable, *(["-c", prelude + RUN_CLI] if prelude else ["-m", "kdsae_core.cli.main"]), *args]
+    cmd = [sys.executable, *(["-c", prelude + RUN_CLI] if prelude else ["-m", "kdsae_core.cli"]), *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **kw)
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def kdsae(*args):
     # One thread: tiny models gain nothing from two, and spinning OpenMP threads slow a busy machine.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kdsae_core.cli.main", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
