@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
 from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
 from kdsae_core.runs import layout
@@ -188,26 +189,8 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
                      memory_bytes if memory_bytes is not None else sae_plan.available_memory_bytes(str(device)))
         pairs = list(zip(cks, cfgs))
         groups = [pairs[i:i + plan.saes_per_group] for i in range(0, len(pairs), plan.saes_per_group)]
-        load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
-            c.folder, listed.get(_rel(run, c, layout.WEIGHTS_FILE)), device=dev)[0]
-        for c, _ in (p for g in groups[1:] for p in g):
-            load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
-        first = [load(c, device) for c, _ in groups[0]]
-        # said once the inputs are known to be good, so a refusal stays one line
-        if progress and n_tokens < MIN_MEASURE_TOKENS:
-            tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
-                       f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
-                       "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
-        dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
-        results = []
-        for k, group in enumerate(groups):
-            saes = first if k == 0 else [load(c, device) for c, _ in group]
-            first = None
-            accs = [(_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg) for sae, (c, cfg) in zip(saes, group)]
-            del saes
-            _pass(model, accs, dataset, context, plan.batch_tokens, n_tokens, progress)
-            results += [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs]
-            del accs  # this group's SAEs leave the device before the next group's arrive
+        results = _measure_groups(run, run_cfg, model, groups, listed, device, context, plan.batch_tokens, n_tokens,
+                                  progress)
         written = []
         for r in results:
             path = layout.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
@@ -216,6 +199,34 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         written += _write_summaries(run, {r["trial"] for r in results})
         manifest.update_manifest(run, written)  # only these: a file damaged since it was listed stays caught
     return written
+
+
+def _measure_groups(run: Path, run_cfg: dict, model, groups: list[list], listed: dict, device, context: int,
+                    batch_tokens: int, n_tokens: int, progress: bool) -> list[dict]:
+    """The measurement of every (checkpoint, cfg) pair of `groups`, one pass of the model per group; every
+    group's weights are checked before the first pass."""
+    load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
+        c.folder, listed.get(_rel(run, c, layout.WEIGHTS_FILE)), device=dev)[0]
+    for c, _ in (p for g in groups[1:] for p in g):
+        load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
+    first = [load(c, device) for c, _ in groups[0]]
+    # said once the inputs are known to be good, so a refusal stays one line
+    if progress and n_tokens < MIN_MEASURE_TOKENS:
+        tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
+                   f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
+                   "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
+    settings = run_cfg.get("settings") or {}
+    dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
+    results = []
+    for k, group in enumerate(groups):
+        saes = first if k == 0 else [load(c, device) for c, _ in group]
+        first = None
+        accs = [(_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg) for sae, (c, cfg) in zip(saes, group)]
+        del saes
+        _pass(model, accs, dataset, context, batch_tokens, n_tokens, progress)
+        results += [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs]
+        del accs  # this group's SAEs leave the device before the next group's arrive
+    return results
 
 
 def _rel(run: Path, c: Checkpoint, name: str) -> str:
@@ -250,7 +261,7 @@ def _plan(model, cfgs: list[dict], cks: list[Checkpoint], context: int, batch_to
 def _pass(model, accs: list, dataset: str, context: int, batch_tokens: int, n_tokens: int, progress: bool) -> None:
     """One pass over the measurement tokens (from their start), feeding every accumulator of a group."""
     source = acts.ActivationSource(model, sorted({c.layer for _, c, _ in accs}))
-    stream = acts.TokenStream(model.tokenizer, dataset, context, split="measure")
+    stream = TokenStream(model.tokenizer, dataset, context, split="measure")
     n_seq = max(1, batch_tokens // context)
     done = 0
     bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",

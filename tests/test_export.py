@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.cli import main as cli
 from kdsae_core.runs import manifest
 from kdsae_core.runs import layout
@@ -27,7 +28,7 @@ DUMMY_TOKEN = "hf_kdsaeDummyToken0123456789abcdefXYZ"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
     model = acts.load_model(str(folder))
     return tiny_run(tmp_path_factory.mktemp("runs") / "run", folder, model=model), folder
 

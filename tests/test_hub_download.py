@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
+from kdsae_core.data.text import TokenStream
 from kdsae_core.cli import main as cli
 from kdsae_core.hub import client as hub
 from kdsae_core.common import paths
@@ -45,7 +47,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pythia(tmp_path_factory):
-    return acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    return random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
 
 
 def kdsae(capsys, *args) -> tuple[int, str, str]:
@@ -335,7 +337,7 @@ def test_fetch_trial_downloads_converts_and_measures(tmp_path, monkeypatch, pyth
     # The same numbers, derived independently: the measurement tokens through the model, the authors' own
     # forward pass of the file's SAE (float64, no fold), fire rates, L0, alpha and E[z^2] counted here.
     model = acts.load_model(str(pythia), "cpu")
-    tokens = acts.TokenStream(model.tokenizer, "embedded", 64, split="measure").next_batch(1024 // 64)
+    tokens = TokenStream(model.tokenizer, "embedded", 64, split="measure").next_batch(1024 // 64)
     z, _ = authors_forward(authors_state(10), acts.ActivationSource(model, [1])(tokens)[1])
     fires = (z > 0).sum(0)
     alive = fires / z.shape[0] > 1e-5

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.runs import checkpoints
 from kdsae_core.cli import main as cli
 from kdsae_core.runs import manifest
@@ -22,7 +23,7 @@ from tests.hubcache import tiny_run
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
     return folder, acts.load_model(str(folder))
 
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
+from kdsae_core.data.text import MEASURE_EVERY, TokenStream, iter_documents, split_documents
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
 from kdsae_core.runs import layout
@@ -30,7 +32,7 @@ from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 @pytest.fixture(scope="module")
 def pythia(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
     return folder, acts.load_model(str(folder))
 
 
@@ -44,7 +46,7 @@ def tiny(model_folder, **kw) -> SAETrainConfig:
 # ---- activations ---------------------------------------------------------------------------------------
 def test_all_layer_capture_equals_per_layer_capture(pythia):
     folder, model = pythia
-    tokens = acts.TokenStream(model.tokenizer, "embedded", 32).next_batch(3)
+    tokens = TokenStream(model.tokenizer, "embedded", 32).next_batch(3)
     together = acts.ActivationSource(model, [0, 2, 4])(tokens)
     for layer in (0, 2, 4):
         alone = acts.ActivationSource(model, [layer])(tokens)[layer]
@@ -83,7 +85,7 @@ def test_asking_for_the_last_layer_skips_the_unembedding(pythia):
 def test_minilm_capture_matches_hugging_face_hidden_states():
     from transformers import AutoModel
     model = acts.load_model("embedded")
-    tokens = acts.TokenStream(model.tokenizer, "embedded", 48).next_batch(2)
+    tokens = TokenStream(model.tokenizer, "embedded", 48).next_batch(2)
     got = acts.ActivationSource(model, range(6))(tokens)
     hf = AutoModel.from_pretrained(str(acts.embedded_model_path()))
     with torch.no_grad():
@@ -102,18 +104,18 @@ def test_a_layer_the_model_lacks_is_refused(pythia):
 def test_token_stream_packs_resumes_and_keeps_the_splits_apart(pythia):
     _, model = pythia
     tok = model.tokenizer
-    s = acts.TokenStream(tok, "embedded", 64)
+    s = TokenStream(tok, "embedded", 64)
     first = s.next_batch(4)
     assert first.shape == (4, 64) and bool((first[:, 0] == tok.cls_token_id).all())
     state = s.state()
     nxt = s.next_batch(4)
-    again = acts.TokenStream(tok, "embedded", 64)
+    again = TokenStream(tok, "embedded", 64)
     again.load_state(json.loads(json.dumps(state)), s.seen(state))  # the state survives JSON, as in trainer.json
     assert torch.equal(again.next_batch(4), nxt)
-    train = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "train")}
-    measure = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "measure")}
+    train = {d for _, d in split_documents(iter_documents("embedded"), "train")}
+    measure = {d for _, d in split_documents(iter_documents("embedded"), "measure")}
     assert measure and train and not (train & measure)
-    assert len(measure) == pytest.approx(len(train | measure) / acts.MEASURE_EVERY, abs=1)
+    assert len(measure) == pytest.approx(len(train | measure) / MEASURE_EVERY, abs=1)
 
 
 def test_local_text_files_and_their_errors(tmp_path, pythia):
@@ -122,22 +124,22 @@ def test_local_text_files_and_their_errors(tmp_path, pythia):
     lines = [f"Line {i}. " + long * 3 for i in range(10)]
     (tmp_path / "a.txt").write_text("short\n" + "\n".join(lines + lines[:1]) + "\n")
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": f"Record {i}. " + long}) for i in range(10)) + "\n")
-    docs = list(acts.iter_documents(str(tmp_path)))
+    docs = list(iter_documents(str(tmp_path)))
     assert len(docs) == 22
-    kept = list(acts.split_documents(iter(docs), "train")) + list(acts.split_documents(iter(docs), "measure"))
+    kept = list(split_documents(iter(docs), "train")) + list(split_documents(iter(docs), "measure"))
     assert len(kept) == 20  # "short" is under 50 characters, and the repeated line is a repeat
-    s = acts.TokenStream(model.tokenizer, str(tmp_path), 16)
+    s = TokenStream(model.tokenizer, str(tmp_path), 16)
     assert s.next_batch(2).shape == (2, 16)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "c.jsonl").write_text('{"body": 1}\n')
     with pytest.raises(BadFile, match="line 1: expected a JSON object with a `text` field"):
-        list(acts.iter_documents(str(tmp_path / "bad")))
+        list(iter_documents(str(tmp_path / "bad")))
     with pytest.raises(BadFile, match="does not exist"):
-        list(acts.iter_documents(str(tmp_path / "missing.txt")))
+        list(iter_documents(str(tmp_path / "missing.txt")))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "e.txt").write_text("tiny\n")
     with pytest.raises(MissingData, match="ran out"):
-        acts.TokenStream(model.tokenizer, str(tmp_path / "empty"), 16).next_batch(1)
+        TokenStream(model.tokenizer, str(tmp_path / "empty"), 16).next_batch(1)
 
 
 # ---- training ---------------------------------------------------------------------------------------------

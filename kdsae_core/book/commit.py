@@ -16,7 +16,7 @@ from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.figures import regression as fr
-from kdsae_core.toy.sweep import load_results
+from kdsae_core.toy.results import load_results
 
 KEPT = (layout.CONFIG_FILE, layout.STATUS_FILE)
 

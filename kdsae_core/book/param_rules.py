@@ -15,7 +15,7 @@ from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.runs import layout
 from kdsae_core.sae.model import TRIAL_NAMES
 from kdsae_core.toy.profiles import PROFILES
-from kdsae_core.toy.sweep import ToyConfig
+from kdsae_core.toy.config import ToyConfig
 
 
 def _plain(value: Any) -> bool:

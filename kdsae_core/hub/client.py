@@ -213,7 +213,7 @@ def about(f: Fetched, e: Exception) -> str:
 
 def _download(repo, filename, revision, cache, force: bool) -> Path:
     from huggingface_hub import hf_hub_download  # lazy: see the module docstring
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
     local = cache_only()
     try:

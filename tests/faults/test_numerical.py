@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.runs import manifest
 from kdsae_core.runs import layout
 from kdsae_core.train import state as train_state
@@ -136,7 +137,7 @@ def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
     the snapshot due right then refuses to save, naming the SAE, and the step-4 state stays the last good one."""
     from kdsae_core.train.trainer import NumericalFault, SAETrainConfig, Trainer
 
-    folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path / "random-pythia14m-shape")
     cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B"], d_sae=32,
                                       tokens=2048, batch_tokens=128, context=64, n_snapshots=2, state_every_tokens=512)
     trainer = Trainer(cfg, tmp_path / "run", progress=False)

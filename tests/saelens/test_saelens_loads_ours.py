@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.cli import main as cli
 from kdsae_core.runs import layout
 from kdsae_core.runs.checkpoints import load_checkpoint
@@ -49,7 +50,7 @@ def test_saelens_loads_our_checkpoints_with_identical_outputs(saelens_python, tm
 
 
 def _check(sl: subprocess.Popen, cache: Path, tmp_path: Path) -> None:
-    model_folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    model_folder = random_pythia(tmp_path / "random-pythia14m-shape")
     run = tiny_run(tmp_path / "run", model_folder, model=acts.load_model(str(model_folder)), measure=False)
     export = tmp_path / "export"
     assert cli.main(["export", "--run", str(run), "--to", str(export), "--repo", REPO]) == 0
