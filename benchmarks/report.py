@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from kdsae_core.sae import plan as sae_plan
-from kdsae_core.runs.reference import PUBLISHED_LAYERS
+from kdsae_core.runs.reference import PAPER_LAYER_VALUES
 from kdsae_core.sae.model import paper_trials
 from kdsae_core.common.fileio import atomic_write_text
 from kdsae_core.common.paths import REPO_ROOT
@@ -342,9 +342,9 @@ def sparse_regimes() -> list[tuple[str, float]]:
     published SAEs reached (their lambda 8e-4 run, the nearest published regime to trial B's), and 1%."""
     d_sae = sae_plan.PAPER["d_sae"]
     c = paper_trials()["C"].target_l0
-    published = statistics.mean(v["L0"] for v in PUBLISHED_LAYERS.values())
+    published = statistics.mean(v["L0"] for v in PAPER_LAYER_VALUES.values())
     return [(f"trial C (target L0 {c:g})", c / d_sae),
-            (f"the co-author's published layers {'/'.join(map(str, PUBLISHED_LAYERS))} (mean L0 {published:.0f})",
+            (f"the co-author's published layers {'/'.join(map(str, PAPER_LAYER_VALUES))} (mean L0 {published:.0f})",
              published / d_sae), ("1% of pairs", 0.01)]
 
 
