@@ -30,7 +30,9 @@ import torch
 
 import _bench
 from kdsae_core.data import activations as acts
-from kdsae_core.sae.model import SAEUnit, TrialSpec
+from kdsae_core.data.text import TokenStream
+from kdsae_core.sae.model import TrialSpec
+from kdsae_core.sae.step import SAEUnit
 from kdsae_core.sae.plan import format_memory_plan, memory_plan
 
 TRIAL = TrialSpec("B", 8e-5, "sum")
@@ -86,7 +88,7 @@ def main() -> None:
     model = acts.load_model("embedded")
     L = acts.model_layers(model)
     layers = list(range(L))
-    stream = acts.TokenStream(model.tokenizer, "embedded", args.context, "train")
+    stream = TokenStream(model.tokenizer, "embedded", args.context, "train")
     n_seq = args.batch_tokens // args.context
     token_batches = [stream.next_batch(n_seq) for _ in range(8)]
     stream.close()  # (its background thread, idle from here on)

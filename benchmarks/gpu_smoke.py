@@ -27,11 +27,13 @@ from pathlib import Path
 import torch
 
 from kdsae_core.data import activations as acts
+from random_pythia import random_pythia
 import peak_memory
 from kdsae_core.sae import plan as sae_plan
 from kdsae_core.common.fileio import atomic_write_json
 from kdsae_core.measure import _Accumulator
-from kdsae_core.sae.model import SAEUnit, allow_tf32_on_cuda, paper_trials
+from kdsae_core.sae.model import allow_tf32_on_cuda, paper_trials
+from kdsae_core.sae.step import SAEUnit
 
 P = sae_plan.PAPER
 PYTHIA_410M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
@@ -53,7 +55,7 @@ def environment(device: str, out: Path) -> dict:
 
 def build_model(folder: Path, model: str | None, shape: dict, device: str):
     if model is None:
-        model = str(acts.random_pythia(folder, **shape))
+        model = str(random_pythia(folder, **shape))
     return acts.load_model(model, device)
 
 

@@ -15,10 +15,15 @@ import statistics
 from pathlib import Path
 
 from kdsae_core.sae import plan as sae_plan
-from kdsae_core.runs.reference import PUBLISHED_LAYERS
+from kdsae_core.runs.reference import PAPER_LAYER_VALUES
 from kdsae_core.sae.model import paper_trials
 from kdsae_core.common.fileio import atomic_write_text
 from kdsae_core.common.paths import REPO_ROOT
+
+if __package__:  # imported as benchmarks.report (the tests)
+    from benchmarks import gpu_projection
+else:  # imported by a benchmark script run from this folder (`from report import update_performance_page`)
+    import gpu_projection
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PAGE = REPO_ROOT / "book" / "performance.md"
@@ -190,7 +195,7 @@ def _cpu_model(r: dict | None) -> str:
     if not s or "copy_bandwidth" not in r:
         return _missing("sae_step")
     bw = r["copy_bandwidth"]["start"]["median_bytes_per_s"]
-    c = sae_plan.cpu_model_check(s["d_in"], s["d_sae"], s["batch_tokens"], s["matmul"]["time"]["median_s"], bw)
+    c = gpu_projection.cpu_model_check(s["d_in"], s["d_sae"], s["batch_tokens"], s["matmul"]["time"]["median_s"], bw)
     k = s["variants"]["kdsae"]
     lines = ["| at 1024 x 32768, batch 4096, this CPU | value |", "|---|---|",
              f"| five products, measured | {c['matmul_s']:.2f} s |",
@@ -204,9 +209,9 @@ def _cpu_model(r: dict | None) -> str:
 def _projection(r: dict | None) -> str:
     gpu, p = sae_plan.H100, sae_plan.PAPER
     f = sae_plan.paper_flops()
-    req = sae_plan.required_sae_rate(2.0)
+    req = gpu_projection.required_sae_rate(2.0)
     one = sae_plan.projection(n_gpus=1, trials=1)
-    authors_h = sae_plan.AUTHORS_MINUTES_PER_LAYER * p["layers"] / 60
+    authors_h = gpu_projection.AUTHORS_MINUTES_PER_LAYER * p["layers"] / 60
     lines = ["**Work.** SAE steps: "
              f"{p['layers']} layers x {p['tokens']:.0e} tokens x 10 x {p['d_in']} x {p['d_sae']} = "
              f"**{f['sae_per_trial']:.3g} FLOPs per trial**; the LM forward pass: {p['tokens']:.0e} tokens x "
@@ -218,10 +223,10 @@ def _projection(r: dict | None) -> str:
              f"assumed {gpu['lm_flops'] / 1e12:.0f} TFLOP/s ({req['lm_forward_s']:.0f} s), "
              f"{f['sae_per_trial']:.3g} / (7,200 - {req['lm_forward_s']:.0f}) = **{req['with_lm'] / 1e12:.0f} TFLOP/s**.",
              "",
-             f"**The authors.** {sae_plan.AUTHORS_MINUTES_PER_LAYER} min per layer, one layer at a time: "
+             f"**The authors.** {gpu_projection.AUTHORS_MINUTES_PER_LAYER} min per layer, one layer at a time: "
              f"{authors_h:.0f} h per trial; per layer {f['sae_per_layer']:.3g} SAE FLOPs + "
-             f"{f['lm_forward_one_pass']:.3g} forward FLOPs in {sae_plan.AUTHORS_MINUTES_PER_LAYER * 60:,} s = "
-             f"{(f['sae_per_layer'] + f['lm_forward_one_pass']) / (sae_plan.AUTHORS_MINUTES_PER_LAYER * 60) / 1e12:.0f} "
+             f"{f['lm_forward_one_pass']:.3g} forward FLOPs in {gpu_projection.AUTHORS_MINUTES_PER_LAYER * 60:,} s = "
+             f"{(f['sae_per_layer'] + f['lm_forward_one_pass']) / (gpu_projection.AUTHORS_MINUTES_PER_LAYER * 60) / 1e12:.0f} "
              "TFLOP/s overall; most of their time is the forward pass repeated for every layer.",
              "",
              f"**Assumptions for one {gpu['name']}** (not measured here: no GPU on this machine): bf16 products "
@@ -337,9 +342,9 @@ def sparse_regimes() -> list[tuple[str, float]]:
     published SAEs reached (their lambda 8e-4 run, the nearest published regime to trial B's), and 1%."""
     d_sae = sae_plan.PAPER["d_sae"]
     c = paper_trials()["C"].target_l0
-    published = statistics.mean(v["L0"] for v in PUBLISHED_LAYERS.values())
+    published = statistics.mean(v["L0"] for v in PAPER_LAYER_VALUES.values())
     return [(f"trial C (target L0 {c:g})", c / d_sae),
-            (f"the co-author's published layers {'/'.join(map(str, PUBLISHED_LAYERS))} (mean L0 {published:.0f})",
+            (f"the co-author's published layers {'/'.join(map(str, PAPER_LAYER_VALUES))} (mean L0 {published:.0f})",
              published / d_sae), ("1% of pairs", 0.01)]
 
 
@@ -347,7 +352,7 @@ def _sparse_projection() -> str:
     lines = ["| regime | density | SAE step, dense | SAE step, sparse (lower - upper bound) | speed-up | "
              "one trial, dense | one trial, sparse |", "|---|---|---|---|---|---|---|"]
     for label, d in sparse_regimes():
-        pr = sae_plan.sparse_projection(d)
+        pr = gpu_projection.sparse_projection(d)
         lo, up = pr["lower"], pr["upper"]
         lines.append(f"| {label} | {d:.2%} | {pr['dense_sae_step_s'] * 1e3:.1f} ms | {lo['sae_step_s'] * 1e3:.1f} - "
                      f"{up['sae_step_s'] * 1e3:.1f} ms | {up['speedup']:.2f}x - {lo['speedup']:.2f}x | "

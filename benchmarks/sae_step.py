@@ -6,7 +6,7 @@ with one thread count, it times in alternating rounds:
   W_enc gradient; the operand layouts of the step, outputs preallocated): the ceiling, 10 d_in d_sae FLOPs per
   token;
 - `kdsae`: `SAEUnit.step` (hand-written exact backward, clipping folded into fused Adam, blocked decoder
-  renormalisation; kdsae_core/sae/model.py);
+  renormalisation; kdsae_core/sae/step.py);
 - `previous`: the step as first committed (6d4dec3: count_nonzero per latent, separate clip pass, new gradient
   tensors every step, two-pass renormalisation), frozen here for before/after numbers;
 - `plain`: what one writes in plain PyTorch: autograd through `sae_loss`, clip_grad_norm_, torch.optim.Adam with
@@ -49,7 +49,9 @@ import torch
 import _bench
 from kdsae_core.sae import sparse as sae_sparse
 from report import sparse_step_table
-from kdsae_core.sae.model import ADAM_BETAS, ADAM_EPS, PARAM_NAMES, SAE, SAEUnit, StepStats, TrialSpec, sae_loss
+from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
+from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec, sae_loss
+from kdsae_core.sae.step import SAEUnit, StepStats
 
 SHAPES = ((384, 2048), (384, 12288), (1024, 32768))
 PAPER_SHAPE = (1024, 32768)
@@ -126,7 +128,7 @@ class PlainStep:
 
 @torch.no_grad()
 def previous_fused_backward(sae: SAE, x: torch.Tensor, lam, form: str) -> StepStats:
-    """kdsae_core.sae.model.fused_backward as of commit 6d4dec3 (fp32 path), kept for before/after numbers."""
+    """kdsae_core.sae.step.fused_backward as of commit 6d4dec3 (fp32 path), kept for before/after numbers."""
     B = x.shape[0]
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     xc = x - b_dec

@@ -36,7 +36,9 @@ from safetensors.torch import save_file
 
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import REPO_ROOT
-from kdsae_core.sae.model import ADAM_EPS, SAEUnit, TrialSpec
+from kdsae_core.common.adam import ADAM_EPS
+from kdsae_core.sae.model import TrialSpec
+from kdsae_core.sae.step import SAEUnit
 
 WORKER = Path(__file__).with_name("saelens_worker.py")
 DEFAULT_PYTHON = REPO_ROOT / ".venv-saelens" / "bin" / "python"

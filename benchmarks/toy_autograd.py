@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kdsae_core.toy.model import ADAM_BETAS, ADAM_EPS
+from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
 
 
 class AutogradModel:

@@ -29,7 +29,8 @@ from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.common.paths import TOY_WALL_FILE, toy_results_dir
 from kdsae_core.toy.model import CACHE_BYTES, DataStream, importance_profile
 from toy_autograd import AutogradModel
-from kdsae_core.toy.sweep import ToyConfig, ToySweep, build_blocks, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.sweep import ToySweep, build_blocks, run_sweep
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import _bench
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.train.trainer import Trainer
 from kdsae_core.train.config import SAETrainConfig
 
@@ -39,7 +39,7 @@ def timed_run(cfg: SAETrainConfig, step_path: str) -> dict:
         t = time.perf_counter()
         Trainer(dataclasses.replace(cfg, sae_step=step_path), run, progress=False).run()
         wall = time.perf_counter() - t
-        rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+        rows = [json.loads(line) for line in layout.run_metrics(run).read_text().splitlines()]
     last = [r for r in rows if r["step"] == max(r["step"] for r in rows)]
     first_sparse = min((r["step"] for r in rows if r["sae_step"] == "sparse"), default=None)
     print(f"{step_path}: {wall:.1f} s, paths {dict(Counter(r['sae_step'] for r in rows))}", flush=True)

@@ -46,7 +46,7 @@ from sae_step import SHAPES, TRIAL, LR, Batches, Matmuls, density_bias, flops_pe
 from kdsae_core.common import paths
 from report import vs_saelens_density_section
 from kdsae_core.runs.tables import read_metrics
-from kdsae_core.sae.model import SAEUnit
+from kdsae_core.sae.step import SAEUnit
 from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
 
 GOALS = {(1024, 32768): 1.25, (384, 2048): 2.0}

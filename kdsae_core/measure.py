@@ -11,21 +11,21 @@ import io
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
 from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
+from kdsae_core.runs.layout import Checkpoint, list_checkpoints, snapshot_tokens
 from kdsae_core.sae import plan as sae_plan
 from kdsae_core import theory
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text, sha256_file
-from kdsae_core.runs.tables import snapshot_tokens
 from kdsae_core.common.locks import run_lock
 
 MEASURE_BATCH_TOKENS = 4096  # per forward pass; at least the training batch
@@ -39,27 +39,6 @@ MIN_MEASURE_TOKENS = 100_000  # below this, "fire rate > 1e-5" can only mean "fi
 def alive_min_firings(n_tokens: int) -> int:
     """Fewest firings over n_tokens that make a latent alive (fire rate > theory.ALIVE_THRESHOLD)."""
     return math.floor(n_tokens * theory.ALIVE_THRESHOLD) + 1
-
-
-@dataclass
-class Checkpoint:
-    trial: str
-    layer: int
-    snapshot: str
-    folder: Path
-
-
-def list_checkpoints(run: Path, trials=None, layers=None, snapshots=None) -> list[Checkpoint]:
-    root = Path(run) / "checkpoints"
-    out = []
-    for folder in sorted(root.glob("*/layer*/*")) if root.is_dir() else []:
-        if not (folder / checkpoints.CFG_FILE).exists():
-            continue
-        trial, layer, snap = folder.parent.parent.name, int(folder.parent.name[len("layer"):]), folder.name
-        if (trials is None or trial in trials) and (layers is None or layer in layers) \
-                and (snapshots is None or snap in snapshots):
-            out.append(Checkpoint(trial, layer, snap, folder))
-    return sorted(out, key=lambda c: (c.trial, c.layer, snapshot_tokens(c.snapshot)))
 
 
 _FP64_CHUNK_BYTES = 1 << 26  # the float64 copy of a block of rows, summed and freed (64 MB)
@@ -144,7 +123,7 @@ def _write_summaries(run: Path, trials) -> list[Path]:
     written = []
     for trial in sorted(trials):
         last: dict[int, dict] = {}
-        for path in sorted((Path(run) / "measurements" / trial).glob("layer*_*.json")):
+        for path in sorted(layout.measurement_dir(run, trial).glob("layer*_*.json")):
             r = json.loads(path.read_text())
             layer = int(r["layer"])
             if layer not in last or snapshot_tokens(r["snapshot"]) > snapshot_tokens(last[layer]["snapshot"]):
@@ -154,15 +133,15 @@ def _write_summaries(run: Path, trials) -> list[Path]:
         w.writeheader()
         for layer in sorted(last):
             w.writerow({**last[layer], "L0": last[layer]["avg_active"]})
-        atomic_write_text(paths.summary_file(run, trial), buf.getvalue())
-        written.append(paths.summary_file(run, trial))
+        atomic_write_text(layout.summary_file(run, trial), buf.getvalue())
+        written.append(layout.summary_file(run, trial))
     return written
 
 
 def _refuse_fewer_tokens(run: Path, cks: list[Checkpoint], planned: int) -> None:
     """Measurements over more tokens are not replaced by less precise ones unless asked (--force)."""
     for c in cks:
-        path = paths.measurement_file(run, c.trial, c.layer, c.snapshot)
+        path = layout.measurement_file(run, c.trial, c.layer, c.snapshot)
         try:
             old = int(json.loads(path.read_text()).get("measure_tokens") or 0)
         except (OSError, ValueError, AttributeError):
@@ -181,10 +160,10 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
     group over the same measurement tokens in the same batches (sae_plan.measure_plan), so the grouping does
     not change the numbers."""
     run = Path(run)
-    if not paths.run_config(run).exists():
+    if not layout.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
                              "download one with `kdsae download`.")
-    run_cfg = json.loads(paths.run_config(run).read_text())
+    run_cfg = json.loads(layout.run_config(run).read_text())
     settings = run_cfg.get("settings") or {}
     n_tokens = int(tokens or settings.get("measure_tokens") or 100_000)
     if n_tokens < 1:
@@ -210,34 +189,44 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
                      memory_bytes if memory_bytes is not None else sae_plan.available_memory_bytes(str(device)))
         pairs = list(zip(cks, cfgs))
         groups = [pairs[i:i + plan.saes_per_group] for i in range(0, len(pairs), plan.saes_per_group)]
-        load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
-            c.folder, listed.get(_rel(run, c, checkpoints.WEIGHTS_FILE)), device=dev)[0]
-        for c, _ in (p for g in groups[1:] for p in g):
-            load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
-        first = [load(c, device) for c, _ in groups[0]]
-        # said once the inputs are known to be good, so a refusal stays one line
-        if progress and n_tokens < MIN_MEASURE_TOKENS:
-            tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
-                       f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
-                       "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
-        dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
-        results = []
-        for k, group in enumerate(groups):
-            saes = first if k == 0 else [load(c, device) for c, _ in group]
-            first = None
-            accs = [(_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg) for sae, (c, cfg) in zip(saes, group)]
-            del saes
-            _pass(model, accs, dataset, context, plan.batch_tokens, n_tokens, progress)
-            results += [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs]
-            del accs  # this group's SAEs leave the device before the next group's arrive
+        results = _measure_groups(run, run_cfg, model, groups, listed, device, context, plan.batch_tokens, n_tokens,
+                                  progress)
         written = []
         for r in results:
-            path = paths.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
+            path = layout.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
             atomic_write_json(path, r)
             written.append(path)
         written += _write_summaries(run, {r["trial"] for r in results})
         manifest.update_manifest(run, written)  # only these: a file damaged since it was listed stays caught
     return written
+
+
+def _measure_groups(run: Path, run_cfg: dict, model, groups: list[list], listed: dict, device, context: int,
+                    batch_tokens: int, n_tokens: int, progress: bool) -> list[dict]:
+    """The measurement of every (checkpoint, cfg) pair of `groups`, one pass of the model per group; every
+    group's weights are checked before the first pass."""
+    load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
+        c.folder, listed.get(_rel(run, c, layout.WEIGHTS_FILE)), device=dev)[0]
+    for c, _ in (p for g in groups[1:] for p in g):
+        load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
+    first = [load(c, device) for c, _ in groups[0]]
+    # said once the inputs are known to be good, so a refusal stays one line
+    if progress and n_tokens < MIN_MEASURE_TOKENS:
+        tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
+                   f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
+                   "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
+    settings = run_cfg.get("settings") or {}
+    dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
+    results = []
+    for k, group in enumerate(groups):
+        saes = first if k == 0 else [load(c, device) for c, _ in group]
+        first = None
+        accs = [(_Accumulator(sae, cfg["d_in"], cfg["d_sae"], device), c, cfg) for sae, (c, cfg) in zip(saes, group)]
+        del saes
+        _pass(model, accs, dataset, context, batch_tokens, n_tokens, progress)
+        results += [_result(acc, c, cfg, run_cfg) for acc, c, cfg in accs]
+        del accs  # this group's SAEs leave the device before the next group's arrive
+    return results
 
 
 def _rel(run: Path, c: Checkpoint, name: str) -> str:
@@ -246,7 +235,7 @@ def _rel(run: Path, c: Checkpoint, name: str) -> str:
 
 def _checked_cfg(run: Path, c: Checkpoint, listed: dict, d_model: int) -> dict:
     """A checkpoint's cfg, checked against the manifest (its lambda and L1 form enter the loss) and the model."""
-    cfg_rel = _rel(run, c, checkpoints.CFG_FILE)
+    cfg_rel = _rel(run, c, layout.CFG_FILE)
     if cfg_rel in listed and sha256_file(run / cfg_rel) != listed[cfg_rel]:
         raise BadFile(f"{run / cfg_rel} does not match its manifest sha256 (truncated or corrupted).")
     cfg = checkpoints.read_cfg(c.folder)
@@ -272,7 +261,7 @@ def _plan(model, cfgs: list[dict], cks: list[Checkpoint], context: int, batch_to
 def _pass(model, accs: list, dataset: str, context: int, batch_tokens: int, n_tokens: int, progress: bool) -> None:
     """One pass over the measurement tokens (from their start), feeding every accumulator of a group."""
     source = acts.ActivationSource(model, sorted({c.layer for _, c, _ in accs}))
-    stream = acts.TokenStream(model.tokenizer, dataset, context, split="measure")
+    stream = TokenStream(model.tokenizer, dataset, context, split="measure")
     n_seq = max(1, batch_tokens // context)
     done = 0
     bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from kdsae_core.common.errors import BadFile, InvalidParameter
+from kdsae_core.common.fileio import read_json_object
 
 ALIVE_THRESHOLD = 1e-5
 
@@ -192,14 +192,7 @@ def load_measurement(path: Path) -> Measurement:
     """Load a measurement JSON: ours, or the authors' released files (layer, F_alive, avg_active,
     sorted_importance only). Everything else is recomputed from those."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadFile(f"measurement file {path} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadFile(f"measurement file {path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}).") from None
-    if not isinstance(data, dict):
-        raise BadFile(f"measurement file {path} must hold a JSON object.")
+    data = read_json_object(path, "measurement file")
     missing = [k for k in ("F_alive", "avg_active", "sorted_importance") if k not in data]
     if missing:
         raise BadFile(f"measurement file {path} lacks the field(s) {', '.join(missing)}.")

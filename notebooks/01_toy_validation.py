@@ -68,7 +68,9 @@ from kdsae_core.figures import catalog, style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
 from kdsae_core.toy.profiles import paper_grid_time, wall_time
-from kdsae_core.toy.sweep import ToyConfig, load_results, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.results import load_results
+from kdsae_core.toy.sweep import run_sweep
 
 settings = dict(profile=profile, rerun=rerun, source=source, results_file=results_file, n=n, alpha=alpha,
                 d_teacher=d_teacher, widths=widths, importance=importance, mode=mode, steps=steps, batch=batch,

@@ -45,7 +45,9 @@ from kdsae_core.toy import analysis as toy_analysis
 from kdsae_core.book import claims
 from kdsae_core.cli.verify import hub_measurements
 from kdsae_core.common.paths import RESULTS, toy_results_file
-from kdsae_core.toy.sweep import ToyConfig, load_results, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.results import load_results
+from kdsae_core.toy.sweep import run_sweep
 
 if toy_results:
     evidence = toy_analysis.evidence_with_grid(load_results(Path(toy_results)), f"the toy results {toy_results}")

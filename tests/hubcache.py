@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-D_IN, D_SAE = 128, 96  # d_in matches kdsae_core.data.activations.random_pythia (d_model 128)
+D_IN, D_SAE = 128, 96  # d_in matches benchmarks.random_pythia (d_model 128)
 
 
 def hf_cache(cache: Path, repo: str, files: dict[str, bytes], symlinks: bool = True, revision: str = "main") -> str:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from benchmarks import gpu_projection
 from benchmarks import report as bench_report
 from kdsae_core.sae import plan as sae_plan
 
@@ -66,7 +67,7 @@ def test_paper_scale_arithmetic():
     assert sae_plan.sae_params(1024, 32768) * 16 / 1e9 == pytest.approx(1.074, abs=1e-3)  # per SAE, the brief's 1.07 GB
     f = sae_plan.paper_flops()
     assert f["sae_per_trial"] == pytest.approx(24 * 300e6 * 10 * 1024 * 32768)
-    assert sae_plan.required_sae_rate(2.0)["without_lm"] == pytest.approx(f["sae_per_trial"] / 7200)
+    assert gpu_projection.required_sae_rate(2.0)["without_lm"] == pytest.approx(f["sae_per_trial"] / 7200)
     one = sae_plan.projection(n_gpus=1, trials=1)
     assert one["wall_s"] == pytest.approx(one["steps"] * (24 * one["sae_step_s"] + one["lm_forward_s_per_step"]))
     assert one["steps"] == 9156 and one["saes_per_gpu"] == 24 and one["fits"]
@@ -162,7 +163,7 @@ def test_the_sparse_section_shows_the_curve_the_crossover_and_the_goals(tmp_path
 
 def test_sparse_projection_arithmetic():
     p, gpu = sae_plan.PAPER, sae_plan.H100
-    zero, one = sae_plan.sparse_projection(0.0), sae_plan.sparse_projection(0.01)
+    zero, one = gpu_projection.sparse_projection(0.0), gpu_projection.sparse_projection(0.01)
     assert zero["lower"] == zero["upper"] == one["lower"]
     gathers = 4 * 0.01 * p["batch_tokens"] * p["d_sae"] * p["d_in"] * 2 / gpu["bandwidth"]  # bf16 rows, no reuse
     assert one["upper"]["sae_step_s"] - one["lower"]["sae_step_s"] == pytest.approx(gathers)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from kdsae_core.data import activations as acts
+from kdsae_core.runs import layout
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.common import paths
 
 BIN = Path(sys.executable).parent
@@ -27,7 +29,7 @@ def _train(args: list[str], out: Path, nproc: int) -> subprocess.CompletedProces
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_run(tmp_path):
-    model = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    model = random_pythia(tmp_path / "random-pythia14m-shape")
     args = ["--model", str(model), "--layers", "0,1,2", "--trial", "A,C", "--d-sae", "64", "--tokens", "2048",
             "--batch-tokens", "256", "--context", "64", "--n-snapshots", "2"]
     one = _train(args, tmp_path / "one", 1)
@@ -37,15 +39,15 @@ def test_two_gloo_processes_give_the_single_process_run(tmp_path):
     for trial in "AC":
         for layer in (0, 1, 2):
             for snap in ("1.024k", "final"):
-                rel = paths.checkpoint_dir(Path("."), trial, layer, snap) / "sae_weights.safetensors"
+                rel = layout.checkpoint_dir(Path("."), trial, layer, snap) / "sae_weights.safetensors"
                 assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
-    assert paths.run_metrics(tmp_path / "one").read_text() == paths.run_metrics(tmp_path / "two").read_text()
-    assert (tmp_path / "two" / "status.json").exists() and not paths.train_state_dir(tmp_path / "two").exists()
+    assert layout.run_metrics(tmp_path / "one").read_text() == layout.run_metrics(tmp_path / "two").read_text()
+    assert (tmp_path / "two" / "status.json").exists() and not layout.train_state_dir(tmp_path / "two").exists()
 
 
 @pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
-    model = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    model = random_pythia(tmp_path / "random-pythia14m-shape")
     r = _train(["--model", str(model), "--layers", "0", "--d-sae", "32", "--tokens", "1536", "--batch-tokens", "192",
                 "--context", "64", "--n-snapshots", "1"], tmp_path / "odd", 2)
     assert r.returncode != 0

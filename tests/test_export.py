@@ -14,12 +14,13 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.cli import main as cli
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.runs.checkpoints import SAELENS_FORMAT_VERSION, load_checkpoint
-from kdsae_core.hub.export import _fmt
-from kdsae_core.measure import list_checkpoints
+from kdsae_core.hub.model_card import _fmt
+from kdsae_core.runs.layout import list_checkpoints
 from tests.hubcache import hf_cache, tiny_run
 
 DUMMY_TOKEN = "hf_kdsaeDummyToken0123456789abcdefXYZ"
@@ -27,7 +28,7 @@ DUMMY_TOKEN = "hf_kdsaeDummyToken0123456789abcdefXYZ"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
     model = acts.load_model(str(folder))
     return tiny_run(tmp_path_factory.mktemp("runs") / "run", folder, model=model), folder
 
@@ -76,7 +77,7 @@ def test_export_round_trip_gives_identical_outputs(trained, tmp_path, capsys):
     assert card.startswith("---\nlibrary_name: saelens\n")
     assert 'SAE.from_pretrained("someone/tiny-kdsae", "checkpoints/B/layer01/final")' in card
     assert '"l1_coeff": 8e-05' in card and '"target_l0": 150.0' in card and '"d_sae": 32' in card
-    m = json.loads(paths.measurement_file(run, "C", 1, "final").read_text())
+    m = json.loads(layout.measurement_file(run, "C", 1, "final").read_text())
     assert f"| C | 1 | final | {_fmt(m['avg_active'])} | {_fmt(m['F_alive'])} | {_fmt(m['dead'])} |" in card
     assert DUMMY_TOKEN not in card and DUMMY_TOKEN not in out + err
 
@@ -103,7 +104,7 @@ def test_an_export_downloads_back_as_the_same_run(trained, tmp_path, capsys):
 def test_a_damaged_or_unlisted_checkpoint_is_not_exported(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    weights = paths.checkpoint_dir(run, "B", 1, "final") / "sae_weights.safetensors"
+    weights = layout.checkpoint_dir(run, "B", 1, "final") / "sae_weights.safetensors"
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0x01
     weights.write_bytes(bytes(data))
@@ -112,7 +113,7 @@ def test_a_damaged_or_unlisted_checkpoint_is_not_exported(trained, tmp_path, cap
     assert not (tmp_path / "e1").exists() and not [p for p in tmp_path.iterdir() if ".export-" in p.name]
     shutil.rmtree(run)
     shutil.copytree(trained[0], run)
-    shutil.copytree(paths.checkpoint_dir(run, "B", 1, "final"), paths.checkpoint_dir(run, "B", 1, "9k"))
+    shutil.copytree(layout.checkpoint_dir(run, "B", 1, "final"), layout.checkpoint_dir(run, "B", 1, "9k"))
     rc, _, err = kdsae(capsys, "export", "--run", run, "--to", tmp_path / "e2")
     assert rc == 2 and "is not listed in" in err and "layer01/9k" in err
 

@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 
 from kdsae_core.figures import catalog, save_figure, style
 from kdsae_core.figures import toy as tf
-from kdsae_core.toy.sweep import PROFILES, ToyConfig, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.profiles import PROFILES
+from kdsae_core.toy.sweep import run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

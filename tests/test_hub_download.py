@@ -1,6 +1,6 @@
 """`kdsae download` against a hand-made Hugging Face cache served by the real huggingface_hub code with
 HF_HUB_OFFLINE=1: conversion of every supported layout, measurement of the result, integrity checks, offline
-messages, path safety, and the chapters' `hub.fetch_trial`. Nothing is downloaded."""
+messages, path safety, and the chapters' `published.fetch_trial`. Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
+from kdsae_core.data.text import TokenStream
 from kdsae_core.cli import main as cli
 from kdsae_core.hub import client as hub
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.runs.checkpoints import kdsae_meta, load_checkpoint
 from kdsae_core.common.errors import BadFile, MissingData
-from kdsae_core.hub.published import PUBLISHED
+from kdsae_core.hub.published import PUBLISHED, fetch_trial
 from kdsae_core.runs.tables import load_run
 from kdsae_core.sae.model import SAE
 from tests.hubcache import (D_IN, D_SAE, authors_file, authors_forward, authors_state, cached_path, hf_cache, pt_bytes,
@@ -44,7 +47,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pythia(tmp_path_factory):
-    return acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    return random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
 
 
 def kdsae(capsys, *args) -> tuple[int, str, str]:
@@ -83,10 +86,10 @@ def test_download_and_measure_offline_through_the_real_cli(tmp_path, pythia):
     assert list(table["layer"]) == [0, 2] and set(table["d_sae"]) == {D_SAE}
     assert table["F_alive"].between(1, D_SAE).all() and (table["L0"] > 0).all()
     assert table["alpha"].between(0, 1).all() and (table["d_star_S"] > 0).all()
-    cfg = json.loads(paths.run_config(out).read_text())
+    cfg = json.loads(layout.run_config(out).read_text())
     assert cfg["model_source"] == str(pythia) and cfg["trials"]["B"]["l1_coeff"] == 8e-5
     assert cfg["hub"]["B"]["repo"] == REPO_B and len(cfg["hub"]["B"]["files"]) == 4
-    meta = kdsae_meta(json.loads((paths.checkpoint_dir(out, "B", 2, "final") / "cfg.json").read_text()))
+    meta = kdsae_meta(json.loads((layout.checkpoint_dir(out, "B", 2, "final") / "cfg.json").read_text()))
     blob = Path(os.path.realpath(cached_path(cache, REPO_B, "sae_layer02_final.pt"))).name
     assert meta["source"]["commit"] == commit and meta["source"]["sha256"] == blob == meta["source"]["etag"]
     assert meta["tokens"] == 300_000_000 and meta["source"]["layout"] == "authors"
@@ -113,7 +116,7 @@ def test_converted_checkpoints_give_the_authors_outputs(tmp_path, capsys, pythia
     x = torch.randn(300, D_IN, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for lay in (0, 2):
         for i, snap in enumerate(("50M", "final")):
-            sae, cfg = load_checkpoint(paths.checkpoint_dir(out, "B", lay, snap))
+            sae, cfg = load_checkpoint(layout.checkpoint_dir(out, "B", lay, snap))
             assert (cfg["d_in"], cfg["d_sae"]) == (D_IN, D_SAE)
             s64 = SAE(D_IN, D_SAE, dtype=torch.float64)
             s64.load_tensors({k: v.double() for k, v in sae.tensors().items()})
@@ -145,7 +148,7 @@ def test_any_repo_in_any_supported_layout(tmp_path, capsys, pythia):
     x = torch.randn(100, D_IN, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     layouts_seen = []
     for lay in range(4):
-        sae, cfg = load_checkpoint(paths.checkpoint_dir(out, "hub", lay, "final"))
+        sae, cfg = load_checkpoint(layout.checkpoint_dir(out, "hub", lay, "final"))
         layouts_seen.append(kdsae_meta(cfg)["source"]["layout"])
         z_ref, xhat_ref = authors_forward(states[lay], x)
         with torch.no_grad():
@@ -153,8 +156,8 @@ def test_any_repo_in_any_supported_layout(tmp_path, capsys, pythia):
             assert (z - z_ref).abs().max().item() <= FOLD_TOL
             assert (sae.decode(z) - xhat_ref).abs().max().item() <= FOLD_TOL
     assert layouts_seen == ["authors", "authors", "saelens", "authors"]
-    assert kdsae_meta(json.loads((paths.checkpoint_dir(out, "hub", 0, "final") / "cfg.json").read_text()))["tokens"] == 7
-    assert json.loads(paths.run_config(out).read_text())["trials"]["hub"] == {"name": "hub"}
+    assert kdsae_meta(json.loads((layout.checkpoint_dir(out, "hub", 0, "final") / "cfg.json").read_text()))["tokens"] == 7
+    assert json.loads(layout.run_config(out).read_text())["trials"]["hub"] == {"name": "hub"}
 
 
 def test_two_trials_download_into_one_run_folder(tmp_path, capsys, pythia):
@@ -165,10 +168,10 @@ def test_two_trials_download_into_one_run_folder(tmp_path, capsys, pythia):
         rc, _, err = kdsae(capsys, "download", "--trial", trial, "--layers", "0", "--snapshots", "final",
                            "--cache", cache, "--out", out, *measure_opts(pythia))
         assert rc == 0, err
-    cfg = json.loads(paths.run_config(out).read_text())
+    cfg = json.loads(layout.run_config(out).read_text())
     assert sorted(cfg["trials"]) == ["A", "B"] and sorted(cfg["hub"]) == ["A", "B"]
     assert cfg["trials"]["A"]["l1_form"] == "mean" and cfg["hub"]["A"]["repo"] == PUBLISHED["A"].repo
-    assert {json.loads(line)["trial"] for line in paths.run_metrics(out).read_text().splitlines()} == {"A", "B"}
+    assert {json.loads(line)["trial"] for line in layout.run_metrics(out).read_text().splitlines()} == {"A", "B"}
     rc, _, err = kdsae(capsys, "download", "--trial", "A", "--layers", "0", "--snapshots", "final", "--cache", cache,
                        "--out", out)  # options not repeated: the folder's own settings
     assert rc == 0, err
@@ -316,7 +319,7 @@ def test_verify_judges_the_paper_scale_claims_on_measured_published_checkpoints(
 def test_fetch_trial_offline_without_files_raises_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "runs"))
     with pytest.raises(MissingData) as e:
-        hub.fetch_trial("A", layers=[5], cache=tmp_path / "empty")
+        fetch_trial("A", layers=[5], cache=tmp_path / "empty")
     msg = str(e.value)
     assert PUBLISHED["A"].repo in msg and "sae_layer05_final.pt" in msg and "hf download" in msg and "\n" not in msg
     assert not (tmp_path / "runs").exists()
@@ -326,7 +329,7 @@ def test_fetch_trial_downloads_converts_and_measures(tmp_path, monkeypatch, pyth
     monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "runs"))
     cache = tmp_path / "hf"
     hf_cache(cache, REPO_B, trial_b_files(layers=(1,), snapshots=(("final", 300_000_000),)))
-    out = hub.fetch_trial("B", layers=[1], cache=cache, model=str(pythia), dataset="embedded", context=64,
+    out = fetch_trial("B", layers=[1], cache=cache, model=str(pythia), dataset="embedded", context=64,
                           measure_tokens=1024)
     assert out == paths.hub_run_dir("B") and out.parent == tmp_path / "runs"
     run = load_run(out, trials=["B"], layers=[1])
@@ -334,21 +337,21 @@ def test_fetch_trial_downloads_converts_and_measures(tmp_path, monkeypatch, pyth
     # The same numbers, derived independently: the measurement tokens through the model, the authors' own
     # forward pass of the file's SAE (float64, no fold), fire rates, L0, alpha and E[z^2] counted here.
     model = acts.load_model(str(pythia), "cpu")
-    tokens = acts.TokenStream(model.tokenizer, "embedded", 64, split="measure").next_batch(1024 // 64)
+    tokens = TokenStream(model.tokenizer, "embedded", 64, split="measure").next_batch(1024 // 64)
     z, _ = authors_forward(authors_state(10), acts.ActivationSource(model, [1])(tokens)[1])
     fires = (z > 0).sum(0)
     alive = fires / z.shape[0] > 1e-5
     F, L0 = int(alive.sum()), fires.sum().item() / z.shape[0]
     importance = torch.sort((z.square().mean(0))[alive], descending=True).values
-    m = json.loads(paths.measurement_file(out, "B", 1, "final").read_text())
+    m = json.loads(layout.measurement_file(out, "B", 1, "final").read_text())
     # float32 (folded) against float64 (unfolded): the counts agree exactly here (measured), E[z^2] to 1e-7
     assert (m["measure_tokens"], m["F_alive"]) == (z.shape[0], F) and m["avg_active"] == pytest.approx(L0, rel=1e-12)
     assert m["alpha"] == pytest.approx(1 - L0 / F, rel=1e-9)
     assert m["sorted_importance"][:20] == pytest.approx(importance[:20].tolist(), rel=1e-5)
-    stamp = paths.measurement_file(out, "B", 1, "final").stat().st_mtime_ns
-    assert hub.fetch_trial("B", layers=[1], cache=cache, model=str(pythia), dataset="embedded", context=64,
+    stamp = layout.measurement_file(out, "B", 1, "final").stat().st_mtime_ns
+    assert fetch_trial("B", layers=[1], cache=cache, model=str(pythia), dataset="embedded", context=64,
                            measure_tokens=1024) == out
-    assert paths.measurement_file(out, "B", 1, "final").stat().st_mtime_ns == stamp  # nothing redone
+    assert layout.measurement_file(out, "B", 1, "final").stat().st_mtime_ns == stamp  # nothing redone
 
 
 # The child's time.sleep only adds up what it was asked to wait (huggingface_hub's back-off between retries),

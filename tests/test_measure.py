@@ -10,18 +10,20 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.runs import checkpoints
 from kdsae_core.cli import main as cli
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
-from kdsae_core.measure import MIN_MEASURE_TOKENS, alive_min_firings, list_checkpoints, measure_run
+from kdsae_core.runs import layout
+from kdsae_core.measure import MIN_MEASURE_TOKENS, alive_min_firings, measure_run
+from kdsae_core.runs.layout import list_checkpoints
 from kdsae_core.runs.tables import load_run
 from tests.hubcache import tiny_run
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
     return folder, acts.load_model(str(folder))
 
 
@@ -34,21 +36,21 @@ def run_with_a_dead_sae(tmp_path_factory, model):
     with torch.no_grad():
         sae.b_enc.fill_(-1e4)  # no latent can fire on any input of this model
     checkpoints.save_checkpoint(final.folder, sae, cfg)
-    manifest.update_manifest(run, [final.folder / checkpoints.WEIGHTS_FILE, final.folder / checkpoints.CFG_FILE])
+    manifest.update_manifest(run, [final.folder / layout.WEIGHTS_FILE, final.folder / layout.CFG_FILE])
     measure_run(run, progress=False, model=model)
     return run, final
 
 
 def test_a_dead_sae_is_measured_with_alpha_undefined_and_the_others_normally(run_with_a_dead_sae):
     run, final = run_with_a_dead_sae
-    dead = json.loads(paths.measurement_file(run, "B", final.layer, "final").read_text())
+    dead = json.loads(layout.measurement_file(run, "B", final.layer, "final").read_text())
     assert dead["F_alive"] == 0 and dead["avg_active"] == 0 and dead["dead"] == dead["d_sae"] == 32
     assert dead["alpha"] is None and dead["d_star_S"] is None and dead["predictions"] == {}
     assert dead["sorted_importance"] == [] and "no latent fired on the 1,024 measurement tokens" in dead["note"]
     others = [c for c in list_checkpoints(run) if c.snapshot != "final"]
     assert others
     for c in others:
-        m = json.loads(paths.measurement_file(run, c.trial, c.layer, c.snapshot).read_text())
+        m = json.loads(layout.measurement_file(run, c.trial, c.layer, c.snapshot).read_text())
         assert m["F_alive"] > 0 and 0 < m["alpha"] < 1 and m["predictions"]
 
 
@@ -84,7 +86,7 @@ def test_the_command_prints_the_per_layer_table(run_with_a_dead_sae, model, monk
     assert set(rows) == {(c.trial, c.layer, c.snapshot) for c in list_checkpoints(run)}
     assert rows[("B", final.layer, "final")] == ["0.00", "0", "-", "-"]
     for (trial, layer, snap), (l0, f, alpha, d_star) in rows.items():
-        m = json.loads(paths.measurement_file(run, trial, layer, snap).read_text())
+        m = json.loads(layout.measurement_file(run, trial, layer, snap).read_text())
         if m["alpha"] is not None:
             assert (float(l0), int(f.replace(",", ""))) == (round(m["avg_active"], 2), m["F_alive"])
             assert float(alpha) == round(m["alpha"], 5) and float(d_star.replace(",", "")) == round(m["d_star_S"], 1)

@@ -18,12 +18,15 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream, _hub_documents, _stream_failure, iter_documents
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.sae import plan as sae_plan
 from kdsae_core.train import state as train_state
 from kdsae_core.common.errors import InvalidParameter, MissingData
 from kdsae_core.measure import measure_run
-from kdsae_core.sae.model import SAE, SAEUnit, fused_backward
+from kdsae_core.sae.model import SAE
+from kdsae_core.sae.step import SAEUnit, fused_backward
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
 from tests.test_train import pythia, tiny  # noqa: F401  (the module's random Pythia and tiny settings)
 
@@ -92,18 +95,18 @@ def _zst_corpus(folder: Path) -> list[str]:
 
 def test_local_and_streamed_jsonl_zst_read_like_jsonl(tmp_path):
     docs = _zst_corpus(tmp_path / "pile")
-    assert list(acts.iter_documents(str(tmp_path / "pile"))) == docs  # a folder of them
-    assert list(acts.iter_documents(str(tmp_path / "pile" / "train-00.jsonl.zst"))) == docs
-    assert list(acts._hub_documents(str(tmp_path / "pile"))) == docs  # through datasets' streaming, as from the hub
+    assert list(iter_documents(str(tmp_path / "pile"))) == docs  # a folder of them
+    assert list(iter_documents(str(tmp_path / "pile" / "train-00.jsonl.zst"))) == docs
+    assert list(_hub_documents(str(tmp_path / "pile"))) == docs  # through datasets' streaming, as from the hub
 
 
 def test_a_missing_zstd_codec_is_named_as_the_cause(tmp_path, monkeypatch):
     _zst_corpus(tmp_path / "pile")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as in an environment without the package
     with pytest.raises(MissingData, match="zstd-compressed and reading it needs the package zstandard"):
-        list(acts.iter_documents(str(tmp_path / "pile")))
+        list(iter_documents(str(tmp_path / "pile")))
     # fsspec's own words when it has no zstd codec (fsspec/core.py), as datasets passes them on
-    why = acts._stream_failure(ValueError("Compression type zstd not supported"))
+    why = _stream_failure(ValueError("Compression type zstd not supported"))
     assert "zstd-compressed" in why and "install zstandard" in why and "hub" not in why
 
 
@@ -128,7 +131,7 @@ def test_the_disk_plan_counts_what_a_run_writes_at_its_peak(tmp_path, pythia, mo
     write = train_state.write_units
 
     def watching(run, step, units):
-        seen.append((len(list(paths.train_state_dir(run).glob("step*"))), sae_plan.folder_bytes(run)))
+        seen.append((len(list(layout.train_state_dir(run).glob("step*"))), sae_plan.folder_bytes(run)))
         return write(run, step, units)
 
     monkeypatch.setattr(train_state, "write_units", watching)
@@ -190,7 +193,7 @@ def _long_documents(path: Path, n: int = 60) -> Path:
 def test_tokenisation_is_batched_off_the_training_thread_and_its_state_is_a_cursor(tmp_path, pythia):
     _, model = pythia
     tok = _Watched(model.tokenizer)
-    stream = acts.TokenStream(tok, str(_long_documents(tmp_path / "a.jsonl")), 16)
+    stream = TokenStream(tok, str(_long_documents(tmp_path / "a.jsonl")), 16)
     states = []
     for _ in range(40):
         stream.next_batch(2)
@@ -207,7 +210,7 @@ def test_a_resumed_stream_seeks_past_the_text_it_has_used(tmp_path, pythia):
     import zstandard
     _, model = pythia
     path = _long_documents(tmp_path / "a.jsonl")
-    stream = acts.TokenStream(model.tokenizer, str(path), 16)
+    stream = TokenStream(model.tokenizer, str(path), 16)
     for _ in range(150):
         stream.next_batch(2)
     state = stream.state()
@@ -222,7 +225,7 @@ def test_a_resumed_stream_seeks_past_the_text_it_has_used(tmp_path, pythia):
     raw = path.read_bytes()
     path.write_bytes(b"x" * (offset - 1) + b"\n" + raw[offset:])
     for text in (path, zst):  # (a .zst file is decompressed up to the offset, not parsed)
-        again = acts.TokenStream(model.tokenizer, str(text), 16)
+        again = TokenStream(model.tokenizer, str(text), 16)
         again.load_state(json.loads(json.dumps(state)), seen)
         assert all(torch.equal(again.next_batch(2), w) for w in want), text
         again.close()

@@ -19,6 +19,7 @@ from kdsae_core.book import params as nbp
 from kdsae_core.cli.main import build_parser, main
 from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter
+from kdsae_core.runs import layout
 from kdsae_core.sae import model as sae_model
 from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.train import settings as decl
@@ -79,7 +80,7 @@ def test_the_declaration_agrees_with_the_trials():
 
 
 def test_default_knobs_leave_the_recorded_settings_unchanged():
-    committed = json.loads(paths.run_config(COMMITTED).read_text())["settings"]
+    committed = json.loads(layout.run_config(COMMITTED).read_text())["settings"]
     cfg = SAETrainConfig.from_json(committed)
     assert cfg.settings() == recorded_settings(committed)  # the committed run loads and resumes unchanged
     assert not {s.name for s in decl.KNOBS} & set(SAETrainConfig.from_profile("embedded").settings())
@@ -223,7 +224,7 @@ def trained_config(out: Path, record: dict, which: str = "figures/rerun") -> dic
     assert which in record["trained"]
     folder = out / which
     assert list((folder / "measurements").rglob("*.json")), f"{folder} has no measurements"
-    return json.loads(paths.run_config(folder).read_text())
+    return json.loads(layout.run_config(folder).read_text())
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.runs import manifest
 from kdsae_core.common.errors import RunFolderError
 from kdsae_core.measure import measure_run
@@ -22,7 +23,7 @@ def test_thin_metrics_keeps_first_last_every_kth_and_snapshot_steps():
 
 
 def test_a_committed_run_has_no_weights_and_renders(tmp_path):
-    folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path / "random-pythia14m-shape")
     model = acts.load_model(str(folder))
     cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B", "C"], d_sae=32,
                                       tokens=2560, batch_tokens=128, context=64, n_snapshots=2, measure_tokens=512)
@@ -45,7 +46,8 @@ def test_committed_toy_results_are_the_runs_bytes_with_its_wall_time(tmp_path):
     from kdsae_core.common.errors import BadFile
     from kdsae_core.common.paths import TOY_WALL_FILE
     from kdsae_core.book.commit import commit_toy_results
-    from kdsae_core.toy.sweep import ToyConfig, run_sweep
+    from kdsae_core.toy.config import ToyConfig
+    from kdsae_core.toy.sweep import run_sweep
 
     cfg = ToyConfig(n=[4], alpha=[0.9], d_teacher=[2], seeds=1, steps=5, eval_samples=64)
     run = tmp_path / "run"

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from kdsae_core.runs import reference as reference_data
+from kdsae_core.runs import layout
 from kdsae_core.runs import tables as run_data
 from kdsae_core.common.errors import BadFile, MissingData, RunFolderError
 
@@ -98,7 +99,7 @@ def test_metrics_equal_the_jsonl(run):
 
 
 def test_snapshots_sort_by_tokens_and_can_all_be_loaded():
-    assert sorted(["final", "50M", "150k", "1.5B"], key=run_data.snapshot_tokens) == ["150k", "50M", "1.5B", "final"]
+    assert sorted(["final", "50M", "150k", "1.5B"], key=layout.snapshot_tokens) == ["150k", "50M", "1.5B", "final"]
     every = run_data.load_run(FIXTURE, snapshots=None)
     assert set(every.measurements["snapshot"]) == {"10k", "final"}
     assert every.final_snapshot("A") == "final"
@@ -106,7 +107,7 @@ def test_snapshots_sort_by_tokens_and_can_all_be_loaded():
     raw = json.loads((FIXTURE / "measurements/A/layer02_10k.json").read_text())
     assert early.set_index("layer").loc[2, "L0"] == raw["avg_active"]
     with pytest.raises(BadFile, match="neither a token count"):
-        run_data.snapshot_tokens("last")
+        layout.snapshot_tokens("last")
 
 
 def test_describe_says_model_layers_and_budget(run):

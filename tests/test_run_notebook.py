@@ -17,7 +17,8 @@ from kdsae_core.book import params as nbp
 from kdsae_core.common import paths
 from kdsae_core.cli.main import main
 from kdsae_core.common.errors import InvalidParameter
-from kdsae_core.toy.sweep import ToyConfig, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.sweep import run_sweep
 
 TOY = paths.NOTEBOOKS / "01_toy_validation.py"
 

@@ -11,8 +11,8 @@ import torch
 
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.common.paths import RESULTS
-from kdsae_core.sae.model import (LAMBDA_BOUNDS, PARAM_NAMES, SAE, L1Controller, SAEUnit, TrialSpec, fused_backward,
-                            paper_trials, sae_loss)
+from kdsae_core.sae.model import LAMBDA_BOUNDS, PARAM_NAMES, SAE, L1Controller, TrialSpec, paper_trials, sae_loss
+from kdsae_core.sae.step import SAEUnit, fused_backward
 
 
 def hand_sae() -> SAE:

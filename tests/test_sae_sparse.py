@@ -15,7 +15,8 @@ import torch
 
 from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.common.paths import REPO_ROOT
-from kdsae_core.sae.model import PARAM_NAMES, SAE, SAEUnit, TrialSpec, fused_backward, sae_loss
+from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec, sae_loss
+from kdsae_core.sae.step import SAEUnit, fused_backward
 
 from .test_sae_speedpaths import autograd_grads, poison_grads
 

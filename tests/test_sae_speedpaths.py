@@ -1,4 +1,4 @@
-"""The fast paths of the SAE step (kdsae_core/sae/model.py) against the autograd reference `sae_loss`.
+"""The fast paths of the SAE step (kdsae_core/sae/step.py) against the autograd reference `sae_loss`.
 
 fused_backward (encoder-bias gradient folded into the last product, per-latent sums as a matrix-vector
 product, the L0 count in place, gradients written into reused buffers), the clipping folded into fused Adam,
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import kdsae_core.sae.model as sae_mod
-from kdsae_core.sae.model import ADAM_BETAS, ADAM_EPS, PARAM_NAMES, SAE, SAEUnit, TrialSpec, fused_backward, sae_loss
+from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
+from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec, sae_loss
+from kdsae_core.sae.step import SAEUnit, fused_backward
 
 
 def perturbed_sae(d_in=24, d_sae=96, seed=3, dtype=torch.float32) -> SAE:

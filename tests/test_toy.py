@@ -11,7 +11,9 @@ from kdsae_core.cli.main import main
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.toy.model import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
 from benchmarks.toy_autograd import AutogradModel
-from kdsae_core.toy.sweep import REPRESENTED_THRESHOLDS, ToyConfig, ToySweep, _Interrupted, assemble_results, run_sweep
+from kdsae_core.toy.config import REPRESENTED_THRESHOLDS, ToyConfig
+from kdsae_core.toy.results import assemble_results
+from kdsae_core.toy.sweep import ToySweep, _Interrupted, run_sweep
 
 TINY = dict(n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=60, batch=256, eval_samples=2048)
 

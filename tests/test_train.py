@@ -14,13 +14,17 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
+from kdsae_core.data.text import MEASURE_EVERY, TokenStream, iter_documents, split_documents
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core import theory
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
-from kdsae_core.measure import Checkpoint, _Accumulator, _result, measure_run
+from kdsae_core.measure import _Accumulator, _result, measure_run
+from kdsae_core.runs.layout import Checkpoint
 from kdsae_core.runs.tables import load_run
 from kdsae_core.sae.model import SAE
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
@@ -28,7 +32,7 @@ from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 @pytest.fixture(scope="module")
 def pythia(tmp_path_factory):
-    folder = acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
     return folder, acts.load_model(str(folder))
 
 
@@ -42,7 +46,7 @@ def tiny(model_folder, **kw) -> SAETrainConfig:
 # ---- activations ---------------------------------------------------------------------------------------
 def test_all_layer_capture_equals_per_layer_capture(pythia):
     folder, model = pythia
-    tokens = acts.TokenStream(model.tokenizer, "embedded", 32).next_batch(3)
+    tokens = TokenStream(model.tokenizer, "embedded", 32).next_batch(3)
     together = acts.ActivationSource(model, [0, 2, 4])(tokens)
     for layer in (0, 2, 4):
         alone = acts.ActivationSource(model, [layer])(tokens)[layer]
@@ -81,7 +85,7 @@ def test_asking_for_the_last_layer_skips_the_unembedding(pythia):
 def test_minilm_capture_matches_hugging_face_hidden_states():
     from transformers import AutoModel
     model = acts.load_model("embedded")
-    tokens = acts.TokenStream(model.tokenizer, "embedded", 48).next_batch(2)
+    tokens = TokenStream(model.tokenizer, "embedded", 48).next_batch(2)
     got = acts.ActivationSource(model, range(6))(tokens)
     hf = AutoModel.from_pretrained(str(acts.embedded_model_path()))
     with torch.no_grad():
@@ -100,18 +104,18 @@ def test_a_layer_the_model_lacks_is_refused(pythia):
 def test_token_stream_packs_resumes_and_keeps_the_splits_apart(pythia):
     _, model = pythia
     tok = model.tokenizer
-    s = acts.TokenStream(tok, "embedded", 64)
+    s = TokenStream(tok, "embedded", 64)
     first = s.next_batch(4)
     assert first.shape == (4, 64) and bool((first[:, 0] == tok.cls_token_id).all())
     state = s.state()
     nxt = s.next_batch(4)
-    again = acts.TokenStream(tok, "embedded", 64)
+    again = TokenStream(tok, "embedded", 64)
     again.load_state(json.loads(json.dumps(state)), s.seen(state))  # the state survives JSON, as in trainer.json
     assert torch.equal(again.next_batch(4), nxt)
-    train = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "train")}
-    measure = {d for _, d in acts.split_documents(acts.iter_documents("embedded"), "measure")}
+    train = {d for _, d in split_documents(iter_documents("embedded"), "train")}
+    measure = {d for _, d in split_documents(iter_documents("embedded"), "measure")}
     assert measure and train and not (train & measure)
-    assert len(measure) == pytest.approx(len(train | measure) / acts.MEASURE_EVERY, abs=1)
+    assert len(measure) == pytest.approx(len(train | measure) / MEASURE_EVERY, abs=1)
 
 
 def test_local_text_files_and_their_errors(tmp_path, pythia):
@@ -120,22 +124,22 @@ def test_local_text_files_and_their_errors(tmp_path, pythia):
     lines = [f"Line {i}. " + long * 3 for i in range(10)]
     (tmp_path / "a.txt").write_text("short\n" + "\n".join(lines + lines[:1]) + "\n")
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": f"Record {i}. " + long}) for i in range(10)) + "\n")
-    docs = list(acts.iter_documents(str(tmp_path)))
+    docs = list(iter_documents(str(tmp_path)))
     assert len(docs) == 22
-    kept = list(acts.split_documents(iter(docs), "train")) + list(acts.split_documents(iter(docs), "measure"))
+    kept = list(split_documents(iter(docs), "train")) + list(split_documents(iter(docs), "measure"))
     assert len(kept) == 20  # "short" is under 50 characters, and the repeated line is a repeat
-    s = acts.TokenStream(model.tokenizer, str(tmp_path), 16)
+    s = TokenStream(model.tokenizer, str(tmp_path), 16)
     assert s.next_batch(2).shape == (2, 16)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "c.jsonl").write_text('{"body": 1}\n')
     with pytest.raises(BadFile, match="line 1: expected a JSON object with a `text` field"):
-        list(acts.iter_documents(str(tmp_path / "bad")))
+        list(iter_documents(str(tmp_path / "bad")))
     with pytest.raises(BadFile, match="does not exist"):
-        list(acts.iter_documents(str(tmp_path / "missing.txt")))
+        list(iter_documents(str(tmp_path / "missing.txt")))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "e.txt").write_text("tiny\n")
     with pytest.raises(MissingData, match="ran out"):
-        acts.TokenStream(model.tokenizer, str(tmp_path / "empty"), 16).next_batch(1)
+        TokenStream(model.tokenizer, str(tmp_path / "empty"), 16).next_batch(1)
 
 
 # ---- training ---------------------------------------------------------------------------------------------
@@ -143,10 +147,10 @@ def test_a_short_run_writes_every_file_of_the_run_folder(tmp_path, pythia):
     folder, model = pythia
     cfg = tiny(folder)
     run = Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
-    config = json.loads(paths.run_config(run).read_text())
+    config = json.loads(layout.run_config(run).read_text())
     assert config["settings"] == cfg.settings() and config["d_in"] == 128 and config["layers"] == [0, 2]
     assert [s["label"] for s in config["snapshots"]] == ["1.024k", "final"]
-    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    rows = [json.loads(line) for line in layout.run_metrics(run).read_text().splitlines()]
     assert len(rows) == cfg.steps * 3 * 2 and {r["step"] for r in rows} == set(range(1, 9))
     assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac",
                             "sae_step"}
@@ -157,12 +161,12 @@ def test_a_short_run_writes_every_file_of_the_run_folder(tmp_path, pythia):
     for trial in "ABC":
         for layer in (0, 2):
             for snap in ("1.024k", "final"):
-                sae, c = load_checkpoint(paths.checkpoint_dir(run, trial, layer, snap))
+                sae, c = load_checkpoint(layout.checkpoint_dir(run, trial, layer, snap))
                 assert (c["d_in"], c["d_sae"]) == (128, 64)
                 assert c["metadata"]["hook_name"] == f"blocks.{layer}.hook_resid_post"
                 assert c["metadata"]["kdsae"]["snapshot"] == snap
     assert manifest.verify_manifest(run) == []
-    assert not paths.train_state_dir(run).exists()
+    assert not layout.train_state_dir(run).exists()
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
     # trial C's lambda moves, A and B's do not
     lam = {t: {r["lambda"] for r in rows if r["trial"] == t} for t in "ABC"}
@@ -188,17 +192,17 @@ def test_stop_and_resume_gives_the_same_final_weights_and_log(tmp_path, pythia):
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt, match="state saved"):
         Trainer(cfg, part, progress=False, model=model).run(stop_after_step=3)
-    assert paths.train_state_dir(part).exists()
+    assert layout.train_state_dir(part).exists()
     with pytest.raises(RunFolderError, match="already holds a run"):
         Trainer(cfg, part, progress=False, model=model).run()
     Trainer(cfg, part, progress=False, model=model).run(resume=True)
     for trial in "ABC":
         for layer in (0, 2):
             for snap in ("1.024k", "final"):
-                a = paths.checkpoint_dir(whole, trial, layer, snap) / "sae_weights.safetensors"
-                b = paths.checkpoint_dir(part, trial, layer, snap) / "sae_weights.safetensors"
+                a = layout.checkpoint_dir(whole, trial, layer, snap) / "sae_weights.safetensors"
+                b = layout.checkpoint_dir(part, trial, layer, snap) / "sae_weights.safetensors"
                 assert a.read_bytes() == b.read_bytes()
-    assert paths.run_metrics(whole).read_text() == paths.run_metrics(part).read_text()
+    assert layout.run_metrics(whole).read_text() == layout.run_metrics(part).read_text()
 
 
 def test_resume_with_other_settings_and_a_foreign_folder_are_refused(tmp_path, pythia):
@@ -270,8 +274,8 @@ def test_measure_refuses_a_checkpoint_of_another_width(tmp_path, pythia):
     folder, model = pythia
     run = Trainer(tiny(folder, trials=["B"], layers=[1]), tmp_path / "run", progress=False, model=model).run()
     with pytest.raises(BadFile, match="d_sae 64, not the 32 asked for"):
-        load_checkpoint(paths.checkpoint_dir(run, "B", 1, "final"), d_sae=32)
-    weights = paths.checkpoint_dir(run, "B", 1, "final") / "sae_weights.safetensors"
+        load_checkpoint(layout.checkpoint_dir(run, "B", 1, "final"), d_sae=32)
+    weights = layout.checkpoint_dir(run, "B", 1, "final") / "sae_weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(BadFile, match="does not match its manifest sha256"):
         measure_run(run, progress=False, model=model)
@@ -292,7 +296,7 @@ def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythi
     with pytest.raises(NumericalFault, match=r"layer 0 activations at step 5 are not finite.*step 4\) is intact"):
         Trainer(cfg, run, progress=False, model=model, batch_hook=poison).run()
     Trainer(cfg, run, progress=False, model=model).run(resume=True)  # clean input resumes from step 4
-    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    rows = [json.loads(line) for line in layout.run_metrics(run).read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9)) and all(math.isfinite(r["loss"]) for r in rows)
 
 
@@ -305,7 +309,7 @@ def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia
     again = chapters.open_run(run, trials=["C"], rerun=True, out=tmp_path / "figs")
     assert again.folder == tmp_path / "figs" / "rerun" and again.trials == ["C"]
     for layer in (0, 2):
-        a, b = (paths.measurement_file(r, "C", layer, "final") for r in (run, again.folder))
+        a, b = (layout.measurement_file(r, "C", layer, "final") for r in (run, again.folder))
         assert b.read_bytes() == a.read_bytes()
 
 
@@ -339,15 +343,15 @@ def test_the_sae_step_is_a_setting_and_a_run_recorded_before_it_resumes_dense(tm
     assert "kdsae train --profile embedded --sae-step dense" in make.split("results-exp2: setup")[1].split("\n\n")[0]
     cfg = tiny(folder, trials=["C"], layers=[0], sae_step="dense")
     whole = Trainer(cfg, tmp_path / "whole", progress=False, model=model).run()
-    assert json.loads(paths.run_config(whole).read_text())["settings"]["sae_step"] == "dense"
-    assert {json.loads(r)["sae_step"] for r in paths.run_metrics(whole).read_text().splitlines()} == {"dense"}
+    assert json.loads(layout.run_config(whole).read_text())["settings"]["sae_step"] == "dense"
+    assert {json.loads(r)["sae_step"] for r in layout.run_metrics(whole).read_text().splitlines()} == {"dense"}
     auto = Trainer(tiny(folder, trials=["C"], layers=[0]), tmp_path / "auto", progress=False, model=model).run()
-    assert {json.loads(r)["sae_step"] for r in paths.run_metrics(auto).read_text().splitlines()} == {"sparse"}
+    assert {json.loads(r)["sae_step"] for r in layout.run_metrics(auto).read_text().splitlines()} == {"sparse"}
 
     old = tmp_path / "old"  # stopped, then made to look recorded before issue 19
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, old, progress=False, model=model).run(stop_after_step=3)
-    for f in [paths.run_config(old), *paths.train_state_dir(old).rglob("trainer.json")]:
+    for f in [layout.run_config(old), *layout.train_state_dir(old).rglob("trainer.json")]:
         d = json.loads(f.read_text())
         del d["settings"]["sae_step"]
         d.pop("sha256", None)  # (older states have none)
@@ -355,6 +359,6 @@ def test_the_sae_step_is_a_setting_and_a_run_recorded_before_it_resumes_dense(tm
     with pytest.raises(RunFolderError, match=r"other settings \(sae_step\)"):
         Trainer(tiny(folder, trials=["C"], layers=[0]), old, progress=False, model=model).run(resume=True)
     Trainer(cfg, old, progress=False, model=model).run(resume=True)
-    assert paths.run_metrics(old).read_text() == paths.run_metrics(whole).read_text()
-    final = paths.checkpoint_dir(whole, "C", 0, "final") / "sae_weights.safetensors"
-    assert (paths.checkpoint_dir(old, "C", 0, "final") / "sae_weights.safetensors").read_bytes() == final.read_bytes()
+    assert layout.run_metrics(old).read_text() == layout.run_metrics(whole).read_text()
+    final = layout.checkpoint_dir(whole, "C", 0, "final") / "sae_weights.safetensors"
+    assert (layout.checkpoint_dir(old, "C", 0, "final") / "sae_weights.safetensors").read_bytes() == final.read_bytes()

@@ -10,7 +10,10 @@ from kdsae_core.toy import analysis as ta
 from kdsae_core.book import claims, claims_lm
 from kdsae_core.cli.main import main
 from kdsae_core.common.paths import toy_results_file
-from kdsae_core.toy.sweep import PROFILES, ToyConfig, load_results, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.profiles import PROFILES
+from kdsae_core.toy.results import load_results
+from kdsae_core.toy.sweep import run_sweep
 
 from .reference import require_reference
 

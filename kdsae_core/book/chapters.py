@@ -19,6 +19,7 @@ from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter, MissingData
 from kdsae_core.figures import catalog as cat
 from kdsae_core.hub.published import fetch_trial
+from kdsae_core.runs import layout
 from kdsae_core.runs import reference as reference_data
 from kdsae_core.runs import tables as run_data
 from kdsae_core.sae.model import TRIAL_NAMES
@@ -52,7 +53,7 @@ def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", t
 
 
 def _settings_of(folder: Path) -> SAETrainConfig:
-    return SAETrainConfig.from_json(json.loads(paths.run_config(folder).read_text())["settings"])
+    return SAETrainConfig.from_json(json.loads(layout.run_config(folder).read_text())["settings"])
 
 
 def changed_settings(rerun: Path, committed: Path) -> str:

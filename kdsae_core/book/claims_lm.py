@@ -14,7 +14,8 @@ from kdsae_core import theory
 from kdsae_core.book.ledger import ABSTRACT, NOT_TESTABLE, Claim, Ledger, consistent_if, reproduced_if
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import reference_dir
-from kdsae_core.runs.reference import PUBLISHED_LAYERS
+from kdsae_core.runs import layout
+from kdsae_core.runs.reference import PAPER_LAYER_VALUES
 from kdsae_core.toy.analysis import shown
 
 
@@ -72,7 +73,7 @@ def pythia_claims(ledger: Ledger) -> None:
 
     def wide():
         values = {layer: reference_measurement(ref, layer).d_star_S for layer in (12, 16)}
-        pub = PUBLISHED_LAYERS[8]
+        pub = PAPER_LAYER_VALUES[8]
         layer8 = theory.critical_width(pub["F_alive"], theory.alpha_from_sae(pub["F_alive"], pub["L0"]))
         measured = ", ".join(f"layer {k}: {v:,.1f}" for k, v in values.items())
         return (measured, consistent_if(all(v > 1024 for v in values.values())),
@@ -128,9 +129,9 @@ def embedded_claims(ledger: Ledger, run: Path | None) -> None:
     def controller():
         if run is None or not Path(run).is_dir():
             raise MissingData("no embedded-default run folder (results/exp2/embedded) to check")
-        cfg = json.loads((Path(run) / "config.json").read_text())
+        cfg = json.loads(layout.run_config(run).read_text())
         target = _target_l0(cfg)
-        files = sorted((Path(run) / "measurements" / "C").glob("layer*_final.json"))
+        files = sorted(layout.measurement_dir(run, "C").glob("layer*_final.json"))
         if not files:
             raise MissingData(f"{run} has no trial C measurements")
         l0 = [json.loads(f.read_text())["avg_active"] for f in files]

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.figures import regression as fr
-from kdsae_core.toy.sweep import load_results
+from kdsae_core.toy.results import load_results
 
-KEPT = ("config.json", "status.json")
+KEPT = (layout.CONFIG_FILE, layout.STATUS_FILE)
 
 
 def thin_metrics(lines: list[str], every: int, keep_steps: set[int]) -> list[str]:
@@ -30,25 +31,25 @@ def thin_metrics(lines: list[str], every: int, keep_steps: set[int]) -> list[str
 def commit_exp2_run(run: Path, dest: Path, every: int = 5) -> Path:
     """results/exp2/NAME from a complete, measured run folder."""
     run, dest = Path(run), Path(dest)
-    if not (run / "status.json").exists():
+    if not layout.run_status(run).exists():
         raise RunFolderError(f"{run} has not finished training (no status.json): finish it with --resume first.")
-    if not (run / "measurements").is_dir():
+    if not layout.measurements_root(run).is_dir():
         raise RunFolderError(f"{run} has no measurements: run `kdsae measure --run {run}` first.")
     problems = manifest.verify_manifest(run)
     if problems:
         raise RunFolderError(f"{run} fails its manifest: {problems[0]}")
-    config = json.loads(paths.run_config(run).read_text())
+    config = json.loads(layout.run_config(run).read_text())
     snapshot_steps = {int(s["step"]) for s in config.get("snapshots", [])}
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     for name in KEPT:
         shutil.copy2(run / name, dest / name)
-    for path in sorted(run.glob("summary_*.csv")):
+    for path in layout.summary_files(run):
         shutil.copy2(path, dest / path.name)
-    shutil.copytree(run / "measurements", dest / "measurements")
-    lines = paths.run_metrics(run).read_text().splitlines()
-    atomic_write_text(paths.run_metrics(dest), "".join(f"{line}\n" for line in thin_metrics(lines, every, snapshot_steps)))
+    shutil.copytree(layout.measurements_root(run), layout.measurements_root(dest))
+    lines = layout.run_metrics(run).read_text().splitlines()
+    atomic_write_text(layout.run_metrics(dest), "".join(f"{line}\n" for line in thin_metrics(lines, every, snapshot_steps)))
     atomic_write_json(dest / "results.json", {"from_run": str(run.name), "metrics_every_steps": every,
                                               "weights": "not committed (train again with `make results-exp2`)"})
     manifest.write_manifest(dest)

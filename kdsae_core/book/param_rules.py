@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdsae_core.book.params import PATH_PARAMETERS, SOURCES, Parameter, notebook_parameters, raw_text, resolve
-from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter
+from kdsae_core.runs import layout
 from kdsae_core.sae.model import TRIAL_NAMES
+from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.profiles import PROFILES
-from kdsae_core.toy.sweep import ToyConfig
 from kdsae_core.train.config import SAETrainConfig, refuse_unreachable_target
 from kdsae_core.train.settings import Setting, notebook_settings
 
@@ -109,7 +109,7 @@ def _check_paths(values: dict) -> None:
         if not resolve(v).exists():
             raise InvalidParameter(f"{name} {v} does not exist (a relative path is taken from the folder you run "
                                    "kdsae in)")
-        if name == "run" and values.get("source", "local") == "local" and not paths.run_config(resolve(v)).exists():
+        if name == "run" and values.get("source", "local") == "local" and not layout.run_config(resolve(v)).exists():
             raise InvalidParameter(f"run {v} is not a run folder (it has no config.json from `kdsae train` or "
                                    "`kdsae download`)")
 
@@ -232,7 +232,7 @@ def exp2_chapter_config(values: dict) -> SAETrainConfig | None:
 
 
 def _rerun_config(values: dict, trial: str | None, science: dict) -> SAETrainConfig:
-    record = json.loads(paths.run_config(resolve(values["run"])).read_text())
+    record = json.loads(layout.run_config(resolve(values["run"])).read_text())
     trials = [trial] if trial else values.get("trials") or list(TRIAL_NAMES)
     cfg = SAETrainConfig.like(record["settings"], trials=list(trials), layers=values.get("layers"), **science)
     refuse_unreachable_target(cfg, science.get("target_l0"), "target_l0")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from kdsae_core.cli._args import int_list
+from kdsae_core.runs.layout import snapshot_tokens
 
 
 def register(sub) -> None:
@@ -34,7 +35,6 @@ def run(args) -> int:
 def render_text(written: list[Path], run: Path) -> str:
     """The measured SAEs as a table (one row per trial, layer and snapshot): L0, F, alpha and d*_S."""
     # pandas and numpy: imported when a table is printed, so that `kdsae --help` starts without them
-    from kdsae_core.runs.tables import snapshot_tokens
     from kdsae_core.theory import ALIVE_THRESHOLD  # numpy, as above
 
     rows = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kdsae_core.hub import client as hub
 from kdsae_core.common.errors import RunFolderError
-from kdsae_core.common.paths import run_config
+from kdsae_core.runs.layout import run_config
 
 
 def register(sub) -> None:

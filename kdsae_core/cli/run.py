@@ -19,6 +19,7 @@ from kdsae_core.book import params as nbp
 from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, refuse_non_empty
+from kdsae_core.runs import layout
 from kdsae_core.train.settings import notebook_settings
 
 RUN_RECORD = "run.json"
@@ -198,7 +199,7 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
 
     def ended(status: str, **extra) -> None:
         _finish(partial, executed)
-        trained = sorted(str(c.parent.relative_to(out)) for c in out.rglob(paths.run_config(Path()).name))
+        trained = sorted(str(c.parent.relative_to(out)) for c in out.rglob(layout.CONFIG_FILE))
         record.update(status=status, seconds=round(time.perf_counter() - start, 1), trained=trained,
                       html=_html(executed), **extra)
         atomic_write_json(out / RUN_RECORD, record)

@@ -47,7 +47,8 @@ def _widths(text: str):
 def run(args) -> int:
     # torch: imported when the verb runs, so that `kdsae --help` starts without it
     from kdsae_core.toy.parallel import run_parallel
-    from kdsae_core.toy.sweep import ToyConfig, run_sweep  # torch, as above
+    from kdsae_core.toy.config import ToyConfig  # torch, as above
+    from kdsae_core.toy.sweep import run_sweep  # torch, as above
 
     fields = ("n", "alpha", "d_teacher", "widths", "importance", "mode", "steps", "batch", "lr", "seeds",
               "eval_samples", "seed", "checkpoint_every")

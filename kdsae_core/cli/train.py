@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from kdsae_core.cli._args import int_list
 from kdsae_core.cli.measure import render_text as measured_table
-from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, InvalidParameter, RunFolderError
+from kdsae_core.runs import layout
 from kdsae_core.train.profiles import PROFILES, recorded_settings
 from kdsae_core.train.settings import SETTINGS
 
@@ -42,7 +42,7 @@ def run(args) -> int:
     from kdsae_core.train.trainer import Trainer  # torch, as above
 
     given = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name) is not None}
-    if args.resume and paths.run_config(args.out).exists():
+    if args.resume and layout.run_config(args.out).exists():
         cfg = SAETrainConfig.from_json(resume_settings(args.out, args.profile, given))  # before anything loads
     else:
         if given.get("layers") == ALL_LAYERS:
@@ -70,9 +70,9 @@ def resume_settings(out: Path, profile: str | None, given: dict) -> dict:
     """The settings a run folder recorded (config.json), for `--resume`: an option given as well must agree with
     them, or the resume is refused here, in one line naming each disagreement, before the model loads."""
     try:
-        settings = json.loads(paths.run_config(out).read_text())["settings"]
+        settings = json.loads(layout.run_config(out).read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise BadFile(f"{paths.run_config(out)} is not a readable run config, so the run cannot be resumed: "
+        raise BadFile(f"{layout.run_config(out)} is not a readable run config, so the run cannot be resumed: "
                       "start it over with --force, or use another --out.") from None
     theirs = recorded_settings(settings)
     if profile is not None:

@@ -64,7 +64,9 @@ def toy_evidence(args) -> ToyEvidence:
     direct-mode sweep and the other importance profiles are the committed ones either way."""
     # torch (the toy sweep): imported when the verb runs, so that `kdsae --help` starts without it
     from kdsae_core.toy.analysis import committed_evidence, evidence_with_grid
-    from kdsae_core.toy.sweep import ToyConfig, load_results, run_sweep  # torch, as above
+    from kdsae_core.toy.config import ToyConfig  # torch, as above
+    from kdsae_core.toy.results import load_results  # torch, as above
+    from kdsae_core.toy.sweep import run_sweep  # torch, as above
 
     if args.toy_results:
         return evidence_with_grid(load_results(args.toy_results), str(args.toy_results))

@@ -1,4 +1,4 @@
-"""Atomic, verifiable file writes: temporary name, fsync, rename."""
+"""Atomic, verifiable file writes (temporary name, fsync, rename), staging folders, and the one JSON reader."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from kdsae_core.common.errors import KdsaeError, RunFolderError
+from kdsae_core.common.errors import BadFile, KdsaeError, RunFolderError
 
 
 def current_umask() -> int:
@@ -33,6 +34,28 @@ def make_temp_dir(prefix: str, parent: Path) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(folder, 0o777 & ~current_umask())
     return folder
+
+
+def staging_beside(target: Path) -> Path:
+    """A fresh staging folder next to `target` (same file system, so `replace_folder` is a rename): a download is
+    assembled there and moved into place only once every file has been verified."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return make_temp_dir(f".{target.name}.download-", target.parent)
+
+
+def read_json_object(path: Path, what: str = "") -> dict:
+    """The JSON object stored in `path`. Anything else is BadFile, one sentence naming the file (after `what`,
+    e.g. "measurement file"): it does not exist, is not valid JSON, or holds something other than an object."""
+    label = f"{what} {path}" if what else str(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BadFile(f"{label} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadFile(f"{label} is not valid JSON ({e}).") from None
+    if not isinstance(data, dict):
+        raise BadFile(f"{label} must hold a JSON object.")
+    return data
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -109,7 +132,6 @@ def save_verified(path: Path, data: bytes) -> None:
 def load_verified(path: Path) -> tuple[bytes, Path] | None:
     """The newest generation of `path` whose bytes match its digest, with the file it came from; None if
     there is none. A generation that fails its check is reported on stderr and skipped."""
-    import sys
     path = Path(path)
     for candidate in (path, Path(f"{path}.prev")):
         digest = Path(f"{candidate}.sha256")

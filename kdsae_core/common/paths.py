@@ -1,9 +1,11 @@
-"""Every path the project uses, in one place."""
+"""The repository's paths and the machine's download cache. The files inside a run folder: runs/layout.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from kdsae_core.common.errors import InvalidParameter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "results"
@@ -65,8 +67,7 @@ def reference_dir() -> Path | None:
 def reference_download_dir() -> Path:
     """Where `kdsae fetch-reference` puts the authors' files by default (outside the repository: they
     may not be committed): `$XDG_CACHE_HOME/kdsae/pythia410m_colm_erdos` or `~/.cache/kdsae/...`."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "kdsae" / "pythia410m_colm_erdos"
+    return kdsae_cache_dir() / "pythia410m_colm_erdos"
 
 
 def figures_out(name: str) -> Path:
@@ -74,37 +75,7 @@ def figures_out(name: str) -> Path:
     return REPO_ROOT / "_build" / "figures" / name
 
 
-# ---- run folder layout (ARCHITECTURE.md) -------------------------------------------------
-def run_config(run: Path) -> Path:
-    return Path(run) / "config.json"
-
-
-def run_metrics(run: Path) -> Path:
-    return Path(run) / "metrics.jsonl"
-
-
-def run_manifest(run: Path) -> Path:
-    return Path(run) / "MANIFEST.sha256"
-
-
-def checkpoint_dir(run: Path, trial: str, layer: int, snapshot: str) -> Path:
-    return Path(run) / "checkpoints" / trial / f"layer{layer:02d}" / snapshot
-
-
-def measurement_file(run: Path, trial: str, layer: int, snapshot: str) -> Path:
-    return Path(run) / "measurements" / trial / f"layer{layer:02d}_{snapshot}.json"
-
-
-def summary_file(run: Path, trial: str) -> Path:
-    return Path(run) / f"summary_{trial}.csv"
-
-
-def train_state_dir(run: Path) -> Path:
-    """Resumable trainer state (optimizer, controller, data position, RNG) of the last snapshot."""
-    return Path(run) / "state"
-
-
-# ---- Hugging Face hub (hub.py, published.py) ------------------------------------------------
+# ---- downloads (hub/client.py, hub/published.py) ----------------------------------------------
 def kdsae_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/kdsae` or `~/.cache/kdsae`: downloads that may not live in the repository."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -112,23 +83,14 @@ def kdsae_cache_dir() -> Path:
 
 
 def hub_run_dir(trial: str, revision: str | None = None) -> Path:
-    """Run folder that `hub.fetch_trial` converts and measures a published trial into (KDSAE_HUB_RUNS overrides
+    """Run folder that `published.fetch_trial` converts and measures a published trial into (KDSAE_HUB_RUNS overrides
     the parent folder): `<cache>/hub-runs/trial{T}` (`trial{T}@{revision}` for a pinned revision)."""
     root = Path(os.environ["KDSAE_HUB_RUNS"]) if os.environ.get("KDSAE_HUB_RUNS") else kdsae_cache_dir() / "hub-runs"
     return root / (f"trial{trial}" + (f"@{revision.replace('/', '_')}" if revision else ""))
 
 
-def published_file(layer: int, snapshot: str) -> str:
-    """Name of one of the authors' published checkpoints: `sae_layer{LL}_{snapshot}.pt`."""
-    return f"sae_layer{layer:02d}_{snapshot}.pt"
-
-
-MODEL_CARD_FILE = "README.md"
-
-
 def refuse_results(folder: Path, what: str) -> None:
     """Weights never go into results/ (small committed result files only)."""
-    from kdsae_core.common.errors import InvalidParameter
     f, results = Path(folder).expanduser().resolve(), RESULTS.resolve()
     if f == results or results in f.parents:
         raise InvalidParameter(f"{what} {folder} is inside results/, which holds small committed result files and "

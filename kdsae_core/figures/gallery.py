@@ -16,7 +16,7 @@ from kdsae_core.common import paths
 from kdsae_core.runs import reference as reference_data
 from kdsae_core.runs import tables as run_data
 from kdsae_core.common.errors import MissingData
-from kdsae_core.toy.sweep import load_results
+from kdsae_core.toy.results import load_results
 from kdsae_core.figures import catalog as cat
 from kdsae_core.figures.style import data_uri
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from kdsae_core import theory
-from kdsae_core.runs.reference import PUBLISHED_LAYERS, REFERENCE_D_MODEL, REFERENCE_MODEL
+from kdsae_core.runs.reference import PAPER_LAYER_VALUES, REFERENCE_D_MODEL, REFERENCE_MODEL
 from kdsae_core.runs.tables import format_tokens, layer_span
 from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 
@@ -208,5 +208,5 @@ def training_curves_sentence(measurements, stats: pd.DataFrame) -> str:
     layer8_other_run = any(abs(r.l1_coeff - 3e-4) < 1e-12 for r in last.itertuples() if r.layer == 8)
     if layer8_other_run:
         return (parts + ". The released layer-8 curves come from a \u03bb 3e-4 run, not from the run behind the "
-                f"published layer-8 row (L0 {PUBLISHED_LAYERS[8]['L0']}).")
+                f"published layer-8 row (L0 {PAPER_LAYER_VALUES[8]['L0']}).")
     return parts + "."

@@ -1,5 +1,5 @@
 """The three figures of Experiment 1 (the toy model), each a pure function of a toy_results dict
-(`kdsae_core.toy.sweep.assemble_results`), with a `*_data` function returning the exact table it plots and a
+(`kdsae_core.toy.results.assemble_results`), with a `*_data` function returning the exact table it plots and a
 sentence computed from the same numbers (`figures.catalog` lists them).
 
 Losses are drawn as a fraction of L_inf (the loss of predicting zero), so panels with different sparsity

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from kdsae_core.toy import analysis as ta
-from kdsae_core.toy.sweep import REPRESENTED_THRESHOLDS
+from kdsae_core.toy.config import REPRESENTED_THRESHOLDS
 from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, percent, suptitle
 from kdsae_core.figures.toy import ALPHA, L_INF, PAPER_PERCENT, alpha_colours, describe
 

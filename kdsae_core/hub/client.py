@@ -12,6 +12,9 @@
 - The token never appears in a message: every text built from an exception goes through `redact`.
 
 The published trials, their files and the conversion into run folders: `published.py`.
+
+huggingface_hub is imported inside the functions that use it: `kdsae` builds every verb's parser at start (this
+module among them), and a command that never reaches the hub should not pay for importing it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from kdsae_core.common.errors import BadFile, InvalidParameter, KdsaeError, MissingData
+from kdsae_core.common.fileio import sha256_file
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -42,7 +46,7 @@ def offline() -> bool:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "on", "yes", "true"):
             return True
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # lazy: see the module docstring
     return bool(constants.HF_HUB_OFFLINE)
 
 
@@ -57,8 +61,8 @@ def no_network() -> bool:
     if offline():
         return False
     import httpx2  # huggingface_hub's HTTP client
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
+    from huggingface_hub import constants  # lazy: see the module docstring
+    from huggingface_hub.utils import get_session  # lazy: see the module docstring
     endpoint = constants.ENDPOINT
     if endpoint not in _reachable:
         try:
@@ -80,7 +84,7 @@ def redact(text: str) -> str:
     """`text` with any Hugging Face token (from the environment or huggingface_hub's store) replaced by ***."""
     secrets = [os.environ.get(v) for v in _TOKEN_VARS]
     try:
-        from huggingface_hub import get_token
+        from huggingface_hub import get_token  # lazy: see the module docstring
         secrets.append(get_token())
     except Exception:  # noqa: BLE001 -- a broken token store must not hide the real error
         pass
@@ -127,11 +131,6 @@ def git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
-    from kdsae_core.common.fileio import sha256_file
-    return sha256_file(path)
-
-
 # ---- fetching -----------------------------------------------------------------------------------------------
 @dataclass
 class Fetched:
@@ -151,7 +150,8 @@ def how_to_get(repo: str, filename: str, revision: str | None) -> str:
             "Hugging Face cache here (HF_HUB_CACHE, or --cache)")
 
 
-def _missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
+def missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
+    """The error for a file that is not cached when the cache is the only source: what is missing and how to get it."""
     where = f"the Hugging Face cache {cache}" if cache else "the Hugging Face cache (HF_HUB_CACHE)"
     why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub could not be reached"
     return MissingData(f"{repo}: {filename}{f' (revision {revision})' if revision else ''} is not in {where} and "
@@ -177,7 +177,7 @@ def _etag(path: Path, repo: str, filename: str, revision: str | None) -> str | N
             return name
     if cache_only():
         return None
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url  # lazy: see the module docstring
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=_commit_of(p) or revision))
     except Exception as e:  # noqa: BLE001 -- reported, then the file counts as unverifiable by etag
@@ -212,8 +212,8 @@ def about(f: Fetched, e: Exception) -> str:
 
 
 def _download(repo, filename, revision, cache, force: bool) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+    from huggingface_hub import hf_hub_download  # lazy: see the module docstring
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
     local = cache_only()
     try:
@@ -221,7 +221,7 @@ def _download(repo, filename, revision, cache, force: bool) -> Path:
                                     local_files_only=local, force_download=force and not local))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         if local:
-            raise _missing_offline(repo, filename, revision, cache) from None
+            raise missing_offline(repo, filename, revision, cache) from None
         raise MissingData(f"{repo}: {filename} is not cached and the hub could not be reached: "
                           f"{how_to_get(repo, filename, revision)}.") from None
     except GatedRepoError:
@@ -248,7 +248,7 @@ def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | N
     refetched = False
     while True:
         path = _download(repo, filename, revision, cache, force=refetched)
-        f = Fetched(repo, filename, path, _commit_of(path), sha256_of(path), _etag(path, repo, filename, revision),
+        f = Fetched(repo, filename, path, _commit_of(path), sha256_file(path), _etag(path, repo, filename, revision),
                     refetched)
         problem = _problem(f, expected_sha256, check)
         if problem is None:
@@ -265,7 +265,7 @@ def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | N
 
 def cached(repo: str, filename: str, revision: str | None = None, cache: Path | None = None) -> Path | None:
     """The cached copy of a file, without any network access; None when it is not cached."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # lazy: see the module docstring
     got = try_to_load_from_cache(repo, filename, cache_dir=str(cache) if cache else None, revision=revision)
     return Path(got) if isinstance(got, str) else None
 
@@ -275,7 +275,7 @@ def list_files(repo: str, revision: str | None = None) -> list[str] | None:
     check_repo_id(repo)
     if cache_only():
         return None
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: see the module docstring
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
     try:
         names = HfApi().list_repo_files(repo, revision=revision)
@@ -307,7 +307,7 @@ def upload(folder: Path, repo: str, revision: str | None = None, force: bool = F
     A revision that already holds files is refused unless `force`; with `force` its old files are replaced."""
     check_repo_id(repo)
     require_online(f"publishing to {repo}")
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: see the module docstring
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError
     api = HfApi()
     branch = revision or "main"
@@ -339,15 +339,3 @@ def upload(folder: Path, repo: str, revision: str | None = None, force: bool = F
                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); nothing was uploaded.")) from None
     return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}/tree/{branch}")
 
-
-# ---- the entry points the chapters and `kdsae verify` use (implemented in published.py) ---------------------
-def fetch_trial(trial: str, layers=None, snapshots=("final",), revision: str | None = None, **kw) -> Path:
-    """Download, convert and measure a published trial into a cache run folder (see published.fetch_trial)."""
-    from kdsae_core.hub.published import fetch_trial as _fetch_trial
-    return _fetch_trial(trial, layers=layers, snapshots=snapshots, revision=revision, **kw)
-
-
-def measure_published_trial(trial: str, **kw) -> list[dict]:
-    """The final-snapshot measurements of every layer of a published trial (see published.py)."""
-    from kdsae_core.hub.published import measure_published_trial as _m
-    return _m(trial, **kw)

@@ -1,5 +1,5 @@
 """Runs published by `kdsae publish`, downloaded back: the repository holds an exported run folder
-(config.json, MANIFEST.sha256, checkpoints/..., measurements/...). Every file name comes from the hub's
+(runs/layout.py: config.json, MANIFEST.sha256, checkpoints/..., measurements/...). Every file name comes from the hub's
 MANIFEST.sha256 and is refused if it would leave --out; every file is verified against its manifest sha256 and
 hub etag, and every checkpoint must load, before the folder is moved into place.
 """
@@ -12,14 +12,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kdsae_core.runs import checkpoints
-from kdsae_core.hub import client as hub
-from kdsae_core.runs import manifest
-from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, RunFolderError
-from kdsae_core.hub.published import staging_beside
+from kdsae_core.common.fileio import staging_beside
+from kdsae_core.hub import client as hub
+from kdsae_core.runs import checkpoints, layout, manifest
+from kdsae_core.runs.layout import list_checkpoints
 
-MARKERS = ("MANIFEST.sha256", "config.json")  # a repository written by `kdsae publish`
+MARKERS = (layout.MANIFEST_FILE, layout.CONFIG_FILE)  # a repository written by `kdsae publish`
 
 
 def is_kdsae_repo(repo: str, revision, cache) -> bool:
@@ -32,12 +31,12 @@ def is_kdsae_repo(repo: str, revision, cache) -> bool:
 def _wanted(rel: str, name_filter, layers, snapshots) -> bool:
     """Whether a file of a published kdsae run belongs to the selection."""
     parts = rel.split("/")
-    if parts[0] == "checkpoints" and len(parts) == 5:
+    if parts[0] == layout.CHECKPOINTS_DIR and len(parts) == 5:
         trial, layer, snap = parts[1], parts[2], parts[3]
-    elif parts[0] == "measurements" and len(parts) == 3 and parts[2].startswith("layer") and "_" in parts[2]:
+    elif parts[0] == layout.MEASUREMENTS_DIR and len(parts) == 3 and parts[2].startswith("layer") and "_" in parts[2]:
         trial, (layer, snap) = parts[1], parts[2][:-len(".json")].split("_", 1)
     else:
-        return len(parts) == 1 and rel != paths.MODEL_CARD_FILE
+        return len(parts) == 1 and rel != layout.MODEL_CARD_FILE
     try:
         n = int(layer[len("layer"):])
     except ValueError:
@@ -50,11 +49,11 @@ def download(out: Path, repo: str, layers, snapshots, revision, cache, old, prog
     if old is not None:
         raise RunFolderError(f"{out} holds an earlier download; a run published by kdsae is downloaded into a new "
                              "or empty --out.")
-    mf = hub.fetch(repo, "MANIFEST.sha256", revision, cache)
-    listed = manifest.parse_manifest(mf.path.read_text(), f"{repo}: MANIFEST.sha256")
+    mf = hub.fetch(repo, layout.MANIFEST_FILE, revision, cache)
+    listed = manifest.parse_manifest(mf.path.read_text(), f"{repo}: {layout.MANIFEST_FILE}")
     chosen = [hub.safe_relpath(n) for n in listed]  # names from the hub: refuse `..` and absolute paths first
     chosen = [n for n in chosen if _wanted(n, None, layers, snapshots)]
-    if "config.json" not in chosen:
+    if layout.CONFIG_FILE not in chosen:
         raise BadFile(f"{repo}: MANIFEST.sha256 does not list config.json; it is not a run published by kdsae.")
     staging = staging_beside(out)
     try:
@@ -63,7 +62,6 @@ def download(out: Path, repo: str, layers, snapshots, revision, cache, old, prog
             target = hub.inside(staging, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f.path, target)
-        from kdsae_core.measure import list_checkpoints
         for c in list_checkpoints(staging):  # the weights must load, not only match their digests
             checkpoints.load_checkpoint(c.folder)
         manifest.write_manifest(staging)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdsae_core.runs.layout import FINAL
+
 
 @dataclass(frozen=True)
 class PublishedTrial:
@@ -18,4 +20,4 @@ PUBLISHED = {
     "B": PublishedTrial("B", "nileshsarkar-ai/colm-run-exp-2-t2", "lambda 8e-5 fixed, paper-exact"),
     "C": PublishedTrial("C", "nileshsarkar-ai/colm-run-trial-2", "adaptive lambda, target L0 ~ 150"),
 }
-PUBLISHED_SNAPSHOTS = ("50M", "100M", "150M", "200M", "250M", "final")  # "final": runs.tables.FINAL
+PUBLISHED_SNAPSHOTS = ("50M", "100M", "150M", "200M", "250M", FINAL)

@@ -21,11 +21,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from kdsae_core.common.errors import BadFile
-from kdsae_core.common.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from kdsae_core.common.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
+from kdsae_core.runs.layout import CFG_FILE, WEIGHTS_FILE
 from kdsae_core.sae.model import PARAM_NAMES, SAE
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae_weights.safetensors"
 SAELENS_FORMAT_VERSION = "6.54.12"  # the SAELens release whose cfg.json format this writes (tests/saelens)
 SAELENS_FIELDS = {"architecture": "standard", "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
                   "normalize_activations": "none", "reshape_activations": "none"}
@@ -76,12 +75,9 @@ def save_checkpoint(folder: Path, sae: SAE, cfg: dict) -> None:
 
 def read_cfg(folder: Path) -> dict:
     path = Path(folder) / CFG_FILE
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadFile(f"checkpoint {folder} has no {CFG_FILE}.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadFile(f"{path} is not valid JSON ({e}).") from None
+    if not path.exists():
+        raise BadFile(f"checkpoint {folder} has no {CFG_FILE}.")
+    cfg = read_json_object(path)
     for key in ("d_in", "d_sae"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise BadFile(f"{path} lacks a positive integer {key}.")

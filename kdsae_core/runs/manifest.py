@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile
 from kdsae_core.common.fileio import atomic_write_text, sha256_file
 
-_SKIP_DIRS = {"state"}
-_SKIP_NAMES = {"MANIFEST.sha256", ".lock"}
+_SKIP_DIRS = {layout.STATE_DIR}
+_SKIP_NAMES = {layout.MANIFEST_FILE, layout.LOCK_FILE}
 
 
 def _listed(run: Path) -> list[Path]:
@@ -31,7 +31,7 @@ def _listed(run: Path) -> list[Path]:
 
 def read_manifest(run: Path) -> dict[str, str]:
     """{relative path: sha256}; empty when the run has no manifest."""
-    path = paths.run_manifest(run)
+    path = layout.run_manifest(run)
     if not path.exists():
         return {}
     return parse_manifest(path.read_text(), path)
@@ -50,20 +50,27 @@ def parse_manifest(text: str, where) -> dict[str, str]:
     return out
 
 
+def _cached_digest(run: Path, key: str, cache: dict) -> str:
+    """sha256 of run/key, taken from `cache` {rel: (size, mtime_ns, sha)} while the file's size and mtime are
+    unchanged, else computed and cached."""
+    st = (run / key).stat()
+    hit = cache.get(key)
+    if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
+        hit = cache[key] = (st.st_size, st.st_mtime_ns, sha256_file(run / key))
+    return hit[2]
+
+
+def _write(run: Path, digests: dict[str, str]) -> None:
+    """The manifest in `sha256sum` format (`<sha256>  <path>`, sorted by path), written atomically."""
+    atomic_write_text(layout.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+
+
 def write_manifest(run: Path, cache: dict | None = None) -> dict[str, str]:
     """Hash every listed file (reusing `cache` {rel: (size, mtime_ns, sha)} for unchanged ones) and write."""
     run = Path(run)
     cache = {} if cache is None else cache
-    digests = {}
-    for rel in _listed(run):
-        st = (run / rel).stat()
-        key = str(rel)
-        hit = cache.get(key)
-        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
-            hit = (st.st_size, st.st_mtime_ns, sha256_file(run / rel))
-            cache[key] = hit
-        digests[key] = hit[2]
-    atomic_write_text(paths.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+    digests = {str(rel): _cached_digest(run, str(rel), cache) for rel in _listed(run)}
+    _write(run, digests)
     return digests
 
 
@@ -72,7 +79,7 @@ def update_manifest(run: Path, written, cache: dict | None = None) -> dict[str, 
     keep every other entry as listed, dropping those whose file is gone: a file damaged after it was listed
     is never re-blessed by a later writer. Without a manifest yet, every file is hashed (write_manifest)."""
     run = Path(run)
-    if not paths.run_manifest(run).exists():
+    if not layout.run_manifest(run).exists():
         return write_manifest(run, cache)
     cache = {} if cache is None else cache
     digests = read_manifest(run)
@@ -81,13 +88,9 @@ def update_manifest(run: Path, written, cache: dict | None = None) -> dict[str, 
             key = str(Path(f).relative_to(run))
         except ValueError:  # already relative to the run folder
             key = str(f)
-        st = (run / key).stat()
-        hit = cache.get(key)
-        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
-            hit = cache[key] = (st.st_size, st.st_mtime_ns, sha256_file(run / key))
-        digests[key] = hit[2]
+        digests[key] = _cached_digest(run, key, cache)
     digests = {k: d for k, d in digests.items() if (run / k).is_file()}
-    atomic_write_text(paths.run_manifest(run), "".join(f"{d}  {n}\n" for n, d in sorted(digests.items())))
+    _write(run, digests)
     return digests
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from kdsae_core.common import paths
 from kdsae_core import theory
 from kdsae_core.common.errors import BadFile, MissingData
-from kdsae_core.runs.tables import _read_json
+from kdsae_core.common.fileio import read_json_object
 
 # ---- the authors' Pythia-410M reference data ----------------------------------------------------------
 REFERENCE_MODEL = "EleutherAI/pythia-410m"
@@ -31,7 +31,7 @@ HOW_TO_GET_REFERENCE = ("run `kdsae fetch-reference` (or set KDSAE_REFERENCE_DIR
 
 # The per-layer values the co-author's repository README publishes (SAEs trained one layer at a time, lambda 8e-4 in
 # the `sum` form, 300M Pile tokens): facts, committed as printed there.
-PUBLISHED_LAYERS = {
+PAPER_LAYER_VALUES = {
     8: {"F_alive": 31_006, "L0": 234.9, "alpha": 0.9924, "g_alpha": 27.04, "d_star_S": 1_147},
     12: {"F_alive": 28_665, "L0": 218.3, "alpha": 0.99238, "g_alpha": 26.92, "d_star_S": 1_064.7},
     16: {"F_alive": 29_169, "L0": 249.0, "alpha": 0.99146, "g_alpha": 24.60, "d_star_S": 1_185.9},
@@ -40,7 +40,7 @@ PUBLISHED_LAYERS = {
 
 def published_table() -> pd.DataFrame:
     """The per-layer values the co-author's README publishes, as printed there."""
-    rows = [{"layer": layer, **values} for layer, values in sorted(PUBLISHED_LAYERS.items())]
+    rows = [{"layer": layer, **values} for layer, values in sorted(PAPER_LAYER_VALUES.items())]
     return pd.DataFrame(rows, columns=["layer", "F_alive", "L0", "alpha", "g_alpha", "d_star_S"])
 
 
@@ -83,7 +83,7 @@ def reference_training_stats(ref: Path | None = None) -> pd.DataFrame:
         path = ref / f"training_stats_layer{layer}.json"
         if not path.exists():
             continue
-        data = _read_json(path)
+        data = read_json_object(path)
         curves, cfg = data.get("training_curves"), data.get("config", {})
         if not isinstance(curves, list) or not curves:
             raise BadFile(f"{path} has no training_curves list.")

@@ -1,6 +1,6 @@
-"""Read an Experiment 2 run folder into tidy pandas tables (the authors' reference data: reference_data.py).
+"""Read an Experiment 2 run folder into tidy pandas tables (the authors' reference data: runs/reference.py).
 
-A run folder (ARCHITECTURE.md) holds `config.json`, `metrics.jsonl`,
+A run folder (runs/layout.py) holds `config.json`, `metrics.jsonl`,
 `measurements/{trial}/layer{LL}_{snapshot}.json` and `summary_{trial}.csv`. Figures are drawn from the
 tables built here, so a figure's saved data can be checked against the files it came from.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,28 +19,17 @@ import pandas as pd
 
 from kdsae_core.runs import manifest
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core import theory
 from kdsae_core.common.errors import BadFile, MissingData, RunFolderError
-from kdsae_core.common.fileio import sha256_file
+from kdsae_core.common.fileio import read_json_object, sha256_file
+from kdsae_core.runs.layout import FINAL, snapshot_tokens
 
 # Scalar fields of a measurement file, in the order tables show them. `avg_active` becomes `L0`.
 MEASUREMENT_SCALARS = ["tokens", "measure_tokens", "d_in", "d_sae", "F_alive", "dead", "L0", "alpha",
                        "g_alpha", "d_star_S", "mse", "l1", "loss", "explained_variance", "L_inf"]
 METRIC_COLUMNS = ["trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac"]
 PREDICTION_COLUMNS = ["features_kept", "features_dropped", "predicted_floor", "naive_floor"]
-FINAL = "final"
-_SNAPSHOT = re.compile(r"^(\d+(?:\.\d+)?)([kMB]?)$")
-_MEASUREMENT_NAME = re.compile(r"^layer(\d+)_(.+)\.json$")
-
-
-def snapshot_tokens(label: str) -> float:
-    """Sort key of a snapshot label: "150k" -> 150e3, "50M" -> 50e6, "final" -> inf."""
-    if label == FINAL:
-        return math.inf
-    m = _SNAPSHOT.match(label)
-    if not m:
-        raise BadFile(f"snapshot label {label!r} is neither a token count (like 50M or 150k) nor 'final'.")
-    return float(m.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "B": 1e9}[m.group(2)]
 
 
 def format_tokens(n: float) -> str:
@@ -127,7 +115,7 @@ class RunData:
     def trial_metrics(self, trial: str) -> pd.DataFrame:
         out = self.metrics[self.metrics["trial"] == trial].sort_values(["layer", "tokens"]).reset_index(drop=True)
         if out.empty:
-            raise MissingData(f"{self.folder}/metrics.jsonl has no logged steps for trial {trial}.")
+            raise MissingData(f"{layout.run_metrics(self.folder)} has no logged steps for trial {trial}.")
         return out
 
     def trial_config(self, trial: str) -> dict:
@@ -180,18 +168,6 @@ class RunData:
 
 
 # ---- loading ------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise BadFile(f"{path} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadFile(f"{path} is not valid JSON ({e}).") from None
-    if not isinstance(data, dict):
-        raise BadFile(f"{path} must hold a JSON object.")
-    return data
-
-
 def read_metrics(path: Path) -> pd.DataFrame:
     """metrics.jsonl as a table; a truncated LAST line (a run stopped mid-write) is skipped with a warning."""
     path = Path(path)
@@ -216,7 +192,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 
 def _measurement_row(path: Path, trial: str, layer: int, snapshot: str) -> tuple[dict, np.ndarray, list[dict]]:
-    data = _read_json(path)
+    data = read_json_object(path)
     missing = [k for k in ("F_alive", "avg_active", "sorted_importance") if k not in data]
     if missing:
         raise BadFile(f"measurement file {path} lacks {', '.join(missing)}.")
@@ -271,7 +247,7 @@ def _manifest_check(run: Path):
     """path -> path, raising BadFile if the run's MANIFEST.sha256 lists the file with another digest. While a run
     is still training (no status.json) its config and metrics log legitimately run ahead of the manifest."""
     listed = manifest.read_manifest(run)
-    growing = set() if (run / "status.json").exists() else {"config.json", "metrics.jsonl"}
+    growing = set() if layout.run_status(run).exists() else {layout.CONFIG_FILE, layout.METRICS_FILE}
 
     def verified(path: Path) -> Path:
         rel = Path(path).relative_to(run).as_posix()
@@ -290,24 +266,44 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
     run = Path(run)
     if not run.is_dir():
         raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train`, or name an existing run folder.")
-    if not paths.run_config(run).exists():
+    if not layout.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
     verified = _manifest_check(run)
-    config = _read_json(verified(paths.run_config(run)))
+    config = read_json_object(verified(layout.run_config(run)))
     want_trials = set(trials) if trials is not None else None
     want_layers = {int(v) for v in layers} if layers is not None else None
+    found = _measurement_files(run, want_trials, want_layers)
+    measurements, predictions, importance = _measurement_tables(found, snapshots, verified)
+    metrics = read_metrics(verified(layout.run_metrics(run)))
+    if want_trials is not None:
+        metrics = metrics[metrics["trial"].isin(want_trials)]
+    if want_layers is not None:
+        metrics = metrics[metrics["layer"].isin(want_layers)]
+    summaries = _summaries(run, want_trials, verified)
+    if measurements.empty and metrics.empty:
+        raise RunFolderError(f"{run} holds no measurements and no metrics"
+                             + (f" for trials {sorted(want_trials)}" if want_trials else "")
+                             + (f" at layers {sorted(want_layers)}" if want_layers else "") + ".")
+    return RunData(run, config, metrics.reset_index(drop=True), measurements, predictions, importance, summaries)
+
+
+def _measurement_files(run: Path, want_trials, want_layers) -> dict[tuple[str, int], dict[str, Path]]:
+    """(trial, layer) -> {snapshot: measurement file} of the selected trials and layers."""
     found: dict[tuple[str, int], dict[str, Path]] = {}
-    mroot = run / "measurements"
-    for path in sorted(mroot.glob("*/layer*_*.json")) if mroot.is_dir() else []:
-        match = _MEASUREMENT_NAME.match(path.name)
-        trial = path.parent.name
-        if not match or (want_trials is not None and trial not in want_trials):
+    for path in layout.measurement_files(run):
+        key = layout.measurement_key(path)
+        if key is None or (want_trials is not None and key[0] not in want_trials):
             continue
-        layer = int(match.group(1))
+        trial, layer, snapshot = key
         if want_layers is not None and layer not in want_layers:
             continue
-        snapshot_tokens(match.group(2))  # rejects an unknown label early, naming it
-        found.setdefault((trial, layer), {})[match.group(2)] = path
+        snapshot_tokens(snapshot)  # rejects an unknown label early, naming it
+        found.setdefault((trial, layer), {})[snapshot] = path
+    return found
+
+
+def _measurement_tables(found: dict, snapshots, verified) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The measurements, predictions and importances of the chosen snapshots of each (trial, layer)."""
     rows, preds, importance = [], [], {}
     for (trial, layer), by_snap in sorted(found.items()):
         chosen = list(by_snap) if snapshots is None else [s for s in snapshots if s in by_snap]
@@ -321,27 +317,21 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
     measurements = pd.DataFrame(rows, columns=["trial", "layer", "snapshot", *MEASUREMENT_SCALARS])
     for col in ("alpha", "g_alpha", "d_star_S", "L_inf"):  # undefined (None) where alpha is: NaN, not objects
         measurements[col] = pd.to_numeric(measurements[col])
-    metrics = read_metrics(verified(paths.run_metrics(run)))
-    if want_trials is not None:
-        metrics = metrics[metrics["trial"].isin(want_trials)]
-    if want_layers is not None:
-        metrics = metrics[metrics["layer"].isin(want_layers)]
+    predictions = pd.DataFrame(preds, columns=["trial", "layer", "snapshot", "width", *PREDICTION_COLUMNS])
+    return measurements, predictions, importance
+
+
+def _summaries(run: Path, want_trials, verified) -> pd.DataFrame:
+    """The summary_{trial}.csv files of the selected trials, with a `trial` column."""
     summaries = []
-    for path in sorted(run.glob("summary_*.csv")):
-        trial = path.stem[len("summary_"):]
+    for path in layout.summary_files(run):
+        trial = layout.summary_trial(path)
         if want_trials is None or trial in want_trials:
             try:
                 summaries.append(pd.read_csv(verified(path)).assign(trial=trial))
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
                 raise BadFile(f"{path} is not a readable CSV ({e}).") from None
-    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=["trial", "layer"])
-    if measurements.empty and metrics.empty:
-        raise RunFolderError(f"{run} holds no measurements and no metrics"
-                             + (f" for trials {sorted(want_trials)}" if want_trials else "")
-                             + (f" at layers {sorted(want_layers)}" if want_layers else "") + ".")
-    return RunData(run, config, metrics.reset_index(drop=True), measurements,
-                   pd.DataFrame(preds, columns=["trial", "layer", "snapshot", "width", *PREDICTION_COLUMNS]),
-                   importance, summary)
+    return pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=["trial", "layer"])
 
 
 def combine_runs(runs: list[RunData]) -> RunData:

@@ -2,15 +2,19 @@
 projection of book/performance.md.
 
 Everything here is arithmetic on the shapes (book/methods.md) and on rates passed in: measured ones from
-benchmarks/results/*.json, or stated assumptions for hardware this project cannot run on (an H100). The
-counts follow kdsae_core.sae.model.fused_backward and SAEUnit.step; benchmarks/sae_step.py checks the CPU side.
+benchmarks/results/*.json, or stated assumptions for hardware this project cannot run on (an H100). What only the
+performance page shows (the paper-scale goal, the authors' baseline, the CPU check) is benchmarks/gpu_projection.py. The
+counts follow kdsae_core.sae.step.fused_backward and SAEUnit.step; benchmarks/sae_step.py checks the CPU side.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
 
 GB = 1e9
 GiB = 2**30
@@ -178,7 +182,6 @@ def disk_plan(d_in: int, d_sae: int, n_saes: int, n_snapshots: int) -> DiskPlan:
 
 def free_disk_bytes(folder: Path) -> int:
     """Free bytes on the file system that holds `folder` (or would: its nearest existing parent)."""
-    import shutil
     folder = Path(folder).resolve()
     while not folder.exists():
         folder = folder.parent
@@ -195,7 +198,6 @@ def available_memory_bytes(device: str) -> int | None:
     """Memory free for the run on `device` now: a CUDA device's free memory, or the host's MemAvailable
     (Linux); None where it cannot be read."""
     if device.startswith("cuda"):
-        import torch
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -209,7 +211,6 @@ def available_memory_bytes(device: str) -> int | None:
 def cuda_unavailable(device: str) -> str | None:
     """Why `device` (cuda...) cannot be used here, telling a CPU-only build of torch (the one requirements.txt
     pins; `make cuda-env` installs the CUDA build) from a CUDA build that sees no device; None if it can."""
-    import torch
     if not device.startswith("cuda") or torch.cuda.is_available():
         return None
     if torch.version.cuda is None:
@@ -247,9 +248,6 @@ PAPER = dict(d_in=1024, d_sae=32_768, layers=24, tokens=300_000_000, batch_token
 # (Pythia-410M, bf16 autocast, context 1024) at a lower rate than the large SAE products, NVLink for routing.
 H100 = dict(name="H100 SXM 80 GB", memory_bytes=80 * GB, gemm_flops=600e12, bandwidth=2.8e12, lm_flops=300e12,
             link_bytes_per_s=300e9)
-AUTHORS_MINUTES_PER_LAYER = 35  # the authors, one layer at a time on one H100
-
-
 def paper_flops(p: dict = PAPER) -> dict:
     sae = p["layers"] * p["tokens"] * 10.0 * p["d_in"] * p["d_sae"]
     lm = p["tokens"] * p["lm_flops_per_token"]
@@ -286,51 +284,11 @@ def projection(gpu: dict = H100, p: dict = PAPER, n_gpus: int = 1, trials: int =
 def paper_run_needs(n_gpus: int = 1, trials: int = 3, gpu: dict = H100, p: dict = PAPER, snapshots: int = 6) -> dict:
     """What `kdsae train --profile paper` needs, from the shapes: GPU memory per GPU and hours (the projection above,
     on `gpu`'s assumed rates), and disk: `snapshots` fp32 checkpoints of every SAE, plus the resumable state (fp32
-    weights and Adam's two moments of every SAE, train_state.KEEP generations)."""
-    from kdsae_core.train.state import KEEP
+    weights and Adam's two moments of every SAE, STATE_GENERATIONS generations)."""
     proj = projection(gpu, p, n_gpus=n_gpus, trials=trials)
     n_saes, P = trials * p["layers"], sae_params(p["d_in"], p["d_sae"])
     return {"n_gpus": n_gpus, "trials": trials, "gpu": gpu["name"], "hours": proj["wall_h"],
             "gpu_memory_bytes": proj["memory_per_gpu"]["total_bytes"], "fits": proj["fits"],
-            "checkpoint_bytes": n_saes * snapshots * P * 4, "state_bytes": KEEP * n_saes * P * 12}
+            "checkpoint_bytes": n_saes * snapshots * P * 4, "state_bytes": STATE_GENERATIONS * n_saes * P * 12}
 
 
-def required_sae_rate(hours: float = 2.0, gpu: dict = H100, p: dict = PAPER) -> dict:
-    """The sustained SAE-step rate (10 d_in d_sae FLOPs per token) that one trial on one GPU needs to finish in
-    `hours`: without the LM forward pass, and with it at the assumed LM rate."""
-    f = paper_flops(p)
-    budget = hours * 3600
-    lm_s = f["lm_forward_one_pass"] / gpu["lm_flops"]
-    return {"hours": hours, "without_lm": f["sae_per_trial"] / budget, "lm_forward_s": lm_s,
-            "with_lm": f["sae_per_trial"] / (budget - lm_s)}
-
-
-def cpu_model_check(d_in: int, d_sae: int, batch_tokens: int, matmul_s: float, bandwidth: float) -> dict:
-    """The same cost model on this CPU: measured products + counted traffic / measured copy bandwidth, to be set
-    next to the measured step time (benchmarks/sae_step.py)."""
-    t = step_traffic_bytes(d_in, d_sae, batch_tokens, "fp32", "cpu")
-    return {"matmul_s": matmul_s, "traffic_bytes": t["total"], "traffic_s": t["total"] / bandwidth,
-            "predicted_step_s": matmul_s + t["total"] / bandwidth,
-            "predicted_fraction": matmul_s / (matmul_s + t["total"] / bandwidth)}
-
-
-# ---- the sparse step at paper scale (issue 19; arithmetic, nothing here ran on a GPU) ----------------------------
-def sparse_projection(density: float, gpu: dict = H100, p: dict = PAPER, compute: str = "bf16") -> dict:
-    """One trial (all layers, one forward pass per batch) on one GPU with the sparse step at `density` of the
-    (token, latent) pairs active, next to the dense step of `projection`.
-
-    The encoder product runs at the GPU's product rate; the step's other work is the dense step's counted traffic;
-    the four products over the active pairs are taken as memory-bound gathers between two bounds: `upper`, every
-    active pair reading one d_in row from memory in each of the four products (no cache reuse), and `lower`, the
-    products costing nothing beyond that traffic (perfect reuse)."""
-    d_in, d_sae, B = p["d_in"], p["d_sae"], p["batch_tokens"]
-    dense = projection(gpu, p, n_gpus=1, trials=1, compute=compute)
-    encoder_s = 2.0 * d_in * d_sae * B / gpu["gemm_flops"]
-    other_s = step_traffic_bytes(d_in, d_sae, B, compute, "cuda")["total"] / gpu["bandwidth"]
-    gathers_s = 4 * density * B * d_sae * d_in * BYTES[compute] / gpu["bandwidth"]
-    out = {"density": density, "dense_sae_step_s": dense["sae_step_s"], "dense_wall_h": dense["wall_h"]}
-    for bound, unit_s in (("lower", encoder_s + other_s), ("upper", encoder_s + other_s + gathers_s)):
-        step_s = p["layers"] * unit_s + dense["lm_forward_s_per_step"]
-        out[bound] = {"sae_step_s": unit_s, "speedup": dense["sae_step_s"] / unit_s,
-                      "wall_h": dense["steps"] * step_s / 3600}
-    return out

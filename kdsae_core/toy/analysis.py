@@ -18,7 +18,8 @@ from kdsae_core import theory
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import REPO_ROOT, toy_importance_results_file, toy_results_file
 from kdsae_core.toy.model import expected_x_squared, importance_profile
-from kdsae_core.toy.sweep import KNEE_TOLERANCE, REPRESENTED_THRESHOLDS, ToyConfig, knee_width, load_results
+from kdsae_core.toy.config import KNEE_TOLERANCE, REPRESENTED_THRESHOLDS, ToyConfig
+from kdsae_core.toy.results import knee_width, load_results
 
 PAPER_ACCURACY = 0.93        # "median prediction accuracy above 93%" at every sparsity level
 ORDER_TOLERANCE = 0.02       # sparsity order: a floor may rise by this much of L_inf before it counts as wrong

@@ -13,15 +13,13 @@ bound by memory traffic over those buffers.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 
+from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
 from kdsae_core.common.errors import InvalidParameter
-
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
+from kdsae_core.common.seeding import stream_seed
 CACHE_BYTES = 12 << 20  # working set per chunk: well inside a 32 MiB L3, leaving room for the rest
 
 
@@ -70,11 +68,6 @@ def importance_profile(spec: str, n: int) -> torch.Tensor:
 def expected_x_squared(alpha: float) -> float:
     """E[x_i^2] for x_i = u_i b_i, u ~ U[0, 1], b ~ Bernoulli(1 - alpha)."""
     return (1.0 - alpha) / 3.0
-
-
-def stream_seed(*key) -> int:
-    """A stable 63-bit seed from any key (same on every machine and Python version)."""
-    return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little") >> 1
 
 
 class DataStream:

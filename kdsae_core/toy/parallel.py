@@ -11,6 +11,7 @@ all, so their speed-up is bounded by the balance of the split (n = 40 | 10, 20 o
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import multiprocessing
@@ -25,7 +26,9 @@ from kdsae_core.common.errors import InvalidParameter, KdsaeError
 from kdsae_core.common.fileio import atomic_write_json
 from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE
 from kdsae_core.common.locks import run_lock
-from kdsae_core.toy.sweep import ToyConfig, load_results, results_dict, run_sweep
+from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.results import load_results, results_dict
+from kdsae_core.toy.sweep import run_sweep
 
 SPLIT_FILE = "split.json"
 
@@ -49,7 +52,6 @@ def _stop_with_parent() -> None:
     """Linux: SIGTERM this process if the parent dies (so a killed run leaves no orphan holding a part's lock;
     the part saves its state as on any SIGTERM). Elsewhere nothing."""
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass

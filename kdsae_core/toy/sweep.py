@@ -1,110 +1,31 @@
-"""Experiment 1: the toy-model sweep (book/methods.md) as one batched program, and its results.
+"""Experiment 1: the toy-model sweep (book/methods.md) as one batched program, trained and evaluated.
 
 Every (sparsity, seed, width) model of a feature count n and teacher width d_T lives in one `Block`.
-Models that share (n, alpha) share data batches; seeds differ in initialisation.
+Models that share (n, alpha) share data batches; seeds differ in initialisation. The settings are
+kdsae_core.toy.config's, the results file kdsae_core.toy.results'.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import math
-import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kdsae_core import theory
-from kdsae_core.common.errors import BadFile, InvalidParameter
+from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.common.fileio import atomic_write_json, load_verified, save_verified
 from kdsae_core.common.locks import run_lock
 from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE, TOY_STATE_FILE
-from kdsae_core.toy.model import Block, DataStream, cosine_lr, expected_x_squared, importance_profile, stream_seed
-from kdsae_core.toy.profiles import KNEE_WIDTHS, PROFILES
+from kdsae_core.common.seeding import stream_seed
+from kdsae_core.common.signals import stop_requests
+from kdsae_core.toy.config import REPRESENTED_THRESHOLDS, ToyConfig
+from kdsae_core.toy.model import Block, DataStream, cosine_lr, importance_profile
+from kdsae_core.toy.profiles import KNEE_WIDTHS
+from kdsae_core.toy.results import assemble_results
 
-KNEE_TOLERANCE = 0.02  # knee width: first width within 2% of L_inf of the best measured floor
-REPRESENTED_THRESHOLDS = (0.3, 0.5, 0.7)  # a feature is represented when ||W_i|| >= the threshold
 EVAL_CHUNK = 4096
-
-
-@dataclass
-class ToyConfig:
-    """Experiment 1 settings. Field names are the notebook's papermill parameters."""
-
-    profile: str = "quick"
-    n: list[int] = field(default_factory=lambda: list(PROFILES["quick"]["n"]))
-    alpha: list[float] = field(default_factory=lambda: list(PROFILES["quick"]["alpha"]))
-    d_teacher: list[int] = field(default_factory=lambda: list(PROFILES["quick"]["d_teacher"]))
-    widths: list[int] | str | None = None  # None: 1..d_T for each teacher; "knee": 1..min(n, ceil(1.5 d*_S) + 1)
-    importance: str = "zipf:1"
-    mode: str = "distill"
-    steps: int = PROFILES["quick"]["steps"]
-    batch: int = PROFILES["quick"]["batch"]
-    lr: float = PROFILES["quick"]["lr"]
-    seeds: int = PROFILES["quick"]["seeds"]
-    eval_samples: int = PROFILES["quick"]["eval_samples"]
-    seed: int = 0
-    checkpoint_every: int = 1000
-
-    @classmethod
-    def from_profile(cls, profile: str, **overrides) -> "ToyConfig":
-        if profile not in PROFILES:
-            raise InvalidParameter(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}.")
-        values = dict(PROFILES[profile], profile=profile)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        def ints(name, values, low):
-            if not values or any(int(v) != v or v < low for v in values):
-                raise InvalidParameter(f"--{name.replace('_', '-')} must be whole numbers >= {low} (got {values!r}).")
-
-        ints("n", self.n, 2)
-        ints("d_teacher", self.d_teacher, 1)
-        for a in self.alpha:
-            if not 0.0 < a < 1.0:
-                raise InvalidParameter(f"--alpha must lie strictly between 0 and 1 (got {a!r}).")
-        if self.widths == KNEE_WIDTHS and self.mode != "direct":
-            raise InvalidParameter("--widths knee is for --mode direct (a distilled student's floor stops at its "
-                                   "teacher's width, so widths past the knee test nothing).")
-        if self.widths is not None and self.widths != KNEE_WIDTHS:
-            ints("widths", self.widths, 1)
-        if max(self.d_teacher) > min(self.n):
-            raise InvalidParameter(f"teacher widths {self.d_teacher} must not exceed the feature count {min(self.n)}.")
-        if self.mode not in ("distill", "direct"):
-            raise InvalidParameter(f"--mode must be distill or direct (got {self.mode!r}).")
-        importance_profile(self.importance, 2)
-        for name in ("steps", "batch", "seeds", "eval_samples", "checkpoint_every"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise InvalidParameter(f"--{name.replace('_', '-')} must be a whole number >= 1.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InvalidParameter(f"--lr must be positive (got {self.lr!r}).")
-        if len(set(self.n)) != len(self.n) or len(set(self.alpha)) != len(self.alpha) \
-                or len(set(self.d_teacher)) != len(self.d_teacher):
-            raise InvalidParameter("--n, --alpha and --d-teacher must not repeat a value.")
-
-    def student_widths(self, d_t: int, n: int, alpha: float) -> list[int]:
-        """The student widths of teacher width d_t at feature count n and sparsity alpha."""
-        if self.widths is None:
-            return list(range(1, d_t + 1))
-        if self.widths == KNEE_WIDTHS:
-            return list(range(1, min(n, math.ceil(1.5 * theory.critical_width(n, alpha)) + 1) + 1))
-        return sorted(self.widths)
-
-    def matches_paper_grid(self) -> bool:
-        """The paper profile's grid in distill mode: the co-author's stated sweep (n, d_T, alpha, 20 seeds) with the
-        steps, batch, learning rate and evaluation size of the independent re-implementation the profile follows."""
-        p = PROFILES["paper"]
-        return (sorted(self.n) == p["n"] and sorted(self.alpha) == p["alpha"]
-                and sorted(self.d_teacher) == p["d_teacher"] and self.seeds == p["seeds"]
-                and self.steps == p["steps"] and self.batch == p["batch"] and self.lr == p["lr"]
-                and self.eval_samples == p["eval_samples"] and self.widths is None and self.mode == "distill")
 
 
 # ---- building the batched program ------------------------------------------------------------------
@@ -207,27 +128,19 @@ class ToySweep:
         n_list = "" if self.bar_position is None else f", n = {','.join(map(str, cfg.n))}"
         bar = tqdm(total=cfg.steps, initial=start, desc=f"toy {phase}s ({n_models} models{n_list})",
                    disable=not self.progress, unit="step", mininterval=2.0, position=self.bar_position)
-        stop = {"flag": False}
-
-        def on_signal(signum, frame):
-            stop["flag"] = True
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-            if _main_thread() else {}
-        try:
-            for step in range(start, cfg.steps):
-                self.train_step(phase, step)
-                self.step_in_phase = step + 1
-                bar.update(1)
-                if stop["flag"] or (stop_after is not None and step + 1 == stop_after):
-                    self.save()
-                    raise _Interrupted()
-                if self.out is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                    self.save()
-        finally:
-            bar.close()
-            for s, h in old.items():
-                signal.signal(s, h)
+        with stop_requests() as stop:
+            try:
+                for step in range(start, cfg.steps):
+                    self.train_step(phase, step)
+                    self.step_in_phase = step + 1
+                    bar.update(1)
+                    if stop.requested or (stop_after is not None and step + 1 == stop_after):
+                        self.save()
+                        raise _Interrupted()
+                    if self.out is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                        self.save()
+            finally:
+                bar.close()
 
     def train_step(self, phase: str, step: int) -> None:
         """One optimizer step of every model of the phase (teachers, or students against their teacher)."""
@@ -320,94 +233,6 @@ def _by_level(measured: list[dict], levels: list[list[int]], n_levels: int) -> d
             for key in measured[0]}
 
 
-def _main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-# ---- results ------------------------------------------------------------------------------------------
-def knee_width(widths: list[int], floors: list[float], L_inf: float) -> int:
-    """First width whose measured floor is within KNEE_TOLERANCE * L_inf of the smallest floor."""
-    best = min(floors)
-    return next(w for w, f in zip(widths, floors) if f <= best + KNEE_TOLERANCE * L_inf)
-
-
-def assemble_results(cfg: ToyConfig, measured: dict) -> dict:
-    configs = []
-    for n in cfg.n:
-        imp = importance_profile(cfg.importance, n).numpy()
-        for ai, a in enumerate(cfg.alpha):
-            terms = imp * expected_x_squared(a)
-            L_inf = float(terms.sum())
-            g = theory.g_alpha(a)
-            d_star = theory.critical_width(n, a)
-            for d_t in cfg.d_teacher:
-                ws = cfg.student_widths(d_t, n, a)
-                m, t = measured[(n, d_t)]["student"], measured[(n, d_t)]["teacher"]
-                per_seed = m["floor"][ai].T          # [K, S]
-                med = np.median(per_seed, axis=1)
-                pred = np.atleast_1d(theory.refined_floor(terms, ws, a))
-                naive = np.atleast_1d(theory.naive_floor(L_inf, n, ws, a))
-                below = np.asarray(ws) < d_star
-                acc_rel = np.where(below, theory.accuracy_rel(pred, med), np.nan)
-                acc_norm = theory.accuracy_norm(pred, med, L_inf)
-                configs.append({
-                    "n": n, "alpha": a, "d_teacher": d_t, "importance": cfg.importance, "mode": cfg.mode,
-                    "widths": ws,
-                    "measured_floor": per_seed.tolist(),
-                    "measured_floor_median": med.tolist(),
-                    "kept_features": m["kept"][ai].T.tolist(),
-                    "teacher_floor": t["floor"][ai][:, 0].tolist() if cfg.mode == "distill" else None,
-                    "predicted_floor": pred.tolist(), "naive_floor": naive.tolist(),
-                    "L_inf": L_inf, "d_star_S": d_star, "g_alpha": g,
-                    "feature_budget": np.atleast_1d(theory.feature_budget(n, ws, a)).tolist(),
-                    "accuracy_rel": [None if math.isnan(v) else float(v) for v in acc_rel],
-                    "accuracy_norm": acc_norm.tolist(),
-                    "knee_width": knee_width(ws, med.tolist(), L_inf),
-                    **_represented_fields(m, ai, lambda v: v.T),
-                    **(_represented_fields(t, ai, lambda v: v[:, 0], prefix="teacher_") if cfg.mode == "distill"
-                       else {}),
-                })
-    return results_dict(cfg, configs, torch.get_num_threads())
-
-
-def _represented_fields(measured: dict, ai: int, layout, prefix: str = "") -> dict:
-    """`represented_features`, `floor_dropped` and `floor_interference` of level ai, each {threshold: values}
-    (floors to 8 significant digits: they are read as fractions of L_inf, and the file stays small)."""
-    def values(key, t):
-        v = layout(measured[f"{key}@{t}"][ai])
-        return v.tolist() if key == "represented" else np.vectorize(lambda f: float(f"{f:.8g}"))(v).tolist()
-
-    return {prefix + name: {str(t): values(key, t) for t in REPRESENTED_THRESHOLDS}
-            for name, key in (("represented_features", "represented"), ("floor_dropped", "dropped"),
-                              ("floor_interference", "interference"))}
-
-
-def results_dict(cfg: ToyConfig, configs: list[dict], torch_threads: int) -> dict:
-    """toy_results.json from its per-configuration entries (in the order n, alpha, d_T of cfg)."""
-    medians, excluded = summarise_accuracy(configs)
-    return {"configs": configs, "median_accuracy_by_alpha": medians, "excluded": excluded,
-            "settings": {**dataclasses.asdict(cfg), "matches_paper_grid": cfg.matches_paper_grid(),
-                         "data_sharing": "models that share (n, alpha) share data batches; seeds differ in initialisation",
-                         "knee_tolerance": KNEE_TOLERANCE, "torch_threads": torch_threads}}
-
-
-def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
-    """Median accuracy per alpha over all (config, width) pairs; `rel` only below d*_S."""
-    medians = {"rel": {}, "norm": {}}
-    excluded = {}
-    for a in sorted({c["alpha"] for c in configs}):
-        cs = [c for c in configs if c["alpha"] == a]
-        rel = [v for c in cs for v in c["accuracy_rel"] if v is not None]
-        norm = [v for c in cs for v in c["accuracy_norm"]]
-        total = sum(len(c["widths"]) for c in cs)
-        key = repr(a)
-        medians["rel"][key] = float(np.median(rel)) if rel else "no pairs"
-        medians["norm"][key] = float(np.median(norm))
-        excluded[key] = {"pairs": total, "rel_excluded_at_or_above_d_star": total - len(rel),
-                         "reason": "accuracy_rel is defined only below d*_S, where a non-zero floor is predicted"}
-    return medians, excluded
-
 
 def run_sweep(cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True,
               bar_position: int | None = None) -> dict:
@@ -436,19 +261,3 @@ def _run(sweep: ToySweep, out: Path | None, resume: bool) -> dict:
         for leftover in out.glob(f"{TOY_STATE_FILE}*"):
             leftover.unlink()
     return results
-
-
-def load_results(path: Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / TOY_RESULTS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadFile(f"toy results {path} do not exist; run `kdsae toy --out {path.parent}` first.") from None
-    except json.JSONDecodeError as e:
-        raise BadFile(f"toy results {path} are not valid JSON ({e.msg}).") from None
-    if not isinstance(data, dict) or "configs" not in data:
-        raise BadFile(f"toy results {path} lack the `configs` list.")
-    return data
-

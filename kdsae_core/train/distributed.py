@@ -13,9 +13,11 @@ GPU). Rank 0 writes the shared files (config, metrics log, manifest, trainer sta
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.sae.plan import cuda_unavailable
@@ -77,8 +79,6 @@ class TorchComm(LocalComm):
     """A torch.distributed process group set up from torchrun's environment (RANK, WORLD_SIZE, ...)."""
 
     def __init__(self, device: str = "cpu"):
-        import torch.distributed as dist
-
         check_cuda(device)
 
         self.dist = dist
@@ -101,7 +101,6 @@ class TorchComm(LocalComm):
     def shard(self, tokens: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[1]
         if n % self.world:
-            from kdsae_core.common.errors import InvalidParameter
             raise InvalidParameter(f"{n} sequences per batch do not split evenly over {self.world} processes: "
                                    "choose --batch-tokens / --context as a multiple of the process count.")
         k = n // self.world
@@ -159,7 +158,6 @@ class TorchComm(LocalComm):
         """This rank failed while the others may be waiting in a collective (for nccl's 10-minute timeout): say
         why and leave at once, without the process group's shutdown (which would wait for them), so torchrun
         sees a failed worker and stops the others now."""
-        import sys
         print(f"kdsae (process {self.rank} of {self.world}): {error}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)

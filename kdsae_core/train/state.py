@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile
 from kdsae_core.common.fileio import atomic_write_chunks, atomic_write_json, atomic_write_text, sha256_file
 from kdsae_core.sae.plan import STATE_GENERATIONS as KEEP
@@ -44,7 +44,7 @@ def _digest(meta: dict) -> str:
 
 
 def generation_dir(run: Path, step: int) -> Path:
-    return paths.train_state_dir(run) / f"step{step:09d}"
+    return layout.train_state_dir(run) / f"step{step:09d}"
 
 
 def write_units(run: Path, step: int, units: Mapping[str, Callable[[], dict[str, torch.Tensor]]]) -> dict[str, str]:
@@ -99,7 +99,7 @@ def prune_before_write(run: Path) -> None:
 
 def commit(run: Path, step: int, meta: dict, digests: dict[str, str]) -> Path:
     """Write trainer.json (with every unit's digest), point LATEST at it, drop generations beyond KEEP."""
-    root, gen = paths.train_state_dir(run), generation_dir(run, step)
+    root, gen = layout.train_state_dir(run), generation_dir(run, step)
     body = json.loads(json.dumps({**meta, "step": step, "files": dict(sorted(digests.items()))}))
     atomic_write_json(gen / TRAINER_FILE, {**body, "sha256": _digest(body)})
     atomic_write_text(root / LATEST, gen.name + "\n")
@@ -110,7 +110,7 @@ def commit(run: Path, step: int, meta: dict, digests: dict[str, str]) -> Path:
 
 def _generations(run: Path) -> list[Path]:
     """Generation folders, the one LATEST names first, then newest first."""
-    root = paths.train_state_dir(run)
+    root = layout.train_state_dir(run)
     if not root.is_dir():
         return []
     latest = (root / LATEST).read_text().strip() if (root / LATEST).exists() else None
@@ -191,4 +191,4 @@ def load_latest_state(run: Path, keys: list[str] | None = None) -> tuple[dict, d
 
 
 def clear_state(run: Path) -> None:
-    shutil.rmtree(paths.train_state_dir(run), ignore_errors=True)
+    shutil.rmtree(layout.train_state_dir(run), ignore_errors=True)

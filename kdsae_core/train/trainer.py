@@ -2,7 +2,7 @@
 pass of the language model per batch, with K evenly spaced snapshots, a per-step metrics log and exact
 resume. One process, or several under torchrun (kdsae_core.train.distributed: each rank owns some layers).
 
-Run folder (ARCHITECTURE.md, paths.py): config.json, metrics.jsonl, MANIFEST.sha256,
+Run folder (ARCHITECTURE.md, runs/layout.py): config.json, metrics.jsonl, MANIFEST.sha256,
 checkpoints/{trial}/layer{LL}/{snapshot}/, state/ (resumable, removed when the run completes), status.json.
 """
 
@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,41 +18,33 @@ import torch
 from tqdm.auto import tqdm
 
 from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
+from kdsae_core.measure import measure_run
 from kdsae_core.runs import checkpoints
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
-from kdsae_core.sae import plan as sae_plan
+from kdsae_core.runs import layout
 from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.train import state as train_state
+from kdsae_core.train.batches import ActivationBatches
 from kdsae_core.train.distributed import LocalComm, check_cuda
+from kdsae_core.train.folder import prepare_folder, truncate_metrics
+from kdsae_core.train.preflight import check_corpus, check_disk, check_memory
 from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderError
-from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
+from kdsae_core.common.fileio import atomic_write_json
 from kdsae_core.common.locks import run_lock
-from kdsae_core.sae.model import SAEUnit, allow_tf32_on_cuda
-from kdsae_core.toy.model import stream_seed
+from kdsae_core.common.signals import stop_requests
+from kdsae_core.sae.model import allow_tf32_on_cuda
+from kdsae_core.sae.step import SAEUnit
+from kdsae_core.common.seeding import stream_seed
 from kdsae_core.train.config import PROFILES, SAETrainConfig, recorded_settings  # noqa: F401  (re-exported: the engine's public names)
 
-FORWARD_TOKENS = 4096  # tokens per forward pass of the language model (several small steps' batches at once)
 ACTIVATION_LIMIT = 1e6  # |x| above this (or non-finite) stops the run: the forward pass has blown up
-STATUS_FILE = "status.json"
-
-
 class NumericalFault(KdsaeError):
     """A non-finite loss or exploding activations: the run stopped, its last good state intact."""
 
 
 class _Stop(Exception):
     """SIGINT/SIGTERM (or a test's stop_after_step): a resumable state has been written."""
-
-
-def _temporary(p: Path) -> bool:
-    """A temporary of fileio's atomic writes (`.NAME.XXXXXXXX.tmp`), left behind if its process was killed."""
-    return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
-
-
-def _remove_temporaries(run: Path) -> None:
-    for tmp in filter(_temporary, run.rglob(".*.tmp")):  # writes a killed process never finished (we hold the lock)
-        tmp.unlink(missing_ok=True)
 
 
 def unit_key(trial: str, layer: int) -> str:
@@ -78,7 +67,6 @@ class Trainer:
         self.batch_hook = batch_hook
         self._model = model
         self.step = 0
-        self._pending: list[tuple[dict[int, torch.Tensor], dict]] = []  # (activations, stream state) per step
         self._manifest_cache: dict = {}
         self._metrics_file = None
 
@@ -99,14 +87,18 @@ class Trainer:
         self.source = acts.ActivationSource(self.model, self.layers, autocast)
         self.d_in = self.source.d_model
         self.d_sae = cfg.resolved_d_sae(self.d_in)
-        self._check_corpus()
+        check_corpus(self.comm, self.model.tokenizer, cfg)
         # The first process alone reads and tokenises the text and sends every batch to the others.
-        self.stream = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context) if self.comm.is_main else None
+        self.stream = TokenStream(self.model.tokenizer, cfg.dataset, cfg.context) if self.comm.is_main else None
         compute = torch.bfloat16 if cfg.dtype == "bf16" else None
         specs = cfg.trial_specs()
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
-        self._check_memory(len(specs) * sum(self.comm.owns(l, self.layers) for l in self.layers), str(device))
-        self._check_disk(len(self.all_keys))
+        self.batches = ActivationBatches(cfg, self.stream, self.source, self.comm, self.layers)
+        n_seq = self.batches.forward_steps() * cfg.n_seq // self.comm.world  # sequences in one forward pass here
+        check_memory(self.comm, self.model, cfg, self.layers, self.d_in, self.d_sae,
+                     len(specs) * sum(self.comm.owns(l, self.layers) for l in self.layers), n_seq, str(device),
+                     self.progress)
+        check_disk(self.comm, self.out, cfg, self.d_in, self.d_sae, len(self.all_keys), self.progress)
         self.units = {}
         for name, spec in specs.items():
             for layer in self.layers:
@@ -117,64 +109,6 @@ class Trainer:
                         cfg.grad_clip, str(device), compute, step_path=cfg.sae_step)
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
-
-    def _check_corpus(self) -> None:
-        """A corpus that cannot fill one batch is refused now, before any file of the run folder is touched."""
-        cfg, error = self.cfg, None
-        if self.comm.is_main:
-            probe = acts.TokenStream(self.model.tokenizer, cfg.dataset, cfg.context)
-            try:
-                probe.next_batch(cfg.n_seq)
-            except KdsaeError as e:
-                error = e
-            finally:
-                probe.close()
-        sent = self.comm.broadcast_object(None if error is None else str(error))
-        if error is not None:
-            raise error
-        if sent is not None:
-            raise KdsaeError(sent)
-
-    def _check_memory(self, n_saes: int, device: str) -> None:
-        """Print the memory plan of this process's SAEs and refuse, before any file is written, a run whose SAEs
-        do not fit in the memory free now (the language model is already loaded, so it is not counted again)."""
-        cfg = self.cfg
-        n_seq = self._forward_steps() * cfg.n_seq // self.comm.world  # sequences in one forward pass here
-        forward = sae_plan.model_forward_bytes(self.model, n_seq, cfg.context, max(self.layers) + 1)
-        plan = sae_plan.memory_plan(self.d_in, self.d_sae, cfg.batch_tokens, n_saes, len(self.layers), cfg.dtype,
-                                    budget_bytes=sae_plan.available_memory_bytes(device), forward_bytes=forward)
-        if self.progress:
-            print(sae_plan.format_memory_plan(plan), flush=True)
-        fits = plan.budget_bytes is None or plan.total_bytes <= plan.budget_bytes
-        if self.comm.any([not fits])[0]:
-            here = (f"needs {plan.total_bytes / sae_plan.GB:.3g} GB on {device} but {plan.budget_bytes / sae_plan.GB:.3g} GB "
-                    f"are free, so at most {plan.saes_that_fit} of its {n_saes} SAEs fit" if not fits
-                    else "fits here, but another process's share does not")
-            raise InvalidParameter(f"this run {here}: train fewer layers (--layers) or trials (--trial), a smaller "
-                                   "--d-sae or --batch-tokens, bf16 on a GPU, or spread the layers over more "
-                                   "devices with torchrun.")
-
-    def _check_disk(self, n_saes: int) -> None:
-        """Refuse, before any file is written, a run whose folder's file system has less free space than the run's
-        peak need (less what a resumed run already holds): a full disk mid-run loses hours and, under torchrun,
-        leaves the other processes waiting in a collective."""
-        cfg = self.cfg
-        plan = sae_plan.disk_plan(self.d_in, self.d_sae, n_saes, cfg.n_snapshots)
-        short = 0
-        if self.comm.is_main:
-            held = sum(map(sae_plan.folder_bytes, (self.out / "checkpoints", paths.train_state_dir(self.out))))
-            need = plan.peak_bytes - held  # a resumed (or forced) run's own files count towards its peak
-            free = sae_plan.free_disk_bytes(self.out)
-            short = need - free
-            if self.progress:
-                print(f"disk plan: {plan.peak_bytes / sae_plan.GB:.3g} GB at the peak ({n_saes} SAEs: {cfg.n_snapshots} "
-                      f"snapshots of {plan.snapshot_bytes / sae_plan.GB:.3g} GB and {sae_plan.STATE_GENERATIONS} states of "
-                      f"{plan.state_bytes / sae_plan.GB:.3g} GB each); {free / sae_plan.GB:.3g} GB free", flush=True)
-        short = self.comm.broadcast_object(short)
-        if short > 0:
-            raise InvalidParameter(f"this run needs {plan.peak_bytes / sae_plan.GB:.3g} GB of disk at its peak and "
-                                   f"{short / sae_plan.GB:.3g} GB more than {self.out}'s file system has free: make room, "
-                                   "use another --out, or train fewer layers, trials or snapshots.")
 
     def run_config(self) -> dict:
         """config.json: the settings, plus what they resolved to for this model."""
@@ -193,42 +127,6 @@ class Trainer:
             "sparse_step_below_density": sae_sparse.SPARSE_BELOW_DENSITY,
         }
 
-    def _prepare_folder(self, resume: bool, force: bool) -> str:
-        """Main process: check the folder and write config.json. Returns `done`, `resume` or `fresh`."""
-        out, cfg_path = self.out, paths.run_config(self.out)
-        old = None
-        if cfg_path.exists():
-            try:
-                old = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError:
-                old = {}
-        if old is not None:
-            same = recorded_settings(old.get("settings") or {}) == self.cfg.settings()
-            if resume and same and (out / STATUS_FILE).exists():
-                _remove_temporaries(out)
-                return "done"
-            if force and not resume:
-                for sub in ("checkpoints", "measurements", "state"):
-                    shutil.rmtree(out / sub, ignore_errors=True)
-                for f in [paths.run_metrics(out), paths.run_manifest(out), out / STATUS_FILE, *out.glob("summary_*.csv")]:
-                    f.unlink(missing_ok=True)
-            elif not resume:
-                raise RunFolderError(f"{out} already holds a run: pass --resume to continue it, --force to start it "
-                                     "over, or use another --out.")
-            elif not same:
-                theirs, mine = recorded_settings(old.get("settings") or {}), self.cfg.settings()
-                diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-                raise RunFolderError(f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
-                                     "resume it with its own settings, or use another --out.")
-        else:
-            stray = [p.name for p in out.iterdir() if p.name != ".lock" and not _temporary(p)] if out.is_dir() else []
-            if stray and not force:
-                raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
-                                     "empty or new --out, or --force.")
-        _remove_temporaries(out)
-        atomic_write_json(cfg_path, self.run_config())
-        return "resume" if resume else "fresh"
-
     def _resume_state(self) -> bool:
         """Load the newest generation every process finds intact for its own SAEs; False if there is none."""
         mine = train_state.intact_steps(self.out, sorted(self.units))
@@ -242,7 +140,7 @@ class Trainer:
             raise RunFolderError(f"the saved state {train_state.generation_dir(self.out, chosen)} changed while it was "
                                  "being loaded: resume again.")
         if recorded_settings(meta.get("settings") or {}) != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
-            raise RunFolderError(f"the saved state in {paths.train_state_dir(self.out)} belongs to other settings; "
+            raise RunFolderError(f"the saved state in {layout.train_state_dir(self.out)} belongs to other settings; "
                                  "resume with the run's own settings, or use another --out.")
         for key, u in self.units.items():
             u.load_state(train_state.read_unit(self.out, meta, key))  # one SAE's state in memory at a time
@@ -251,25 +149,10 @@ class Trainer:
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
         self.step = int(meta["step"])
         if self.comm.is_main:
-            self._truncate_metrics(self.step)
+            truncate_metrics(self.out, self.step)
         return True
 
     # -- files ------------------------------------------------------------------------------------------
-    def _truncate_metrics(self, step: int) -> None:
-        """Keep the complete metrics lines of steps <= step (a killed run may have logged further)."""
-        path = paths.run_metrics(self.out)
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("step", 0) <= step:
-                keep.append(line)
-        atomic_write_text(path, "".join(f"{line}\n" for line in keep))
-
     def _check_weights(self) -> None:
         """Before anything is saved: an optimizer step that left non-finite weights must not become the
         "last good" state (checked only here, not every step: at the paper shape it is a pass over 5 GB)."""
@@ -289,7 +172,7 @@ class Trainer:
         digests = train_state.write_units(self.out, self.step, {k: u.state for k, u in self.units.items()})
         every = self.comm.gather_objects(digests)
         if self.comm.is_main:
-            stream = self._stream_state()
+            stream = self.batches.stream_state()
             merged = {name: d for part in [*every, train_state.write_stream(self.out, self.step, self.stream.seen(stream))]
                       for name, d in part.items()}
             meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": stream,
@@ -306,49 +189,23 @@ class Trainer:
                     "tokens": self.step * cfg.batch_tokens, "lambda": float(u.controller.lam), "seed": cfg.seed}
             c = checkpoints.sae_cfg(self.d_in, self.d_sae, model=acts.model_display_name(cfg.model), layer=u.layer,
                                     context=cfg.context, dataset=cfg.dataset, kdsae=meta)
-            checkpoints.save_checkpoint(paths.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
+            checkpoints.save_checkpoint(layout.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
         self.comm.barrier()
         if self.comm.is_main:
             self._metrics("flush")
-            self._record(*(paths.checkpoint_dir(self.out, trial, int(layer), label) / name
+            self._record(*(layout.checkpoint_dir(self.out, trial, int(layer), label) / name
                            for trial, layer in (key.split("/layer") for key in self.all_keys)
-                           for name in (checkpoints.WEIGHTS_FILE, checkpoints.CFG_FILE)))
+                           for name in (layout.WEIGHTS_FILE, layout.CFG_FILE)))
 
     def _record(self, *written: Path) -> None:
         """Put the files just written (and the config and log, which change as the run goes) in the manifest;
         entries of other files stay as listed, so a file damaged since is never re-blessed."""
-        manifest.update_manifest(self.out, [paths.run_config(self.out), paths.run_metrics(self.out), *written],
+        manifest.update_manifest(self.out, [layout.run_config(self.out), layout.run_metrics(self.out), *written],
                                  self._manifest_cache)
 
     # -- one step ---------------------------------------------------------------------------------------------
-    def _refill(self) -> None:
-        """Run the next few steps' sequences through the model in one forward pass (at least FORWARD_TOKENS
-        tokens: one 128-token sequence at a time costs 1.4x more CPU per token on MiniLM). The SAEs still see
-        the same batches in the same order; `_stream_state` remembers where the first unused step begins."""
-        cfg = self.cfg
-        steps = min(self._forward_steps(), cfg.steps - self.step)
-        states, tokens = [None] * steps, None
-        if self.stream is not None:  # the first process reads the tokens (tokenised ahead by the stream's thread)
-            batches = []
-            for i in range(steps):
-                states[i] = self.stream.state()
-                batches.append(self.stream.next_batch(cfg.n_seq))
-            tokens = torch.stack(batches)
-        tokens = self.comm.broadcast_tokens(tokens, (steps, cfg.n_seq, cfg.context))
-        x = self.comm.route(self.source(self.comm.shard(tokens).reshape(-1, cfg.context)), self.layers, steps)
-        self._pending = [({layer: t[i] for layer, t in x.items()}, states[i]) for i in range(steps)]
-
-    def _forward_steps(self) -> int:
-        return max(1, FORWARD_TOKENS // self.cfg.batch_tokens)
-
-    def _stream_state(self) -> dict:
-        """The data position of the next step not yet trained on (what a resumed run must read next)."""
-        return self._pending[0][1] if self._pending else self.stream.state()
-
     def _batch(self) -> dict[int, torch.Tensor]:
-        if not self._pending:
-            self._refill()
-        x, _ = self._pending.pop(0)
+        x = self.batches.next(self.step)
         if self.batch_hook is not None:
             x = self.batch_hook(self.step, x)
         return x
@@ -362,7 +219,7 @@ class Trainer:
                                      f"the run stopped, {self._last_good()}.")
 
     def _last_good(self) -> str:
-        st = train_state.load_latest_state(self.out, keys=[]) if paths.train_state_dir(self.out).exists() else None
+        st = train_state.load_latest_state(self.out, keys=[]) if layout.train_state_dir(self.out).exists() else None
         return (f"its last good state (step {st[0]['step']}) is intact: fix the input and resume with --resume"
                 if st else "no state had been saved yet")
 
@@ -399,7 +256,7 @@ class Trainer:
         try:
             getattr(self._metrics_file, op)(*args)
         except OSError as e:
-            raise KdsaeError(f"could not write {paths.run_metrics(self.out)} ({e.strerror or e}: disk full or file too "
+            raise KdsaeError(f"could not write {layout.run_metrics(self.out)} ({e.strerror or e}: disk full or file too "
                              "large?); the last saved state is intact: make room and resume with --resume.") from None
 
     # -- the run ----------------------------------------------------------------------------------------------
@@ -424,7 +281,7 @@ class Trainer:
         decision = None
         if self.comm.is_main:
             try:
-                decision = self._prepare_folder(resume, force)
+                decision = prepare_folder(self.out, self.cfg.settings(), self.run_config, resume, force)
             except KdsaeError as e:
                 self.comm.broadcast_object(("error", str(e)))
                 raise
@@ -432,18 +289,18 @@ class Trainer:
         if isinstance(decision, tuple):
             raise RunFolderError(decision[1])
         if decision == "done":
-            if self.comm.is_main and paths.train_state_dir(self.out).exists():
+            if self.comm.is_main and layout.train_state_dir(self.out).exists():
                 # killed between status.json and the end: finish the manifest and drop the state
-                self._record(self.out / STATUS_FILE)
+                self._record(layout.run_status(self.out))
                 train_state.clear_state(self.out)
             return self.out
         resumed = decision == "resume" and self._resume_state()
         if not resumed:
             self.step = 0
             if self.comm.is_main:
-                paths.run_metrics(self.out).write_text("")
+                layout.run_metrics(self.out).write_text("")
         if self.comm.is_main:
-            self._metrics_file = open(paths.run_metrics(self.out), "a", buffering=1 << 16)
+            self._metrics_file = open(layout.run_metrics(self.out), "a", buffering=1 << 16)
         ended = False  # the loop ended normally or by a stop: a failing close is then the error to report
         try:
             self._loop(stop_after_step)
@@ -460,9 +317,9 @@ class Trainer:
                         raise
         self.comm.barrier()
         if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
-            atomic_write_json(self.out / STATUS_FILE,
+            atomic_write_json(layout.run_status(self.out),
                               {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
-            self._record(self.out / STATUS_FILE)
+            self._record(layout.run_status(self.out))
             train_state.clear_state(self.out)
         self.comm.barrier()
         return self.out
@@ -471,43 +328,35 @@ class Trainer:
         cfg = self.cfg
         schedule = {s: lab for lab, s in cfg.snapshot_schedule()}
         state_every = math.ceil(cfg.state_every_tokens / cfg.batch_tokens) if cfg.state_every_tokens else 0
-        stop = {"flag": False}
-
-        def on_signal(signum, frame):
-            stop["flag"] = True
-
-        old = ({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-               if threading.current_thread() is threading.main_thread() else {})
         bar = tqdm(total=cfg.steps * cfg.batch_tokens, initial=self.step * cfg.batch_tokens, unit="tok",
                    unit_scale=True, desc=f"train {len(self.all_keys)} SAEs", disable=not self.progress, mininterval=2.0)
-        try:
-            t0, done0 = time.perf_counter(), self.step
-            while self.step < cfg.steps:
-                rows, fault = self._train_step()
-                faulted, stopping = self.comm.any([fault is not None, stop["flag"] or stop_after_step == self.step + 1])
-                if faulted:
-                    raise fault or NumericalFault(f"another process of this run hit a numerical fault at step "
-                                                  f"{self.step + 1} (see its message); the run stopped, {self._last_good()}.")
-                self.step += 1
-                self._log(rows)
-                bar.update(cfg.batch_tokens)
-                saved = False
-                if self.step in schedule:
-                    self._snapshot(schedule[self.step])
-                if self.step < cfg.steps and (self.step in schedule or (state_every and self.step % state_every == 0)
-                                              or stopping):
-                    self._save_state()
-                    saved = True
-                if stopping and self.step < cfg.steps:
-                    assert saved
-                    raise _Stop()
-                if self.progress and self.step % 10 == 0:
-                    rate = (self.step - done0) * cfg.batch_tokens / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix_str(f"{rate:,.0f} tok/s through {len(self.all_keys)} SAEs", refresh=False)
-        finally:
-            bar.close()
-            for s, h in old.items():
-                signal.signal(s, h)
+        with stop_requests() as stop:
+            try:
+                t0, done0 = time.perf_counter(), self.step
+                while self.step < cfg.steps:
+                    rows, fault = self._train_step()
+                    faulted, stopping = self.comm.any([fault is not None, stop.requested or stop_after_step == self.step + 1])
+                    if faulted:
+                        raise fault or NumericalFault(f"another process of this run hit a numerical fault at step "
+                                                      f"{self.step + 1} (see its message); the run stopped, {self._last_good()}.")
+                    self.step += 1
+                    self._log(rows)
+                    bar.update(cfg.batch_tokens)
+                    saved = False
+                    if self.step in schedule:
+                        self._snapshot(schedule[self.step])
+                    if self.step < cfg.steps and (self.step in schedule or (state_every and self.step % state_every == 0)
+                                                  or stopping):
+                        self._save_state()
+                        saved = True
+                    if stopping and self.step < cfg.steps:
+                        assert saved
+                        raise _Stop()
+                    if self.progress and self.step % 10 == 0:
+                        rate = (self.step - done0) * cfg.batch_tokens / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix_str(f"{rate:,.0f} tok/s through {len(self.all_keys)} SAEs", refresh=False)
+            finally:
+                bar.close()
 
 
 def train(cfg: SAETrainConfig, out: Path, resume: bool = False, force: bool = False, progress: bool = True,
@@ -519,12 +368,11 @@ def retrain_like(run: Path, out: Path, trials=None, layers=None, settings: dict 
                  progress: bool = False) -> Path:
     """Train again with a run folder's settings (optionally fewer trials or layers, and `settings` replaced: a
     chapter's science parameters) into `out`, and measure."""
-    old = json.loads(paths.run_config(run).read_text())["settings"]
+    old = json.loads(layout.run_config(run).read_text())["settings"]
     given = dict(settings or {}, trials=None if trials is None else list(trials),
                  layers=None if layers is None else [int(v) for v in layers])
     cfg = SAETrainConfig.like(old, **given)
     folder = train(cfg, out, resume=True, progress=progress)
-    from kdsae_core.measure import measure_run
     measure_run(folder, progress=progress)
     return folder
 

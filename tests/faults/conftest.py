@@ -6,20 +6,21 @@ import shutil
 
 import pytest
 
+from benchmarks.random_pythia import random_pythia
+from kdsae_core.data.text import _gensim_data
+
 from .sae_helpers import finish, kdsae, run_files, train_args
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from kdsae_core.data import activations as acts
-    return acts.random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
+    return random_pythia(tmp_path_factory.mktemp("models") / "random-pythia14m-shape")
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    from kdsae_core.data import activations as acts
     path = tmp_path_factory.mktemp("text") / "news.txt"
-    shutil.copyfile(acts._gensim_data() / "lee_background.cor", path)
+    shutil.copyfile(_gensim_data() / "lee_background.cor", path)
     return path
 
 

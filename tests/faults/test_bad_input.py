@@ -16,6 +16,7 @@ import pytest
 
 from kdsae_core.data import activations as acts
 from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.cli.main import main
 from kdsae_core.measure import measure_run
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
@@ -168,10 +169,10 @@ def test_resuming_with_another_d_sae_is_refused(cli, tiny_model, corpus, old_run
 
 
 def test_a_checkpoint_whose_weights_do_not_match_its_d_sae(cli, old_run):
-    folder = paths.checkpoint_dir(old_run, "A", 2, "final")
+    folder = layout.checkpoint_dir(old_run, "A", 2, "final")
     cfg = json.loads((folder / "cfg.json").read_text())
     (folder / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 32}))
-    paths.run_manifest(old_run).unlink()  # no manifest to catch the edit: the shapes must
+    layout.run_manifest(old_run).unlink()  # no manifest to catch the edit: the shapes must
     cli(["measure", "--run", old_run, "--tokens", "256", "--force"], f"{folder / 'sae_weights.safetensors'}: W_enc has shape "
         "(128, 64), this SAE needs (128, 32)", untouched=[old_run])
 

@@ -16,7 +16,7 @@ import pytest
 
 from kdsae_core.data import activations as acts
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.train import state as train_state
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.cli.main import main
@@ -143,7 +143,7 @@ def test_a_damaged_file_is_named_on_load_and_nothing_is_overwritten(tmp_path, re
 
 def test_a_damaged_manifest_is_named_and_a_flipped_digest_names_its_file(tmp_path, recorded_run, lm):
     run = shutil.copytree(recorded_run[0], tmp_path / "run")
-    man = paths.run_manifest(run)
+    man = layout.run_manifest(run)
     text = man.read_text()
     line = next(x for x in text.splitlines() if x.endswith(MEASUREMENT))
     man.write_text(text.replace(line, "zz" + line[2:]))
@@ -166,7 +166,7 @@ def test_the_command_line_names_the_damaged_file_in_one_line(tmp_path, recorded_
 
 def test_a_checkpoint_without_a_manifest_still_rejects_truncation(tmp_path, recorded_run):
     run = shutil.copytree(recorded_run[0], tmp_path / "run")
-    paths.run_manifest(run).unlink()
+    layout.run_manifest(run).unlink()
     weights = run / CHECKPOINT / "sae_weights.safetensors"
     _truncate(weights)
     with pytest.raises(BadFile, match=f"{weights} is not a readable safetensors file"):

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.train import state as train_state
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.sae.model import LAMBDA_BOUNDS, L1Controller, paper_trials
@@ -82,12 +83,12 @@ def test_a_numerical_fault_stops_the_run_with_the_last_good_state_intact(tmp_pat
     assert all("metrics.jsonl" in p for p in manifest.verify_manifest(run))  # the log runs ahead of the manifest
     for trial in "AC":
         for layer in (0, 2):
-            sae, _ = load_checkpoint(paths.checkpoint_dir(run, trial, layer, "1.024k"))
+            sae, _ = load_checkpoint(layout.checkpoint_dir(run, trial, layer, "1.024k"))
             assert all(bool(torch.isfinite(t).all()) for t in sae.tensors().values())
-    assert not (run / "status.json").exists() and not paths.checkpoint_dir(run, "A", 0, "final").exists()
-    steps = [json.loads(line)["step"] for line in paths.run_metrics(run).read_text().splitlines()]
+    assert not (run / "status.json").exists() and not layout.checkpoint_dir(run, "A", 0, "final").exists()
+    steps = [json.loads(line)["step"] for line in layout.run_metrics(run).read_text().splitlines()]
     assert max(steps) == 6 and all(math.isfinite(json.loads(line)["loss"])
-                                   for line in paths.run_metrics(run).read_text().splitlines())
+                                   for line in layout.run_metrics(run).read_text().splitlines())
     Trainer(cfg, run, progress=False, model=lm).run(resume=True)  # the input fixed: resume from step 6
     assert run_files(run) == clean
 
@@ -123,11 +124,11 @@ def test_a_real_run_asking_for_ever_more_lambda_raises_it_one_percent_a_step(tmp
     steps)."""
     cfg = cfg_for(tiny_model, corpus, trials=["C"], layers=[0], target_l0=1e-3, n_snapshots=1, state_every_tokens=0)
     run = Trainer(cfg, tmp_path / "run", progress=False, model=lm).run()
-    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    rows = [json.loads(line) for line in layout.run_metrics(run).read_text().splitlines()]
     lams = [r["lambda"] for r in rows]
     assert all(LAMBDA_BOUNDS[0] <= v <= LAMBDA_BOUNDS[1] for v in lams) and all(math.isfinite(r["loss"]) for r in rows)
     assert all(b / a == pytest.approx(math.exp(0.01), rel=1e-9) for a, b in zip(lams, lams[1:]))
-    _, cfg_json = load_checkpoint(paths.checkpoint_dir(run, "C", 0, "final"))
+    _, cfg_json = load_checkpoint(layout.checkpoint_dir(run, "C", 0, "final"))
     assert cfg_json["metadata"]["kdsae"]["lambda"] == pytest.approx(lams[-1] * math.exp(0.01), rel=1e-9)
 
 
@@ -136,7 +137,7 @@ def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
     the snapshot due right then refuses to save, naming the SAE, and the step-4 state stays the last good one."""
     from kdsae_core.train.trainer import NumericalFault, SAETrainConfig, Trainer
 
-    folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    folder = random_pythia(tmp_path / "random-pythia14m-shape")
     cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B"], d_sae=32,
                                       tokens=2048, batch_tokens=128, context=64, n_snapshots=2, state_every_tokens=512)
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
@@ -161,4 +162,4 @@ def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
                                              r"saved, its last good state \(step 4\) is intact"):
         trainer.run()
     assert train_state.intact_steps(tmp_path / "run") == [4]
-    assert not paths.checkpoint_dir(tmp_path / "run", "B", 1, "1.024k").exists()
+    assert not layout.checkpoint_dir(tmp_path / "run", "B", 1, "1.024k").exists()

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.train import state as train_state
 from kdsae_core.runs.checkpoints import load_checkpoint
 
@@ -29,7 +29,7 @@ def all_files(run):
 def assert_last_good_snapshot_loads(run, snapshot):
     listed = manifest.read_manifest(run)
     for trial, layer in UNITS:
-        folder = paths.checkpoint_dir(run, trial, layer, snapshot)
+        folder = layout.checkpoint_dir(run, trial, layer, snapshot)
         rel = str(folder.relative_to(run) / "sae_weights.safetensors")
         assert rel in listed
         load_checkpoint(folder, expected_sha256=listed[rel])
@@ -41,7 +41,7 @@ def resume_to_reference(run, args, reference):
     code, err = finish(kdsae(args + ["--resume"]))
     assert code == 0, err[-3000:]
     assert_same_files(run_files(run), reference[0])
-    assert manifest.verify_manifest(run) == [] and not paths.train_state_dir(run).exists()
+    assert manifest.verify_manifest(run) == [] and not layout.train_state_dir(run).exists()
 
 
 def test_the_disk_fills_while_a_state_is_written_then_a_busy_folder_is_refused(tmp_path, tiny_model, corpus,
@@ -80,7 +80,7 @@ def test_the_disk_fills_while_a_state_is_written_then_a_busy_folder_is_refused(t
 def test_the_disk_fills_while_the_metrics_log_is_appended(tmp_path, tiny_model, corpus, reference):
     run = tmp_path / "run"
     args = train_args(tiny_model, corpus, run)
-    metrics = paths.run_metrics(run)
+    metrics = layout.run_metrics(run)
     # snapshot 2.048k: the last checkpoint is written, then the log may not grow: its flush fails
     prelude = limit_file_size_after_write("*/checkpoints/C/layer02/2.048k/cfg.json", 1,
                                           f"os.path.getsize({str(metrics)!r}) + 1")
@@ -92,7 +92,7 @@ def test_the_disk_fills_while_the_metrics_log_is_appended(tmp_path, tiny_model, 
     assert train_state.load_latest_state(run)[0]["step"] == 6
     assert_last_good_snapshot_loads(run, "1.024k")
     for trial, layer in UNITS:  # the snapshot written before the log filled up is whole too
-        load_checkpoint(paths.checkpoint_dir(run, trial, layer, "2.048k"))
+        load_checkpoint(layout.checkpoint_dir(run, trial, layer, "2.048k"))
     resume_to_reference(run, args, reference)
 
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from kdsae_core.runs import manifest
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.train import state as train_state
 from kdsae_core.runs.checkpoints import load_checkpoint
 
@@ -39,7 +39,7 @@ def check_killed_folder(run, pid):
 def assert_same_as_reference(run, reference):
     files, _ = reference
     assert_same_files(run_files(run), files)
-    assert not paths.train_state_dir(run).exists() and not (run / ".lock").exists()
+    assert not layout.train_state_dir(run).exists() and not (run / ".lock").exists()
     assert manifest.verify_manifest(run) == []
 
 
@@ -89,7 +89,7 @@ def test_signals_from_outside_at_random_moments(tmp_path, tiny_model, corpus, lo
 # (file pattern, nth matching write in that process, check of the folder after the kill)
 def _stage_checks():
     def half_written_checkpoint(run):
-        snap = paths.checkpoint_dir(run, "C", 0, "1.024k")
+        snap = layout.checkpoint_dir(run, "C", 0, "1.024k")
         assert list(snap.glob(".sae_weights.safetensors.*.tmp")) and not (snap / "cfg.json").exists()
         assert latest_step(run) == 2
 
@@ -103,7 +103,7 @@ def _stage_checks():
         assert latest_step(run) == 6 and (train_state.generation_dir(run, 8) / train_state.TRAINER_FILE).exists()
 
     def half_written_manifest(run):
-        assert latest_step(run) == 10 and (paths.checkpoint_dir(run, "C", 2, "3.072k") / "cfg.json").exists()
+        assert latest_step(run) == 10 and (layout.checkpoint_dir(run, "C", 2, "3.072k") / "cfg.json").exists()
 
     def before_status(run):
         assert not (run / "status.json").exists()
@@ -113,7 +113,7 @@ def _stage_checks():
         assert (run / "status.json").exists()
 
     def half_measured(run):
-        assert not paths.train_state_dir(run).exists()
+        assert not layout.train_state_dir(run).exists()
         files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and not p.name.startswith(".")}
         unlisted = files - set(manifest.read_manifest(run)) - {"MANIFEST.sha256"}
         assert unlisted and all(f.startswith("measurements/") for f in unlisted), unlisted

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 
 from .sae_helpers import KILLED, finish, kdsae, kill_at_write, run_files, train_args
 from .test_train_kill_resume import assert_same_as_reference, check_killed_folder
@@ -31,9 +31,9 @@ def sparse_reference(tmp_path_factory, tiny_model, corpus):
 
 def test_the_sparse_reference_took_the_sparse_path_at_every_step(sparse_reference):
     _, run = sparse_reference
-    rows = [json.loads(line) for line in paths.run_metrics(run).read_text().splitlines()]
+    rows = [json.loads(line) for line in layout.run_metrics(run).read_text().splitlines()]
     assert len(rows) == 16 * 4 and {r["sae_step"] for r in rows} == {"sparse"}
-    assert json.loads(paths.run_config(run).read_text())["sparse_step_below_density"] == 1.01
+    assert json.loads(layout.run_config(run).read_text())["sparse_step_below_density"] == 1.01
 
 
 def test_sigkill_mid_run_in_the_sparse_regime_resumes_bit_identically(tmp_path, tiny_model, corpus, sparse_reference):

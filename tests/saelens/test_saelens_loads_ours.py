@@ -21,8 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kdsae_core.data import activations as acts
+from benchmarks.random_pythia import random_pythia
 from kdsae_core.cli import main as cli
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.hub.published import PUBLISHED
 from tests.hubcache import D_IN, authors_file, authors_forward, authors_state, hf_cache, tiny_run
@@ -49,7 +50,7 @@ def test_saelens_loads_our_checkpoints_with_identical_outputs(saelens_python, tm
 
 
 def _check(sl: subprocess.Popen, cache: Path, tmp_path: Path) -> None:
-    model_folder = acts.random_pythia(tmp_path / "random-pythia14m-shape")
+    model_folder = random_pythia(tmp_path / "random-pythia14m-shape")
     run = tiny_run(tmp_path / "run", model_folder, model=acts.load_model(str(model_folder)), measure=False)
     export = tmp_path / "export"
     assert cli.main(["export", "--run", str(run), "--to", str(export), "--repo", REPO]) == 0
@@ -61,7 +62,7 @@ def _check(sl: subprocess.Popen, cache: Path, tmp_path: Path) -> None:
                      "--out", str(dl), "--model", str(model_folder)]) == 0
 
     folders = {"B_final": export / "checkpoints/B/layer01/final", "C_first": next((export / "checkpoints/C/layer01").iterdir()),
-               "authors": paths.checkpoint_dir(dl, "B", 1, "final")}
+               "authors": layout.checkpoint_dir(dl, "B", 1, "final")}
     x = torch.randn(256, D_IN, generator=torch.Generator().manual_seed(0))
     save_file({"x": x}, str(tmp_path / "x.safetensors"))
     job = {"x": str(tmp_path / "x.safetensors"), "out": str(tmp_path), "disk": {k: str(v) for k, v in folders.items()},
