@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-
 from report import update_performance_page
+
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.common.paths import REPO_ROOT
 
@@ -58,20 +58,32 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "kdsae_core", "benchmarks/*.py"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "kdsae_core", "benchmarks/*.py"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return head + ("+local-changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
+# Modules an earlier step imported relatively, and where they live since the package became layered.
+MOVED_SINCE = {"errors": "kdsae_core.common.errors"}
+
+
 def module_at(commit: str, path: str, package: str = "kdsae_core"):
     """The module `path` as it was at `commit` (read with git, executed as a submodule of `package`, so its
     relative imports resolve to today's package): a frozen earlier version to time against, not a copy in the tree."""
-    src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    src = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for old, new in MOVED_SINCE.items():  # the old file's relative imports, pointed at where those modules live now
+        src = src.replace(f"from .{old} import", f"from {new} import")
     name = f"{package}._at_{commit[:12]}_{Path(path).stem}"
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
     module.__package__ = package
@@ -88,13 +100,20 @@ def machine() -> dict:
                 mem = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_bytes": mem, "torch": torch.__version__, "python": platform.python_version(),
-            "blas": "MKL" if torch.backends.mkl.is_available() else "other",
-            "malloc_env": malloc_env(), "load_average_start": list(os.getloadavg()),
-            "clock": "cpu" if _clock is time.process_time else "wall",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": _git_commit()}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_bytes": mem,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "malloc_env": malloc_env(),
+        "load_average_start": list(os.getloadavg()),
+        "clock": "cpu" if _clock is time.process_time else "wall",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+    }
 
 
 def finish_machine(m: dict) -> dict:
@@ -132,14 +151,15 @@ def reps_for(fn: Callable[[], object], min_seconds: float) -> int:
     return max(1, round(min_seconds / max(t, 1e-9)))
 
 
-def alternate(fns: dict[str, Callable[[], object]], rounds: int, reps: dict[str, int],
-              log: Callable[[str], None] = print) -> dict[str, list[float]]:
+def alternate(
+    fns: dict[str, Callable[[], object]], rounds: int, reps: dict[str, int], log: Callable[[str], None] = print
+) -> dict[str, list[float]]:
     """{name: [seconds per call in round r]}: every round times every variant once, in an order rotated by
     one place per round."""
     names = list(fns)
     out = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             out[n].append(timed(fns[n], reps[n]))
         log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {out[n][-1] * 1e3:.1f} ms" for n in names))
@@ -150,8 +170,13 @@ def per_round_ratio(num: list[float], den: list[float]) -> dict:
     """Median (and range) over rounds of num[r] / den[r], and the ratio of the fastest samples (`best`: on a
     shared machine the fastest sample of each is the one least disturbed by other jobs)."""
     ratios = [a / b for a, b in zip(num, den)]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios),
-            "best": min(num) / min(den)}
+    return {
+        "median": statistics.median(ratios),
+        "min": min(ratios),
+        "max": max(ratios),
+        "rounds": len(ratios),
+        "best": min(num) / min(den),
+    }
 
 
 def summary(times: list[float]) -> dict:
@@ -171,7 +196,9 @@ def write_result(name: str, result: dict, md: list[str]) -> None:
 def machine_line(m: dict) -> str:
     env = ", ".join(f"{k}={v}" for k, v in m["malloc_env"].items() if v is not None) or "glibc defaults"
     clock = "process CPU time" if m.get("clock") == "cpu" else "wall-clock time"
-    return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads ({clock}), "
-            f"{(m['memory_bytes'] or 0) / 2**30:.0f} GiB, torch {m['torch']} ({m['blas']}); {env}; load average "
-            f"{m['load_average_start'][0]:.2f} at the start, {m.get('load_average_end', [float('nan')])[0]:.2f} at the end "
-            f"(other jobs share the cores when it is above 0); commit {m['git_commit'][:12]}, {m['date']}.")
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads ({clock}), "
+        f"{(m['memory_bytes'] or 0) / 2**30:.0f} GiB, torch {m['torch']} ({m['blas']}); {env}; load average "
+        f"{m['load_average_start'][0]:.2f} at the start, {m.get('load_average_end', [float('nan')])[0]:.2f} at the end "
+        f"(other jobs share the cores when it is above 0); commit {m['git_commit'][:12]}, {m['date']}."
+    )

@@ -26,14 +26,14 @@ import resource
 import statistics
 import sys
 
+import _bench
 import torch
 
-import _bench
 from kdsae_core.data import activations as acts
 from kdsae_core.data.text import TokenStream
 from kdsae_core.sae.model import TrialSpec
-from kdsae_core.sae.step import SAEUnit
 from kdsae_core.sae.plan import format_memory_plan, memory_plan
+from kdsae_core.sae.step import SAEUnit
 
 TRIAL = TrialSpec("B", 8e-5, "sum")
 
@@ -64,8 +64,14 @@ def held_bytes(unit: SAEUnit) -> int:
 
 def trainer_reads(unit: SAEUnit, s) -> dict:
     """The numbers Trainer._train_step reads from every unit every step (host copies)."""
-    return {"lambda": float(unit.controller.lam), "loss": float(s.loss), "mse": float(s.mse), "l1": float(s.l1),
-            "L0": float(s.l0), "alive_frac": float(unit.alive_fraction(100))}
+    return {
+        "lambda": float(unit.controller.lam),
+        "loss": float(s.loss),
+        "mse": float(s.mse),
+        "l1": float(s.l1),
+        "L0": float(s.l0),
+        "alive_frac": float(unit.alive_fraction(100)),
+    }
 
 
 def main() -> None:
@@ -93,17 +99,17 @@ def main() -> None:
     token_batches = [stream.next_batch(n_seq) for _ in range(8)]
     stream.close()  # (its background thread, idle from here on)
     one_pass = acts.ActivationSource(model, layers)
-    single = {l: acts.ActivationSource(model, [l]) for l in layers}
+    single = {layer: acts.ActivationSource(model, [layer]) for layer in layers}
     d_in = one_pass.d_model
     fixed = one_pass(token_batches[0])  # activations for the steps-alone timing
-    for l in layers:  # the forward passes' own temporaries are in the heap before the memory is read
-        single[l](token_batches[0])
+    for layer in layers:  # the forward passes' own temporaries are in the heap before the memory is read
+        single[layer](token_batches[0])
     rss0 = current_rss_bytes()
-    units = {l: SAEUnit(TRIAL, l, d_in, args.d_sae, seed=l, lr=3e-4, grad_clip=1.0) for l in layers}
+    units = {layer: SAEUnit(TRIAL, layer, d_in, args.d_sae, seed=layer, lr=3e-4, grad_clip=1.0) for layer in layers}
     plan = memory_plan(d_in, args.d_sae, args.batch_tokens, len(units), L)
     print(format_memory_plan(plan), flush=True)
-    for l, u in units.items():
-        u.step(fixed[l])
+    for layer, u in units.items():
+        u.step(fixed[layer])
     rss_units = current_rss_bytes()
     state = {"i": 0}
 
@@ -113,27 +119,27 @@ def main() -> None:
 
     def run_one_pass():
         x = one_pass(tokens())
-        for l, u in units.items():
-            trainer_reads(u, u.step(x[l]))
+        for layer, u in units.items():
+            trainer_reads(u, u.step(x[layer]))
 
     def run_separate():
         t = tokens()
-        for l, u in units.items():
-            x = single[l](t)
-            trainer_reads(u, u.step(x[l]))
+        for layer, u in units.items():
+            x = single[layer](t)
+            trainer_reads(u, u.step(x[layer]))
 
     def forward_all():
         one_pass(tokens())
 
-    def make_forward(l):
-        return lambda: single[l](tokens())
+    def make_forward(layer):
+        return lambda: single[layer](tokens())
 
-    def make_step(l):
-        return lambda: trainer_reads(units[l], units[l].step(fixed[l]))
+    def make_step(layer):
+        return lambda: trainer_reads(units[layer], units[layer].step(fixed[layer]))
 
     fns = {"one_pass": run_one_pass, "separate": run_separate, "forward_all": forward_all}
-    fns.update({f"forward_{l}": make_forward(l) for l in layers})
-    fns.update({f"step_{l}": make_step(l) for l in layers})
+    fns.update({f"forward_{layer}": make_forward(layer) for layer in layers})
+    fns.update({f"step_{layer}": make_step(layer) for layer in layers})
     for f in fns.values():
         f()
     reps = {n: _bench.reps_for(f, args.min_sample_seconds) for n, f in fns.items()}
@@ -142,51 +148,69 @@ def main() -> None:
 
     med = {n: statistics.median(v) for n, v in times.items()}
     rounds = range(args.rounds)
-    fwd_sep = [sum(times[f"forward_{l}"][r] for l in layers) for r in rounds]
-    steps = [sum(times[f"step_{l}"][r] for l in layers) for r in rounds]
+    fwd_sep = [sum(times[f"forward_{layer}"][r] for layer in layers) for r in rounds]
+    steps = [sum(times[f"step_{layer}"][r] for layer in layers) for r in rounds]
     overhead = [(times["one_pass"][r] - times["forward_all"][r] - steps[r]) / L for r in rounds]
     result = {
-        "benchmark": "all_layers", "machine": _bench.finish_machine(m), "model": "all-MiniLM-L6-v2", "layers": L,
-        "d_in": d_in, "d_sae": args.d_sae, "batch_tokens": args.batch_tokens, "context": args.context,
-        "rounds": args.rounds, "trial": TRIAL.to_json(), "steps_per_sample": reps,
+        "benchmark": "all_layers",
+        "machine": _bench.finish_machine(m),
+        "model": "all-MiniLM-L6-v2",
+        "layers": L,
+        "d_in": d_in,
+        "d_sae": args.d_sae,
+        "batch_tokens": args.batch_tokens,
+        "context": args.context,
+        "rounds": args.rounds,
+        "trial": TRIAL.to_json(),
+        "steps_per_sample": reps,
         "command": " ".join([".venv/bin/python", "benchmarks/all_layers.py", *sys.argv[1:]]),
         "seconds": {n: _bench.summary(v) for n, v in times.items()},
         "forward_separate_over_one_pass": _bench.per_round_ratio(fwd_sep, times["forward_all"]),
         "forward_full_model_s": med["forward_all"],
-        "lm_forward_saved_fraction": 1 - statistics.median(
-            [a / b for a, b in zip(times["forward_all"], fwd_sep)]),
+        "lm_forward_saved_fraction": 1 - statistics.median([a / b for a, b in zip(times["forward_all"], fwd_sep)]),
         "wall_separate_over_one_pass": _bench.per_round_ratio(times["separate"], times["one_pass"]),
         "sae_step_s_per_layer": statistics.median(steps) / L,
         "overhead_s_per_layer": statistics.median(overhead),
         "overhead_fraction_of_step": statistics.median(overhead) / (statistics.median(steps) / L),
         "memory_plan": plan.to_json(),
-        "memory_measured": {"held_by_units": sum(held_bytes(u) for u in units.values()),
-                            "rss_before_units": rss0, "rss_after_first_steps": rss_units, "rss_after": rss_after,
-                            "peak_rss": peak_rss_bytes(), "rss_growth_units": rss_units - rss0},
+        "memory_measured": {
+            "held_by_units": sum(held_bytes(u) for u in units.values()),
+            "rss_before_units": rss0,
+            "rss_after_first_steps": rss_units,
+            "rss_after": rss_after,
+            "peak_rss": peak_rss_bytes(),
+            "rss_growth_units": rss_units - rss0,
+        },
     }
     f = result["forward_separate_over_one_pass"]
     w = result["wall_separate_over_one_pass"]
-    md = ["# all_layers benchmark", "",
-          f"{L} SAEs (one per layer of all-MiniLM-L6-v2, {d_in} x {args.d_sae}, trial B) trained from one forward "
-          f"pass per batch of {args.batch_tokens} tokens, against {L} separate one-layer runs (each forward pass "
-          f"stopping after its layer); median over {args.rounds} alternating rounds.", "",
-          _bench.machine_line(result["machine"]), "",
-          "| what | value |", "|---|---|",
-          f"| LM forward, one pass over all {L} layers | {med['forward_all'] * 1e3:.1f} ms |",
-          f"| LM forward, the {L} separate runs together | {statistics.median(fwd_sep) * 1e3:.1f} ms |",
-          f"| forward cost, separate / one pass | {f['median']:.2f}x ({f['min']:.2f}-{f['max']:.2f}) |",
-          f"| LM forward cost saved by the one pass | {result['lm_forward_saved_fraction'] * 100:.0f}% |",
-          f"| SAE step (per layer, alone) | {result['sae_step_s_per_layer'] * 1e3:.2f} ms |",
-          f"| one pass: all {L} layers per batch | {med['one_pass'] * 1e3:.1f} ms |",
-          f"| separate runs: all {L} layers per batch | {med['separate'] * 1e3:.1f} ms |",
-          f"| wall, separate / one pass | {w['median']:.2f}x ({w['min']:.2f}-{w['max']:.2f}) |",
-          f"| overhead per extra layer (one pass minus its forward and the steps, per layer) | "
-          f"{result['overhead_s_per_layer'] * 1e3:.2f} ms ({result['overhead_fraction_of_step'] * 100:.1f}% of a step"
-          f"{'; below zero: none measurable' if result['overhead_s_per_layer'] < 0 else ''}) |",
-          f"| memory plan of the {L} SAEs (per SAE / workspace) | {plan.per_sae_bytes / 1e6:.1f} MB / "
-          f"{plan.workspace_bytes / 1e6:.2f} MB; total {plan.total_bytes / 1e6:.0f} MB |",
-          f"| counted: tensors the {L} units keep between steps | "
-          f"{result['memory_measured']['held_by_units'] / 1e6:.1f} MB |"]
+    md = [
+        "# all_layers benchmark",
+        "",
+        f"{L} SAEs (one per layer of all-MiniLM-L6-v2, {d_in} x {args.d_sae}, trial B) trained from one forward "
+        f"pass per batch of {args.batch_tokens} tokens, against {L} separate one-layer runs (each forward pass "
+        f"stopping after its layer); median over {args.rounds} alternating rounds.",
+        "",
+        _bench.machine_line(result["machine"]),
+        "",
+        "| what | value |",
+        "|---|---|",
+        f"| LM forward, one pass over all {L} layers | {med['forward_all'] * 1e3:.1f} ms |",
+        f"| LM forward, the {L} separate runs together | {statistics.median(fwd_sep) * 1e3:.1f} ms |",
+        f"| forward cost, separate / one pass | {f['median']:.2f}x ({f['min']:.2f}-{f['max']:.2f}) |",
+        f"| LM forward cost saved by the one pass | {result['lm_forward_saved_fraction'] * 100:.0f}% |",
+        f"| SAE step (per layer, alone) | {result['sae_step_s_per_layer'] * 1e3:.2f} ms |",
+        f"| one pass: all {L} layers per batch | {med['one_pass'] * 1e3:.1f} ms |",
+        f"| separate runs: all {L} layers per batch | {med['separate'] * 1e3:.1f} ms |",
+        f"| wall, separate / one pass | {w['median']:.2f}x ({w['min']:.2f}-{w['max']:.2f}) |",
+        f"| overhead per extra layer (one pass minus its forward and the steps, per layer) | "
+        f"{result['overhead_s_per_layer'] * 1e3:.2f} ms ({result['overhead_fraction_of_step'] * 100:.1f}% of a step"
+        f"{'; below zero: none measurable' if result['overhead_s_per_layer'] < 0 else ''}) |",
+        f"| memory plan of the {L} SAEs (per SAE / workspace) | {plan.per_sae_bytes / 1e6:.1f} MB / "
+        f"{plan.workspace_bytes / 1e6:.2f} MB; total {plan.total_bytes / 1e6:.0f} MB |",
+        f"| counted: tensors the {L} units keep between steps | "
+        f"{result['memory_measured']['held_by_units'] / 1e6:.1f} MB |",
+    ]
     _bench.write_result(args.out_name, result, md)
 
 

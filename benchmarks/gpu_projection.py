@@ -19,17 +19,25 @@ def required_sae_rate(hours: float = 2.0, gpu: dict = H100, p: dict = PAPER) -> 
     f = paper_flops(p)
     budget = hours * 3600
     lm_s = f["lm_forward_one_pass"] / gpu["lm_flops"]
-    return {"hours": hours, "without_lm": f["sae_per_trial"] / budget, "lm_forward_s": lm_s,
-            "with_lm": f["sae_per_trial"] / (budget - lm_s)}
+    return {
+        "hours": hours,
+        "without_lm": f["sae_per_trial"] / budget,
+        "lm_forward_s": lm_s,
+        "with_lm": f["sae_per_trial"] / (budget - lm_s),
+    }
 
 
 def cpu_model_check(d_in: int, d_sae: int, batch_tokens: int, matmul_s: float, bandwidth: float) -> dict:
     """The same cost model on this CPU: measured products + counted traffic / measured copy bandwidth, to be set
     next to the measured step time (benchmarks/sae_step.py)."""
     t = step_traffic_bytes(d_in, d_sae, batch_tokens, "fp32", "cpu")
-    return {"matmul_s": matmul_s, "traffic_bytes": t["total"], "traffic_s": t["total"] / bandwidth,
-            "predicted_step_s": matmul_s + t["total"] / bandwidth,
-            "predicted_fraction": matmul_s / (matmul_s + t["total"] / bandwidth)}
+    return {
+        "matmul_s": matmul_s,
+        "traffic_bytes": t["total"],
+        "traffic_s": t["total"] / bandwidth,
+        "predicted_step_s": matmul_s + t["total"] / bandwidth,
+        "predicted_fraction": matmul_s / (matmul_s + t["total"] / bandwidth),
+    }
 
 
 def sparse_projection(density: float, gpu: dict = H100, p: dict = PAPER, compute: str = "bf16") -> dict:
@@ -48,6 +56,9 @@ def sparse_projection(density: float, gpu: dict = H100, p: dict = PAPER, compute
     out = {"density": density, "dense_sae_step_s": dense["sae_step_s"], "dense_wall_h": dense["wall_h"]}
     for bound, unit_s in (("lower", encoder_s + other_s), ("upper", encoder_s + other_s + gathers_s)):
         step_s = p["layers"] * unit_s + dense["lm_forward_s_per_step"]
-        out[bound] = {"sae_step_s": unit_s, "speedup": dense["sae_step_s"] / unit_s,
-                      "wall_h": dense["steps"] * step_s / 3600}
+        out[bound] = {
+            "sae_step_s": unit_s,
+            "speedup": dense["sae_step_s"] / unit_s,
+            "wall_h": dense["steps"] * step_s / 3600,
+        }
     return out

@@ -24,33 +24,47 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from kdsae_core.data import activations as acts
-from random_pythia import random_pythia
 import peak_memory
-from kdsae_core.sae import plan as sae_plan
+import torch
+from random_pythia import random_pythia
+
 from kdsae_core.common.fileio import atomic_write_json
+from kdsae_core.data import activations as acts
 from kdsae_core.measure import _Accumulator
+from kdsae_core.sae import plan as sae_plan
 from kdsae_core.sae.model import allow_tf32_on_cuda, paper_trials
 from kdsae_core.sae.step import SAEUnit
 
 P = sae_plan.PAPER
 PYTHIA_410M = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
 TINY = dict(shape=dict(num_hidden_layers=24), n_seq=2, context=1024, d_sae=512, batch_tokens=512, steps=20)
-FULL = dict(shape=PYTHIA_410M, n_seq=P["batch_tokens"] // P["context"], context=P["context"], d_sae=P["d_sae"],
-            batch_tokens=P["batch_tokens"], steps=20)
+FULL = dict(
+    shape=PYTHIA_410M,
+    n_seq=P["batch_tokens"] // P["context"],
+    context=P["context"],
+    d_sae=P["d_sae"],
+    batch_tokens=P["batch_tokens"],
+    steps=20,
+)
 
 
 def environment(device: str, out: Path) -> dict:
     """The torch build, the collectives it has, and the free disk against the paper run's peak (one trial)."""
     import torch.distributed as dist
+
     disk = sae_plan.disk_plan(P["d_in"], P["d_sae"], P["layers"], 6)
     free = sae_plan.free_disk_bytes(out.parent)
-    return {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-            "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-            "nccl": dist.is_available() and dist.is_nccl_available(), "gloo": dist.is_available() and dist.is_gloo_available(),
-            "disk_free_bytes": free, "disk_paper_trial_peak_bytes": disk.peak_bytes, "disk_ok": free >= disk.peak_bytes}
+    return {
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "nccl": dist.is_available() and dist.is_nccl_available(),
+        "gloo": dist.is_available() and dist.is_gloo_available(),
+        "disk_free_bytes": free,
+        "disk_paper_trial_peak_bytes": disk.peak_bytes,
+        "disk_ok": free >= disk.peak_bytes,
+    }
 
 
 def build_model(folder: Path, model: str | None, shape: dict, device: str):
@@ -67,11 +81,19 @@ def forward_check(model, n_seq: int, context: int, device: str, autocast) -> dic
     source(tokens)  # first call: one-time allocations (kernels, caches) out of the measurement
     with peak_memory.PeakMemory(device) as pm:
         x = source(tokens)
-    planned = (sae_plan.model_forward_bytes(model, n_seq, context, len(layers))
-               + len(layers) * n_seq * context * int(model.cfg.d_model) * 4)
+    planned = (
+        sae_plan.model_forward_bytes(model, n_seq, context, len(layers))
+        + len(layers) * n_seq * context * int(model.cfg.d_model) * 4
+    )
     kept = [n for n, m in model.named_modules() for a in acts.BRIDGE_KEPT_TENSORS if getattr(m, a, None) is not None]
-    return {"x": x[0], "planned_peak_bytes": planned, "measured_peak_bytes": pm.peak_bytes, "method": pm.method,
-            "ratio": pm.peak_bytes / planned, "modules_keeping_a_pattern": kept}
+    return {
+        "x": x[0],
+        "planned_peak_bytes": planned,
+        "measured_peak_bytes": pm.peak_bytes,
+        "method": pm.method,
+        "ratio": pm.peak_bytes / planned,
+        "modules_keeping_a_pattern": kept,
+    }
 
 
 def matmul_rate(d_in: int, d_sae: int, batch: int, device: str, dtype) -> float:
@@ -106,10 +128,17 @@ def sae_check(x: torch.Tensor, d_sae: int, batch: int, steps: int, device: str, 
     acc.add(x)
     step_s = sorted(times[1:] or times)[len(times[1:] or times) // 2]
     rate = sae_plan.step_flops(d_in, d_sae, batch) / step_s
-    return {"dtype": dtype, "step_s": times, "median_step_s": step_s, "tokens_per_s": batch / step_s,
-            "fraction_of_bf16_matmul_rate": rate / matmul_rate(d_in, d_sae, batch, device, torch.bfloat16),
-            "planned_peak_bytes": plan.total_bytes, "measured_peak_bytes": pm.peak_bytes,
-            "measured_mse": float(acc.sse) / (acc.n * d_in), "finite": bool(torch.isfinite(acc.sse))}
+    return {
+        "dtype": dtype,
+        "step_s": times,
+        "median_step_s": step_s,
+        "tokens_per_s": batch / step_s,
+        "fraction_of_bf16_matmul_rate": rate / matmul_rate(d_in, d_sae, batch, device, torch.bfloat16),
+        "planned_peak_bytes": plan.total_bytes,
+        "measured_peak_bytes": pm.peak_bytes,
+        "measured_mse": float(acc.sse) / (acc.n * d_in),
+        "finite": bool(torch.isfinite(acc.sse)),
+    }
 
 
 def _sync(device: str) -> None:
@@ -125,6 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = p.parse_args(argv)
     from kdsae_core.train.distributed import check_cuda
+
     check_cuda(args.device)
     if args.device.startswith("cuda"):
         allow_tf32_on_cuda()
@@ -137,16 +167,23 @@ def main(argv=None) -> int:
     x = fwd.pop("x").float()
     result["forward"] = fwd
     result["planned_peak_bytes"], result["measured_peak_bytes"] = fwd["planned_peak_bytes"], fwd["measured_peak_bytes"]
-    result["sae"] = [sae_check(x, size["d_sae"], size["batch_tokens"], size["steps"], args.device, dtype)
-                     for dtype in ("bf16", "fp32")]
+    result["sae"] = [
+        sae_check(x, size["d_sae"], size["batch_tokens"], size["steps"], args.device, dtype)
+        for dtype in ("bf16", "fp32")
+    ]
     atomic_write_json(args.out, result)
-    print(f"gpu_smoke: forward peak {fwd['measured_peak_bytes'] / 2**20:.1f} MiB measured, "
-          f"{fwd['planned_peak_bytes'] / 2**20:.1f} MiB planned; wrote {args.out}")
+    print(
+        f"gpu_smoke: forward peak {fwd['measured_peak_bytes'] / 2**20:.1f} MiB measured, "
+        f"{fwd['planned_peak_bytes'] / 2**20:.1f} MiB planned; wrote {args.out}"
+    )
     return 0
 
 
 if __name__ == "__main__":
-    if not any(a.startswith("cuda") for a in sys.argv) and torch.cuda.is_available() is False \
-            and any(os.environ.get(k) != v for k, v in peak_memory.HOST_MALLOC_ENV.items()):
+    if (
+        not any(a.startswith("cuda") for a in sys.argv)
+        and torch.cuda.is_available() is False
+        and any(os.environ.get(k) != v for k, v in peak_memory.HOST_MALLOC_ENV.items())
+    ):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **peak_memory.HOST_MALLOC_ENV})
     sys.exit(main())

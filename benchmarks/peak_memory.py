@@ -17,8 +17,10 @@ import torch
 
 # mmap every block of 64 KiB or more (no dynamic threshold), so a freed tensor's memory leaves the process
 HOST_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_MMAP_MAX_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-CPU_METHOD = ("peak resident set (VmHWM of /proc/self/status, reset through /proc/self/clear_refs) minus the "
-              "resident set at the start; glibc malloc told to mmap blocks >= 64 KiB so frees return to the kernel")
+CPU_METHOD = (
+    "peak resident set (VmHWM of /proc/self/status, reset through /proc/self/clear_refs) minus the "
+    "resident set at the start; glibc malloc told to mmap blocks >= 64 KiB so frees return to the kernel"
+)
 CUDA_METHOD = "torch.cuda.max_memory_allocated minus memory_allocated at the start (the caching allocator's peak)"
 
 

@@ -13,8 +13,15 @@ from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from kdsae_core.data.activations import embedded_model_path
 
-RANDOM_PYTHIA_SHAPE = dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
-                           rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True)
+RANDOM_PYTHIA_SHAPE = dict(
+    hidden_size=128,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    intermediate_size=512,
+    rotary_pct=0.25,
+    max_position_embeddings=2048,
+    use_parallel_residual=True,
+)
 
 
 def random_pythia(folder: Path, seed: int = 0, **shape) -> Path:

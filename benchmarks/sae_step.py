@@ -44,12 +44,12 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 import _bench
-from kdsae_core.sae import sparse as sae_sparse
+import torch
 from report import sparse_step_table
+
 from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec, sae_loss
 from kdsae_core.sae.step import SAEUnit, StepStats
 
@@ -71,8 +71,8 @@ class Matmuls:
 
     def __init__(self, d_in, d_sae, B, g):
         self.xc = torch.randn(B, d_in, generator=g)
-        self.W_enc = torch.randn(d_in, d_sae, generator=g) / d_in ** 0.5
-        self.W_dec = torch.randn(d_sae, d_in, generator=g) / d_in ** 0.5
+        self.W_enc = torch.randn(d_in, d_sae, generator=g) / d_in**0.5
+        self.W_dec = torch.randn(d_sae, d_in, generator=g) / d_in**0.5
         self.z = torch.randn(B, d_sae, generator=g).relu_()
         self.g_err = torch.randn(B, d_in, generator=g)
         self.out_z = torch.empty(B, d_sae)
@@ -81,17 +81,17 @@ class Matmuls:
         self.out_enc = torch.empty(d_in, d_sae)
 
     def __call__(self):
-        torch.mm(self.xc, self.W_enc, out=self.out_z)          # encoder
-        torch.mm(self.z, self.W_dec, out=self.out_x)           # decoder
-        torch.mm(self.z.T, self.g_err, out=self.out_dec)       # W_dec gradient
-        torch.mm(self.g_err, self.W_dec.T, out=self.out_z)     # latent gradient
-        torch.mm(self.xc.T, self.z, out=self.out_enc)          # W_enc gradient
+        torch.mm(self.xc, self.W_enc, out=self.out_z)  # encoder
+        torch.mm(self.z, self.W_dec, out=self.out_x)  # decoder
+        torch.mm(self.z.T, self.g_err, out=self.out_dec)  # W_dec gradient
+        torch.mm(self.g_err, self.W_dec.T, out=self.out_z)  # latent gradient
+        torch.mm(self.xc.T, self.z, out=self.out_enc)  # W_enc gradient
 
 
 class Batches:
     def __init__(self, d_in, B, n, g):
         # Activations with a mean, correlated directions and heavy-ish tails, like a residual stream.
-        mix = torch.randn(d_in, d_in, generator=g) / d_in ** 0.5
+        mix = torch.randn(d_in, d_in, generator=g) / d_in**0.5
         self.xs = [torch.randn(B, d_in, generator=g) @ mix + 0.3 for _ in range(n)]
         self.i = 0
 
@@ -162,8 +162,9 @@ class PreviousStep:
         self.batches = batches
 
     def __call__(self):
-        s = previous_fused_backward(self.sae, self.batches.next(), torch.tensor(TRIAL.l1_coeff, dtype=torch.float64),
-                                    TRIAL.l1_form)
+        s = previous_fused_backward(
+            self.sae, self.batches.next(), torch.tensor(TRIAL.l1_coeff, dtype=torch.float64), TRIAL.l1_form
+        )
         torch.nn.utils.clip_grad_norm_(self.sae.parameters(), CLIP, foreach=True)
         self.opt.step()
         with torch.no_grad():
@@ -200,8 +201,9 @@ class CompiledStep(KdsaeStep):
     def __call__(self):
         u, s = self.unit, self.unit.sae
         per_token = (u.controller.lam / self.batches.xs[0].shape[0]).float()
-        gWe, gbe, gWd, gbd, mse, l1, l0, fired = self.fn(self.batches.next(), s.W_enc, s.b_enc, s.W_dec, s.b_dec,
-                                                         per_token)
+        gWe, gbe, gWd, gbd, mse, l1, l0, fired = self.fn(
+            self.batches.next(), s.W_enc, s.b_enc, s.W_dec, s.b_dec, per_token
+        )
         s.W_enc.grad, s.b_enc.grad, s.W_dec.grad, s.b_dec.grad = gWe, gbe, gWd, gbd
         u._clip_gradients()
         u.opt.step()
@@ -211,10 +213,12 @@ class CompiledStep(KdsaeStep):
         return mse
 
 
-VARIANTS = {"kdsae": (KdsaeStep, "kdsae SAEUnit.step"),
-            "previous": (PreviousStep, "kdsae step as first committed (6d4dec3)"),
-            "plain": (PlainStep, "plain PyTorch: autograd, clip_grad_norm_, torch.optim.Adam defaults"),
-            "compiled": (CompiledStep, "kdsae step, gradient function under torch.compile (inductor)")}
+VARIANTS = {
+    "kdsae": (KdsaeStep, "kdsae SAEUnit.step"),
+    "previous": (PreviousStep, "kdsae step as first committed (6d4dec3)"),
+    "plain": (PlainStep, "plain PyTorch: autograd, clip_grad_norm_, torch.optim.Adam defaults"),
+    "compiled": (CompiledStep, "kdsae step, gradient function under torch.compile (inductor)"),
+}
 
 
 # ---- the benchmark ----------------------------------------------------------------------------------------
@@ -253,15 +257,28 @@ def bench_shape(d_in, d_sae, B, rounds, names, min_sample_s, profile_ops=True) -
         reps[n] = _bench.reps_for(f, min_sample_s)
     times = _bench.alternate(fns, rounds, reps)
     flops = flops_per_token(d_in, d_sae) * B
-    out = {"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "flops_per_step": flops, "steps_per_sample": reps,
-           "matmul": {"gflops": flops / _bench.summary(times["matmul"])["median_s"] / 1e9,
-                      "time": _bench.summary(times["matmul"])},
-           "goal_fraction": GOALS.get((d_in, d_sae), GOAL_OTHER), "variants": {}}
+    out = {
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "batch_tokens": B,
+        "flops_per_step": flops,
+        "steps_per_sample": reps,
+        "matmul": {
+            "gflops": flops / _bench.summary(times["matmul"])["median_s"] / 1e9,
+            "time": _bench.summary(times["matmul"]),
+        },
+        "goal_fraction": GOALS.get((d_in, d_sae), GOAL_OTHER),
+        "variants": {},
+    }
     for n in names:
         t = _bench.summary(times[n])
-        out["variants"][n] = {"label": VARIANTS[n][1], "time": t, "tokens_per_s": B / t["median_s"],
-                              "gflops": flops / t["median_s"] / 1e9,
-                              "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times[n])}
+        out["variants"][n] = {
+            "label": VARIANTS[n][1],
+            "time": t,
+            "tokens_per_s": B / t["median_s"],
+            "gflops": flops / t["median_s"] / 1e9,
+            "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times[n]),
+        }
     if profile_ops:
         for n in names:
             if n != "compiled":  # inductor's kernels do not show as aten ops
@@ -275,16 +292,21 @@ def bench_shape(d_in, d_sae, B, rounds, names, min_sample_s, profile_ops=True) -
 
 
 def markdown(result: dict) -> list[str]:
-    md = ["# sae_step benchmark", "",
-          f"One SAE training step, fp32 on the CPU, batch {result['batch_tokens']} tokens; "
-          "the fraction is of the rate of the step's own five matrix products measured in the same process "
-          "(10 d_in d_sae FLOPs per token), per round, median over "
-          f"{result['rounds']} alternating rounds (range in brackets); \"fastest samples\" is the ratio of each "
-          "variant's fastest sample, the one least disturbed by other jobs.", "",
-          _bench.machine_line(result["machine"]), "",
-          "| d_in x d_sae | matmul GFLOP/s | variant | tokens/s per layer | fraction of matmul rate | fastest samples | "
-          "outside the products (profiler) | goal |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        "# sae_step benchmark",
+        "",
+        f"One SAE training step, fp32 on the CPU, batch {result['batch_tokens']} tokens; "
+        "the fraction is of the rate of the step's own five matrix products measured in the same process "
+        "(10 d_in d_sae FLOPs per token), per round, median over "
+        f'{result["rounds"]} alternating rounds (range in brackets); "fastest samples" is the ratio of each '
+        "variant's fastest sample, the one least disturbed by other jobs.",
+        "",
+        _bench.machine_line(result["machine"]),
+        "",
+        "| d_in x d_sae | matmul GFLOP/s | variant | tokens/s per layer | fraction of matmul rate | fastest samples | "
+        "outside the products (profiler) | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in result["shapes"]:
         for i, (n, v) in enumerate(s["variants"].items()):
             f = v["fraction_of_matmul"]
@@ -292,8 +314,10 @@ def markdown(result: dict) -> list[str]:
             if n == "kdsae":
                 goal = f">= {s['goal_fraction']:.2f}: {'met' if s['goal_met'] else 'NOT met'}"
             outside = f"{v['profile']['outside_s'] * 1e3:.0f} ms" if "profile" in v else "-"
-            md.append(f"| {s['d_in']} x {s['d_sae']} | {s['matmul']['gflops']:.0f} | {n} | {v['tokens_per_s']:,.0f} | "
-                      f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f['best']:.3f} | {outside} | {goal} |")
+            md.append(
+                f"| {s['d_in']} x {s['d_sae']} | {s['matmul']['gflops']:.0f} | {n} | {v['tokens_per_s']:,.0f} | "
+                f"{f['median']:.3f} ({f['min']:.3f}-{f['max']:.3f}) | {f['best']:.3f} | {outside} | {goal} |"
+            )
     return md
 
 
@@ -333,22 +357,37 @@ class PathStep:
 def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s) -> dict:
     """`before`, `dense` and `sparse` steps at one density, in alternating rounds."""
     b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.xs[0], density)
-    fns = {"before": PathStep(before.SAEUnit, d_in, d_sae, batches, b_enc),
-           "dense": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="dense"),
-           "sparse": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="sparse")}
+    fns = {
+        "before": PathStep(before.SAEUnit, d_in, d_sae, batches, b_enc),
+        "dense": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="dense"),
+        "sparse": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="sparse"),
+    }
     reps = {n: max(1, round(min_sample_s / max(_bench.timed(f, 1), 1e-9))) for n, f in fns.items()}  # + warm-up
     print(f"  density {density:g}: {reps} steps per sample", flush=True)
     times = _bench.alternate(fns, rounds, reps, log=lambda line: print("  " + line, flush=True))
     measured = float(fns["sparse"].last.l0) / d_sae
-    flops = {"before": 10 * d_in * d_sae, "dense": 10 * d_in * d_sae,
-             "sparse": sae_sparse.sparse_flops_per_token(d_in, d_sae, measured)}
-    out = {"density_target": density, "density_measured": measured, "steps_per_sample": reps,
-           "variants": {n: {"time": _bench.summary(t), "tokens_per_s": B / statistics.median(t),
-                            "flops_per_token": flops[n], "gflops": flops[n] * B / statistics.median(t) / 1e9}
-                        for n, t in times.items()},
-           "sparse_speedup": _bench.per_round_ratio(times["dense"], times["sparse"]),
-           "sparse_speedup_vs_before": _bench.per_round_ratio(times["before"], times["sparse"]),
-           "dense_vs_before": _bench.per_round_ratio(times["dense"], times["before"])}
+    flops = {
+        "before": 10 * d_in * d_sae,
+        "dense": 10 * d_in * d_sae,
+        "sparse": sae_sparse.sparse_flops_per_token(d_in, d_sae, measured),
+    }
+    out = {
+        "density_target": density,
+        "density_measured": measured,
+        "steps_per_sample": reps,
+        "variants": {
+            n: {
+                "time": _bench.summary(t),
+                "tokens_per_s": B / statistics.median(t),
+                "flops_per_token": flops[n],
+                "gflops": flops[n] * B / statistics.median(t) / 1e9,
+            }
+            for n, t in times.items()
+        },
+        "sparse_speedup": _bench.per_round_ratio(times["dense"], times["sparse"]),
+        "sparse_speedup_vs_before": _bench.per_round_ratio(times["before"], times["sparse"]),
+        "dense_vs_before": _bench.per_round_ratio(times["dense"], times["before"]),
+    }
     del fns
     gc.collect()
     return out
@@ -357,11 +396,15 @@ def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s
 def with_auto_choice(point: dict, d_sae: int, B: int) -> dict:
     """The path the automatic choice takes at the point's measured density (SPARSE_BELOW_DENSITY as declared now)
     and its time against `before`, per round, from the point's recorded samples."""
-    auto = sae_sparse.choose_path("auto", torch.tensor(round(point["density_measured"] * d_sae * B)), (B, d_sae),
-                                  torch.float32)
+    auto = sae_sparse.choose_path(
+        "auto", torch.tensor(round(point["density_measured"] * d_sae * B)), (B, d_sae), torch.float32
+    )
     v = point["variants"]
-    return {**point, "auto_path": auto,
-            "auto_vs_before": _bench.per_round_ratio(v[auto]["time"]["samples_s"], v["before"]["time"]["samples_s"])}
+    return {
+        **point,
+        "auto_path": auto,
+        "auto_vs_before": _bench.per_round_ratio(v[auto]["time"]["samples_s"], v["before"]["time"]["samples_s"]),
+    }
 
 
 def crossover(points: list[dict]) -> float | None:
@@ -400,13 +443,21 @@ def density_equivalence(d_in, d_sae, B, steps, density, **_) -> dict:
     rel_loss = max(abs(a - b) / abs(b) for a, b in zip(losses["sparse"], losses["dense"]))
     ws = {p: run.unit.sae.tensors() for p, run in runs.items()}
     rel_w = {n: float((ws["sparse"][n] - ws["dense"][n]).norm() / ws["dense"][n].norm()) for n in PARAM_NAMES}
-    return {"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "steps": steps, "density_target": density,
-            "density_range": [min(densities), max(densities)], "max_rel_diff_loss": rel_loss,
-            "rel_diff_final_weights": rel_w, "paths": [st.path for st in last.values()]}
+    return {
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "batch_tokens": B,
+        "steps": steps,
+        "density_target": density,
+        "density_range": [min(densities), max(densities)],
+        "max_rel_diff_loss": rel_loss,
+        "rel_diff_final_weights": rel_w,
+        "paths": [st.path for st in last.values()],
+    }
 
 
 def density_sweep(shapes, densities, batch_sizes, rounds, min_sample_s) -> list[dict]:
-    before = _bench.module_at(BEFORE_COMMIT, "kdsae_core/sae/model.py")
+    before = _bench.module_at(BEFORE_COMMIT, "kdsae_core/sae.py")  # its path then
     out = []
     for (d_in, d_sae), B in ((shape, B) for shape in shapes for B in batch_sizes):
         g = torch.Generator().manual_seed(0)
@@ -417,16 +468,29 @@ def density_sweep(shapes, densities, batch_sizes, rounds, min_sample_s) -> list[
         del matmul
         print(f"({d_in}, {d_sae}), batch {B}: five products {statistics.median(mm) * 1e3:.1f} ms", flush=True)
         points = [bench_density(d_in, d_sae, B, d, rounds, batches, before, min_sample_s) for d in densities]
-        out.append({"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "points": points,
-                    "matmul": {"gflops": 10 * d_in * d_sae * B / statistics.median(mm) / 1e9, "time": _bench.summary(mm)}})
+        out.append(
+            {
+                "d_in": d_in,
+                "d_sae": d_sae,
+                "batch_tokens": B,
+                "points": points,
+                "matmul": {"gflops": 10 * d_in * d_sae * B / statistics.median(mm) / 1e9, "time": _bench.summary(mm)},
+            }
+        )
     return out
 
 
 def derive(shapes: list[dict]) -> dict:
     """Everything the sweep's timings decide: the automatic path at each point, the crossovers, the goals (rerun by
     --rederive on a result file after SPARSE_BELOW_DENSITY changed: the same measurements, read again)."""
-    shapes = [{**s, "points": [with_auto_choice(p, s["d_sae"], s["batch_tokens"]) for p in s["points"]],
-               "crossover": crossover(s["points"])} for s in shapes]
+    shapes = [
+        {
+            **s,
+            "points": [with_auto_choice(p, s["d_sae"], s["batch_tokens"]) for p in s["points"]],
+            "crossover": crossover(s["points"]),
+        }
+        for s in shapes
+    ]
     return {"shapes": shapes, "crossover": declared_crossover(shapes), "goals": density_goals(shapes)}
 
 
@@ -434,29 +498,53 @@ def declared_crossover(shapes: list[dict]) -> dict:
     measured = {f"{s['d_in']}x{s['d_sae']}, batch {s['batch_tokens']}": s["crossover"] for s in shapes}
     found = [c for c in measured.values() if c is not None]  # None: sparse faster at every density measured
     chosen = (round_down(min(found)) if min(found) > 0 else 0.0) if found else None
-    return {"measured": measured, "chosen": chosen, "declared": sae_sparse.SPARSE_BELOW_DENSITY,
-            "agrees": chosen == sae_sparse.SPARSE_BELOW_DENSITY}
+    return {
+        "measured": measured,
+        "chosen": chosen,
+        "declared": sae_sparse.SPARSE_BELOW_DENSITY,
+        "agrees": chosen == sae_sparse.SPARSE_BELOW_DENSITY,
+    }
 
 
 def density_goals(shapes: list[dict]) -> dict:
-    paper = next((s for s in shapes if (s["d_in"], s["d_sae"]) == SPEEDUP_GOAL["shape"]
-                  and s["batch_tokens"] == SPEEDUP_GOAL["batch"]), None)
+    paper = next(
+        (
+            s
+            for s in shapes
+            if (s["d_in"], s["d_sae"]) == SPEEDUP_GOAL["shape"] and s["batch_tokens"] == SPEEDUP_GOAL["batch"]
+        ),
+        None,
+    )
     low = [p for p in paper["points"] if p["density_measured"] <= SPEEDUP_GOAL["max_density"]] if paper else []
-    worst = max((p["auto_vs_before"]["median"], s["d_in"], s["d_sae"], s["batch_tokens"], p["density_measured"])
-                for s in shapes for p in s["points"])
-    return {"speedup_at_low_density": {
-                "goal": SPEEDUP_GOAL["speedup"], "max_density": SPEEDUP_GOAL["max_density"],
-                "speedups": [[p["density_measured"], p["sparse_speedup"]["median"]] for p in low],
-                "met": bool(low) and min(p["sparse_speedup"]["median"] for p in low) >= SPEEDUP_GOAL["speedup"]},
-            "no_slowdown": {"limit": SLOWDOWN_LIMIT, "worst_auto_vs_before": worst[0],
-                            "worst_at": {"d_in": worst[1], "d_sae": worst[2], "batch_tokens": worst[3],
-                                         "density": worst[4]},
-                            "met": worst[0] <= SLOWDOWN_LIMIT}}
+    worst = max(
+        (p["auto_vs_before"]["median"], s["d_in"], s["d_sae"], s["batch_tokens"], p["density_measured"])
+        for s in shapes
+        for p in s["points"]
+    )
+    return {
+        "speedup_at_low_density": {
+            "goal": SPEEDUP_GOAL["speedup"],
+            "max_density": SPEEDUP_GOAL["max_density"],
+            "speedups": [[p["density_measured"], p["sparse_speedup"]["median"]] for p in low],
+            "met": bool(low) and min(p["sparse_speedup"]["median"] for p in low) >= SPEEDUP_GOAL["speedup"],
+        },
+        "no_slowdown": {
+            "limit": SLOWDOWN_LIMIT,
+            "worst_auto_vs_before": worst[0],
+            "worst_at": {"d_in": worst[1], "d_sae": worst[2], "batch_tokens": worst[3], "density": worst[4]},
+            "met": worst[0] <= SLOWDOWN_LIMIT,
+        },
+    }
 
 
 def density_markdown(result: dict) -> list[str]:
-    return ["# sae_step density benchmark", "", _bench.machine_line(result["machine"]), "",
-            *sparse_step_table(result).splitlines()]
+    return [
+        "# sae_step density benchmark",
+        "",
+        _bench.machine_line(result["machine"]),
+        "",
+        *sparse_step_table(result).splitlines(),
+    ]
 
 
 def copy_bandwidth(n_bytes: int = 512 << 20, samples: int = 7) -> dict:
@@ -466,8 +554,11 @@ def copy_bandwidth(n_bytes: int = 512 << 20, samples: int = 7) -> dict:
     y = torch.empty_like(x)
     y.copy_(x)
     ts = [_bench.timed(lambda: y.copy_(x), 1) for _ in range(samples)]
-    return {"bytes": 2 * n_bytes, "best_bytes_per_s": 2 * n_bytes / min(ts),
-            "median_bytes_per_s": 2 * n_bytes / sorted(ts)[len(ts) // 2]}
+    return {
+        "bytes": 2 * n_bytes,
+        "best_bytes_per_s": 2 * n_bytes / min(ts),
+        "median_bytes_per_s": 2 * n_bytes / sorted(ts)[len(ts) // 2],
+    }
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -484,22 +575,45 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--shapes", type=parse_shapes, default=None, help="e.g. 384x2048,1024x32768")
-    ap.add_argument("--densities", type=lambda t: [float(v) for v in t.split(",")], default=None, nargs="?",
-                    const=list(DENSITIES), help="the density axis instead (default densities: %(const)s)")
-    ap.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=None,
-                    help="with --densities: batch sizes to sweep (default: --batch)")
-    ap.add_argument("--rederive", metavar="RESULT", default=None,
-                    help="re-read a --densities result file with the SPARSE_BELOW_DENSITY declared now, and rewrite it")
+    ap.add_argument(
+        "--densities",
+        type=lambda t: [float(v) for v in t.split(",")],
+        default=None,
+        nargs="?",
+        const=list(DENSITIES),
+        help="the density axis instead (default densities: %(const)s)",
+    )
+    ap.add_argument(
+        "--batches",
+        type=lambda t: [int(v) for v in t.split(",")],
+        default=None,
+        help="with --densities: batch sizes to sweep (default: --batch)",
+    )
+    ap.add_argument(
+        "--rederive",
+        metavar="RESULT",
+        default=None,
+        help="re-read a --densities result file with the SPARSE_BELOW_DENSITY declared now, and rewrite it",
+    )
     ap.add_argument("--equivalence-steps", type=int, default=EQUIVALENCE["steps"], help="with --densities")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile variant")
-    ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler pass (time outside the products)")
+    ap.add_argument(
+        "--no-profile", action="store_true", help="skip the torch.profiler pass (time outside the products)"
+    )
     ap.add_argument("--min-sample-seconds", type=float, default=1.0, help="steps per timing sample: about this long")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine with --threads 1")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: process CPU time, steadier on a shared machine with --threads 1",
+    )
     ap.add_argument("--no-malloc-env", action="store_true", help="keep glibc's default malloc settings")
-    ap.add_argument("--out-name", default=None, help="result file name under benchmarks/results/ (default: "
-                                                      "sae_step, or sae_step_density with --densities)")
+    ap.add_argument(
+        "--out-name",
+        default=None,
+        help="result file name under benchmarks/results/ (default: sae_step, or sae_step_density with --densities)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -513,13 +627,22 @@ def main() -> None:
     names = ["kdsae", "previous", "plain"] + (["compiled"] if args.compile else [])
     m = _bench.machine()
     bandwidth = copy_bandwidth()
-    shapes = [bench_shape(d_in, d_sae, args.batch, args.rounds, names, args.min_sample_seconds, not args.no_profile)
-              for d_in, d_sae in args.shapes]
+    shapes = [
+        bench_shape(d_in, d_sae, args.batch, args.rounds, names, args.min_sample_seconds, not args.no_profile)
+        for d_in, d_sae in args.shapes
+    ]
     bandwidth_end = copy_bandwidth()
-    result = {"benchmark": "sae_step", "machine": _bench.finish_machine(m), "batch_tokens": args.batch,
-              "dtype": "float32", "rounds": args.rounds, "flops_per_token": "10 * d_in * d_sae",
-              "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),
-              "copy_bandwidth": {"start": bandwidth, "end": bandwidth_end}, "shapes": shapes}
+    result = {
+        "benchmark": "sae_step",
+        "machine": _bench.finish_machine(m),
+        "batch_tokens": args.batch,
+        "dtype": "float32",
+        "rounds": args.rounds,
+        "flops_per_token": "10 * d_in * d_sae",
+        "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),
+        "copy_bandwidth": {"start": bandwidth, "end": bandwidth_end},
+        "shapes": shapes,
+    }
     _bench.write_result(args.out_name or "sae_step", result, markdown(result))
 
 
@@ -532,16 +655,31 @@ def rederive(path: str) -> None:
 
 def main_densities(args) -> None:
     m = _bench.machine()
-    sweep = derive(density_sweep(args.shapes or list(DENSITY_SHAPES), args.densities, args.batches or [args.batch],
-                                 args.rounds, args.min_sample_seconds))
+    sweep = derive(
+        density_sweep(
+            args.shapes or list(DENSITY_SHAPES),
+            args.densities,
+            args.batches or [args.batch],
+            args.rounds,
+            args.min_sample_seconds,
+        )
+    )
     equivalence = density_equivalence(**{**EQUIVALENCE, "steps": args.equivalence_steps})
-    equivalence["met"] = (equivalence["max_rel_diff_loss"] <= EQUIVALENCE["loss_rtol"]
-                          and max(equivalence["rel_diff_final_weights"].values()) <= EQUIVALENCE["weight_rtol"])
-    result = {"benchmark": "sae_step_density", "machine": _bench.finish_machine(m),
-              "dtype": "float32", "rounds": args.rounds, "before_commit": BEFORE_COMMIT,
-              "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
-              "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),
-              **sweep, "equivalence": {**equivalence, "goals": {k: EQUIVALENCE[k] for k in ("loss_rtol", "weight_rtol")}}}
+    equivalence["met"] = (
+        equivalence["max_rel_diff_loss"] <= EQUIVALENCE["loss_rtol"]
+        and max(equivalence["rel_diff_final_weights"].values()) <= EQUIVALENCE["weight_rtol"]
+    )
+    result = {
+        "benchmark": "sae_step_density",
+        "machine": _bench.finish_machine(m),
+        "dtype": "float32",
+        "rounds": args.rounds,
+        "before_commit": BEFORE_COMMIT,
+        "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
+        "command": " ".join([".venv/bin/python", "benchmarks/sae_step.py", *sys.argv[1:]]),
+        **sweep,
+        "equivalence": {**equivalence, "goals": {k: EQUIVALENCE[k] for k in ("loss_rtol", "weight_rtol")}},
+    }
     _bench.write_result(args.out_name or "sae_step_density", result, density_markdown(result))
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from kdsae_core.common.adam import ADAM_EPS
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import REPO_ROOT
-from kdsae_core.common.adam import ADAM_EPS
 from kdsae_core.sae.model import TrialSpec
 from kdsae_core.sae.step import SAEUnit
 
@@ -48,8 +48,10 @@ def saelens_python(explicit: str | os.PathLike | None = None) -> Path:
     """The SAELens environment's python: `explicit`, else $KDSAE_SAELENS_PYTHON, else .venv-saelens/bin/python."""
     exe = Path(explicit or os.environ.get("KDSAE_SAELENS_PYTHON") or DEFAULT_PYTHON)
     if not exe.exists():
-        raise MissingData(f"the SAELens environment's python {exe} does not exist: run `make saelens-env` "
-                          "(or set KDSAE_SAELENS_PYTHON).")
+        raise MissingData(
+            f"the SAELens environment's python {exe} does not exist: run `make saelens-env` "
+            "(or set KDSAE_SAELENS_PYTHON)."
+        )
     return exe
 
 
@@ -71,8 +73,14 @@ class SAELensWorker:
 
     def __init__(self, python: str | os.PathLike | None = None, env: dict | None = None):
         self.python = saelens_python(python)
-        self.proc = subprocess.Popen([str(self.python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env={**os.environ, **(env or {})}, cwd=str(REPO_ROOT))
+        self.proc = subprocess.Popen(
+            [str(self.python), str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=str(REPO_ROOT),
+        )
 
     def call(self, **job) -> dict:
         self.proc.stdin.write(json.dumps(job) + "\n")
@@ -85,17 +93,35 @@ class SAELensWorker:
             raise RuntimeError(f"the SAELens worker failed: {out['error']}")
         return out
 
-    def setup(self, unit_weights: dict[str, torch.Tensor], batches: list[torch.Tensor], l1_coefficient: float,
-              lr: float, convention: str, threads: int | None = None, folder: Path | None = None,
-              clock: str = "wall") -> dict:
+    def setup(
+        self,
+        unit_weights: dict[str, torch.Tensor],
+        batches: list[torch.Tensor],
+        l1_coefficient: float,
+        lr: float,
+        convention: str,
+        threads: int | None = None,
+        folder: Path | None = None,
+        clock: str = "wall",
+    ) -> dict:
         folder = Path(folder or tempfile.mkdtemp(prefix="kdsae-saelens-"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in unit_weights.items()}, str(folder / "weights.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in unit_weights.items()}, str(folder / "weights.safetensors")
+        )
         save_file({f"x{i}": b.contiguous() for i, b in enumerate(batches)}, str(folder / "batches.safetensors"))
         d_sae, d_in = unit_weights["W_dec"].shape
-        return self.call(cmd="setup", d_in=int(d_in), d_sae=int(d_sae), l1_coefficient=float(l1_coefficient),
-                         lr=float(lr), weights=str(folder / "weights.safetensors"),
-                         batches=str(folder / "batches.safetensors"), convention=convention, threads=threads,
-                         clock=clock)
+        return self.call(
+            cmd="setup",
+            d_in=int(d_in),
+            d_sae=int(d_sae),
+            l1_coefficient=float(l1_coefficient),
+            lr=float(lr),
+            weights=str(folder / "weights.safetensors"),
+            batches=str(folder / "batches.safetensors"),
+            convention=convention,
+            threads=threads,
+            clock=clock,
+        )
 
     def steps(self, n: int) -> dict:
         return self.call(cmd="steps", n=int(n))
@@ -133,9 +159,20 @@ def trajectory_batches(d_in: int, B: int, n: int, seed: int = 0, scale: float = 
     return out
 
 
-def trajectory_comparison(d_in: int, d_sae: int, B: int, steps: int, spec: TrialSpec, lr: float = 3e-4,
-                          seed: int = 0, scale: float = 1.0, python=None, conventions=("unit_norm", "shipped"),
-                          threads=None, worker: SAELensWorker | None = None) -> dict:
+def trajectory_comparison(
+    d_in: int,
+    d_sae: int,
+    B: int,
+    steps: int,
+    spec: TrialSpec,
+    lr: float = 3e-4,
+    seed: int = 0,
+    scale: float = 1.0,
+    python=None,
+    conventions=("unit_norm", "shipped"),
+    threads=None,
+    worker: SAELensWorker | None = None,
+) -> dict:
     """Train kdsae's matched unit and SAELens (each convention) from the same weights on the same batches.
 
     Returns our losses (and MSE, L1 parts, how many steps were clipped), SAELens' divided by d_in, and per
@@ -152,9 +189,19 @@ def trajectory_comparison(d_in: int, d_sae: int, B: int, steps: int, spec: Trial
         ours["l1"].append(float(s.l1))
         ours["clipped"] += int(float(unit.opt.grad_scale) > 1.0)
     l1c = matched_l1_coefficient(spec.l1_coeff, spec.l1_form, d_in, d_sae)
-    out = {"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "steps": steps, "trial": spec.to_json(), "lr": lr,
-           "seed": seed, "scale": scale,
-           "saelens_l1_coefficient": l1c, "ours": ours, "saelens": {}}
+    out = {
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "batch_tokens": B,
+        "steps": steps,
+        "trial": spec.to_json(),
+        "lr": lr,
+        "seed": seed,
+        "scale": scale,
+        "saelens_l1_coefficient": l1c,
+        "ours": ours,
+        "saelens": {},
+    }
     w = worker or SAELensWorker(python)
     try:
         for conv in conventions:
@@ -162,11 +209,18 @@ def trajectory_comparison(d_in: int, d_sae: int, B: int, steps: int, spec: Trial
                 info = w.setup(init, batches, l1c, lr, conv, threads=threads, folder=Path(tmp))
                 r = w.steps(steps)
             # SAELens reports l1_loss with its coefficient: / (d_in lambda) gives our L1 (either form).
-            theirs = {"loss": [v / d_in for v in r["losses"]], "mse": [v / d_in for v in r["mse"]],
-                      "l1": [v / (d_in * spec.l1_coeff) for v in r["l1"]] if spec.l1_coeff else None}
+            theirs = {
+                "loss": [v / d_in for v in r["losses"]],
+                "mse": [v / d_in for v in r["mse"]],
+                "l1": [v / (d_in * spec.l1_coeff) for v in r["l1"]] if spec.l1_coeff else None,
+            }
             rel = [abs(a - b) / abs(b) for a, b in zip(theirs["loss"], ours["loss"])]
-            out["saelens"][conv] = {**theirs, "max_rel_diff_loss": max(rel), "rel_diff_loss_last": rel[-1],
-                                    "info": info}
+            out["saelens"][conv] = {
+                **theirs,
+                "max_rel_diff_loss": max(rel),
+                "rel_diff_loss_last": rel[-1],
+                "info": info,
+            }
     finally:
         if worker is None:
             w.close()

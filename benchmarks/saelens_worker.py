@@ -27,9 +27,9 @@ import sys
 import time
 
 import torch
-from safetensors.torch import load_file
 from sae_lens import LoggingConfig, SAETrainer, StandardTrainingSAE, StandardTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
+from safetensors.torch import load_file
 
 
 class UnitNormL1SAE(StandardTrainingSAE):
@@ -46,9 +46,15 @@ class Worker:
         self.convention = job.get("convention", "shipped")
         self.clock = time.process_time if job.get("clock") == "cpu" else time.perf_counter
         cls = UnitNormL1SAE if self.convention == "unit_norm" else StandardTrainingSAE
-        cfg = StandardTrainingSAEConfig(d_in=int(job["d_in"]), d_sae=int(job["d_sae"]),
-                                        l1_coefficient=float(job["l1_coefficient"]), dtype="float32",
-                                        device="cpu", apply_b_dec_to_input=True, normalize_activations="none")
+        cfg = StandardTrainingSAEConfig(
+            d_in=int(job["d_in"]),
+            d_sae=int(job["d_sae"]),
+            l1_coefficient=float(job["l1_coefficient"]),
+            dtype="float32",
+            device="cpu",
+            apply_b_dec_to_input=True,
+            normalize_activations="none",
+        )
         self.sae = cls(cfg)
         w = load_file(job["weights"])
         with torch.no_grad():
@@ -58,14 +64,26 @@ class Worker:
         self.batches = [b[f"x{i}"] for i in range(len(b))]
         self.i = 0
         B = self.batches[0].shape[0]
-        tcfg = SAETrainerConfig(total_training_samples=B * 10**9, train_batch_size_samples=B,
-                                lr=float(job.get("lr", 3e-4)), lr_end=float(job.get("lr", 3e-4)) / 10,
-                                adam_beta1=0.9, adam_beta2=0.999, device="cpu",
-                                autocast=False, logger=LoggingConfig(log_to_wandb=False))
+        tcfg = SAETrainerConfig(
+            total_training_samples=B * 10**9,
+            train_batch_size_samples=B,
+            lr=float(job.get("lr", 3e-4)),
+            lr_end=float(job.get("lr", 3e-4)) / 10,
+            adam_beta1=0.9,
+            adam_beta2=0.999,
+            device="cpu",
+            autocast=False,
+            logger=LoggingConfig(log_to_wandb=False),
+        )
         self.trainer = SAETrainer(cfg=tcfg, sae=self.sae, data_provider=iter(()))
         import sae_lens
-        return {"sae_lens": sae_lens.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "class": type(self.sae).__name__}
+
+        return {
+            "sae_lens": sae_lens.__version__,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "class": type(self.sae).__name__,
+        }
 
     def steps(self, job: dict) -> dict:
         n = int(job["n"])
@@ -83,8 +101,12 @@ class Worker:
             mse.append(out.losses["mse_loss"].detach())
             l1.append(out.losses["l1_loss"].detach())
         seconds = self.clock() - t
-        return {"seconds": seconds, "losses": [float(v) for v in losses], "mse": [float(v) for v in mse],
-                "l1": [float(v) for v in l1]}
+        return {
+            "seconds": seconds,
+            "losses": [float(v) for v in losses],
+            "mse": [float(v) for v in mse],
+            "l1": [float(v) for v in l1],
+        }
 
 
 def main() -> None:
@@ -98,6 +120,7 @@ def main() -> None:
             out = getattr(w, cmd)(job)
         except Exception as e:  # reported to the driver, which fails with it
             import traceback
+
             out = {"error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}"}
         sys.stdout.write(json.dumps(out) + "\n")
         sys.stdout.flush()

@@ -21,15 +21,15 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
 import _bench
+import torch
 from report import update_performance_page
+from toy_autograd import AutogradModel
+
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.common.paths import TOY_WALL_FILE, toy_results_dir
-from kdsae_core.toy.model import CACHE_BYTES, DataStream, importance_profile
-from toy_autograd import AutogradModel
 from kdsae_core.toy.config import ToyConfig
+from kdsae_core.toy.model import CACHE_BYTES, DataStream, importance_profile
 from kdsae_core.toy.sweep import ToySweep, build_blocks, run_sweep
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -112,9 +112,11 @@ def one_at_a_time_seconds_per_step(cfg: ToyConfig, program: str, steps: int) -> 
                             y = textbook_teacher.forward(x)
                         textbook_student.step(x, y, 1e-3)
                 else:
+
                     def step():
                         x = stream.sample(B)
                         student.step(x, teacher.forward(x), 1e-3)
+
                 total += share * _timed(step, steps)
     return total
 
@@ -161,23 +163,36 @@ def machine_rates() -> dict:
     for _ in range(200):
         e.copy_(c)
     cache_bandwidth = 200 * 2 * c.numel() * 4 / (time.perf_counter() - t)
-    return {"fp32_matmul_gflops": matmul / 1e9, "copy_bandwidth_gbs": bandwidth / 1e9,
-            "cache_copy_bandwidth_gbs": cache_bandwidth / 1e9}
+    return {
+        "fp32_matmul_gflops": matmul / 1e9,
+        "copy_bandwidth_gbs": bandwidth / 1e9,
+        "cache_copy_bandwidth_gbs": cache_bandwidth / 1e9,
+    }
 
 
 def main() -> None:
     _bench.ensure_malloc_env()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per phase for the projections")
-    ap.add_argument("--paper-wall", type=Path, default=toy_results_dir("paper") / TOY_WALL_FILE,
-                    help="wall.json of a full paper-profile run (default: the committed run's)")
+    ap.add_argument(
+        "--paper-wall",
+        type=Path,
+        default=toy_results_dir("paper") / TOY_WALL_FILE,
+        help="wall.json of a full paper-profile run (default: the committed run's)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the committed paper run used one)")
     ap.add_argument("--no-malloc-env", action="store_true", help="keep glibc's default malloc settings")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                          "torch": torch.__version__, **machine_rates()}}
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            **machine_rates(),
+        }
+    }
 
     quick = ToyConfig.from_profile("quick")
     t = time.perf_counter()
@@ -195,10 +210,13 @@ def main() -> None:
     moved = sweep_bytes(paper)
     bandwidth = result["machine"]["copy_bandwidth_gbs"] * 1e9
     floor = paper.steps * (moved["teacher"] + moved["student"]) / bandwidth
-    cache_floor = paper.steps * (moved["teacher"] + moved["student"]) / (
-        result["machine"]["cache_copy_bandwidth_gbs"] * 1e9)
+    cache_floor = (
+        paper.steps * (moved["teacher"] + moved["student"]) / (result["machine"]["cache_copy_bandwidth_gbs"] * 1e9)
+    )
     result["paper"] = {
-        "models": models, "steps": paper.steps, "seconds_per_step": per_step,
+        "models": models,
+        "steps": paper.steps,
+        "seconds_per_step": per_step,
         "projected_wall_seconds": projected,
         "flops_per_step": flops,
         "achieved_gflops": {ph: flops[ph] / per_step[ph] / 1e9 for ph in per_step},
@@ -232,17 +250,25 @@ def main() -> None:
     atomic_write_json(OUT / "toy_sweep.json", result)
     p = result["paper"]
     md = [
-        "# toy_sweep benchmark", "",
-        f"Machine: {result['machine']['threads']} threads, fp32 matmul {result['machine']['fp32_matmul_gflops']:.0f} GFLOP/s, "
+        "# toy_sweep benchmark",
+        "",
+        f"Machine: {result['machine']['threads']} threads, fp32 matmul {result['machine']['fp32_matmul_gflops']:.0f} "
+        "GFLOP/s, "
         f"copy bandwidth {result['machine']['copy_bandwidth_gbs']:.1f} GB/s (memory), "
-        f"{result['machine']['cache_copy_bandwidth_gbs']:.1f} GB/s (a {CACHE_BYTES >> 20} MiB working set), torch {result['machine']['torch']}.", "",
-        "| what | value |", "|---|---|",
-        f"| quick profile ({models_quick} models, {quick.steps} steps), wall | {result['quick']['wall_seconds']:.1f} s |",
+        f"{result['machine']['cache_copy_bandwidth_gbs']:.1f} GB/s (a {CACHE_BYTES >> 20} MiB working set), torch "
+        f"{result['machine']['torch']}.",
+        "",
+        "| what | value |",
+        "|---|---|",
+        f"| quick profile ({models_quick} models, {quick.steps} steps), wall | {result['quick']['wall_seconds']:.1f} "
+        "s |",
         f"| paper profile ({models} models, {paper.steps} steps), s/step teacher / student | "
         f"{per_step['teacher']:.3f} / {per_step['student']:.3f} |",
         f"| paper profile, projected wall | {projected / 60:.1f} min |",
         f"| paper profile, measured wall ({p.get('measured_jobs', 1)} process(es) of one thread) | "
-        f"{p['measured_wall_seconds'] / 60:.1f} min |" if "measured_wall_seconds" in p else "| paper profile, measured wall | not run here |",
+        f"{p['measured_wall_seconds'] / 60:.1f} min |"
+        if "measured_wall_seconds" in p
+        else "| paper profile, measured wall | not run here |",
         f"| memory-traffic floor if every pass went to memory (bytes per step {moved['teacher'] / 1e9:.2f} + "
         f"{moved['student'] / 1e9:.2f} GB x {paper.steps} steps / memory copy bandwidth) | {floor / 60:.1f} min; "
         f"projected wall = {projected / floor:.2f}x this |",
@@ -250,9 +276,11 @@ def main() -> None:
         f"{cache_floor / 60:.1f} min; projected wall = {projected / cache_floor:.2f}x this |",
         f"| achieved GFLOP/s (teacher; student phase) | {p['achieved_gflops']['teacher']:.1f}; "
         f"{p['achieved_gflops']['student']:.1f} |",
-        *[f"| one model at a time with {result[k]['program']}: per model-step; projected paper sweep | "
-          f"{result[k]['seconds_per_model_step'] * 1e3:.2f} ms; {result[k]['projected_wall_seconds'] / 3600:.1f} h |"
-          for k in ("one_at_a_time", "one_at_a_time_textbook")],
+        *[
+            f"| one model at a time with {result[k]['program']}: per model-step; projected paper sweep | "
+            f"{result[k]['seconds_per_model_step'] * 1e3:.2f} ms; {result[k]['projected_wall_seconds'] / 3600:.1f} h |"
+            for k in ("one_at_a_time", "one_at_a_time_textbook")
+        ],
         f"| batched speed-up over kdsae's step / the textbook loop, one at a time | "
         f"{result['speedup_batched_vs_one_at_a_time']:.1f}x / {result['speedup_batched_vs_textbook']:.1f}x |",
     ]

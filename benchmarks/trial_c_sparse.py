@@ -23,12 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import _bench
 import torch
 
-import _bench
 from kdsae_core.runs import layout
-from kdsae_core.train.trainer import Trainer
 from kdsae_core.train.config import SAETrainConfig
+from kdsae_core.train.trainer import Trainer
 
 EXPANSION_D_SAE = 32 * 384  # the paper's 32x expansion at MiniLM's d_model 384
 
@@ -43,26 +43,41 @@ def timed_run(cfg: SAETrainConfig, step_path: str) -> dict:
     last = [r for r in rows if r["step"] == max(r["step"] for r in rows)]
     first_sparse = min((r["step"] for r in rows if r["sae_step"] == "sparse"), default=None)
     print(f"{step_path}: {wall:.1f} s, paths {dict(Counter(r['sae_step'] for r in rows))}", flush=True)
-    return {"step_path": step_path, "wall_s": wall, "paths": dict(Counter(r["sae_step"] for r in rows)),
-            "first_sparse_step": first_sparse, "last": [{k: r[k] for k in ("layer", "loss", "L0", "mse")} for r in last]}
+    return {
+        "step_path": step_path,
+        "wall_s": wall,
+        "paths": dict(Counter(r["sae_step"] for r in rows)),
+        "first_sparse_step": first_sparse,
+        "last": [{k: r[k] for k in ("layer", "loss", "L0", "mse")} for r in last],
+    }
 
 
 def _row(name: str, x: dict) -> str:
     losses = ", ".join(f"{v['loss']:.4g}" for v in x["last"])
     l0s = ", ".join(f"{v['L0']:.0f}" for v in x["last"])
-    return (f"| {name} | {x['wall_s']:.0f} s | {x['paths'].get('dense', 0)} / {x['paths'].get('sparse', 0)} | "
-            f"{x['first_sparse_step'] or '-'} | {losses} | {l0s} |")
+    return (
+        f"| {name} | {x['wall_s']:.0f} s | {x['paths'].get('dense', 0)} / {x['paths'].get('sparse', 0)} | "
+        f"{x['first_sparse_step'] or '-'} | {losses} | {l0s} |"
+    )
 
 
 def markdown(r: dict) -> list[str]:
     d, a = r["runs"]["dense"], r["runs"]["auto"]
-    return ["# trial_c_sparse benchmark", "",
-            f"Trial C of the embedded profile at d_sae {r['d_sae']:,} (32 x d_model), layers {r['layers']}, "
-            f"{r['tokens']:,} tokens in batches of {r['batch_tokens']}: the whole training run, wall time.", "",
-            _bench.machine_line(r["machine"]), "",
-            "| steps | wall | steps dense / sparse | first sparse step | last loss (per layer) | last L0 |",
-            "|---|---|---|---|---|---|", _row("all dense", d), _row("automatic", a), "",
-            f"Speed-up of the run: **{d['wall_s'] / a['wall_s']:.2f}x**."]
+    return [
+        "# trial_c_sparse benchmark",
+        "",
+        f"Trial C of the embedded profile at d_sae {r['d_sae']:,} (32 x d_model), layers {r['layers']}, "
+        f"{r['tokens']:,} tokens in batches of {r['batch_tokens']}: the whole training run, wall time.",
+        "",
+        _bench.machine_line(r["machine"]),
+        "",
+        "| steps | wall | steps dense / sparse | first sparse step | last loss (per layer) | last L0 |",
+        "|---|---|---|---|---|---|",
+        _row("all dense", d),
+        _row("automatic", a),
+        "",
+        f"Speed-up of the run: **{d['wall_s'] / a['wall_s']:.2f}x**.",
+    ]
 
 
 def main() -> None:
@@ -75,14 +90,26 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = SAETrainConfig.from_profile("embedded", trials=["C"], d_sae=EXPANSION_D_SAE, tokens=args.tokens,
-                                      layers=[int(v) for v in args.layers.split(",")])
+    cfg = SAETrainConfig.from_profile(
+        "embedded",
+        trials=["C"],
+        d_sae=EXPANSION_D_SAE,
+        tokens=args.tokens,
+        layers=[int(v) for v in args.layers.split(",")],
+    )
     m = _bench.machine()
     runs = {"dense": timed_run(cfg, "dense"), "auto": timed_run(cfg, "auto")}
-    result = {"benchmark": "trial_c_sparse", "machine": _bench.finish_machine(m), "d_sae": cfg.d_sae,
-              "layers": cfg.layers, "tokens": cfg.tokens, "batch_tokens": cfg.batch_tokens,
-              "command": " ".join([".venv/bin/python", "benchmarks/trial_c_sparse.py", *sys.argv[1:]]), "runs": runs,
-              "speedup": runs["dense"]["wall_s"] / runs["auto"]["wall_s"]}
+    result = {
+        "benchmark": "trial_c_sparse",
+        "machine": _bench.finish_machine(m),
+        "d_sae": cfg.d_sae,
+        "layers": cfg.layers,
+        "tokens": cfg.tokens,
+        "batch_tokens": cfg.batch_tokens,
+        "command": " ".join([".venv/bin/python", "benchmarks/trial_c_sparse.py", *sys.argv[1:]]),
+        "runs": runs,
+        "speedup": runs["dense"]["wall_s"] / runs["auto"]["wall_s"],
+    }
     _bench.write_result("trial_c_sparse", result, markdown(result))
 
 

@@ -39,15 +39,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 import _bench
-from sae_step import SHAPES, TRIAL, LR, Batches, Matmuls, density_bias, flops_per_token, parse_shapes
-from kdsae_core.common import paths
+import torch
 from report import vs_saelens_density_section
+from sae_step import LR, SHAPES, TRIAL, Batches, Matmuls, density_bias, flops_per_token, parse_shapes
+from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
+
+from kdsae_core.common import paths
 from kdsae_core.runs.tables import read_metrics
 from kdsae_core.sae.step import SAEUnit
-from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
 
 GOALS = {(1024, 32768): 1.25, (384, 2048): 2.0}
 EMBEDDED_RUN = paths.RESULTS / "exp2" / "embedded"
@@ -74,10 +74,16 @@ def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s, den
         with torch.no_grad():
             unit.sae.b_enc.copy_(density_bias(unit.sae, batches.xs[0], density))
     with tempfile.TemporaryDirectory(prefix="kdsae-vs-saelens-") as tmp:
-        info = worker.setup(unit.sae.tensors(), batches.xs, matched_l1_coefficient(TRIAL.l1_coeff, TRIAL.l1_form,
-                                                                                    d_in, d_sae),
-                            LR, "shipped", threads=torch.get_num_threads(), folder=Path(tmp),
-                            clock=_bench.machine_clock())
+        info = worker.setup(
+            unit.sae.tensors(),
+            batches.xs,
+            matched_l1_coefficient(TRIAL.l1_coeff, TRIAL.l1_form, d_in, d_sae),
+            LR,
+            "shipped",
+            threads=torch.get_num_threads(),
+            folder=Path(tmp),
+            clock=_bench.machine_clock(),
+        )
     matmul = Matmuls(d_in, d_sae, B, g)
     reps = {"matmul": 1, "kdsae": 1, "saelens": 1}
 
@@ -91,60 +97,85 @@ def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s, den
     reps["matmul"] = _bench.reps_for(matmul, min_sample_s)
     reps["kdsae"] = _bench.reps_for(lambda: unit.step(batches.next()), min_sample_s)
     reps["saelens"] = max(1, round(min_sample_s / max(saelens_sample(1), 1e-9)))
-    fns = {"matmul": lambda: _bench.timed(matmul, reps["matmul"]),
-           "kdsae": lambda: _bench.timed(lambda: unit.step(batches.next()), reps["kdsae"]),
-           "saelens": lambda: saelens_sample(reps["saelens"])}
+    fns = {
+        "matmul": lambda: _bench.timed(matmul, reps["matmul"]),
+        "kdsae": lambda: _bench.timed(lambda: unit.step(batches.next()), reps["kdsae"]),
+        "saelens": lambda: saelens_sample(reps["saelens"]),
+    }
     names = list(fns)
     times = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             times[n].append(fns[n]())
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.1f} ms" for n in names), flush=True)
     flops = flops_per_token(d_in, d_sae) * B
-    out = {"d_in": d_in, "d_sae": d_sae, "batch_tokens": B, "flops_per_step": flops, "steps_per_sample": reps,
-           "saelens_info": info, "saelens_first_step_s": first,
-           "matmul": {"gflops": flops / statistics.median(times["matmul"]) / 1e9, "time": _bench.summary(times["matmul"])},
-           "kdsae": {"time": _bench.summary(times["kdsae"]), "tokens_per_s": B / statistics.median(times["kdsae"]),
-                     "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times["kdsae"])},
-           "saelens": {"time": _bench.summary(times["saelens"]), "tokens_per_s": B / statistics.median(times["saelens"]),
-                       "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times["saelens"])},
-           "speedup": _bench.per_round_ratio(times["saelens"], times["kdsae"])}
+    out = {
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "batch_tokens": B,
+        "flops_per_step": flops,
+        "steps_per_sample": reps,
+        "saelens_info": info,
+        "saelens_first_step_s": first,
+        "matmul": {"gflops": flops / statistics.median(times["matmul"]) / 1e9, "time": _bench.summary(times["matmul"])},
+        "kdsae": {
+            "time": _bench.summary(times["kdsae"]),
+            "tokens_per_s": B / statistics.median(times["kdsae"]),
+            "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times["kdsae"]),
+        },
+        "saelens": {
+            "time": _bench.summary(times["saelens"]),
+            "tokens_per_s": B / statistics.median(times["saelens"]),
+            "fraction_of_matmul": _bench.per_round_ratio(times["matmul"], times["saelens"]),
+        },
+        "speedup": _bench.per_round_ratio(times["saelens"], times["kdsae"]),
+    }
     last = unit.step(batches.next())
     out["kdsae"].update(path=last.path, density=float(last.l0) / d_sae)
     goal = GOALS.get((d_in, d_sae)) if density is None else None
     if goal:
         out["goal_speedup"] = goal
         out["goal_met"] = out["speedup"]["median"] >= goal
-    del unit, matmul, batches
+    unit = matmul = batches = None  # the timed closures hold them: free the SAE and its batches before the next shape
     gc.collect()
     return out
 
 
 def markdown(result: dict) -> list[str]:
     t = result["trajectory"]
-    md = ["# vs_saelens benchmark", "",
-          f"kdsae `SAEUnit.step` against SAELens {result['saelens_version']} `SAETrainer.step` (StandardTrainingSAE as "
-          f"shipped), fp32 on the CPU, batch {result['batch_tokens']} tokens, the same activations and initial weights; "
-          f"speed-up = SAELens' step time / kdsae's in the same round, median over {result['rounds']} alternating "
-          "rounds (range in brackets); fractions are of the rate of the step's five matrix products measured in the "
-          "same rounds.", "",
-          _bench.machine_line(result["machine"]), "",
-          "| d_in x d_sae | kdsae tokens/s | SAELens tokens/s | kdsae fraction | SAELens fraction | speed-up | goal |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        "# vs_saelens benchmark",
+        "",
+        f"kdsae `SAEUnit.step` against SAELens {result['saelens_version']} `SAETrainer.step` (StandardTrainingSAE as "
+        f"shipped), fp32 on the CPU, batch {result['batch_tokens']} tokens, the same activations and initial weights; "
+        f"speed-up = SAELens' step time / kdsae's in the same round, median over {result['rounds']} alternating "
+        "rounds (range in brackets); fractions are of the rate of the step's five matrix products measured in the "
+        "same rounds.",
+        "",
+        _bench.machine_line(result["machine"]),
+        "",
+        "| d_in x d_sae | kdsae tokens/s | SAELens tokens/s | kdsae fraction | SAELens fraction | speed-up | goal |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in result["shapes"]:
         sp = s["speedup"]
-        goal = (f">= {s['goal_speedup']:.2f}x: {'met' if s['goal_met'] else 'NOT met'}" if "goal_speedup" in s else "")
-        md.append(f"| {s['d_in']} x {s['d_sae']} | {s['kdsae']['tokens_per_s']:,.0f} | {s['saelens']['tokens_per_s']:,.0f} | "
-                  f"{s['kdsae']['fraction_of_matmul']['median']:.3f} | {s['saelens']['fraction_of_matmul']['median']:.3f} | "
-                  f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | {goal} |")
+        goal = f">= {s['goal_speedup']:.2f}x: {'met' if s['goal_met'] else 'NOT met'}" if "goal_speedup" in s else ""
+        md.append(
+            f"| {s['d_in']} x {s['d_sae']} | {s['kdsae']['tokens_per_s']:,.0f} | {s['saelens']['tokens_per_s']:,.0f} | "
+            f"{s['kdsae']['fraction_of_matmul']['median']:.3f} | {s['saelens']['fraction_of_matmul']['median']:.3f} | "
+            f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f}) | {goal} |"
+        )
     m, sh = t["saelens"]["unit_norm"], t["saelens"]["shipped"]
-    md += ["", f"Same computation: {t['steps']} steps at {t['d_in']} x {t['d_sae']}, batch {t['batch_tokens']}, "
-           f"trial {t['trial']['name']} ({t['trial']['l1_form']} form, lambda {t['trial']['l1_coeff']:g}); kdsae's loss "
-           f"against SAELens' loss / d_in: largest relative difference **{m['max_rel_diff_loss']:.2e}** with matched "
-           f"conventions (goal <= {TRAJ_RTOL:g}: {'met' if m['max_rel_diff_loss'] <= TRAJ_RTOL else 'NOT met'}; "
-           f"{t['ours']['clipped']} of {t['steps']} steps clipped), {sh['max_rel_diff_loss']:.2e} against SAELens as "
-           "shipped (free decoder norms, decoder-norm-weighted L1: a different optimisation, shown for scale)."]
+    md += [
+        "",
+        f"Same computation: {t['steps']} steps at {t['d_in']} x {t['d_sae']}, batch {t['batch_tokens']}, "
+        f"trial {t['trial']['name']} ({t['trial']['l1_form']} form, lambda {t['trial']['l1_coeff']:g}); kdsae's loss "
+        f"against SAELens' loss / d_in: largest relative difference **{m['max_rel_diff_loss']:.2e}** with matched "
+        f"conventions (goal <= {TRAJ_RTOL:g}: {'met' if m['max_rel_diff_loss'] <= TRAJ_RTOL else 'NOT met'}; "
+        f"{t['ours']['clipped']} of {t['steps']} steps clipped), {sh['max_rel_diff_loss']:.2e} against SAELens as "
+        "shipped (free decoder norms, decoder-norm-weighted L1: a different optimisation, shown for scale).",
+    ]
     return md
 
 
@@ -156,9 +187,15 @@ def main() -> None:
     ap.add_argument("--shapes", type=parse_shapes, default=list(SHAPES))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--min-sample-seconds", type=float, default=1.0)
-    ap.add_argument("--saelens-python", default=None, help="default: $KDSAE_SAELENS_PYTHON, else .venv-saelens/bin/python")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: elapsed time (default); cpu: process CPU time of each process (steadier when shared)")
+    ap.add_argument(
+        "--saelens-python", default=None, help="default: $KDSAE_SAELENS_PYTHON, else .venv-saelens/bin/python"
+    )
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: process CPU time of each process (steadier when shared)",
+    )
     ap.add_argument("--no-malloc-env", action="store_true")
     ap.add_argument("--densities", action="store_true", help="the density rows instead (issue 19)")
     ap.add_argument("--out-name", default=None, help="default: vs_saelens, or vs_saelens_density with --densities")
@@ -171,18 +208,39 @@ def main() -> None:
     m = _bench.machine()
     with SAELensWorker(args.saelens_python) as worker:
         spec = TRIAL
-        traj = trajectory_comparison(TRAJ["d_in"], TRAJ["d_sae"], TRAJ["B"], TRAJ["steps"], spec, scale=TRAJ["scale"],
-                                     worker=worker, threads=torch.get_num_threads())
-        print(f"trajectory: matched {traj['saelens']['unit_norm']['max_rel_diff_loss']:.2e}, "
-              f"shipped {traj['saelens']['shipped']['max_rel_diff_loss']:.2e}", flush=True)
-        shapes = [bench_shape(worker, d_in, d_sae, args.batch, args.rounds, args.min_sample_seconds)
-                  for d_in, d_sae in args.shapes]
+        traj = trajectory_comparison(
+            TRAJ["d_in"],
+            TRAJ["d_sae"],
+            TRAJ["B"],
+            TRAJ["steps"],
+            spec,
+            scale=TRAJ["scale"],
+            worker=worker,
+            threads=torch.get_num_threads(),
+        )
+        print(
+            f"trajectory: matched {traj['saelens']['unit_norm']['max_rel_diff_loss']:.2e}, "
+            f"shipped {traj['saelens']['shipped']['max_rel_diff_loss']:.2e}",
+            flush=True,
+        )
+        shapes = [
+            bench_shape(worker, d_in, d_sae, args.batch, args.rounds, args.min_sample_seconds)
+            for d_in, d_sae in args.shapes
+        ]
         version = shapes[0]["saelens_info"]["sae_lens"] if shapes else traj["saelens"]["unit_norm"]["info"]["sae_lens"]
-    result = {"benchmark": "vs_saelens", "machine": _bench.finish_machine(m), "saelens_version": version,
-              "saelens_python": str(worker.python), "batch_tokens": args.batch, "rounds": args.rounds,
-              "trial": TRIAL.to_json(), "trajectory_rtol_goal": TRAJ_RTOL,
-              "command": " ".join([".venv/bin/python", "benchmarks/vs_saelens.py", *sys.argv[1:]]),
-              "shapes": shapes, "trajectory": traj}
+    result = {
+        "benchmark": "vs_saelens",
+        "machine": _bench.finish_machine(m),
+        "saelens_version": version,
+        "saelens_python": str(worker.python),
+        "batch_tokens": args.batch,
+        "rounds": args.rounds,
+        "trial": TRIAL.to_json(),
+        "trajectory_rtol_goal": TRAJ_RTOL,
+        "command": " ".join([".venv/bin/python", "benchmarks/vs_saelens.py", *sys.argv[1:]]),
+        "shapes": shapes,
+        "trajectory": traj,
+    }
     _bench.write_result(args.out_name or "vs_saelens", result, markdown(result))
 
 
@@ -195,19 +253,31 @@ def main_densities(args) -> None:
             value = trial_c_embedded_density() if density == "trial C embedded" else density
             print(f"{regime}: density {value:.4f}", flush=True)
             row = bench_shape(worker, d_in, d_sae, args.batch, args.rounds, args.min_sample_seconds, density=value)
-            row.update(regime=regime, density_target=value, goal_speedup=goal,
-                       goal_met=row["speedup"]["median"] >= goal)
+            row.update(
+                regime=regime, density_target=value, goal_speedup=goal, goal_met=row["speedup"]["median"] >= goal
+            )
             rows.append(row)
-    result = {"benchmark": "vs_saelens_density", "machine": _bench.finish_machine(m),
-              "saelens_version": rows[0]["saelens_info"]["sae_lens"], "saelens_python": str(worker.python),
-              "batch_tokens": args.batch, "rounds": args.rounds, "trial": TRIAL.to_json(),
-              "command": " ".join([".venv/bin/python", "benchmarks/vs_saelens.py", *sys.argv[1:]]), "rows": rows}
+    result = {
+        "benchmark": "vs_saelens_density",
+        "machine": _bench.finish_machine(m),
+        "saelens_version": rows[0]["saelens_info"]["sae_lens"],
+        "saelens_python": str(worker.python),
+        "batch_tokens": args.batch,
+        "rounds": args.rounds,
+        "trial": TRIAL.to_json(),
+        "command": " ".join([".venv/bin/python", "benchmarks/vs_saelens.py", *sys.argv[1:]]),
+        "rows": rows,
+    }
     _bench.write_result(args.out_name or "vs_saelens_density", result, density_markdown(result))
 
 
 def density_markdown(result: dict) -> list[str]:
-    return ["# vs_saelens density benchmark", "", _bench.machine_line(result["machine"]),
-            *vs_saelens_density_section(result).splitlines()]
+    return [
+        "# vs_saelens density benchmark",
+        "",
+        _bench.machine_line(result["machine"]),
+        *vs_saelens_density_section(result).splitlines(),
+    ]
 
 
 if __name__ == "__main__":

@@ -16,21 +16,33 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from kdsae_core.data import activations as acts
-from kdsae_core.data.text import TokenStream
-from kdsae_core.runs import checkpoints
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.runs.layout import Checkpoint, list_checkpoints, snapshot_tokens
-from kdsae_core.sae import plan as sae_plan
 from kdsae_core import theory
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text, sha256_file
 from kdsae_core.common.locks import run_lock
+from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
+from kdsae_core.runs import checkpoints, layout, manifest
+from kdsae_core.runs.layout import Checkpoint, list_checkpoints, snapshot_tokens
+from kdsae_core.sae import plan as sae_plan
 
 MEASURE_BATCH_TOKENS = 4096  # per forward pass; at least the training batch
-SUMMARY_COLUMNS = ["layer", "L0", "alpha", "g_alpha", "d_star_S", "F_alive", "dead", "d_sae", "mse", "l1", "loss",
-                   "explained_variance", "tokens", "lambda"]
+SUMMARY_COLUMNS = [
+    "layer",
+    "L0",
+    "alpha",
+    "g_alpha",
+    "d_star_S",
+    "F_alive",
+    "dead",
+    "d_sae",
+    "mse",
+    "l1",
+    "loss",
+    "explained_variance",
+    "tokens",
+    "lambda",
+]
 
 
 MIN_MEASURE_TOKENS = 100_000  # below this, "fire rate > 1e-5" can only mean "fired at least once"
@@ -98,22 +110,51 @@ def _result(acc: _Accumulator, ck: Checkpoint, cfg: dict, run_cfg: dict) -> dict
     mse = float(acc.sse) / (n * d_in)
     l1 = float(acc.sum_z.sum()) / n / (1 if form == "sum" else d_sae)
     out = {
-        "layer": ck.layer, "snapshot": ck.snapshot, "trial": ck.trial, "model": run_cfg.get("model"),
-        "tokens": meta.get("tokens"), "measure_tokens": n, "d_in": d_in, "d_sae": d_sae,
-        "F_alive": F, "dead": d_sae - F, "avg_active": L0,
-        "mse": mse, "l1": l1, "lambda": lam, "l1_form": form,
+        "layer": ck.layer,
+        "snapshot": ck.snapshot,
+        "trial": ck.trial,
+        "model": run_cfg.get("model"),
+        "tokens": meta.get("tokens"),
+        "measure_tokens": n,
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "F_alive": F,
+        "dead": d_sae - F,
+        "avg_active": L0,
+        "mse": mse,
+        "l1": l1,
+        "lambda": lam,
+        "l1_form": form,
         "loss": mse + float(lam) * l1 if lam is not None else None,
         "explained_variance": 1.0 - float(acc.sse) / variance if variance > 0 else None,
         "alive_threshold": theory.ALIVE_THRESHOLD,
     }
     if 0 < L0 < F:
-        out.update({"alpha": m.alpha, "g_alpha": m.g_alpha, "d_star_S": m.d_star_S, "L_inf": m.L_inf,
-                    "predictions": {str(k): v for k, v in m.predictions(theory.default_widths(d_in)).items()}})
+        out.update(
+            {
+                "alpha": m.alpha,
+                "g_alpha": m.g_alpha,
+                "d_star_S": m.d_star_S,
+                "L_inf": m.L_inf,
+                "predictions": {str(k): v for k, v in m.predictions(theory.default_widths(d_in)).items()},
+            }
+        )
     else:  # alpha = 1 - L0/F is outside (0, 1): the theory does not apply; say so rather than invent a value
-        why = (f"no latent fired on the {n:,} measurement tokens" if F == 0
-               else f"L0 = {L0:.4g} is not inside (0, F = {F})")
-        out.update({"alpha": None, "g_alpha": None, "d_star_S": None, "L_inf": m.L_inf, "predictions": {},
-                    "note": f"{why}: alpha is undefined"})
+        why = (
+            f"no latent fired on the {n:,} measurement tokens"
+            if F == 0
+            else f"L0 = {L0:.4g} is not inside (0, F = {F})"
+        )
+        out.update(
+            {
+                "alpha": None,
+                "g_alpha": None,
+                "d_star_S": None,
+                "L_inf": m.L_inf,
+                "predictions": {},
+                "note": f"{why}: alpha is undefined",
+            }
+        )
     out["sorted_importance"] = importance.tolist()
     return out
 
@@ -147,13 +188,25 @@ def _refuse_fewer_tokens(run: Path, cks: list[Checkpoint], planned: int) -> None
         except (OSError, ValueError, AttributeError):
             continue  # no (readable) measurement: nothing of value to protect
         if old > planned:
-            raise RunFolderError(f"{path} was measured over {old:,} tokens; measuring over {planned:,} would replace it "
-                                 f"with a less precise one: pass --force to do so, or --tokens {old}.")
+            raise RunFolderError(
+                f"{path} was measured over {old:,} tokens; measuring over {planned:,} would replace it "
+                f"with a less precise one: pass --force to do so, or --tokens {old}."
+            )
 
 
-def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, snapshots=None,
-                progress: bool = True, batch_tokens: int | None = None, model=None, device: str | None = None,
-                force: bool = False, memory_bytes: int | None = None) -> list[Path]:
+def measure_run(
+    run: Path,
+    tokens: int | None = None,
+    trials=None,
+    layers=None,
+    snapshots=None,
+    progress: bool = True,
+    batch_tokens: int | None = None,
+    model=None,
+    device: str | None = None,
+    force: bool = False,
+    memory_bytes: int | None = None,
+) -> list[Path]:
     """Measure every selected checkpoint of `run`; write measurement JSONs, summaries and the manifest.
 
     The checkpoints are measured in groups that fit the device's free memory (`memory_bytes` overrides it), each
@@ -161,8 +214,10 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
     not change the numbers."""
     run = Path(run)
     if not layout.run_config(run).exists():
-        raise RunFolderError(f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
-                             "download one with `kdsae download`.")
+        raise RunFolderError(
+            f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
+            "download one with `kdsae download`."
+        )
     run_cfg = json.loads(layout.run_config(run).read_text())
     settings = run_cfg.get("settings") or {}
     n_tokens = int(tokens or settings.get("measure_tokens") or 100_000)
@@ -170,8 +225,11 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         raise InvalidParameter(f"--tokens must be positive (got {n_tokens}).")
     cks = list_checkpoints(run, trials, layers, snapshots)
     if not cks:
-        raise MissingData(f"{run} has no checkpoints to measure"
-                          + (" for the trials/layers/snapshots asked for" if trials or layers or snapshots else "") + ".")
+        raise MissingData(
+            f"{run} has no checkpoints to measure"
+            + (" for the trials/layers/snapshots asked for" if trials or layers or snapshots else "")
+            + "."
+        )
     context = int(settings.get("context") or run_cfg.get("context") or 128)
     if not force:  # whole sequences are measured, so the count is rounded up to the context length
         _refuse_fewer_tokens(run, cks, math.ceil(n_tokens / context) * context)
@@ -184,13 +242,19 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
         d_model = int(model.cfg.d_model)
         cks = sorted(cks, key=lambda c: (c.layer, c.trial, snapshot_tokens(c.snapshot)))  # a group spans few layers
         cfgs = [_checked_cfg(run, c, listed, d_model) for c in cks]
-        plan = _plan(model, cfgs, cks, context, batch_tokens or max(int(settings.get("batch_tokens") or 0),
-                                                                    MEASURE_BATCH_TOKENS),
-                     memory_bytes if memory_bytes is not None else sae_plan.available_memory_bytes(str(device)))
+        plan = _plan(
+            model,
+            cfgs,
+            cks,
+            context,
+            batch_tokens or max(int(settings.get("batch_tokens") or 0), MEASURE_BATCH_TOKENS),
+            memory_bytes if memory_bytes is not None else sae_plan.available_memory_bytes(str(device)),
+        )
         pairs = list(zip(cks, cfgs))
-        groups = [pairs[i:i + plan.saes_per_group] for i in range(0, len(pairs), plan.saes_per_group)]
-        results = _measure_groups(run, run_cfg, model, groups, listed, device, context, plan.batch_tokens, n_tokens,
-                                  progress)
+        groups = [pairs[i : i + plan.saes_per_group] for i in range(0, len(pairs), plan.saes_per_group)]
+        results = _measure_groups(
+            run, run_cfg, model, groups, listed, device, context, plan.batch_tokens, n_tokens, progress
+        )
         written = []
         for r in results:
             path = layout.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
@@ -201,20 +265,34 @@ def measure_run(run: Path, tokens: int | None = None, trials=None, layers=None, 
     return written
 
 
-def _measure_groups(run: Path, run_cfg: dict, model, groups: list[list], listed: dict, device, context: int,
-                    batch_tokens: int, n_tokens: int, progress: bool) -> list[dict]:
+def _measure_groups(
+    run: Path,
+    run_cfg: dict,
+    model,
+    groups: list[list],
+    listed: dict,
+    device,
+    context: int,
+    batch_tokens: int,
+    n_tokens: int,
+    progress: bool,
+) -> list[dict]:
     """The measurement of every (checkpoint, cfg) pair of `groups`, one pass of the model per group; every
     group's weights are checked before the first pass."""
     load = lambda c, dev: checkpoints.load_checkpoint(  # noqa: E731
-        c.folder, listed.get(_rel(run, c, layout.WEIGHTS_FILE)), device=dev)[0]
+        c.folder, listed.get(_rel(run, c, layout.WEIGHTS_FILE)), device=dev
+    )[0]
     for c, _ in (p for g in groups[1:] for p in g):
         load(c, "cpu")  # later groups' files checked now (one at a time), so a bad one is refused before any pass
     first = [load(c, device) for c, _ in groups[0]]
     # said once the inputs are known to be good, so a refusal stays one line
     if progress and n_tokens < MIN_MEASURE_TOKENS:
-        tqdm.write(f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
-                   f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
-                   "F_alive and alpha are not comparable with the paper's.", file=sys.stderr)
+        tqdm.write(
+            f"kdsae measure: {n_tokens:,} measurement tokens is fewer than {MIN_MEASURE_TOKENS:,}"
+            f": a latent counts as alive here if it fires at least {alive_min_firings(n_tokens)} time(s), so "
+            "F_alive and alpha are not comparable with the paper's.",
+            file=sys.stderr,
+        )
     settings = run_cfg.get("settings") or {}
     dataset = settings.get("dataset") or run_cfg.get("dataset", "embedded")
     results = []
@@ -244,17 +322,27 @@ def _checked_cfg(run: Path, c: Checkpoint, listed: dict, d_model: int) -> dict:
     return cfg
 
 
-def _plan(model, cfgs: list[dict], cks: list[Checkpoint], context: int, batch_tokens: int,
-          budget: int | None) -> sae_plan.MeasurePlan:
+def _plan(
+    model, cfgs: list[dict], cks: list[Checkpoint], context: int, batch_tokens: int, budget: int | None
+) -> sae_plan.MeasurePlan:
     """The batch and group size for the widest of these SAEs; a device too small for one SAE is one sentence."""
     d_sae = max(cfg["d_sae"] for cfg in cfgs)
     layers = sorted({c.layer for c in cks})
-    plan = sae_plan.measure_plan(int(model.cfg.d_model), d_sae, batch_tokens, context, len(layers), budget,
-                                 lambda n_seq: sae_plan.model_forward_bytes(model, n_seq, context, layers[-1] + 1))
+    plan = sae_plan.measure_plan(
+        int(model.cfg.d_model),
+        d_sae,
+        batch_tokens,
+        context,
+        len(layers),
+        budget,
+        lambda n_seq: sae_plan.model_forward_bytes(model, n_seq, context, layers[-1] + 1),
+    )
     if plan.saes_per_group < 1:
-        raise InvalidParameter(f"measuring an SAE of {d_sae:,} latents needs {(plan.per_sae_bytes + plan.shared_bytes) / sae_plan.GB:.3g} "
-                               f"GB with one sequence per batch, more than the {budget / sae_plan.GB:.3g} GB free on "
-                               "this device: free memory or measure on another device (--device).")
+        raise InvalidParameter(
+            f"measuring an SAE of {d_sae:,} latents needs {(plan.per_sae_bytes + plan.shared_bytes) / sae_plan.GB:.3g} "
+            f"GB with one sequence per batch, more than the {budget / sae_plan.GB:.3g} GB free on "
+            "this device: free memory or measure on another device (--device)."
+        )
     return plan
 
 
@@ -264,8 +352,14 @@ def _pass(model, accs: list, dataset: str, context: int, batch_tokens: int, n_to
     stream = TokenStream(model.tokenizer, dataset, context, split="measure")
     n_seq = max(1, batch_tokens // context)
     done = 0
-    bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, desc=f"measure {len(accs)} SAEs",
-               disable=not progress, mininterval=2.0)
+    bar = tqdm(
+        total=n_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=f"measure {len(accs)} SAEs",
+        disable=not progress,
+        mininterval=2.0,
+    )
     try:
         while done < n_tokens:
             take = min(n_seq, math.ceil((n_tokens - done) / context))

@@ -6,7 +6,6 @@ alpha is the probability that a feature is INACTIVE (Elhage et al.'s sparsity S)
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -201,8 +200,13 @@ def load_measurement(path: Path) -> Measurement:
         F = int(data["F_alive"])
         if F != imp.size:
             raise InvalidParameter(f"F_alive={F} but sorted_importance has {imp.size} entries")
-        m = Measurement(F_alive=F, avg_active=float(data["avg_active"]), sorted_importance=imp,
-                        layer=data.get("layer"), snapshot=data.get("snapshot"))
+        m = Measurement(
+            F_alive=F,
+            avg_active=float(data["avg_active"]),
+            sorted_importance=imp,
+            layer=data.get("layer"),
+            snapshot=data.get("snapshot"),
+        )
         _ = m.alpha  # validates L0 against F
     except (InvalidParameter, TypeError, ValueError) as e:
         raise BadFile(f"measurement file {path} is inconsistent: {e}") from None

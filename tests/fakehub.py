@@ -61,8 +61,10 @@ class FakeHub:
     def _commit(self, repo: str, branch: str) -> str:
         files = self.repos[repo][branch]
         self.n_commits = getattr(self, "n_commits", 0) + 1
-        sha = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
-                           + str(self.n_commits).encode()).hexdigest()
+        sha = hashlib.sha1(
+            repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()
+            + str(self.n_commits).encode()
+        ).hexdigest()
         self.commits.setdefault(repo, {})[branch] = sha
         return sha
 
@@ -80,8 +82,13 @@ class FakeHub:
         self._send(h, code, json.dumps(obj).encode(), {"Content-Type": "application/json"})
 
     def _error(self, h, code: int, error_code: str, head: bool = False):
-        self._send(h, code, json.dumps({"error": error_code}).encode(),
-                   {"Content-Type": "application/json", "X-Error-Code": error_code}, head=head)
+        self._send(
+            h,
+            code,
+            json.dumps({"error": error_code}).encode(),
+            {"Content-Type": "application/json", "X-Error-Code": error_code},
+            head=head,
+        )
 
     def _branch(self, repo: str, rev: str) -> str | None:
         if rev in self.repos.get(repo, {}):
@@ -99,6 +106,7 @@ class FakeHub:
                 return self._resolve(h, method, f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
             if parts == ["api", "validate-yaml"] and method == "POST":  # the model card's front matter
                 import yaml
+
                 text = json.loads(body)["content"]
                 try:
                     meta = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else None
@@ -128,15 +136,34 @@ class FakeHub:
                     return self._error(h, 404, "RevisionNotFound")
                 files = self.repos[repo][branch]
                 if verb == "revision":
-                    return self._json(h, {"id": repo, "sha": self.commits[repo][branch], "private": False,
-                                          "siblings": [{"rfilename": n} for n in sorted(files)]})
+                    return self._json(
+                        h,
+                        {
+                            "id": repo,
+                            "sha": self.commits[repo][branch],
+                            "private": False,
+                            "siblings": [{"rfilename": n} for n in sorted(files)],
+                        },
+                    )
                 if verb == "tree":
-                    return self._json(h, [{"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
-                                          for n, d in sorted(files.items())])
+                    return self._json(
+                        h,
+                        [
+                            {"type": "file", "path": n, "size": len(d), "oid": hashlib.sha1(d).hexdigest()}
+                            for n, d in sorted(files.items())
+                        ],
+                    )
                 if verb == "preupload" and method == "POST":
                     req = json.loads(body)
-                    return self._json(h, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                                    for f in req["files"]]})
+                    return self._json(
+                        h,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in req["files"]
+                            ]
+                        },
+                    )
                 if verb == "commit" and method == "POST":
                     return self._apply_commit(h, repo, branch, body)
             return self._error(h, 404, "NotFound")
@@ -154,9 +181,19 @@ class FakeHub:
         if not head:
             self.gets.append(path)
         etag = hashlib.sha256(data).hexdigest()
-        self._send(h, 200, data, {"X-Repo-Commit": self.commits[repo][branch], "ETag": f'"{etag}"',
-                                  "X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data)),
-                                  "Content-Type": "application/octet-stream"}, head=head)
+        self._send(
+            h,
+            200,
+            data,
+            {
+                "X-Repo-Commit": self.commits[repo][branch],
+                "ETag": f'"{etag}"',
+                "X-Linked-Etag": f'"{etag}"',
+                "X-Linked-Size": str(len(data)),
+                "Content-Type": "application/octet-stream",
+            },
+            head=head,
+        )
 
     def _apply_commit(self, h, repo, branch, body):
         files = dict(self.repos[repo][branch])

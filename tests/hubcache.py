@@ -49,9 +49,13 @@ def authors_state(seed: int, d_in: int = D_IN, d_sae: int = D_SAE) -> dict[str, 
     g = torch.Generator().manual_seed(seed)
     dec = torch.randn(d_in, d_sae, generator=g)
     dec /= dec.norm(dim=0, keepdim=True)
-    return {"b_pre": 0.1 * torch.randn(d_in, generator=g), "encoder.weight": dec.T.clone(),
-            "encoder.bias": 0.05 * torch.randn(d_sae, generator=g), "decoder.weight": dec,
-            "decoder.bias": 0.1 * torch.randn(d_in, generator=g)}
+    return {
+        "b_pre": 0.1 * torch.randn(d_in, generator=g),
+        "encoder.weight": dec.T.clone(),
+        "encoder.bias": 0.05 * torch.randn(d_sae, generator=g),
+        "decoder.weight": dec,
+        "decoder.bias": 0.1 * torch.randn(d_in, generator=g),
+    }
 
 
 def authors_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,9 +69,12 @@ def authors_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> tuple[to
 def to_saelens(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same SAE under SAELens' names (the fold of b_pre, computed independently of kdsae_core)."""
     s = {k: v.double() for k, v in state.items()}
-    return {"W_enc": s["encoder.weight"].T.float().contiguous(),
-            "b_enc": (s["encoder.bias"] + s["encoder.weight"] @ s["decoder.bias"]).float(),
-            "W_dec": s["decoder.weight"].T.float().contiguous(), "b_dec": (s["decoder.bias"] + s["b_pre"]).float()}
+    return {
+        "W_enc": s["encoder.weight"].T.float().contiguous(),
+        "b_enc": (s["encoder.bias"] + s["encoder.weight"] @ s["decoder.bias"]).float(),
+        "W_dec": s["decoder.weight"].T.float().contiguous(),
+        "b_dec": (s["decoder.bias"] + s["b_pre"]).float(),
+    }
 
 
 def pt_bytes(obj) -> bytes:
@@ -79,20 +86,51 @@ def pt_bytes(obj) -> bytes:
 def authors_file(seed: int, layer: int, tokens: int, **kw) -> bytes:
     """A file as the authors' script saves it: model_state, optimizer_state, config and stats."""
     state = authors_state(seed, **kw)
-    return pt_bytes({"model_state": state, "optimizer_state": {"state": {}, "param_groups": [{"lr": 3e-4}]},
-                     "config": {"d_model": state["b_pre"].shape[0], "d_sae": state["encoder.bias"].shape[0],
-                                "l1_coeff": 8e-5, "target_layer": layer, "tokens_seen": tokens,
-                                "model_name": "EleutherAI/pythia-410m"},
-                     "stats": [{"batch": b, "tokens_M": (b + 1) * 0.032768, "recon_loss": 0.1 / (b + 1),
-                                "l1_loss": 1.0, "L0": 40.0 - b, "alive": 90, "frac_alive": 0.9} for b in range(3)]})
+    return pt_bytes(
+        {
+            "model_state": state,
+            "optimizer_state": {"state": {}, "param_groups": [{"lr": 3e-4}]},
+            "config": {
+                "d_model": state["b_pre"].shape[0],
+                "d_sae": state["encoder.bias"].shape[0],
+                "l1_coeff": 8e-5,
+                "target_layer": layer,
+                "tokens_seen": tokens,
+                "model_name": "EleutherAI/pythia-410m",
+            },
+            "stats": [
+                {
+                    "batch": b,
+                    "tokens_M": (b + 1) * 0.032768,
+                    "recon_loss": 0.1 / (b + 1),
+                    "l1_loss": 1.0,
+                    "L0": 40.0 - b,
+                    "alive": 90,
+                    "frac_alive": 0.9,
+                }
+                for b in range(3)
+            ],
+        }
+    )
 
 
 def tiny_run(out: Path, model_folder: Path, model=None, measure: bool = True, trials=("B", "C")) -> Path:
     """Train (and measure) the smallest real run: random Pythia-shaped model, one layer, d_sae 32."""
     from kdsae_core.measure import measure_run
     from kdsae_core.train.trainer import SAETrainConfig, Trainer
-    cfg = SAETrainConfig.from_profile("embedded", model=str(model_folder), layers=[1], trials=list(trials), d_sae=32,
-                                      tokens=1024, batch_tokens=256, context=64, n_snapshots=2, measure_tokens=1024)
+
+    cfg = SAETrainConfig.from_profile(
+        "embedded",
+        model=str(model_folder),
+        layers=[1],
+        trials=list(trials),
+        d_sae=32,
+        tokens=1024,
+        batch_tokens=256,
+        context=64,
+        n_snapshots=2,
+        measure_tokens=1024,
+    )
     Trainer(cfg, out, progress=False, model=model).run()
     if measure:
         measure_run(out, progress=False, model=model)

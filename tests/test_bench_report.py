@@ -19,19 +19,49 @@ def test_committed_page_matches_the_result_files():
 
 
 def fake_results(folder):
-    m = {"cpu": "TestCPU", "cores": 2, "torch_threads": 2, "memory_bytes": 2**34, "torch": "2.13.0", "blas": "MKL",
-         "malloc_env": {"MALLOC_MMAP_MAX_": "0"}, "load_average_start": [0.1, 0, 0], "load_average_end": [0.2, 0, 0],
-         "date": "2026-01-01T00:00:00", "git_commit": "0123456789abcdef", "clock": "wall"}
+    m = {
+        "cpu": "TestCPU",
+        "cores": 2,
+        "torch_threads": 2,
+        "memory_bytes": 2**34,
+        "torch": "2.13.0",
+        "blas": "MKL",
+        "malloc_env": {"MALLOC_MMAP_MAX_": "0"},
+        "load_average_start": [0.1, 0, 0],
+        "load_average_end": [0.2, 0, 0],
+        "date": "2026-01-01T00:00:00",
+        "git_commit": "0123456789abcdef",
+        "clock": "wall",
+    }
     frac = {"median": 0.9312, "min": 0.9, "max": 0.95, "rounds": 3, "best": 0.94}
-    var = {"label": "kdsae SAEUnit.step", "time": {"median_s": 9.5, "samples_s": [9.5, 9.4, 9.6]},
-           "tokens_per_s": 431.1, "fraction_of_matmul": frac,
-           "profile": {"outside_s": 0.4321, "products_s": 9.0, "top_ops": [["aten::sign_", 0.1], ["aten::sum", 0.05]]}}
+    var = {
+        "label": "kdsae SAEUnit.step",
+        "time": {"median_s": 9.5, "samples_s": [9.5, 9.4, 9.6]},
+        "tokens_per_s": 431.1,
+        "fraction_of_matmul": frac,
+        "profile": {"outside_s": 0.4321, "products_s": 9.0, "top_ops": [["aten::sign_", 0.1], ["aten::sum", 0.05]]},
+    }
     comp = dict(var, time={"median_s": 10.0, "samples_s": [10.5, 9.9, 10.4]})
     comp.pop("profile")
-    step = {"benchmark": "sae_step", "machine": m, "batch_tokens": 4096, "rounds": 3, "command": "cmd",
-            "copy_bandwidth": {"start": {"median_bytes_per_s": 20e9}},
-            "shapes": [{"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096, "goal_fraction": 0.9, "goal_met": True,
-                        "matmul": {"gflops": 144.0, "time": {"median_s": 8.8}}, "variants": {"kdsae": var}}]}
+    step = {
+        "benchmark": "sae_step",
+        "machine": m,
+        "batch_tokens": 4096,
+        "rounds": 3,
+        "command": "cmd",
+        "copy_bandwidth": {"start": {"median_bytes_per_s": 20e9}},
+        "shapes": [
+            {
+                "d_in": 1024,
+                "d_sae": 32768,
+                "batch_tokens": 4096,
+                "goal_fraction": 0.9,
+                "goal_met": True,
+                "matmul": {"gflops": 144.0, "time": {"median_s": 8.8}},
+                "variants": {"kdsae": var},
+            }
+        ],
+    }
     compiled = dict(step, shapes=[dict(step["shapes"][0], variants={"kdsae": var, "compiled": comp})])
     (folder / "sae_step.json").write_text(json.dumps(step))
     (folder / "sae_step_compile.json").write_text(json.dumps(compiled))
@@ -41,8 +71,10 @@ def test_tables_are_rendered_from_the_files(tmp_path):
     fake_results(tmp_path)
     sections = bench_report.render_sections(tmp_path)
     assert set(sections) == set(bench_report.SECTIONS)
-    assert ("| 1024 x 32768 | 144 | kdsae | 431 | 0.931 (0.900-0.950) | 0.940 | 432 ms | >= 0.90: **met** |"
-            in sections["sae_step"])
+    assert (
+        "| 1024 x 32768 | 144 | kdsae | 431 | 0.931 (0.900-0.950) | 0.940 | 432 ms | >= 0.90: **met** |"
+        in sections["sae_step"]
+    )
     assert "- `kdsae`: `aten::sign_` 100 ms, `aten::sum` 50 ms" in sections["sae_step"]
     assert "TestCPU" in sections["machine"]
     assert "does not use it" in sections["compile"] and "| 1.08 (1.05-1.11) |" in sections["compile"]
@@ -87,26 +119,45 @@ def test_memory_plan_counts_and_fit():
 
 
 def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
-    machine = {"threads": 1, "torch": "2.13.0", "fp32_matmul_gflops": 50.0, "copy_bandwidth_gbs": 6.0,
-               "cache_copy_bandwidth_gbs": 30.0}
-    paper = {"models": 7200, "steps": 10000, "seconds_per_step": {"teacher": 0.06, "student": 0.42},
-             "projected_wall_seconds": 4800.0, "achieved_gflops": {"teacher": 10.0, "student": 12.0},
-             "bytes_per_step": {"teacher": 1e9, "student": 5e9}, "memory_floor_seconds": 10000.0,
-             "cache_floor_seconds": 2000.0, "measured_wall_seconds": 5100.0,
-             "measured_wall_file": "results/toy/paper/wall.json"}
-    toy = {"machine": machine, "quick": {"wall_seconds": 200.0, "models": 240, "steps": 1500}, "paper": paper,
-           "one_at_a_time": {"seconds_per_model_step": 1e-3, "projected_wall_seconds": 72000.0},
-           "one_at_a_time_textbook": {"seconds_per_model_step": 0.5e-3, "projected_wall_seconds": 36000.0}}
+    machine = {
+        "threads": 1,
+        "torch": "2.13.0",
+        "fp32_matmul_gflops": 50.0,
+        "copy_bandwidth_gbs": 6.0,
+        "cache_copy_bandwidth_gbs": 30.0,
+    }
+    paper = {
+        "models": 7200,
+        "steps": 10000,
+        "seconds_per_step": {"teacher": 0.06, "student": 0.42},
+        "projected_wall_seconds": 4800.0,
+        "achieved_gflops": {"teacher": 10.0, "student": 12.0},
+        "bytes_per_step": {"teacher": 1e9, "student": 5e9},
+        "memory_floor_seconds": 10000.0,
+        "cache_floor_seconds": 2000.0,
+        "measured_wall_seconds": 5100.0,
+        "measured_wall_file": "results/toy/paper/wall.json",
+    }
+    toy = {
+        "machine": machine,
+        "quick": {"wall_seconds": 200.0, "models": 240, "steps": 1500},
+        "paper": paper,
+        "one_at_a_time": {"seconds_per_model_step": 1e-3, "projected_wall_seconds": 72000.0},
+        "one_at_a_time_textbook": {"seconds_per_model_step": 0.5e-3, "projected_wall_seconds": 36000.0},
+    }
     (tmp_path / "toy_sweep.json").write_text(json.dumps(toy))
-    (tmp_path / "book_build.json").write_text(json.dumps(
-        {"wall_seconds": 1000.0, "goal_seconds": 900, "pages": 15, "cores": 2, "torch_threads": 1}))
+    (tmp_path / "book_build.json").write_text(
+        json.dumps({"wall_seconds": 1000.0, "goal_seconds": 900, "pages": 15, "cores": 2, "torch_threads": 1})
+    )
     sections = bench_report.render_sections(tmp_path)
     toy_text = sections["toy_sweep"]
     assert "| quick profile (240 models, 1500 steps), wall | 200 s | <= 3 min: **not met** |" in toy_text
-    assert "| 85.0 min | <= 90 min (measured): **met** |" in toy_text          # 5100 s
+    assert "| 85.0 min | <= 90 min (measured): **met** |" in toy_text  # 5100 s
     assert "166.7 min; measured wall = 0.51x | <= 1.5x: **met** (below 1: the cache blocking" in toy_text  # 5100/10000
     assert "33.3 min; measured wall = 2.55x | |" in toy_text  # 5100 / 2000, stated without a goal
-    assert "kdsae's own hand-written step one at a time (measured wall) | **14.1x** | >= 10x: **met** |" in toy_text  # 72000 / 5100
+    assert (
+        "kdsae's own hand-written step one at a time (measured wall) | **14.1x** | >= 10x: **met** |" in toy_text
+    )  # 72000 / 5100
     assert "(autograd + torch.optim.Adam) one at a time (measured wall) | **7.1x** | >= 10x: **not met** |" in toy_text
     assert "the measured wall is the full run's, from `wall.json`" in toy_text
     assert "**16.7 min** for 15 HTML pages (goal <= 15 min: **not met**)" in sections["book_build"]
@@ -116,35 +167,82 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
     paper.update(measured_wall_seconds=3000.0, measured_jobs=2)
     (tmp_path / "toy_sweep.json").write_text(json.dumps(toy))
     toy_text = bench_report.render_sections(tmp_path)["toy_sweep"]
-    assert "| paper profile, measured wall of the full run (`--jobs 2`) | 50.0 min | <= 90 min (measured, 2 " \
-           "processes of one thread): **met** |" in toy_text
-    assert "166.7 min; projected one-process wall = 0.48x" in toy_text                    # 4800 / 10000
+    assert (
+        "| paper profile, measured wall of the full run (`--jobs 2`) | 50.0 min | <= 90 min (measured, 2 "
+        "processes of one thread): **met** |" in toy_text
+    )
+    assert "166.7 min; projected one-process wall = 0.48x" in toy_text  # 4800 / 10000
     assert "step one at a time (projected one-process wall) | **15.0x** | >= 10x: **met** |" in toy_text  # 72000 / 4800
 
 
 def fake_density_result(folder):
-    m = {"cpu": "TestCPU", "cores": 2, "torch_threads": 2, "memory_bytes": 2**34, "torch": "2.13.0", "blas": "MKL",
-         "malloc_env": {"MALLOC_MMAP_MAX_": "0"}, "load_average_start": [0.1, 0, 0], "load_average_end": [0.2, 0, 0],
-         "date": "2026-01-01T00:00:00", "git_commit": "0123456789abcdef", "clock": "wall"}
+    m = {
+        "cpu": "TestCPU",
+        "cores": 2,
+        "torch_threads": 2,
+        "memory_bytes": 2**34,
+        "torch": "2.13.0",
+        "blas": "MKL",
+        "malloc_env": {"MALLOC_MMAP_MAX_": "0"},
+        "load_average_start": [0.1, 0, 0],
+        "load_average_end": [0.2, 0, 0],
+        "date": "2026-01-01T00:00:00",
+        "git_commit": "0123456789abcdef",
+        "clock": "wall",
+    }
     ratio = lambda x: {"median": x, "min": x * 0.9, "max": x * 1.1, "rounds": 3, "best": x}  # noqa: E731
     point = lambda d, sp, auto: {  # noqa: E731
-        "density_target": d, "density_measured": d * 1.02, "auto_path": auto,
-        "variants": {n: {"tokens_per_s": t, "gflops": 10.0} for n, t in (("before", 400), ("dense", 401),
-                                                                         ("sparse", 400 * sp))},
-        "sparse_speedup": ratio(sp), "auto_vs_before": ratio(1.01 if auto == "dense" else 1 / sp)}
-    r = {"benchmark": "sae_step_density", "machine": m, "rounds": 3, "before_commit": "abcdef0123456",
-         "command": "cmd", "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
-         "shapes": [{"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096, "crossover": 0.0412,
-                     "points": [point(0.005, 3.6, "sparse"), point(0.3, 0.4, "dense")]}],
-         "crossover": {"measured": {"1024x32768, batch 4096": 0.0412}, "chosen": 0.041, "declared": 0.041,
-                       "agrees": True},
-         "goals": {"speedup_at_low_density": {"goal": 3.0, "max_density": 0.01, "speedups": [[0.0051, 3.6]], "met": True},
-                   "no_slowdown": {"limit": 1.03, "worst_auto_vs_before": 1.01, "met": True,
-                                   "worst_at": {"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096,
-                                                "density": 0.306}}},
-         "equivalence": {"steps": 100, "d_in": 384, "d_sae": 2048, "density_range": [0.009, 0.011],
-                         "max_rel_diff_loss": 2e-7, "rel_diff_final_weights": {"W_enc": 3e-6, "W_dec": 1e-6},
-                         "goals": {"loss_rtol": 1e-5, "weight_rtol": 1e-4}, "met": True}}
+        "density_target": d,
+        "density_measured": d * 1.02,
+        "auto_path": auto,
+        "variants": {
+            n: {"tokens_per_s": t, "gflops": 10.0} for n, t in (("before", 400), ("dense", 401), ("sparse", 400 * sp))
+        },
+        "sparse_speedup": ratio(sp),
+        "auto_vs_before": ratio(1.01 if auto == "dense" else 1 / sp),
+    }
+    r = {
+        "benchmark": "sae_step_density",
+        "machine": m,
+        "rounds": 3,
+        "before_commit": "abcdef0123456",
+        "command": "cmd",
+        "flops_per_token": {"dense": "10 * d_in * d_sae", "sparse": "2 * d_in * d_sae * (1 + 4 * density)"},
+        "shapes": [
+            {
+                "d_in": 1024,
+                "d_sae": 32768,
+                "batch_tokens": 4096,
+                "crossover": 0.0412,
+                "points": [point(0.005, 3.6, "sparse"), point(0.3, 0.4, "dense")],
+            }
+        ],
+        "crossover": {
+            "measured": {"1024x32768, batch 4096": 0.0412},
+            "chosen": 0.041,
+            "declared": 0.041,
+            "agrees": True,
+        },
+        "goals": {
+            "speedup_at_low_density": {"goal": 3.0, "max_density": 0.01, "speedups": [[0.0051, 3.6]], "met": True},
+            "no_slowdown": {
+                "limit": 1.03,
+                "worst_auto_vs_before": 1.01,
+                "met": True,
+                "worst_at": {"d_in": 1024, "d_sae": 32768, "batch_tokens": 4096, "density": 0.306},
+            },
+        },
+        "equivalence": {
+            "steps": 100,
+            "d_in": 384,
+            "d_sae": 2048,
+            "density_range": [0.009, 0.011],
+            "max_rel_diff_loss": 2e-7,
+            "rel_diff_final_weights": {"W_enc": 3e-6, "W_dec": 1e-6},
+            "goals": {"loss_rtol": 1e-5, "weight_rtol": 1e-4},
+            "met": True,
+        },
+    }
     (folder / "sae_step_density.json").write_text(json.dumps(r))
 
 
@@ -152,11 +250,16 @@ def test_the_sparse_section_shows_the_curve_the_crossover_and_the_goals(tmp_path
     assert "Not measured yet" in bench_report.render_sections(tmp_path)["sparse_step"]
     fake_density_result(tmp_path)
     text = bench_report.render_sections(tmp_path)["sparse_step"]
-    assert "| 1024 x 32768 | 4,096 | 0.005, 0.0051 | 400 | 401 | 1,440 | 10 | 3.60x (3.24-3.96) | sparse | 0.278 |" in text
+    assert (
+        "| 1024 x 32768 | 4,096 | 0.005, 0.0051 | 400 | 401 | 1,440 | 10 | 3.60x (3.24-3.96) | sparse | 0.278 |" in text
+    )
     assert "| 1024 x 32768 | 4,096 | 0.3, 0.3060 | 400 | 401 | 160 | 10 | 0.40x (0.36-0.44) | dense | 1.010 |" in text
     assert "1024x32768, batch 4096: **4.12%**" in text
     assert "**4.10%** (the lowest crossover rounded down: 0.041; agree)" in text
-    assert "3.60x at 0.51%: **met**" in text and "worst 1.010 at 1024 x 32768, batch 4,096, density 0.3060: **met**" in text
+    assert (
+        "3.60x at 0.51%: **met**" in text
+        and "worst 1.010 at 1024 x 32768, batch 4,096, density 0.3060: **met**" in text
+    )
     assert "largest relative loss difference 2.0e-07 (goal <= 1e-05), final weights 3.0e-06" in text
     assert "not measured yet (`.venv/bin/python benchmarks/vs_saelens.py --densities`)" in text
 

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core.data import activations as acts
-from kdsae_core.runs import layout
 from benchmarks.random_pythia import random_pythia
-from kdsae_core.common import paths
+from kdsae_core.runs import layout
 
 BIN = Path(sys.executable).parent
 
@@ -30,8 +28,24 @@ def _train(args: list[str], out: Path, nproc: int) -> subprocess.CompletedProces
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_run(tmp_path):
     model = random_pythia(tmp_path / "random-pythia14m-shape")
-    args = ["--model", str(model), "--layers", "0,1,2", "--trial", "A,C", "--d-sae", "64", "--tokens", "2048",
-            "--batch-tokens", "256", "--context", "64", "--n-snapshots", "2"]
+    args = [
+        "--model",
+        str(model),
+        "--layers",
+        "0,1,2",
+        "--trial",
+        "A,C",
+        "--d-sae",
+        "64",
+        "--tokens",
+        "2048",
+        "--batch-tokens",
+        "256",
+        "--context",
+        "64",
+        "--n-snapshots",
+        "2",
+    ]
     one = _train(args, tmp_path / "one", 1)
     assert one.returncode == 0, one.stderr[-2000:]
     two = _train(args, tmp_path / "two", 2)
@@ -48,8 +62,26 @@ def test_two_gloo_processes_give_the_single_process_run(tmp_path):
 @pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
     model = random_pythia(tmp_path / "random-pythia14m-shape")
-    r = _train(["--model", str(model), "--layers", "0", "--d-sae", "32", "--tokens", "1536", "--batch-tokens", "192",
-                "--context", "64", "--n-snapshots", "1"], tmp_path / "odd", 2)
+    r = _train(
+        [
+            "--model",
+            str(model),
+            "--layers",
+            "0",
+            "--d-sae",
+            "32",
+            "--tokens",
+            "1536",
+            "--batch-tokens",
+            "192",
+            "--context",
+            "64",
+            "--n-snapshots",
+            "1",
+        ],
+        tmp_path / "odd",
+        2,
+    )
     assert r.returncode != 0
     assert "3 sequences per batch do not split evenly over 2 processes" in r.stderr
     assert not (tmp_path / "odd").exists()  # refused before config.json (or the folder) was written

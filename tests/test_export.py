@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core.data import activations as acts
 from benchmarks.random_pythia import random_pythia
 from kdsae_core.cli import main as cli
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.runs.checkpoints import SAELENS_FORMAT_VERSION, load_checkpoint
+from kdsae_core.data import activations as acts
 from kdsae_core.hub.model_card import _fmt
+from kdsae_core.runs import layout, manifest
+from kdsae_core.runs.checkpoints import SAELENS_FORMAT_VERSION, load_checkpoint
 from kdsae_core.runs.layout import list_checkpoints
 from tests.hubcache import hf_cache, tiny_run
 
@@ -46,8 +45,11 @@ def kdsae(capsys, *args):
 
 
 def digests(folder: Path, under: str = "") -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((Path(folder) / under).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((Path(folder) / under).rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_export_round_trip_gives_identical_outputs(trained, tmp_path, capsys):
@@ -61,7 +63,9 @@ def test_export_round_trip_gives_identical_outputs(trained, tmp_path, capsys):
     for c in cks:
         ours, _ = load_checkpoint(c.folder)
         rel = c.folder.relative_to(run)
-        back, cfg = load_checkpoint(to / rel, expected_sha256=manifest.read_manifest(to)[str(rel / "sae_weights.safetensors")])
+        back, cfg = load_checkpoint(
+            to / rel, expected_sha256=manifest.read_manifest(to)[str(rel / "sae_weights.safetensors")]
+        )
         for name, t in ours.tensors().items():
             assert torch.equal(t, back.tensors()[name])
         with torch.no_grad():
@@ -141,7 +145,7 @@ def test_publish_offline_fails_at_once(trained, tmp_path, capsys):
     rc, out, err = kdsae(capsys, "publish", "--run", run, "--repo", "someone/tiny-kdsae")
     assert time.perf_counter() - t < 2.0
     assert rc == 2
-    line, = err.strip().splitlines()
+    (line,) = err.strip().splitlines()
     assert "needs the Hugging Face hub, but HF_HUB_OFFLINE=1 is set" in line and "someone/tiny-kdsae" in line
     assert DUMMY_TOKEN not in out + err
     assert sorted(p.name for p in run.parent.iterdir()) == before  # no temporary export left

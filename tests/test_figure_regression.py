@@ -12,7 +12,8 @@ from kdsae_core.figures.regression import EXACT, RETRAIN_TOLERANCES, compare
 def make_figures(folder):
     (folder / "trial_a").mkdir(parents=True)
     pd.DataFrame({"layer": [0, 1, 2], "L0": [100.0, 120.0, 140.0], "mse": [0.01, 0.02, 0.03]}).to_csv(
-        folder / "trial_a" / "summary_card.csv", index=False)
+        folder / "trial_a" / "summary_card.csv", index=False
+    )
     (folder / "toy_floors.json").write_text(json.dumps({"widths": [1, 2], "floor": [0.5, 0.25], "label": "n=10"}))
 
 
@@ -41,7 +42,9 @@ def test_missing_and_changed_labels_are_reported(tmp_path):
     make_figures(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     (tmp_path / "b" / "trial_a" / "summary_card.csv").unlink()
-    (tmp_path / "b" / "toy_floors.json").write_text(json.dumps({"widths": [1, 2], "floor": [0.5, 0.25], "label": "n=20"}))
+    (tmp_path / "b" / "toy_floors.json").write_text(
+        json.dumps({"widths": [1, 2], "floor": [0.5, 0.25], "label": "n=20"})
+    )
     drifts = {str(d) for d in compare(tmp_path / "a", tmp_path / "b", EXACT)}
     assert "trial_a/summary_card.csv: -: missing from the new figures" in drifts
     assert any("toy_floors.json: label: 'n=10' became 'n=20'" == d for d in drifts)
@@ -70,9 +73,9 @@ def test_redrawn_figures_of_a_run_match_their_committed_data_and_a_perturbed_cop
 def test_the_committed_figure_data_are_what_the_committed_run_draws():
     """results/figures/exp2 (the reference of `kdsae verify --figures`) redraws exactly from results/exp2/embedded,
     and that run still matches its manifest; regenerate both with `make results-exp2`."""
-    from kdsae_core.runs import manifest
     from kdsae_core.common import paths
     from kdsae_core.figures.regression import check_committed
+    from kdsae_core.runs import manifest
 
     run = paths.RESULTS / "exp2" / "embedded"
     if not run.is_dir():

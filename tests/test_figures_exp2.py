@@ -13,14 +13,22 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from kdsae_core.runs import tables as run_data
 from kdsae_core import theory
 from kdsae_core.cli.main import main  # noqa: E402
 from kdsae_core.figures import catalog as cat  # noqa: E402
+from kdsae_core.runs import tables as run_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
-FINAL_KEYS = {"L0": "avg_active", "alpha": "alpha", "g_alpha": "g_alpha", "d_star_S": "d_star_S", "mse": "mse",
-              "explained_variance": "explained_variance", "dead": "dead", "F_alive": "F_alive"}
+FINAL_KEYS = {
+    "L0": "avg_active",
+    "alpha": "alpha",
+    "g_alpha": "g_alpha",
+    "d_star_S": "d_star_S",
+    "mse": "mse",
+    "explained_variance": "explained_variance",
+    "dead": "dead",
+    "F_alive": "F_alive",
+}
 
 
 def raw(trial, layer, snapshot="final"):
@@ -74,6 +82,7 @@ def drawn_texts(fig) -> list[Text]:
 def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of drawn texts whose rendered boxes overlap by more than 1 pixel each way."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
@@ -83,7 +92,7 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
         boxes.append((t.get_text(), bb.x0 + 1, bb.x1 - 1, bb.y0 + 1, bb.y1 - 1))
     bad = []
     for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
+        for b in boxes[i + 1 :]:
             if a[1] < b[2] and b[1] < a[2] and a[3] < b[4] and b[3] < a[4]:
                 bad.append((a[0], b[0]))
     return bad
@@ -94,8 +103,15 @@ def test_the_catalog_has_every_figure_of_the_issue():
     for s in cat.RUN_FIGURES + cat.REFERENCE_FIGURES:
         chapters.setdefault(s.chapter, []).append(s.key)
     assert len(chapters["02_trial_a"]) == 5
-    assert chapters["03_trial_b"] == ["paper_heatmap", "slides_heatmap", "appendix_sidecar", "small_multiples",
-                                      "smooth_depth", "correlation", "headline"]
+    assert chapters["03_trial_b"] == [
+        "paper_heatmap",
+        "slides_heatmap",
+        "appendix_sidecar",
+        "small_multiples",
+        "smooth_depth",
+        "correlation",
+        "headline",
+    ]
     assert chapters["04_trial_c"] == ["dashboard", "depth_landscape", "controller"]
     assert chapters["05_trials_compared"] == ["frontier"] and len(chapters["06_pythia_reference"]) == 3
     anchors = [s.anchor for s in cat.RUN_FIGURES + cat.REFERENCE_FIGURES]
@@ -105,18 +121,30 @@ def test_the_catalog_has_every_figure_of_the_issue():
 def test_one_catalog_holds_every_figure_of_both_experiments_with_its_sentence():
     keys = [s.key for s in cat.ALL_FIGURES]
     assert len(keys) == len(set(keys))
-    assert {s.chapter for s in cat.ALL_FIGURES} == {"01_toy_validation", "02_trial_a", "03_trial_b", "04_trial_c",
-                                                     "05_trials_compared", "06_pythia_reference"}
+    assert {s.chapter for s in cat.ALL_FIGURES} == {
+        "01_toy_validation",
+        "02_trial_a",
+        "03_trial_b",
+        "04_trial_c",
+        "05_trials_compared",
+        "06_pythia_reference",
+    }
     assert all(callable(s.data) and callable(s.draw) and callable(s.sentence) for s in cat.ALL_FIGURES)
     assert [s.key for s in cat.ALL_FIGURES if s.in_paper] == ["paper_heatmap"]
 
 
 def test_figures_import_nothing_from_the_layers_above_them():
     import ast
+
     for path in (Path(cat.__file__).parent).glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             assert not [n for n in names if n.startswith(("kdsae_core.book", "kdsae_core.cli"))], path.name
 
 
@@ -172,9 +200,12 @@ def test_trial_a_predicted_floors_match_file_and_theory(drawn):
         expect = theory.refined_floor(f["sorted_importance"], curve["width"].to_numpy(), f["alpha"])
         np.testing.assert_allclose(curve["predicted_floor"], expect, rtol=1e-12)
         on_both = curve[curve["width"].isin(file_pts.index)]
-        np.testing.assert_allclose(on_both["predicted_floor"], file_pts.loc[on_both["width"], "predicted_floor"],
-                                   rtol=1e-12)
-        np.testing.assert_allclose(mine["floor_frac"], mine["predicted_floor"] / sum(f["sorted_importance"]), rtol=1e-12)
+        np.testing.assert_allclose(
+            on_both["predicted_floor"], file_pts.loc[on_both["width"], "predicted_floor"], rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            mine["floor_frac"], mine["predicted_floor"] / sum(f["sorted_importance"]), rtol=1e-12
+        )
         assert curve["width"].max() >= f["d_star_S"] and curve["predicted_floor"].iloc[-1] == 0.0
 
 
@@ -244,8 +275,15 @@ def test_many_layers_stay_legible(run):
     rows = []
     for layer in range(24):
         rows.append(m[(m["trial"] == "A") & (m["layer"] == layer % 3)].assign(layer=layer))
-    big = run_data.RunData(run.folder, {**run.config, "layers": list(range(24))}, run.metrics,
-                           pd.concat(rows, ignore_index=True), run.predictions, run.importance, run.summaries)
+    big = run_data.RunData(
+        run.folder,
+        {**run.config, "layers": list(range(24))},
+        run.metrics,
+        pd.concat(rows, ignore_index=True),
+        run.predictions,
+        run.importance,
+        run.summaries,
+    )
     for key in ("summary_card", "paper_heatmap", "small_multiples", "dashboard"):
         d = cat.draw(key, big, None, "A")
         assert overlapping_texts(d.figure) == [], key
@@ -291,18 +329,34 @@ def test_the_correlation_sentence_never_reports_a_relation_that_holds_by_definit
     """Issue 21, item 9: alpha = 1 - L0/F makes L0 vs alpha r = -1 by arithmetic; the chapter reports the strongest
     relation among the others, and the figure marks the definitional pairs."""
     import pandas as pd
+
     from kdsae_core.book.chapters import sentence
     from kdsae_core.figures.exp2_trial_b import correlation, definitional
+
     r = {("L0", "alpha"): -1.0, ("dead", "F_alive"): -1.0, ("mse", "dead"): 0.7, ("L0", "mse"): 0.2}
-    rows = [{"metric_x": x, "metric_y": y, "r": v, "n_layers": 6} for (a, b), v in r.items() for x, y in ((a, b), (b, a))]
+    rows = [
+        {"metric_x": x, "metric_y": y, "r": v, "n_layers": 6} for (a, b), v in r.items() for x, y in ((a, b), (b, a))
+    ]
     data = pd.DataFrame(rows)
     text = sentence("correlation", data)
     assert "MSE vs dead" in text.replace("dead latents", "dead") or "dead vs MSE" in text, text
     assert "r = +0.70" in text and "r = -1.00" not in text and "not fixed by definition" in text
     assert definitional("alpha", "L0") and definitional("F_alive", "dead") and definitional("d_star_S", "L0")
     assert not definitional("mse", "dead")
-    fig = correlation(pd.concat([data, pd.DataFrame([{"metric_x": m, "metric_y": m, "r": 1.0, "n_layers": 6}
-                                                     for m in ("L0", "alpha", "dead", "F_alive", "mse")])]), "header")
+    fig = correlation(
+        pd.concat(
+            [
+                data,
+                pd.DataFrame(
+                    [
+                        {"metric_x": m, "metric_y": m, "r": 1.0, "n_layers": 6}
+                        for m in ("L0", "alpha", "dead", "F_alive", "mse")
+                    ]
+                ),
+            ]
+        ),
+        "header",
+    )
     assert "related by definition" in fig.axes[0].get_xlabel() and "1 \u2212 L0/F" in fig.axes[0].get_xlabel()
 
 
@@ -310,11 +364,17 @@ def test_the_sidecar_figure_is_readable_at_page_width(drawn):
     """Issue 21, item 9: the book shows a figure at page width (~7 in); its smallest text must stay >= 6 pt there
     (the earlier 8 pt at 13.5 in came out at about 4 pt)."""
     from matplotlib.image import imread
+
     png = drawn["appendix_sidecar"].files["png"]
     from kdsae_core.figures.exp2_trial_b import appendix_sidecar
+
     fig = appendix_sidecar(drawn["appendix_sidecar"].data, "header")
     width = fig.get_size_inches()[0]
-    sizes = [t.get_fontsize() for ax in fig.axes
-             for t in ax.texts + (ax.get_xticklabels() + ax.get_yticklabels() if ax.axison else []) if t.get_text()]
+    sizes = [
+        t.get_fontsize()
+        for ax in fig.axes
+        for t in ax.texts + (ax.get_xticklabels() + ax.get_yticklabels() if ax.axison else [])
+        if t.get_text()
+    ]
     assert min(sizes) * 7.0 / width >= 6.0, (min(sizes), width)
     assert imread(png).shape[1] > 1000

@@ -24,8 +24,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="session")
 def results():
     """A real tiny sweep (seconds): n=6 has d*_S < 1 at alpha 0.95, so that level has no pair below d*_S."""
-    cfg = ToyConfig.from_profile("quick", n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=50,
-                                 eval_samples=2048)
+    cfg = ToyConfig.from_profile(
+        "quick", n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=50, eval_samples=2048
+    )
     return run_sweep(cfg, progress=False)
 
 
@@ -67,7 +68,9 @@ def test_accuracy_grid_data_is_the_results(results):
         if results["median_accuracy_by_alpha"]["rel"][key] == "no pairs":
             assert math.isnan(every.accuracy_rel_median) and every.pairs_below_d_star == 0
         else:
-            assert every.accuracy_rel_median == pytest.approx(results["median_accuracy_by_alpha"]["rel"][key], rel=1e-12)
+            assert every.accuracy_rel_median == pytest.approx(
+                results["median_accuracy_by_alpha"]["rel"][key], rel=1e-12
+            )
     assert math.isnan(d[(d.alpha == 0.95) & (d.cell == "6")].iloc[0].accuracy_rel_median)
 
 
@@ -102,8 +105,10 @@ def test_figures_label_every_panel(results):
     texts = [t.get_text() for t in heat[0].texts]
     assert "no pairs" in texts  # the alpha = 0.95 row is grey, labelled, not 0
     mvp = tf.measured_vs_predicted(results)
-    assert [ax.get_xlabel() for ax in mvp.axes] == ["predicted floor L*(d_S) / L\u221e",
-                                                     "critical width d*_S = F / g(\u03b1)"]
+    assert [ax.get_xlabel() for ax in mvp.axes] == [
+        "predicted floor L*(d_S) / L\u221e",
+        "critical width d*_S = F / g(\u03b1)",
+    ]
 
 
 def test_draw_toy_writes_png_and_the_plotted_data(results, tmp_path):
@@ -160,13 +165,17 @@ def test_accuracy_sentence_is_honest(results):
     for c in good["configs"]:
         if c["alpha"] == 0.8:  # 10% above: accuracy_rel about 91%, at or below 93%
             c["measured_floor"] = [[p * 1.1 + 1e-4] * 2 for p in c["predicted_floor"]]
-    assert "**does not hold** with accuracy_rel: the median is at or below 93% at \u03b1 = 0.8" in tf.accuracy_sentence(good)
+    assert "**does not hold** with accuracy_rel: the median is at or below 93% at \u03b1 = 0.8" in tf.accuracy_sentence(
+        good
+    )
 
 
 def test_accuracy_sentence_names_the_paper_grid_only_for_its_settings(results):
     paper_like = copy.deepcopy(results)
     paper_like["settings"].update({k: v for k, v in PROFILES["paper"].items()})
-    assert "These are the 48 configurations and 20 seeds of the co-author's stated sweep" in tf.accuracy_sentence(paper_like)
+    assert "These are the 48 configurations and 20 seeds of the co-author's stated sweep" in tf.accuracy_sentence(
+        paper_like
+    )
     assert "co-author's stated sweep" not in tf.accuracy_sentence(results)
 
 
@@ -187,7 +196,9 @@ def test_loss_and_knee_sentences_count_pairs(results):
             predicted_nonzero += 1
             at_or_above += statistics.median(seeds) >= c["predicted_floor"][k]
     sentence = tf.loss_sentence(results)
-    assert f"Of the {predicted_nonzero} (configuration, width) pairs with a non-zero predicted floor, {at_or_above} " \
-           f"measure at or above it (the other {trivial} are predicted 0" in sentence
+    assert (
+        f"Of the {predicted_nonzero} (configuration, width) pairs with a non-zero predicted floor, {at_or_above} "
+        f"measure at or above it (the other {trivial} are predicted 0" in sentence
+    )
     assert predicted_nonzero + trivial == 10 and trivial > 0
     assert f"Of the {inside} configurations" in tf.knee_sentence(results)

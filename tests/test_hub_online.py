@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core.runs import manifest
 from kdsae_core.hub.published import PUBLISHED
+from kdsae_core.runs import manifest
 from tests.fakehub import FakeHub
 from tests.hubcache import authors_file
 
@@ -27,8 +27,9 @@ def test_refetch_publish_and_download_back(tmp_path):
         files = {f"sae_layer{lay:02d}_final.pt": authors_file(lay, lay, 300_000_000) for lay in (0, 1)}
         fh.put(PUBLISHED["B"].repo, files)
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-        env.update(HF_ENDPOINT=fh.url, HF_HUB_CACHE=str(tmp_path / "cache"), HF_TOKEN=DUMMY_TOKEN,
-                   HF_HUB_DISABLE_TELEMETRY="1")
+        env.update(
+            HF_ENDPOINT=fh.url, HF_HUB_CACHE=str(tmp_path / "cache"), HF_TOKEN=DUMMY_TOKEN, HF_HUB_DISABLE_TELEMETRY="1"
+        )
         outputs = []
 
         def kdsae(*args):
@@ -53,11 +54,19 @@ def test_refetch_publish_and_download_back(tmp_path):
         r = kdsae("publish", "--run", tmp_path / "run", "--repo", "me/tiny-run")
         assert r.returncode == 0, r.stderr
         hosted = fh.repos["me/tiny-run"]["main"]
-        assert {"MANIFEST.sha256", "README.md", "config.json", "checkpoints/B/layer01/final/cfg.json",
-                "checkpoints/B/layer01/final/sae_weights.safetensors"} <= set(hosted)
+        assert {
+            "MANIFEST.sha256",
+            "README.md",
+            "config.json",
+            "checkpoints/B/layer01/final/cfg.json",
+            "checkpoints/B/layer01/final/sae_weights.safetensors",
+        } <= set(hosted)
         listed = manifest.parse_manifest(hosted["MANIFEST.sha256"].decode(), "hosted")
-        assert listed == {n: hashlib.sha256(d).hexdigest() for n, d in hosted.items()
-                          if n not in ("MANIFEST.sha256", ".gitattributes")}
+        assert listed == {
+            n: hashlib.sha256(d).hexdigest()
+            for n, d in hosted.items()
+            if n not in ("MANIFEST.sha256", ".gitattributes")
+        }
         assert fh.cards and fh.cards[-1]["library_name"] == "saelens"
         # the same revision again: refused without --force, nothing changes
         head = fh.commits["me/tiny-run"]["main"]
@@ -81,6 +90,7 @@ def test_refetch_publish_and_download_back(tmp_path):
 
         # the token was sent to the hub, and shown nowhere
         assert f"Bearer {DUMMY_TOKEN}" in fh.auth
-        texts = outputs + [p.read_text(errors="replace") for p in tmp_path.rglob("*")
-                           if p.is_file() and "cache" not in p.parts]
+        texts = outputs + [
+            p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file() and "cache" not in p.parts
+        ]
         assert not any(DUMMY_TOKEN in t for t in texts)

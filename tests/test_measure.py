@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdsae_core.data import activations as acts
 from benchmarks.random_pythia import random_pythia
-from kdsae_core.runs import checkpoints
 from kdsae_core.cli import main as cli
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
+from kdsae_core.data import activations as acts
 from kdsae_core.measure import MIN_MEASURE_TOKENS, alive_min_firings, measure_run
+from kdsae_core.runs import checkpoints, layout, manifest
 from kdsae_core.runs.layout import list_checkpoints
 from kdsae_core.runs.tables import load_run
 from tests.hubcache import tiny_run

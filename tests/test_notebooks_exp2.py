@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 def execute(path: Path, dest: Path, **params) -> nbformat.NotebookNode:
     nb = jupytext.read(path)
-    return pm.execute_notebook(nb, str(dest), parameters=params, cwd=str(paths.REPO_ROOT), progress_bar=False,
-                               kernel_name="python3")
+    return pm.execute_notebook(
+        nb, str(dest), parameters=params, cwd=str(paths.REPO_ROOT), progress_bar=False, kernel_name="python3"
+    )
 
 
 def outputs(nb, kind):
@@ -53,30 +54,51 @@ def _ipynb(path: Path, tmp: Path) -> Path:
 
 
 def test_pilots_add_the_runs_pilot_trials(tmp_path):
-    nb = execute(paths.NOTEBOOKS / "05_trials_compared.py", tmp_path / "o.ipynb", run=str(FIXTURE), pilots=True,
-                 out=str(tmp_path / "figs"))
+    nb = execute(
+        paths.NOTEBOOKS / "05_trials_compared.py",
+        tmp_path / "o.ipynb",
+        run=str(FIXTURE),
+        pilots=True,
+        out=str(tmp_path / "figs"),
+    )
     text = "\n".join(outputs(nb, "text/markdown"))
     assert "trial P7e-04" in text
     import pandas as pd
+
     assert set(pd.read_csv(tmp_path / "figs" / "frontier.csv")["trial"]) == {"A", "B", "C", "P7e-04"}
 
 
 def test_reference_notebook_with_and_without_the_data(tmp_path):
     from .reference import require_reference
+
     ref = require_reference()
-    nb = execute(paths.NOTEBOOKS / "06_pythia_reference.py", tmp_path / "a.ipynb", reference_dir=str(ref),
-                 out=str(tmp_path / "figs"))
+    nb = execute(
+        paths.NOTEBOOKS / "06_pythia_reference.py",
+        tmp_path / "a.ipynb",
+        reference_dir=str(ref),
+        out=str(tmp_path / "figs"),
+    )
     assert len(outputs(nb, "image/png")) == 3 and len(outputs(nb, "text/html")) == 2
-    nb = execute(paths.NOTEBOOKS / "06_pythia_reference.py", tmp_path / "b.ipynb",
-                 reference_dir=str(tmp_path / "absent"), out=str(tmp_path / "figs2"))
+    nb = execute(
+        paths.NOTEBOOKS / "06_pythia_reference.py",
+        tmp_path / "b.ipynb",
+        reference_dir=str(tmp_path / "absent"),
+        out=str(tmp_path / "figs2"),
+    )
     assert outputs(nb, "image/png") == [] and len(outputs(nb, "text/html")) == 1  # the published table
     assert any("kdsae fetch-reference" in t for t in outputs(nb, "text/markdown"))
 
 
 def test_gallery_shows_every_figure_with_links_and_data(tmp_path):
     nb = jupytext.read(paths.REPO_ROOT / "book" / "gallery.md")
-    nb = pm.execute_notebook(nb, str(tmp_path / "g.ipynb"), parameters={"run": str(FIXTURE)},
-                             cwd=str(paths.REPO_ROOT / "book"), progress_bar=False, kernel_name="python3")
+    nb = pm.execute_notebook(
+        nb,
+        str(tmp_path / "g.ipynb"),
+        parameters={"run": str(FIXTURE)},
+        cwd=str(paths.REPO_ROOT / "book"),
+        progress_bar=False,
+        kernel_name="python3",
+    )
     html = outputs(nb, "text/html")[0]
     toy = paths.committed_toy_results() is not None  # Experiment 1's three figures, as the gallery finds them
     assert html.count('class="kd-card"') == 16 + (3 if paths.reference_dir() else 0) + (3 if toy else 0)
@@ -98,6 +120,7 @@ def test_bad_parameters_say_what_to_do(monkeypatch, tmp_path):
     # source = "hub" offline with an empty cache: one sentence naming the repository, the missing file and
     # the command that fetches it
     import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("KDSAE_HUB_RUNS", str(tmp_path / "hub-runs"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
@@ -105,13 +128,18 @@ def test_bad_parameters_say_what_to_do(monkeypatch, tmp_path):
         chapters.open_run(FIXTURE, source="hub", trials=["A"])
     message = str(err.value)
     assert "\n" not in message
-    for part in ("nileshsarkar-ai/colm-run-exp-2-t1", "sae_layer00_final.pt", "HF_HUB_OFFLINE=1",
-                 "hf download nileshsarkar-ai/colm-run-exp-2-t1 sae_layer00_final.pt"):
+    for part in (
+        "nileshsarkar-ai/colm-run-exp-2-t1",
+        "sae_layer00_final.pt",
+        "HF_HUB_OFFLINE=1",
+        "hf download nileshsarkar-ai/colm-run-exp-2-t1 sae_layer00_final.pt",
+    ):
         assert part in message
 
 
 def test_gallery_without_toy_results_says_so(tmp_path):
     from kdsae_core.figures.gallery import _toy_cards
+
     cards, note = _toy_cards(tmp_path, "../notebooks", tmp_path / "no_toy_results.json")
     assert cards == [] and "no committed toy results" in note
 
@@ -119,9 +147,12 @@ def test_gallery_without_toy_results_says_so(tmp_path):
 def test_a_run_without_a_training_log_still_renders(tmp_path):
     """Hub downloads hold measurements but no metrics.jsonl: curves are skipped with one sentence."""
     import shutil
+
     run = tmp_path / "run"
     shutil.copytree(FIXTURE, run)
     (run / "metrics.jsonl").unlink()
     nb = execute(paths.NOTEBOOKS / "04_trial_c.py", tmp_path / "o.ipynb", run=str(run), out=str(tmp_path / "figs"))
     assert len(outputs(nb, "image/png")) == 2
-    assert any("Not drawn for this run" in t and "no logged steps for trial C" in t for t in outputs(nb, "text/markdown"))
+    assert any(
+        "Not drawn for this run" in t and "no logged steps for trial C" in t for t in outputs(nb, "text/markdown")
+    )

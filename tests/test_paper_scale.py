@@ -17,25 +17,31 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdsae_core.common import paths
+from kdsae_core.common.errors import InvalidParameter, MissingData
 from kdsae_core.data import activations as acts
 from kdsae_core.data.text import TokenStream, _hub_documents, _stream_failure, iter_documents
-from kdsae_core.common import paths
+from kdsae_core.measure import measure_run
 from kdsae_core.runs import layout
 from kdsae_core.sae import plan as sae_plan
-from kdsae_core.train import state as train_state
-from kdsae_core.common.errors import InvalidParameter, MissingData
-from kdsae_core.measure import measure_run
 from kdsae_core.sae.model import SAE
 from kdsae_core.sae.step import SAEUnit, fused_backward
+from kdsae_core.train import state as train_state
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
 from tests.test_train import pythia, tiny  # noqa: F401  (the module's random Pythia and tiny settings)
 
 
 def _held_tensors(model, n_seq: int) -> list[str]:
     """Plain tensor attributes (not parameters or buffers) with a batch dimension, on any module of the model."""
-    return [f"{name}.{attr}" for name, mod in model.named_modules() for attr, v in vars(mod).items()
-            if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter) and v.dim() >= 3
-            and v.shape[0] == n_seq]
+    return [
+        f"{name}.{attr}"
+        for name, mod in model.named_modules()
+        for attr, v in vars(mod).items()
+        if isinstance(v, torch.Tensor)
+        and not isinstance(v, torch.nn.Parameter)
+        and v.dim() >= 3
+        and v.shape[0] == n_seq
+    ]
 
 
 # ---- 1. attention patterns ----------------------------------------------------------------------------------
@@ -58,8 +64,9 @@ def test_measurement_in_several_groups_equals_the_ungrouped_measurement(tmp_path
     forward = lambda n_seq: sae_plan.model_forward_bytes(model, n_seq, 64, 3)  # noqa: E731  (layers 0-2 run)
     plan = sae_plan.measure_plan(128, 64, 256, 64, 2, None, forward)
     budget = plan.shared_bytes + 3 * plan.per_sae_bytes  # room for 3 SAEs: groups of 3, 3 and 2
-    assert sae_plan.measure_plan(128, 64, 256, 64, 2, budget, forward) == sae_plan.MeasurePlan(256, plan.per_sae_bytes,
-                                                                                              plan.shared_bytes, 3)
+    assert sae_plan.measure_plan(128, 64, 256, 64, 2, budget, forward) == sae_plan.MeasurePlan(
+        256, plan.per_sae_bytes, plan.shared_bytes, 3
+    )
     measure_run(run, progress=False, model=model, batch_tokens=256, memory_bytes=budget)
     for p, before in whole.items():
         after = json.loads(p.read_text())
@@ -70,11 +77,25 @@ def test_measurement_in_several_groups_equals_the_ungrouped_measurement(tmp_path
 
 
 def test_a_small_device_gets_smaller_batches_and_a_device_too_small_is_one_sentence(tmp_path, pythia):
-    plan = sae_plan.measure_plan(1024, 32_768, 32_768, 1024, 24, 80 * 10**9,
-                                 lambda n: sae_plan.forward_scratch_bytes(n, 1024, 16, 1024, 4096, 24))
+    plan = sae_plan.measure_plan(
+        1024,
+        32_768,
+        32_768,
+        1024,
+        24,
+        80 * 10**9,
+        lambda n: sae_plan.forward_scratch_bytes(n, 1024, 16, 1024, 4096, 24),
+    )
     assert plan.batch_tokens == 32_768 and plan.saes_per_group >= 24  # the final snapshots of a trial in one pass
-    small = sae_plan.measure_plan(1024, 32_768, 32_768, 1024, 24, 16 * 10**9,
-                                  lambda n: sae_plan.forward_scratch_bytes(n, 1024, 16, 1024, 4096, 24))
+    small = sae_plan.measure_plan(
+        1024,
+        32_768,
+        32_768,
+        1024,
+        24,
+        16 * 10**9,
+        lambda n: sae_plan.forward_scratch_bytes(n, 1024, 16, 1024, 4096, 24),
+    )
     assert small.batch_tokens < 32_768 and small.shared_bytes + small.per_sae_bytes <= 16 * 10**9
     folder, model = pythia
     run = Trainer(tiny(folder, trials=["B"], layers=[0]), tmp_path / "run", progress=False, model=model).run()
@@ -86,6 +107,7 @@ def test_a_small_device_gets_smaller_batches_and_a_device_too_small_is_one_sente
 # ---- 3. the paper dataset's .jsonl.zst ----------------------------------------------------------------------
 def _zst_corpus(folder: Path) -> list[str]:
     import zstandard
+
     docs = [f"document {i}: " + "some words of English text, long enough to be kept. " * 3 for i in range(12)]
     body = "".join(json.dumps({"text": d, "meta": {"pile_set_name": "Pile-CC"}}) + "\n" for d in docs).encode()
     folder.mkdir(parents=True)
@@ -156,6 +178,7 @@ def test_the_l1_gradient_survives_bf16_in_both_forms():
         def grads(v: float) -> torch.Tensor:
             fused_backward(sae, x, torch.tensor(v, dtype=torch.float64), form, cd)
             return torch.cat([sae.W_enc.grad.flatten(), sae.b_enc.grad]).clone()
+
         return grads(lam) - grads(0.0)
 
     for form, lam in (("mean", 3e-4), ("sum", 8e-5)):  # trials A and B
@@ -208,6 +231,7 @@ def test_tokenisation_is_batched_off_the_training_thread_and_its_state_is_a_curs
 
 def test_a_resumed_stream_seeks_past_the_text_it_has_used(tmp_path, pythia):
     import zstandard
+
     _, model = pythia
     path = _long_documents(tmp_path / "a.jsonl")
     stream = TokenStream(model.tokenizer, str(path), 16)
@@ -234,6 +258,7 @@ def test_a_resumed_stream_seeks_past_the_text_it_has_used(tmp_path, pythia):
 # ---- 6. states saved and loaded one SAE at a time --------------------------------------------------------------
 class _Counted(dict):
     """An SAE's state, counted while it exists (a dict freed by reference counting as soon as it is dropped)."""
+
     live, peak, made = 0, 0, 0
 
     def __init__(self, *a):
@@ -267,6 +292,7 @@ def test_states_are_saved_and_loaded_one_sae_at_a_time(tmp_path, pythia, monkeyp
 # ---- 7. guards ----------------------------------------------------------------------------------------------
 def test_cuda_asked_of_a_cpu_only_torch_is_one_sentence_before_any_process_group():
     from kdsae_core.train.distributed import TorchComm
+
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(InvalidParameter, match=r"^--device cuda was asked for, but this torch .* is a CPU-only build"):
@@ -279,15 +305,33 @@ def test_cuda_asked_of_a_cpu_only_torch_is_one_sentence_before_any_process_group
 def test_gpu_smoke_runs_tiny_on_the_cpu_and_its_forward_peak_agrees_with_the_plan(tmp_path):
     import os
     import subprocess
+
     out = tmp_path / "smoke.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, str(paths.REPO_ROOT / "benchmarks" / "gpu_smoke.py"), "--device", "cpu", "--tiny",
-                        "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(paths.REPO_ROOT / "benchmarks" / "gpu_smoke.py"),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     d = json.loads(out.read_text())
     fwd = d["forward"]  # a 24-layer random Pythia, 2 x 1,024 tokens
     assert fwd["modules_keeping_a_pattern"] == []
-    assert d["planned_peak_bytes"] == fwd["planned_peak_bytes"] and d["measured_peak_bytes"] == fwd["measured_peak_bytes"]
+    assert (
+        d["planned_peak_bytes"] == fwd["planned_peak_bytes"] and d["measured_peak_bytes"] == fwd["measured_peak_bytes"]
+    )
     assert 0.9 <= d["measured_peak_bytes"] / d["planned_peak_bytes"] <= 1.1
-    assert [s["dtype"] for s in d["sae"]] == ["bf16", "fp32"] and all(s["finite"] and len(s["step_s"]) == 20 for s in d["sae"])
+    assert [s["dtype"] for s in d["sae"]] == ["bf16", "fp32"] and all(
+        s["finite"] and len(s["step_s"]) == 20 for s in d["sae"]
+    )
     assert "VmHWM" in fwd["method"] and d["environment"]["gloo"]

@@ -35,8 +35,14 @@ def repos(tmp_path):
 def make_publish(work, **variables):
     args = ["make", "-s", "-f", str(REPO_ROOT / "Makefile"), "-C", str(work), "publish", f"GHP_IMPORT={GHP}"]
     args += [f"{k}={v}" for k, v in variables.items()]
-    env = {"PATH": "/usr/bin:/bin", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org", "HOME": str(work)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "HOME": str(work),
+    }
     return subprocess.run(args, capture_output=True, text=True, env=env)
 
 

@@ -11,9 +11,9 @@ import shlex
 import pytest
 
 from kdsae_core.book import param_rules
-from kdsae_core.common import paths
-from kdsae_core.cli.main import build_parser
 from kdsae_core.cli import run as run_cmd
+from kdsae_core.cli.main import build_parser
+from kdsae_core.common import paths
 
 README = paths.REPO_ROOT / "README.md"
 
@@ -27,7 +27,7 @@ def readme_commands() -> list[tuple[list[str], str]]:
             words = shlex.split(code)
             for i, w in enumerate(words):
                 if w.endswith("/kdsae") or w == "kdsae" or w == "kdsae_core.cli":
-                    found.append((words[i + 1:], comment.strip()))
+                    found.append((words[i + 1 :], comment.strip()))
                     break
     return found
 
@@ -53,14 +53,16 @@ def test_every_readme_command_parses(args, comment, monkeypatch):
     long_sweep = values.get("rerun") and values.get("profile", "quick") != "quick"
     from_hub = values.get("source", "local") == "hub"
     if long_sweep or from_hub:
-        assert re.search(r"\blong\b", comment), (f"`kdsae {' '.join(args)}` runs for long (the paper grid or the hub) "
-                                                 "but its comment does not say so")
+        assert re.search(r"\blong\b", comment), (
+            f"`kdsae {' '.join(args)}` runs for long (the paper grid or the hub) but its comment does not say so"
+        )
 
 
 def test_the_paper_grid_time_is_one_measured_figure_everywhere():
     """Issue 21, item 10: `kdsae verify --help`, the README and the book state the wall time recorded beside the
     committed paper-grid results, and no other estimate."""
     from kdsae_core.toy.profiles import paper_grid_time
+
     stated = paper_grid_time()
     figure = stated.split(" min wall")[0]
     assert re.fullmatch(r"\d+\.\d", figure), stated  # measured: results/toy/paper/wall.json is committed
@@ -76,6 +78,7 @@ def test_the_paper_grid_time_is_one_measured_figure_everywhere():
 def test_the_gpu_needs_in_the_readme_are_the_memory_plans():
     """Issue 21, item 3: what the paper run needs on GPUs is stated from kdsae_core.sae.plan, not estimated by hand."""
     from kdsae_core.sae.plan import GB, paper_run_needs
+
     rows = [line for line in README.read_text().splitlines() if line.startswith("| ") and " GB + " in line]
     assert len(rows) == 3, rows
     for row, (gpus, trials) in zip(rows, [(1, 1), (1, 3), (8, 3)]):
@@ -90,8 +93,10 @@ def test_the_gpu_needs_in_the_readme_are_the_memory_plans():
 def test_cuda_asked_for_on_a_cpu_build_says_the_build_is_cpu_only(tmp_path, capsys, monkeypatch):
     """Issue 21, item 3: a CPU-only torch is told apart from a CUDA build that sees no device, before anything loads."""
     import torch
+
     from kdsae_core.cli.main import main
     from kdsae_core.sae.plan import cuda_unavailable
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
     assert main(["train", "--profile", "paper", "--out", str(tmp_path / "run")]) == 2

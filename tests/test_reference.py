@@ -15,13 +15,13 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kdsae_core.common import paths
-from kdsae_core.runs import reference as reference_data
 from kdsae_core import theory
-from kdsae_core.cli.main import main  # noqa: E402
 from kdsae_core.cli import fetch_reference
+from kdsae_core.cli.main import main  # noqa: E402
+from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, MissingData  # noqa: E402
 from kdsae_core.figures import catalog as cat  # noqa: E402
+from kdsae_core.runs import reference as reference_data
 
 from .reference import require_reference  # noqa: E402
 
@@ -69,11 +69,12 @@ def test_released_l1_is_put_in_one_form(ref):
     assert forms[8] == "mean" and forms[12] == forms[16] == "sum"
     first = stats[stats["batch"] == 0].set_index("layer")
     per_active = first["l1_sum"] / first["L0"]
-    assert per_active.max() / per_active.min() < 1.5, per_active.to_dict()          # 0.32, 0.33, 0.44
+    assert per_active.max() / per_active.min() < 1.5, per_active.to_dict()  # 0.32, 0.33, 0.44
     as_released = first["l1_loss"] / first["L0"]
-    assert as_released.max() / as_released.min() > 1e4                             # one form would be wrong
-    np.testing.assert_array_equal(stats.loc[stats["layer"] == 8, "l1_sum"],
-                                  stats.loc[stats["layer"] == 8, "l1_loss"] * 32_768)
+    assert as_released.max() / as_released.min() > 1e4  # one form would be wrong
+    np.testing.assert_array_equal(
+        stats.loc[stats["layer"] == 8, "l1_sum"], stats.loc[stats["layer"] == 8, "l1_loss"] * 32_768
+    )
 
 
 def test_reference_figures_plot_the_released_numbers(ref, tmp_path):
@@ -89,22 +90,27 @@ def test_reference_figures_plot_the_released_numbers(ref, tmp_path):
         mine = imp[imp["layer"] == layer]
         assert list(mine["rank"][:100]) == list(range(1, 101)) and mine["rank"].iloc[-1] == released.size
         np.testing.assert_array_equal(mine["importance"], released[mine["rank"] - 1])
-        np.testing.assert_allclose(mine["cumulative_share"], np.cumsum(released)[mine["rank"] - 1] / released.sum(),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            mine["cumulative_share"], np.cumsum(released)[mine["rank"] - 1] / released.sum(), rtol=1e-12
+        )
     floors = drawn["pythia410m_floors"].data
     at128 = floors[(floors["layer"] == 12) & (floors["width"] == 128)].iloc[0]
     assert at128["features_dropped"] / 28_665 == pytest.approx(0.88, abs=0.005)  # the paper's "loses 88%"
     m12 = ms[12]
     paper = floors[(floors["layer"] == 12) & floors["paper_width"]]
     assert list(paper["width"]) == [128, 256, 384, 512, 768, 1024]
-    np.testing.assert_allclose(paper["predicted_floor"],
-                               theory.refined_floor(m12.sorted_importance, paper["width"].to_numpy(), m12.alpha), rtol=1e-12)
+    np.testing.assert_allclose(
+        paper["predicted_floor"],
+        theory.refined_floor(m12.sorted_importance, paper["width"].to_numpy(), m12.alpha),
+        rtol=1e-12,
+    )
     train = drawn["pythia410m_training"].data
     assert len(train) == 3 * 184
 
 
 def test_without_reference_data_the_chapter_explains_itself(tmp_path):
     from kdsae_core.book.chapters import ReferenceChapter
+
     ch = ReferenceChapter(tmp_path / "absent", tmp_path / "out")
     assert not ch.available and "fetch-reference" in ch.missing_sentence()
     assert len(ch.published()) == 3
@@ -116,6 +122,7 @@ def serve(folder: Path):
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
+
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:

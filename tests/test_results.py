@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from kdsae_core.data import activations as acts
 from benchmarks.random_pythia import random_pythia
-from kdsae_core.runs import manifest
-from kdsae_core.common.errors import RunFolderError
-from kdsae_core.measure import measure_run
 from kdsae_core.book.commit import commit_exp2_run, thin_metrics
+from kdsae_core.common.errors import RunFolderError
+from kdsae_core.data import activations as acts
+from kdsae_core.measure import measure_run
+from kdsae_core.runs import manifest
 from kdsae_core.runs.tables import load_run
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
@@ -25,8 +25,18 @@ def test_thin_metrics_keeps_first_last_every_kth_and_snapshot_steps():
 def test_a_committed_run_has_no_weights_and_renders(tmp_path):
     folder = random_pythia(tmp_path / "random-pythia14m-shape")
     model = acts.load_model(str(folder))
-    cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B", "C"], d_sae=32,
-                                      tokens=2560, batch_tokens=128, context=64, n_snapshots=2, measure_tokens=512)
+    cfg = SAETrainConfig.from_profile(
+        "embedded",
+        model=str(folder),
+        layers=[1],
+        trials=["B", "C"],
+        d_sae=32,
+        tokens=2560,
+        batch_tokens=128,
+        context=64,
+        n_snapshots=2,
+        measure_tokens=512,
+    )
     run = Trainer(cfg, tmp_path / "run", progress=False, model=model).run()
     with pytest.raises(RunFolderError, match="no measurements"):
         commit_exp2_run(run, tmp_path / "results")
@@ -43,9 +53,9 @@ def test_a_committed_run_has_no_weights_and_renders(tmp_path):
 
 
 def test_committed_toy_results_are_the_runs_bytes_with_its_wall_time(tmp_path):
+    from kdsae_core.book.commit import commit_toy_results
     from kdsae_core.common.errors import BadFile
     from kdsae_core.common.paths import TOY_WALL_FILE
-    from kdsae_core.book.commit import commit_toy_results
     from kdsae_core.toy.config import ToyConfig
     from kdsae_core.toy.sweep import run_sweep
 

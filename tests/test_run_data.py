@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdsae_core.runs import reference as reference_data
-from kdsae_core.runs import layout
-from kdsae_core.runs import tables as run_data
 from kdsae_core.common.errors import BadFile, MissingData, RunFolderError
+from kdsae_core.runs import layout
+from kdsae_core.runs import reference as reference_data
+from kdsae_core.runs import tables as run_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "exp2_run"
 GENERATOR = Path(__file__).parent / "fixtures" / "make_exp2_fixture.py"
@@ -71,8 +71,20 @@ def test_measurement_table_equals_the_files(run):
     for row in run.measurements.itertuples(index=False):
         raw = json.loads((FIXTURE / "measurements" / row.trial / f"layer{row.layer:02d}_final.json").read_text())
         assert row.L0 == raw["avg_active"]
-        for key in ("F_alive", "dead", "alpha", "g_alpha", "d_star_S", "mse", "l1", "loss", "explained_variance",
-                    "d_in", "d_sae", "tokens"):
+        for key in (
+            "F_alive",
+            "dead",
+            "alpha",
+            "g_alpha",
+            "d_star_S",
+            "mse",
+            "l1",
+            "loss",
+            "explained_variance",
+            "d_in",
+            "d_sae",
+            "tokens",
+        ):
             assert getattr(row, key) == raw[key], key
         assert np.array_equal(run.importance[(row.trial, row.layer, "final")], raw["sorted_importance"])
         preds = run.predictions[(run.predictions["trial"] == row.trial) & (run.predictions["layer"] == row.layer)]
@@ -86,8 +98,12 @@ def test_summary_csv_agrees_with_the_final_measurements(run):
         table = run.layer_table(trial).set_index("layer")
         summary = run.summaries[run.summaries["trial"] == trial].set_index("layer")
         for col in ("L0", "alpha", "g_alpha", "d_star_S", "F_alive", "dead", "mse", "explained_variance"):
-            np.testing.assert_allclose(summary[col].to_numpy(float), table.loc[summary.index, col].to_numpy(float),
-                                       rtol=1e-12, err_msg=f"{trial} {col}")
+            np.testing.assert_allclose(
+                summary[col].to_numpy(float),
+                table.loc[summary.index, col].to_numpy(float),
+                rtol=1e-12,
+                err_msg=f"{trial} {col}",
+            )
 
 
 def test_metrics_equal_the_jsonl(run):

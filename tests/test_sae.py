@@ -136,10 +136,18 @@ def test_target_controller_converges_on_a_synthetic_stream():
     assert c.lam.item() == pytest.approx(expected_lam, rel=0.05)
 
 
-@pytest.mark.parametrize("sequence", [
-    [float("inf")] * 50, [float("nan")] * 50, [0.0] * 5000, [1e30] * 5000, [-1e6] * 500,
-    [1e12, 0.0] * 2000, [float("inf"), float("nan"), 0.0, 1e308] * 100,
-])
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        [float("inf")] * 50,
+        [float("nan")] * 50,
+        [0.0] * 5000,
+        [1e30] * 5000,
+        [-1e6] * 500,
+        [1e12, 0.0] * 2000,
+        [float("inf"), float("nan"), 0.0, 1e308] * 100,
+    ],
+)
 def test_target_controller_stays_bounded_on_adversarial_l0(sequence):
     c = L1Controller(paper_trials()["C"])
     for v in sequence:

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 
-from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.common.paths import REPO_ROOT
-from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec, sae_loss
+from kdsae_core.sae import sparse as sae_sparse
+from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec
 from kdsae_core.sae.step import SAEUnit, fused_backward
 
 from .test_sae_speedpaths import autograd_grads, poison_grads
@@ -49,10 +49,12 @@ def test_hand_checked_case(path):
     assert (st.mse.item(), st.l1.item(), st.l0.item()) == (0.625, 2.0, 2.0)
     assert st.loss.item() == pytest.approx(0.825, rel=1e-7)
     assert st.fired.tolist() == [True, True, True]
-    expected = {"W_dec": [[0, 0], [0.375, 0.125], [0.375, 0.125]],
-                "W_enc": [[0.05, -0.25, -1.05], [0.1, 0.25, 0.525]],
-                "b_enc": [0.05, 0.35, 1.05],
-                "b_dec": [1.75, 0.95]}  # sum of g_err minus W_enc (b_enc's gradient)
+    expected = {
+        "W_dec": [[0, 0], [0.375, 0.125], [0.375, 0.125]],
+        "W_enc": [[0.05, -0.25, -1.05], [0.1, 0.25, 0.525]],
+        "b_enc": [0.05, 0.35, 1.05],
+        "b_dec": [1.75, 0.95],
+    }  # sum of g_err minus W_enc (b_enc's gradient)
     for n, v in expected.items():
         torch.testing.assert_close(g[n], torch.tensor(v), rtol=1e-6, atol=1e-7)
     ref, _ = autograd_grads(s, x, 0.1, "sum")
@@ -82,7 +84,9 @@ def test_sparse_equals_dense_and_autograd_across_densities(shift, form):
     sparse, ss = grads_of(s, x, 3e-3, form, "sparse")
     ref, (loss, mse, l1) = autograd_grads(s, x, 3e-3, form)
     density = ss.l0.item() / 160
-    assert {"0%": density == 0, "100%": density == 1}.get(next(k for k, v in SHIFTS.items() if v == shift), 0 < density < 1)
+    assert {"0%": density == 0, "100%": density == 1}.get(
+        next(k for k, v in SHIFTS.items() if v == shift), 0 < density < 1
+    )
     assert ss.l0.item() == ds.l0.item() and torch.equal(ss.fired, ds.fired)
     for a, b in ((ss.loss, ds.loss), (ss.mse, ds.mse), (ss.l1, ds.l1)):
         assert a.item() == pytest.approx(b.item(), rel=1e-6, abs=1e-12)
@@ -106,9 +110,11 @@ def test_sparse_equals_autograd_in_float64(shift):
 
 def l1_part(s: SAE, x, lam, form, path, compute_dtype=None) -> torch.Tensor:
     """The L1 term's share of the W_enc and b_enc gradients: the gradients at lam minus those at lambda 0."""
+
     def grads(v):
         g, st = grads_of(s, x, torch.tensor(v, dtype=torch.float64), form, path, compute_dtype)
         return torch.cat([g["W_enc"].flatten(), g["b_enc"]]), st
+
     (at_lam, st), (at_0, _) = grads(lam), grads(0.0)
     return at_lam - at_0, st
 
@@ -228,7 +234,8 @@ def test_the_declared_crossover_is_the_measured_one():
     result = json.loads(DENSITY_RESULT.read_text())
     assert result["crossover"]["chosen"] == sae_sparse.SPARSE_BELOW_DENSITY, (
         "benchmarks/results/sae_step_density.json measured another crossover: declare it in kdsae_core/sae/sparse.py "
-        "and re-derive the result (benchmarks/sae_step.py --rederive)")
+        "and re-derive the result (benchmarks/sae_step.py --rederive)"
+    )
 
 
 def run_units(path, steps, d_in=16, d_sae=128, shift=-1.8, seed=6, split=None):

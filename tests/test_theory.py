@@ -63,10 +63,13 @@ def test_accuracy_definitions():
     assert theory.accuracy_norm(0.0, 0.05, 1.0) == pytest.approx(0.95)
 
 
-@pytest.mark.parametrize("layer, F, alpha, g, d_star", [
-    (12, 28_665, 0.99238, 26.92, 1_064.7),
-    (16, 29_169, 0.99146, 24.60, 1_185.9),
-])
+@pytest.mark.parametrize(
+    "layer, F, alpha, g, d_star",
+    [
+        (12, 28_665, 0.99238, 26.92, 1_064.7),
+        (16, 29_169, 0.99146, 24.60, 1_185.9),
+    ],
+)
 def test_released_pythia_measurements_reproduce_design_values(layer, F, alpha, g, d_star):
     ref = require_reference()
     m = theory.load_measurement(ref / f"measurements_layer{layer}.json")
@@ -93,7 +96,10 @@ def test_rounded_alpha_would_give_a_different_critical_width():
 
 def test_kdsae_theory_prints_json(capsys):
     ref = require_reference()
-    assert main(["theory", "--measurements", str(ref / "measurements_layer12.json"), "--widths", "128,1024", "--json"]) == 0
+    assert (
+        main(["theory", "--measurements", str(ref / "measurements_layer12.json"), "--widths", "128,1024", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert sig(out["d_star_S"], 5) == 1_064.7 and out["F_alive"] == 28_665
     assert set(out["predictions"]) == {"128", "1024"}
@@ -123,12 +129,15 @@ def test_kdsae_theory_widths_default_to_fractions_of_the_sae_width(capsys, tmp_p
     assert list(json.loads(capsys.readouterr().out)["predictions"]) == ["128", "256", "384", "512", "768", "1024"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ('{"F_alive": 3, "avg_active": 1.0}', "lacks the field"),
-    ('{"F_alive": 3, "avg_active": 1.0, "sorted_importance": [1, 2, 3]}', "descending"),
-    ('{"F_alive": 2, "avg_active": 5.0, "sorted_importance": [2, 1]}', "L0 must lie"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"F_alive": 3, "avg_active": 1.0}', "lacks the field"),
+        ('{"F_alive": 3, "avg_active": 1.0, "sorted_importance": [1, 2, 3]}', "descending"),
+        ('{"F_alive": 2, "avg_active": 5.0, "sorted_importance": [2, 1]}', "L0 must lie"),
+    ],
+)
 def test_malformed_measurement_file_gives_one_clear_line(tmp_path, capsys, content, message):
     f = tmp_path / "m.json"
     f.write_text(content)
@@ -149,12 +158,16 @@ def test_bad_widths_on_the_command_line(capsys):
 def test_g_is_smallest_at_one_minus_one_over_e_and_the_cli_warns_below_it(tmp_path, capsys):
     from kdsae_core.cli.main import main
     from kdsae_core.theory import G_MINIMUM_ALPHA, below_capacity_minimum, g_alpha
+
     assert g_alpha(G_MINIMUM_ALPHA) == pytest.approx(math.e)
     assert g_alpha(0.5) > g_alpha(G_MINIMUM_ALPHA) < g_alpha(0.75)  # it falls, then rises
     assert below_capacity_minimum(0.6) and not below_capacity_minimum(0.7)
     for l0, warned in ((60.0, True), (20.0, False)):  # alpha = 0.4 and 0.8 with F = 100
         path = tmp_path / f"m{int(l0)}.json"
-        path.write_text(json.dumps({"layer": 0, "F_alive": 100, "avg_active": l0,
-                                    "sorted_importance": [1.0 / (i + 1) for i in range(100)]}))
+        path.write_text(
+            json.dumps(
+                {"layer": 0, "F_alive": 100, "avg_active": l0, "sorted_importance": [1.0 / (i + 1) for i in range(100)]}
+            )
+        )
         assert main(["theory", "--measurements", str(path), "--widths", "8"]) == 0
         assert ("warning: alpha" in capsys.readouterr().out) == warned

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.toy_autograd import AutogradModel
 from kdsae_core.cli.main import main
 from kdsae_core.common.errors import InvalidParameter
-from kdsae_core.toy.model import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
-from benchmarks.toy_autograd import AutogradModel
 from kdsae_core.toy.config import REPRESENTED_THRESHOLDS, ToyConfig
+from kdsae_core.toy.model import Block, DataStream, Workspace, cosine_lr, expected_x_squared, importance_profile
 from kdsae_core.toy.results import assemble_results
 from kdsae_core.toy.sweep import ToySweep, _Interrupted, run_sweep
 
@@ -53,7 +53,7 @@ def test_hand_written_gradients_match_autograd():
     for a in range(A):
         for s in range(S):
             for k in range(K):
-                mask[a, s, k, :widths[a][s][k]] = 1
+                mask[a, s, k, : widths[a][s][k]] = 1
     for y in (None, torch.rand(A, S, 1, 64, n, generator=torch.Generator().manual_seed(2))):
         gW, gb = blk.gradients(x, y)
         W, b = blk.W.clone().requires_grad_(), blk.b.clone().requires_grad_()
@@ -69,8 +69,8 @@ def test_hand_written_gradients_match_autograd():
 def test_workspace_reuses_memory_per_role_and_never_aliases_two_roles():
     ws = Workspace()
     a = ws.get("pre", 3, 4)
-    assert ws.get("pre", 2, 5).data_ptr() == a.data_ptr()        # same role, fits: the same memory
-    assert ws.get("residual", 3, 4).data_ptr() != a.data_ptr()   # another role: its own memory
+    assert ws.get("pre", 2, 5).data_ptr() == a.data_ptr()  # same role, fits: the same memory
+    assert ws.get("residual", 3, 4).data_ptr() != a.data_ptr()  # another role: its own memory
     bigger = ws.get("pre", 5, 7)
     assert bigger.shape == (5, 7) and bigger.is_contiguous()
 
@@ -117,16 +117,32 @@ def test_batched_program_equals_one_model_at_a_time():
                 continue
             k = cfg.student_widths(d_t, key[0], cfg.alpha[0]).index(width)
             for a in range(len(cfg.alpha)):
-                np.testing.assert_allclose(alone[key]["student"]["floor"][a][0, 0],
-                                           full[key]["student"]["floor"][a][s, k], rtol=1e-4)
-            torch.testing.assert_close(single.students[(*key, width)].W[:, 0, 0],
-                                       batched.students[(*key, width)].W[:, s, 0], rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(
+                    alone[key]["student"]["floor"][a][0, 0], full[key]["student"]["floor"][a][s, k], rtol=1e-4
+                )
+            torch.testing.assert_close(
+                single.students[(*key, width)].W[:, 0, 0],
+                batched.students[(*key, width)].W[:, s, 0],
+                rtol=1e-4,
+                atol=1e-5,
+            )
 
 
 def test_full_width_model_reaches_the_zero_floor_it_is_predicted():
     # d_S = n keeps every feature (F_S = n), so the predicted floor is 0; a trained model gets close.
-    cfg = ToyConfig.from_profile("quick", n=[5], d_teacher=[5], widths=[5], alpha=[0.5], seeds=1, mode="direct",
-                                 steps=1500, batch=512, lr=1e-2, eval_samples=8192)
+    cfg = ToyConfig.from_profile(
+        "quick",
+        n=[5],
+        d_teacher=[5],
+        widths=[5],
+        alpha=[0.5],
+        seeds=1,
+        mode="direct",
+        steps=1500,
+        batch=512,
+        lr=1e-2,
+        eval_samples=8192,
+    )
     r = run_sweep(cfg, progress=False)
     c = r["configs"][0]
     assert c["predicted_floor"] == [0.0]
@@ -137,8 +153,17 @@ def test_full_width_model_reaches_the_zero_floor_it_is_predicted():
 def test_higher_sparsity_packs_more_features_into_one_dimension():
     # A width-1 student on n = 10: at alpha = 0.95 the theory keeps floor(g) = 6 features, at 0.8 only 3,
     # and the measured floor (as a fraction of L_inf) must be lower at the higher sparsity.
-    cfg = ToyConfig.from_profile("quick", n=[10], d_teacher=[1], alpha=[0.8, 0.95], seeds=2, mode="direct",
-                                 steps=800, batch=512, eval_samples=8192)
+    cfg = ToyConfig.from_profile(
+        "quick",
+        n=[10],
+        d_teacher=[1],
+        alpha=[0.8, 0.95],
+        seeds=2,
+        mode="direct",
+        steps=800,
+        batch=512,
+        eval_samples=8192,
+    )
     r = run_sweep(cfg, progress=False)
     frac = {c["alpha"]: c["measured_floor_median"][0] / c["L_inf"] for c in r["configs"]}
     assert frac[0.95] < frac[0.8]
@@ -151,7 +176,7 @@ def test_results_have_the_documented_shape(tmp_path):
     assert len(r["configs"]) == 4
     c = next(c for c in r["configs"] if c["d_teacher"] == 3 and c["alpha"] == 0.8)
     assert c["widths"] == [1, 2, 3]
-    assert np.array(c["measured_floor"]).shape == (3, 2)       # widths x seeds
+    assert np.array(c["measured_floor"]).shape == (3, 2)  # widths x seeds
     assert np.array(c["kept_features"]).shape == (3, 2)
     assert len(c["accuracy_norm"]) == 3
     # d*_S = 6 / g(0.8) = 1.93: only width 1 is below it, so only it has accuracy_rel
@@ -190,21 +215,28 @@ def test_assemble_results_uses_seed_medians():
     cfg = ToyConfig.from_profile("quick", n=[4], d_teacher=[1], alpha=[0.5], seeds=3)
     per_level = {"floor": [np.array([[0.1], [0.3], [0.2]])], "kept": [np.array([[1], [1], [1]])]}
     for t in REPRESENTED_THRESHOLDS:
-        per_level.update({f"represented@{t}": [np.array([[1], [1], [1]])],
-                          f"dropped@{t}": [np.array([[0.05], [0.05], [0.05]])],
-                          f"interference@{t}": [np.array([[0.05], [0.25], [0.15]])]})
+        per_level.update(
+            {
+                f"represented@{t}": [np.array([[1], [1], [1]])],
+                f"dropped@{t}": [np.array([[0.05], [0.05], [0.05]])],
+                f"interference@{t}": [np.array([[0.05], [0.25], [0.15]])],
+            }
+        )
     measured = {(4, 1): {"student": per_level, "teacher": per_level}}
     c = assemble_results(cfg, measured)["configs"][0]
     assert c["measured_floor_median"] == [pytest.approx(0.2)]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--alpha", "1.5"], "alpha must lie strictly between 0 and 1"),
-    (["--widths", "0"], "widths must be positive"),
-    (["--importance", "pareto:2"], "unknown importance profile"),
-    (["--d-teacher", "30"], "must not exceed the feature count"),
-    (["--steps", "0"], "--steps must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--alpha", "1.5"], "alpha must lie strictly between 0 and 1"),
+        (["--widths", "0"], "widths must be positive"),
+        (["--importance", "pareto:2"], "unknown importance profile"),
+        (["--d-teacher", "30"], "must not exceed the feature count"),
+        (["--steps", "0"], "--steps must be a whole number"),
+    ],
+)
 def test_bad_cli_input_gives_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert exit_code(["toy", "--out", str(tmp_path / "out"), *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -239,7 +271,7 @@ def test_textbook_autograd_model_trains_like_one_model_of_the_block(distill):
     stream = DataStream(n, [0.8], ("textbook",))
     for step in range(steps):
         x = stream.sample(256)
-        y = teacher.forward(x) if distill else None           # [1, 1, 1, B, n]
+        y = teacher.forward(x) if distill else None  # [1, 1, 1, B, n]
         lr = cosine_lr(1e-2, step, steps)
         block.step(x, y, lr)
         textbook.step(x[0], None if y is None else y[0, 0, 0], lr)
@@ -251,6 +283,7 @@ def test_textbook_autograd_model_trains_like_one_model_of_the_block(distill):
 def test_a_sweep_split_over_processes_writes_the_same_bytes(tmp_path):
     """Feature counts share nothing, so two processes (n = 6 | n = 8, 9) must give the one-process file."""
     from kdsae_core.toy.parallel import run_parallel, split_feature_counts
+
     assert split_feature_counts([10, 20, 40], 2) == [[40], [10, 20]]
     assert split_feature_counts([10, 20], 5) == [[20], [10]]
     cfg = ToyConfig.from_profile("quick", **{**TINY, "n": [6, 8, 9], "steps": 40})
@@ -273,8 +306,9 @@ def test_knee_widths_train_each_level_exactly_as_an_explicit_widths_run_of_that_
     knee = run_sweep(ToyConfig.from_profile("direct", alpha=[0.8, 0.95], **common), progress=False)
     assert [c["widths"] for c in knee["configs"]] == [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4]]  # d*_S = 3.22 and 1.50
     for c in knee["configs"]:
-        alone = run_sweep(ToyConfig.from_profile("direct", alpha=[c["alpha"]], widths=c["widths"], **common),
-                          progress=False)["configs"][0]
+        alone = run_sweep(
+            ToyConfig.from_profile("direct", alpha=[c["alpha"]], widths=c["widths"], **common), progress=False
+        )["configs"][0]
         for key in ("measured_floor", "represented_features", "floor_dropped", "floor_interference"):
             assert alone[key] == c[key], key
 
@@ -287,8 +321,22 @@ def test_one_model_at_a_time_refuses_knee_widths():
 def test_the_command_prints_a_table_that_says_what_rel_norm_and_no_pairs_mean(tmp_path, capsys):
     """Issue 21, item 8: the summary is read by people; --json keeps the numbers for programs."""
     from kdsae_core.cli.main import main
-    argv = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "30",
-            "--eval-samples", "1024"]
+
+    argv = [
+        "toy",
+        "--n",
+        "6",
+        "--d-teacher",
+        "2,3",
+        "--alpha",
+        "0.8,0.95",
+        "--seeds",
+        "2",
+        "--steps",
+        "30",
+        "--eval-samples",
+        "1024",
+    ]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     text = " ".join(out.split())

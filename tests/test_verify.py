@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from kdsae_core.toy import analysis as ta
 from kdsae_core.book import claims, claims_lm
 from kdsae_core.cli.main import main
 from kdsae_core.common.paths import toy_results_file
+from kdsae_core.toy import analysis as ta
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.profiles import PROFILES
 from kdsae_core.toy.results import load_results
@@ -19,19 +19,28 @@ from .reference import require_reference
 
 # The committed paper grid's per-alpha medians, recomputed from its per-seed floors (results/toy/paper). A change of
 # any of them, or of the verdict they give, is a change in the science and must be made on purpose.
-COMMITTED_MEDIANS = {"rel": {0.8: 0.659099, 0.9: 0.530992, 0.95: 0.366721, 0.99: 0.225839},
-                     "norm": {0.8: 0.883909, 0.9: 0.817068, 0.95: 0.753396, 0.99: 0.788052}}
+COMMITTED_MEDIANS = {
+    "rel": {0.8: 0.659099, 0.9: 0.530992, 0.95: 0.366721, 0.99: 0.225839},
+    "norm": {0.8: 0.883909, 0.9: 0.817068, 0.95: 0.753396, 0.99: 0.788052},
+}
 # The affine reading of the same grid: (a, b) per alpha fitted on n = 10, 20, and the held-out (n = 40) medians.
-COMMITTED_AFFINE = {"fits": {0.8: (0.989766, 0.124610), 0.9: (1.240046, 0.131406), 0.95: (1.612087, 0.149860),
-                             0.99: (1.064992, 0.157659)},
-                    "rel": {0.8: 0.940779, 0.9: 0.865166, 0.95: 0.843360, 0.99: 0.481110},
-                    "norm": {0.8: 0.979697, 0.9: 0.943533, 0.95: 0.938651, 0.99: 0.833950}}
+COMMITTED_AFFINE = {
+    "fits": {
+        0.8: (0.989766, 0.124610),
+        0.9: (1.240046, 0.131406),
+        0.95: (1.612087, 0.149860),
+        0.99: (1.064992, 0.157659),
+    },
+    "rel": {0.8: 0.940779, 0.9: 0.865166, 0.95: 0.843360, 0.99: 0.481110},
+    "norm": {0.8: 0.979697, 0.9: 0.943533, 0.95: 0.938651, 0.99: 0.833950},
+}
 
 
 @pytest.fixture(scope="module")
 def tiny_results():
-    cfg = ToyConfig.from_profile("quick", n=[6], d_teacher=[2, 3], alpha=[0.8, 0.9], seeds=2, steps=60,
-                                 batch=256, eval_samples=2048)
+    cfg = ToyConfig.from_profile(
+        "quick", n=[6], d_teacher=[2, 3], alpha=[0.8, 0.9], seeds=2, steps=60, batch=256, eval_samples=2048
+    )
     return run_sweep(cfg, progress=False)
 
 
@@ -75,6 +84,7 @@ def test_accuracy_verdict_fails_when_one_level_misses_under_both_readings(tiny_r
     def floors(c, k):
         p = c["predicted_floor"][k]
         return [p + (0.5 * c["L_inf"] if c["alpha"] == 0.9 else 0.001 * p)] * 2
+
     claim = by_id(claims.build_ledger(on_paper_grid(tiny_results, floors)))["toy-accuracy"]
     assert claim.verdict == claims.NOT_REPRODUCED and "does not clear" in claim.why
 
@@ -159,8 +169,10 @@ def test_floor_split_adds_up_to_the_measured_floor(tiny_results):
 def test_the_committed_affine_reading_is_pinned_and_fails(committed):
     r = ta.affine_reading(committed)
     for a, (slope, intercept) in COMMITTED_AFFINE["fits"].items():
-        assert (r["per_alpha"][a]["a"], r["per_alpha"][a]["b"]) == (pytest.approx(slope, abs=1e-6),
-                                                                     pytest.approx(intercept, abs=1e-6))
+        assert (r["per_alpha"][a]["a"], r["per_alpha"][a]["b"]) == (
+            pytest.approx(slope, abs=1e-6),
+            pytest.approx(intercept, abs=1e-6),
+        )
     assert r["per_alpha"][0.99]["fit"] == "all levels"  # every n <= 20 pair is predicted 0 at alpha 0.99
     for kind in ("rel", "norm"):
         assert r["accuracy"][kind] == pytest.approx(COMMITTED_AFFINE[kind], abs=1e-6)
@@ -184,8 +196,13 @@ def test_affine_reading_holds_on_held_out_data_that_are_affine_in_the_prediction
 def test_released_data_checks_are_consistent_never_reproduced(tiny_results):
     require_reference()
     entries = by_id(claims.build_ledger(tiny_results))
-    for cid in ("pythia-l12-F", "pythia-l12-alpha", "pythia-l12-dstar", "pythia-l12-loss128",
-                "pythia-dstar-above-dmodel"):
+    for cid in (
+        "pythia-l12-F",
+        "pythia-l12-alpha",
+        "pythia-l12-dstar",
+        "pythia-l12-loss128",
+        "pythia-dstar-above-dmodel",
+    ):
         assert entries[cid].verdict == claims.CONSISTENT, entries[cid]
     assert "25,219" in entries["pythia-l12-loss128"].measured
     assert claims.REPRODUCED not in {c.verdict for c in entries.values() if c.id.startswith("pythia")}
@@ -221,6 +238,7 @@ def test_hub_claims_use_the_published_measurements(tiny_results):
 def test_a_failing_check_is_an_error_not_a_verdict(tiny_results):
     def broken(trial):
         raise RuntimeError("boom")
+
     entries = by_id(claims.build_ledger(tiny_results, source="hub", hub_measurements=broken))
     assert entries["exp2-trialA-L0"].verdict == claims.ERROR and "boom" in entries["exp2-trialA-L0"].why
 
@@ -237,8 +255,9 @@ def test_verify_with_no_options_judges_the_committed_results(committed, tmp_path
 
 
 def test_verify_cli_judges_a_given_results_file(tmp_path, capsys):
-    cfg = ToyConfig.from_profile("quick", n=[6], d_teacher=[2], alpha=[0.8], seeds=1, steps=20, batch=128,
-                                 eval_samples=512)
+    cfg = ToyConfig.from_profile(
+        "quick", n=[6], d_teacher=[2], alpha=[0.8], seeds=1, steps=20, batch=128, eval_samples=512
+    )
     run_sweep(cfg, tmp_path / "toy", progress=False)
     assert main(["verify", "--toy-results", str(tmp_path / "toy"), "--json", str(tmp_path / "l.json")]) == 0
     out = capsys.readouterr().out

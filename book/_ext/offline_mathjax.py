@@ -17,8 +17,16 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 CANDIDATES = ("/usr/share/javascript/mathjax",)  # Debian: libjs-mathjax (+ fonts-mathjax)
 CONFIG = "TeX-AMS_CHTML"
-PARTS = ("MathJax.js", f"config/{CONFIG}.js", "extensions", "jax/input/TeX", "jax/output/CommonHTML",
-         "jax/element/mml", "fonts/HTML-CSS/TeX/woff", "localization/en")
+PARTS = (
+    "MathJax.js",
+    f"config/{CONFIG}.js",
+    "extensions",
+    "jax/input/TeX",
+    "jax/output/CommonHTML",
+    "jax/element/mml",
+    "fonts/HTML-CSS/TeX/woff",
+    "localization/en",
+)
 TARGET = "mathjax"
 CSS_FILE = "kdsae-mathjax2.css"
 # The theme lays display math out for MathJax 3 (a flex row whose mjx-container grows); MathJax 2's
@@ -40,8 +48,10 @@ def _configure(app) -> None:
     root = local_mathjax()
     app.env_mathjax_root = root  # read again at build-finished
     if root is None:
-        logger.info("offline_mathjax: no local MathJax (apt-get install libjs-mathjax, or set KDSAE_MATHJAX_DIR); "
-                    "pages load MathJax from its CDN and show raw TeX offline.")
+        logger.info(
+            "offline_mathjax: no local MathJax (apt-get install libjs-mathjax, or set KDSAE_MATHJAX_DIR); "
+            "pages load MathJax from its CDN and show raw TeX offline."
+        )
         return
     config.mathjax_path = f"{TARGET}/MathJax.js?config={CONFIG}"
     app.add_css_file(f"{TARGET}/{CSS_FILE}")
@@ -49,10 +59,17 @@ def _configure(app) -> None:
     # (mathjax3_config), which MathJax 2 would misread: say it in MathJax 2's instead.
     classes = app.env.myst_config.mathjax_classes if hasattr(app.env, "myst_config") else "math"
     config.mathjax3_config = None
-    config.mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
-                                          "processEscapes": True, "processClass": classes,
-                                          "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
-                              "CommonHTML": {"linebreaks": {"automatic": True}}, "menuSettings": {"zoom": "None"}}
+    config.mathjax2_config = {
+        "tex2jax": {
+            "inlineMath": [["\\(", "\\)"]],
+            "displayMath": [["\\[", "\\]"]],
+            "processEscapes": True,
+            "processClass": classes,
+            "ignoreClass": "tex2jax_ignore|mathjax_ignore",
+        },
+        "CommonHTML": {"linebreaks": {"automatic": True}},
+        "menuSettings": {"zoom": "None"},
+    }
 
 
 def _copy(app, exception) -> None:

@@ -12,19 +12,38 @@ from typing import Callable
 
 import numpy as np
 
-from kdsae_core.book.claims_lm import (embedded_claims, not_testable_claims, paper_scale_claims, pythia_claims,
-                                       reference_measurement)
+from kdsae_core.book.claims_lm import (
+    embedded_claims,
+    not_testable_claims,
+    paper_scale_claims,
+    pythia_claims,
+    reference_measurement,
+)
 from kdsae_core.book.claims_toy import toy_claims
-from kdsae_core.book.ledger import (CALIBRATED_FAILS, CALIBRATED_HOLDS, CONSISTENT, ERROR, INCONSISTENT,
-                                    NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Ledger, percent)
+from kdsae_core.book.ledger import (
+    CALIBRATED_FAILS,
+    CALIBRATED_HOLDS,
+    CONSISTENT,
+    ERROR,
+    INCONSISTENT,
+    NOT_REPRODUCED,
+    NOT_TESTABLE,
+    REPRODUCED,
+    Ledger,
+    percent,
+)
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import reference_dir
 from kdsae_core.toy import analysis as ta
 from kdsae_core.toy.analysis import ToyEvidence
 
 
-def build_ledger(toy: ToyEvidence | dict, source: str = "local", embedded_run: Path | None = None,
-                 hub_measurements: Callable[[str], list] | None = None) -> Ledger:
+def build_ledger(
+    toy: ToyEvidence | dict,
+    source: str = "local",
+    embedded_run: Path | None = None,
+    hub_measurements: Callable[[str], list] | None = None,
+) -> Ledger:
     """Every claim with its verdict. `toy` is the evidence of Experiment 1 (a bare results dict stands for a grid
     with no direct-mode sweep and no other profiles)."""
     if isinstance(toy, dict):
@@ -58,8 +77,16 @@ def summary_line(ledger: Ledger) -> str:
     return ", ".join(f"{v} {k}" for k, v in ledger.counts().items() if v)
 
 
-COLOURS = {REPRODUCED: "#c8e6c9", NOT_REPRODUCED: "#ffcdd2", CONSISTENT: "#e3f2fd", INCONSISTENT: "#f8bbd0", CALIBRATED_HOLDS: "#fff9c4",
-           CALIBRATED_FAILS: "#ffe0b2", NOT_TESTABLE: "#e0e0e0", ERROR: "#ffab91"}
+COLOURS = {
+    REPRODUCED: "#c8e6c9",
+    NOT_REPRODUCED: "#ffcdd2",
+    CONSISTENT: "#e3f2fd",
+    INCONSISTENT: "#f8bbd0",
+    CALIBRATED_HOLDS: "#fff9c4",
+    CALIBRATED_FAILS: "#ffe0b2",
+    NOT_TESTABLE: "#e0e0e0",
+    ERROR: "#ffab91",
+}
 
 
 def render_html(ledger: Ledger) -> str:
@@ -69,9 +96,12 @@ def render_html(ledger: Ledger) -> str:
         f"<td>{html.escape(c.check)}<br><small>tolerance: {html.escape(c.tolerance)}</small>"
         f"<br><small>inputs: {html.escape(c.inputs or 'none')}</small></td>"
         f"<td>{html.escape(c.measured)}</td><td><small>{html.escape(c.why)}</small></td></tr>"
-        for c in ledger.claims)
-    return ("<table class='claims-ledger'><thead><tr><th>verdict</th><th>claim</th><th>check</th>"
-            f"<th>measured</th><th>why</th></tr></thead><tbody>{rows}</tbody></table>")
+        for c in ledger.claims
+    )
+    return (
+        "<table class='claims-ledger'><thead><tr><th>verdict</th><th>claim</th><th>check</th>"
+        f"<th>measured</th><th>why</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 # ---- the verdict in one place (the book's first page) -------------------------------------------------------
@@ -82,40 +112,73 @@ def headline(ledger: Ledger, toy: ToyEvidence) -> list[tuple[str, str]]:
     lines = []
     released = [c for c in ledger.claims if c.id.startswith("pythia-")]
     ok = sum(c.verdict == CONSISTENT for c in released)
-    agree = ("agrees with" if ok == len(released) else f"agrees in {ok} of {len(released)} checks with") if ok else \
-        "could not be checked against"
-    lines.append((f"**The formula's arithmetic {agree} the authors' released numbers** (F, α, d\\*_S and the features "
-                  f"a width-128 student drops; {', '.join(sorted({c.verdict for c in released}))}): a consistency "
-                  "check of their files, not a new measurement.", "pythia-l12-F"))
+    agree = (
+        ("agrees with" if ok == len(released) else f"agrees in {ok} of {len(released)} checks with")
+        if ok
+        else "could not be checked against"
+    )
+    lines.append(
+        (
+            f"**The formula's arithmetic {agree} the authors' released numbers** (F, α, d\\*_S and the features "
+            f"a width-128 student drops; {', '.join(sorted({c.verdict for c in released}))}): a consistency "
+            "check of their files, not a new measurement.",
+            "pythia-l12-F",
+        )
+    )
     rows = [r for r in ta.pairs(toy.grid) if r["predicted"] > 0]
     if rows:
         gap = float(np.median([(r["measured"] - r["predicted"]) / r["L_inf"] for r in rows]))
         b = ta.lower_bound(toy.grid)
         holds = claims["toy-lower-bound"].verdict == REPRODUCED
-        kind = ("a lower bound" + (", but a loose one" if gap > ta.ORDER_TOLERANCE else "")) if holds else \
-            "not a lower bound"
-        lines.append((f"**In the toy model the predicted floor is {kind}**: {b['nonzero_at_or_above']} of "
-                      f"{b['nonzero']} pairs with a non-zero prediction measure at or above it; the median pair sits "
-                      f"{percent(gap)} of L∞ {'above' if gap >= 0 else 'below'} it.", "toy-lower-bound"))
+        kind = (
+            ("a lower bound" + (", but a loose one" if gap > ta.ORDER_TOLERANCE else ""))
+            if holds
+            else "not a lower bound"
+        )
+        lines.append(
+            (
+                f"**In the toy model the predicted floor is {kind}**: {b['nonzero_at_or_above']} of "
+                f"{b['nonzero']} pairs with a non-zero prediction measure at or above it; the median pair sits "
+                f"{percent(gap)} of L∞ {'above' if gap >= 0 else 'below'} it.",
+                "toy-lower-bound",
+            )
+        )
     acc = claims["toy-accuracy"]
     lines.append((f"**The 93% accuracy claim: {acc.verdict}** ({_md(acc.measured)}).", "toy-accuracy"))
     knee = claims["toy-knee"]
-    lines.append((f"**The knee at d\\*_S: {knee.verdict}**" + (f" ({_md(knee.measured)})." if knee.measured else "."),
-                  "toy-knee"))
+    lines.append(
+        (
+            f"**The knee at d\\*_S: {knee.verdict}**" + (f" ({_md(knee.measured)})." if knee.measured else "."),
+            "toy-knee",
+        )
+    )
     budget = ta.budget_summary(toy.grid)
     if budget:
         fewer = budget["median_represented_over_budget"] < 1
-        lines.append((f"**{'Why' if acc.verdict == NOT_REPRODUCED else 'Where the floor comes from'}**: trained "
-                      f"students represent a median {budget['median_represented_over_budget']:.2f} of the features "
-                      f"their budget allows{' (fewer than the theory assumes)' if fewer else ''}, and the loss on "
-                      f"the features they keep is a median {percent(budget['median_interference_share'])} of their "
-                      "floor, which the theory sets to zero.", "toy-feature-budget"))
-    lines.append(("**On a language model nothing is distilled here**: the abstract's distillation and probing results "
-                  "need experiments this companion does not run.", "distill-floor-order"))
+        lines.append(
+            (
+                f"**{'Why' if acc.verdict == NOT_REPRODUCED else 'Where the floor comes from'}**: trained "
+                f"students represent a median {budget['median_represented_over_budget']:.2f} of the features "
+                f"their budget allows{' (fewer than the theory assumes)' if fewer else ''}, and the loss on "
+                f"the features they keep is a median {percent(budget['median_interference_share'])} of their "
+                "floor, which the theory sets to zero.",
+                "toy-feature-budget",
+            )
+        )
+    lines.append(
+        (
+            "**On a language model nothing is distilled here**: the abstract's distillation and probing results "
+            "need experiments this companion does not run.",
+            "distill-floor-order",
+        )
+    )
     layer12 = _layer12_dropped_share()
     if layer12:
-        lines[-1] = (lines[-1][0] + f" At layer 12, the {layer12[0]:.0%} of latents a width-128 student must drop "
-                     f"carry {layer12[1]:.2%} of L∞ by the released importances.", lines[-1][1])
+        lines[-1] = (
+            lines[-1][0] + f" At layer 12, the {layer12[0]:.0%} of latents a width-128 student must drop "
+            f"carry {layer12[1]:.2%} of L∞ by the released importances.",
+            lines[-1][1],
+        )
     return lines
 
 

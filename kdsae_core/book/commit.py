@@ -10,12 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kdsae_core.runs import manifest
 from kdsae_core.common import paths
-from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.figures import regression as fr
+from kdsae_core.runs import layout, manifest
 from kdsae_core.toy.results import load_results
 
 KEPT = (layout.CONFIG_FILE, layout.STATUS_FILE)
@@ -49,9 +48,17 @@ def commit_exp2_run(run: Path, dest: Path, every: int = 5) -> Path:
         shutil.copy2(path, dest / path.name)
     shutil.copytree(layout.measurements_root(run), layout.measurements_root(dest))
     lines = layout.run_metrics(run).read_text().splitlines()
-    atomic_write_text(layout.run_metrics(dest), "".join(f"{line}\n" for line in thin_metrics(lines, every, snapshot_steps)))
-    atomic_write_json(dest / "results.json", {"from_run": str(run.name), "metrics_every_steps": every,
-                                              "weights": "not committed (train again with `make results-exp2`)"})
+    atomic_write_text(
+        layout.run_metrics(dest), "".join(f"{line}\n" for line in thin_metrics(lines, every, snapshot_steps))
+    )
+    atomic_write_json(
+        dest / "results.json",
+        {
+            "from_run": str(run.name),
+            "metrics_every_steps": every,
+            "weights": "not committed (train again with `make results-exp2`)",
+        },
+    )
     manifest.write_manifest(dest)
     return dest
 
@@ -66,8 +73,11 @@ def commit_toy_results(out: Path, dest: Path) -> Path:
     wall = Path(out) / paths.TOY_WALL_FILE
     if wall.exists():
         w = json.loads(wall.read_text())
-        if not (isinstance(w.get("wall_seconds"), (int, float)) and isinstance(w.get("threads"), int)
-                and isinstance(w.get("command"), str)):
+        if not (
+            isinstance(w.get("wall_seconds"), (int, float))
+            and isinstance(w.get("threads"), int)
+            and isinstance(w.get("command"), str)
+        ):
             raise BadFile(f"{wall} needs a numeric wall_seconds, an integer threads and the command string.")
         shutil.copy2(wall, dest / paths.TOY_WALL_FILE)
     return dest

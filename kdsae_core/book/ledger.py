@@ -19,7 +19,16 @@ from kdsae_core.common.errors import KdsaeError
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, ERROR = "reproduced", "not reproduced", "not testable here", "error"
 CONSISTENT, INCONSISTENT = "consistent with released data", "inconsistent with released data"
 CALIBRATED_HOLDS, CALIBRATED_FAILS = "calibrated reading holds", "calibrated reading fails"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, CONSISTENT, INCONSISTENT, CALIBRATED_HOLDS, CALIBRATED_FAILS, NOT_TESTABLE, ERROR)
+VERDICTS = (
+    REPRODUCED,
+    NOT_REPRODUCED,
+    CONSISTENT,
+    INCONSISTENT,
+    CALIBRATED_HOLDS,
+    CALIBRATED_FAILS,
+    NOT_TESTABLE,
+    ERROR,
+)
 
 ABSTRACT = "the paper's abstract (arXiv 2604.04037)"
 THEORY = "the theory's own prediction (theory page); the paper's Experiment 1 text is not available to us"

@@ -84,8 +84,10 @@ def read_parameters(source: str) -> list[Parameter]:
         try:
             default = ast.literal_eval(node.value)
         except ValueError:
-            raise BadFile(f"parameter {node.targets[0].id} has a default that is not a literal "
-                          f"({ast.unparse(node.value)}); parameters cells hold literals only.") from None
+            raise BadFile(
+                f"parameter {node.targets[0].id} has a default that is not a literal "
+                f"({ast.unparse(node.value)}); parameters cells hold literals only."
+            ) from None
         found.append(Parameter(node.targets[0].id, default, comments.get(node.end_lineno, "")))
     return found
 
@@ -102,9 +104,11 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_value(text: str) -> Any:
@@ -131,14 +135,20 @@ def load_parameter_file(path: str | Path) -> dict:
 
 
 def raw_text(value: Any) -> str:
-    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return (
+        value
+        if isinstance(value, str)
+        else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    )
 
 
 # ---- paths ---------------------------------------------------------------------------------------------
 def absolute_paths(given: dict) -> dict:
     """`given` with every relative path parameter made absolute from the current folder (see PATH_PARAMETERS)."""
-    return {k: str(Path(v).expanduser().absolute()) if k in PATH_PARAMETERS and isinstance(v, str) and v else v
-            for k, v in given.items()}
+    return {
+        k: str(Path(v).expanduser().absolute()) if k in PATH_PARAMETERS and isinstance(v, str) and v else v
+        for k, v in given.items()
+    }
 
 
 def resolve(path: str | Path) -> Path:

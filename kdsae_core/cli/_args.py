@@ -14,6 +14,7 @@ def _list_of(kind, what: str):
         if not values:
             raise argparse.ArgumentTypeError(f"expected at least one {what[:-1]}")
         return values
+
     return parse
 
 

@@ -23,7 +23,8 @@ def run(args) -> int:
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(REPO_ROOT), "--all", "-W", "--keep-going"]
     if subprocess.call(cmd, cwd=REPO_ROOT) != 0:
-        raise KdsaeError("the book build failed: read the Sphinx/notebook errors above "
-                         "(a failing notebook cell fails the build).")
+        raise KdsaeError(
+            "the book build failed: read the Sphinx/notebook errors above (a failing notebook cell fails the build)."
+        )
     print(f"book: {REPO_ROOT / '_build' / 'html' / 'index.html'}")
     return 0

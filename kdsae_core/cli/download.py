@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kdsae_core.hub.published_trials import PUBLISHED, PUBLISHED_SNAPSHOTS
 from kdsae_core.cli._args import int_list
+from kdsae_core.hub.published_trials import PUBLISHED, PUBLISHED_SNAPSHOTS
 
 
 def _labels(text: str) -> list[str]:
@@ -20,8 +20,11 @@ def _labels(text: str) -> list[str]:
 
 def register(sub) -> None:
     trials = ", ".join(f"{t} = {p.repo} ({p.about})" for t, p in PUBLISHED.items())
-    p = sub.add_parser("download", help="download published checkpoints (the paper's trials) into a run folder",
-                       description=f"Published trials: {trials}.")
+    p = sub.add_parser(
+        "download",
+        help="download published checkpoints (the paper's trials) into a run folder",
+        description=f"Published trials: {trials}.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trial", choices=sorted(PUBLISHED), help="one of the authors' published trials")
     src.add_argument("--repo", help="any hub repository in the same layout, or one written by `kdsae publish`")
@@ -42,9 +45,20 @@ def run(args) -> int:
     # torch: imported when the verb runs, so that `kdsae --help` starts without it
     from kdsae_core.hub.published import download_run, report
 
-    out = download_run(args.out, trial=args.trial, repo=args.repo, name=args.name, layers=args.layers,
-                       snapshots=args.snapshots, revision=args.revision, cache=args.cache, model=args.model,
-                       dataset=args.dataset, context=args.context, measure_tokens=args.measure_tokens,
-                       progress=sys.stderr.isatty())
+    out = download_run(
+        args.out,
+        trial=args.trial,
+        repo=args.repo,
+        name=args.name,
+        layers=args.layers,
+        snapshots=args.snapshots,
+        revision=args.revision,
+        cache=args.cache,
+        model=args.model,
+        dataset=args.dataset,
+        context=args.context,
+        measure_tokens=args.measure_tokens,
+        progress=sys.stderr.isatty(),
+    )
     print(f"kdsae download: {report(out)}")
     return 0

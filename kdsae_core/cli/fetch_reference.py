@@ -32,8 +32,12 @@ def base_url(ref: str = DEFAULT_REF) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("fetch-reference", help="download the authors' Pythia-410M reference measurements")
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"target folder (default: {reference_download_dir()}, found automatically afterwards)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"target folder (default: {reference_download_dir()}, found automatically afterwards)",
+    )
     p.add_argument("--ref", default=DEFAULT_REF, help="git branch, tag or commit of the authors' repository")
     p.set_defaults(func=run)
 
@@ -42,8 +46,10 @@ def target_dir(out: Path | None) -> Path:
     """The folder to write into: --out, else the cache folder. Never inside this repository."""
     target = (Path(out) if out is not None else reference_download_dir()).expanduser().resolve()
     if target == REPO_ROOT or REPO_ROOT in target.parents:
-        raise InvalidParameter(f"--out {target} is inside the repository; the authors' data may not be committed: "
-                               "choose a folder outside it.")
+        raise InvalidParameter(
+            f"--out {target} is inside the repository; the authors' data may not be committed: "
+            "choose a folder outside it."
+        )
     if target.exists() and not target.is_dir():
         raise InvalidParameter(f"--out {target} exists and is not a folder.")
     return target
@@ -57,9 +63,11 @@ def _download(url: str) -> bytes:
         raise MissingData(f"{url} answered HTTP {e.code}: the file is not there (try another --ref).") from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise MissingData(f"could not reach {url} ({reason}): no network? Download the files from "
-                          f"https://github.com/{REPOSITORY}/tree/{DEFAULT_REF}/{FOLDER} by hand and set "
-                          "KDSAE_REFERENCE_DIR to their folder.") from None
+        raise MissingData(
+            f"could not reach {url} ({reason}): no network? Download the files from "
+            f"https://github.com/{REPOSITORY}/tree/{DEFAULT_REF}/{FOLDER} by hand and set "
+            "KDSAE_REFERENCE_DIR to their folder."
+        ) from None
 
 
 def _validate(name: str, data: bytes) -> None:

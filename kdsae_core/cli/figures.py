@@ -6,21 +6,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kdsae_core.cli._args import int_list
 from kdsae_core.common.errors import KdsaeError, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json, refuse_non_empty
 from kdsae_core.common.paths import RESULTS
-from kdsae_core.cli._args import int_list
 
 
 def register(sub) -> None:
     p = sub.add_parser("figures", help="draw every Experiment 2 figure of a run folder (PNG + data files)")
-    p.add_argument("--run", type=Path, default=RESULTS / "exp2" / "embedded",
-                   help="run folder (default: the committed embedded-default run results/exp2/embedded)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=RESULTS / "exp2" / "embedded",
+        help="run folder (default: the committed embedded-default run results/exp2/embedded)",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for the figures (created; not inside the run)")
     p.add_argument("--layers", type=int_list, help="only these layers (0-based, comma-separated)")
     p.add_argument("--force", action="store_true", help="write into an --out folder that already holds files")
-    p.add_argument("--reference", action="store_true",
-                   help="also draw the Pythia-410M reference figures (needs KDSAE_REFERENCE_DIR or fetch-reference)")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="also draw the Pythia-410M reference figures (needs KDSAE_REFERENCE_DIR or fetch-reference)",
+    )
     p.set_defaults(func=run)
 
 
@@ -34,8 +41,9 @@ def _check_out(out: Path, run: Path, force: bool) -> Path:
     return out
 
 
-def draw_all(run_folder: Path, out: Path, layers=None, with_reference: bool = False, progress: bool = False,
-             force: bool = False) -> dict:
+def draw_all(
+    run_folder: Path, out: Path, layers=None, with_reference: bool = False, progress: bool = False, force: bool = False
+) -> dict:
     """Draw every figure the run (and optionally the reference data) supports; write and return the index."""
     # imported here: the catalog brings matplotlib and torch, which `kdsae` must not load for every verb
     from kdsae_core.figures import catalog

@@ -12,19 +12,37 @@ import sys
 from kdsae_core.common.errors import KdsaeError
 
 # Verb modules, in the order `kdsae --help` lists them.
-VERBS = ["theory", "toy", "train", "measure", "download", "fetch_reference", "export", "publish",
-         "figures", "run", "verify", "book"]
+VERBS = [
+    "theory",
+    "toy",
+    "train",
+    "measure",
+    "download",
+    "fetch_reference",
+    "export",
+    "publish",
+    "figures",
+    "run",
+    "verify",
+    "book",
+]
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's usage block is noise here)
-        self.exit(2, f"kdsae: error: {message} (see `kdsae {self.prog.split()[-1]} --help`)\n"
-                  if " " in self.prog else f"kdsae: error: {message} (see `kdsae --help`)\n")
+        self.exit(
+            2,
+            f"kdsae: error: {message} (see `kdsae {self.prog.split()[-1]} --help`)\n"
+            if " " in self.prog
+            else f"kdsae: error: {message} (see `kdsae --help`)\n",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdsae", description="Reproducible companion to arXiv 2604.04037 "
-                     "(minimum-width theorem for knowledge distillation).")
+    parser = _Parser(
+        prog="kdsae",
+        description="Reproducible companion to arXiv 2604.04037 (minimum-width theorem for knowledge distillation).",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True
     for name in VERBS:

@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kdsae_core.hub import client as hub
 from kdsae_core.common.errors import RunFolderError
+from kdsae_core.hub import client as hub
 from kdsae_core.runs.layout import run_config
 
 
@@ -28,8 +28,14 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def publish(run: Path, repo: str, revision: str | None = None, force: bool = False, private: bool = False,
-            message: str | None = None) -> str:
+def publish(
+    run: Path,
+    repo: str,
+    revision: str | None = None,
+    force: bool = False,
+    private: bool = False,
+    message: str | None = None,
+) -> str:
     # torch: imported when the verb runs, so that `kdsae --help` starts without it
     from kdsae_core.hub.export import export_run
 

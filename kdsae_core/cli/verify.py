@@ -16,24 +16,44 @@ if TYPE_CHECKING:
 
 def register(sub) -> None:
     p = sub.add_parser("verify", help="check the paper's claims against fresh runs and the reference data")
-    p.add_argument("--profile", choices=["quick", "paper"],
-                   help="run a toy sweep now and judge it instead of the committed results: quick (~1 min) or paper "
-                        f"(the 48-configuration grid: {paper_grid_time()}). Default: the committed results, the same "
-                        "verdicts as the book's claims page")
-    p.add_argument("--source", choices=["local", "hub"], default="local",
-                   help="hub: also measure the published paper-scale checkpoints (needs the hub)")
-    p.add_argument("--device", help="with --source hub: where the published checkpoints are measured, cpu or cuda "
-                   "(default: cuda when available)")
-    p.add_argument("--toy-results", type=Path,
-                   help="judge this toy_results.json instead of the committed paper grid (its settings are checked)")
-    p.add_argument("--embedded-run", type=Path, default=RESULTS / "exp2" / "embedded",
-                   help="embedded-default run folder (default: the committed results/exp2/embedded)")
+    p.add_argument(
+        "--profile",
+        choices=["quick", "paper"],
+        help="run a toy sweep now and judge it instead of the committed results: quick (~1 min) or paper "
+        f"(the 48-configuration grid: {paper_grid_time()}). Default: the committed results, the same "
+        "verdicts as the book's claims page",
+    )
+    p.add_argument(
+        "--source",
+        choices=["local", "hub"],
+        default="local",
+        help="hub: also measure the published paper-scale checkpoints (needs the hub)",
+    )
+    p.add_argument(
+        "--device",
+        help="with --source hub: where the published checkpoints are measured, cpu or cuda "
+        "(default: cuda when available)",
+    )
+    p.add_argument(
+        "--toy-results",
+        type=Path,
+        help="judge this toy_results.json instead of the committed paper grid (its settings are checked)",
+    )
+    p.add_argument(
+        "--embedded-run",
+        type=Path,
+        default=RESULTS / "exp2" / "embedded",
+        help="embedded-default run folder (default: the committed results/exp2/embedded)",
+    )
     p.add_argument("--json", type=Path, help="also write the ledger as JSON here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a testable claim is not reproduced")
-    p.add_argument("--figures", action="store_true",
-                   help="instead of the ledger: redraw every figure and compare its data with results/figures/ "
-                        "(exactly for the committed runs; with re-training tolerances for --embedded-run/--toy-results "
-                        "elsewhere)")
+    p.add_argument(
+        "--figures",
+        action="store_true",
+        help="instead of the ledger: redraw every figure and compare its data with results/figures/ "
+        "(exactly for the committed runs; with re-training tolerances for --embedded-run/--toy-results "
+        "elsewhere)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,12 +70,18 @@ def run_figures(args) -> int:
 
     toy = args.toy_results or toy_results_file("paper")
     committed = Path(args.embedded_run).resolve() == (RESULTS / "exp2" / "embedded").resolve() and not args.toy_results
-    drifts = fr.check_committed(committed_figure_data(), args.embedded_run, toy if Path(toy).exists() else None,
-                                fr.EXACT if committed else fr.RETRAIN_TOLERANCES)
+    drifts = fr.check_committed(
+        committed_figure_data(),
+        args.embedded_run,
+        toy if Path(toy).exists() else None,
+        fr.EXACT if committed else fr.RETRAIN_TOLERANCES,
+    )
     for d in drifts:
         print(f"DRIFT {d}")
-    print(f"{len(drifts)} drifts ({'exact comparison' if committed else 're-training tolerances'}; reference "
-          f"{committed_figure_data()})")
+    print(
+        f"{len(drifts)} drifts ({'exact comparison' if committed else 're-training tolerances'}; reference "
+        f"{committed_figure_data()})"
+    )
     return 1 if drifts else 0
 
 
@@ -71,8 +97,10 @@ def toy_evidence(args) -> ToyEvidence:
     if args.toy_results:
         return evidence_with_grid(load_results(args.toy_results), str(args.toy_results))
     if args.profile:
-        return evidence_with_grid(run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty()),
-                                  f"a {args.profile} sweep run now")
+        return evidence_with_grid(
+            run_sweep(ToyConfig.from_profile(args.profile), progress=sys.stderr.isatty()),
+            f"a {args.profile} sweep run now",
+        )
     return committed_evidence()  # missing committed results: one line naming the file
 
 
@@ -82,8 +110,9 @@ def run(args) -> int:
     # pandas and torch (the ledger's checks): imported when the verb runs, so that `kdsae --help` starts without them
     from kdsae_core.book import claims
 
-    ledger = claims.build_ledger(toy_evidence(args), args.source, args.embedded_run,
-                                 lambda trial: hub_measurements(trial, args.device))
+    ledger = claims.build_ledger(
+        toy_evidence(args), args.source, args.embedded_run, lambda trial: hub_measurements(trial, args.device)
+    )
     print(claims.render_text(ledger))
     if args.json:
         atomic_write_json(args.json, ledger.as_dicts())

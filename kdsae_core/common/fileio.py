@@ -82,8 +82,10 @@ def atomic_write_chunks(path: Path, chunks: Iterable) -> str:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise KdsaeError(f"could not write {path} ({e.strerror or e}: disk full or file too large?); "
-                         "the previous version of the file is intact.") from None
+        raise KdsaeError(
+            f"could not write {path} ({e.strerror or e}: disk full or file too large?); "
+            "the previous version of the file is intact."
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -141,7 +143,9 @@ def load_verified(path: Path) -> tuple[bytes, Path] | None:
         expected = digest.read_text().strip() if digest.exists() else None
         if expected == hashlib.sha256(data).hexdigest():
             return data, candidate
-        print(f"kdsae: {candidate} is truncated or corrupted (sha256 mismatch); using an older snapshot", file=sys.stderr)
+        print(
+            f"kdsae: {candidate} is truncated or corrupted (sha256 mismatch); using an older snapshot", file=sys.stderr
+        )
     return None
 
 

@@ -35,8 +35,9 @@ def run_lock(folder: Path):
             except (OSError, ValueError):
                 pid = 0
             if pid and pid != os.getpid() and _alive(pid):
-                raise RunFolderError(f"{folder} is in use by another live process (pid {pid}); "
-                                     "wait for it or use another output folder.") from None
+                raise RunFolderError(
+                    f"{folder} is in use by another live process (pid {pid}); wait for it or use another output folder."
+                ) from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:

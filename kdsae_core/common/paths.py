@@ -45,7 +45,8 @@ def committed_toy_results() -> Path | None:
 
 
 def committed_figure_data() -> Path:
-    """The figure data (CSV/JSON, no images) drawn from the committed runs: the reference of `kdsae verify --figures`."""
+    """The figure data (CSV/JSON, no images) drawn from the committed runs: the reference of
+    `kdsae verify --figures`."""
     return RESULTS / "figures"
 
 
@@ -93,5 +94,7 @@ def refuse_results(folder: Path, what: str) -> None:
     """Weights never go into results/ (small committed result files only)."""
     f, results = Path(folder).expanduser().resolve(), RESULTS.resolve()
     if f == results or results in f.parents:
-        raise InvalidParameter(f"{what} {folder} is inside results/, which holds small committed result files and "
-                               "never weights: choose a folder outside it (e.g. runs/).")
+        raise InvalidParameter(
+            f"{what} {folder} is inside results/, which holds small committed result files and "
+            "never weights: choose a folder outside it (e.g. runs/)."
+        )

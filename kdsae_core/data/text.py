@@ -34,7 +34,9 @@ def _gensim_data() -> Path:
     try:
         import gensim  # optional: only the embedded text needs it, and its absence is one sentence
     except ImportError:
-        raise MissingData("the embedded text needs the package gensim (pip install gensim==4.4.0, or `make setup`).") from None
+        raise MissingData(
+            "the embedded text needs the package gensim (pip install gensim==4.4.0, or `make setup`)."
+        ) from None
     return Path(gensim.__file__).parent / "test" / "test_data"
 
 
@@ -82,8 +84,9 @@ def _open_binary(path: Path, offset: int = 0):
     try:
         import zstandard  # optional: only .zst text needs it, and its absence is one sentence
     except ImportError:
-        raise MissingData(f"{path} is zstd-compressed and reading it needs the package zstandard "
-                          f"({ZSTD_INSTALL}).") from None
+        raise MissingData(
+            f"{path} is zstd-compressed and reading it needs the package zstandard ({ZSTD_INSTALL})."
+        ) from None
     reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
     reader.seek(offset)
     return io.BufferedReader(reader)  # (the zstd reader has no readline)
@@ -145,8 +148,10 @@ def _folder_documents(path: Path, start: Position | None) -> Iterator[tuple[Posi
         raise BadFile(f"text folder {path} holds no {', '.join(TEXT_SUFFIXES[:-1])} or {TEXT_SUFFIXES[-1]} files.")
     parts = [p.relative_to(path).as_posix() for p in files]
     if start and start[0] not in parts:
-        raise BadFile(f"text folder {path} no longer holds {start[0]}, where the run stopped reading: resume with the "
-                      "text it started with.")
+        raise BadFile(
+            f"text folder {path} no longer holds {start[0]}, where the run stopped reading: resume with the "
+            "text it started with."
+        )
     first = parts.index(start[0]) if start else 0
     for i in range(first, len(files)):
         yield from _file_documents(files[i], parts[i], start if i == first else None)
@@ -156,8 +161,10 @@ def _hub_documents(name: str, skip: int = 0) -> Iterator[str]:
     try:
         import datasets  # heavy and optional: only a hub dataset needs it
     except ImportError:
-        raise MissingData(f"streaming the dataset {name} needs the `datasets` package (pip install "
-                          "'kdsae[paper]'); or pass local text with --dataset PATH.") from None
+        raise MissingData(
+            f"streaming the dataset {name} needs the `datasets` package (pip install "
+            "'kdsae[paper]'); or pass local text with --dataset PATH."
+        ) from None
     try:
         ds = datasets.load_dataset(name, split="train", streaming=True)
         for row in itertools.islice(ds, skip, None):
@@ -170,8 +177,10 @@ def _stream_failure(e: Exception) -> str:
     """The real cause of a streaming failure, in words: a missing codec is not a missing hub."""
     first = (str(e).splitlines() or [type(e).__name__])[0][:160]
     if "zstd" in first.lower():
-        return (f"its files are zstd-compressed and this environment cannot decompress them ({first}); install "
-                f"zstandard ({ZSTD_INSTALL}).")
+        return (
+            f"its files are zstd-compressed and this environment cannot decompress them ({first}); install "
+            f"zstandard ({ZSTD_INSTALL})."
+        )
     if isinstance(e, ConnectionError) or "offline" in first.lower() or "connect" in first.lower():
         return f"the hub is not reachable ({first}); pass local text with --dataset PATH."
     return f"{first}; check the dataset name, or pass local text with --dataset PATH."
@@ -256,18 +265,20 @@ class TokenStream:
             return dict(self._start)
         k, tok = self._doc, self._tok
         if k == len(self._block.indices):  # past the block's last document (the text ended there): the cursor is
-            k -= 1                         # that document's end, which a resumed stream steps over
+            k -= 1  # that document's end, which a resumed stream steps over
             tok = int(self._block.starts[k + 1] - self._block.starts[k])
         return {"doc": list(self._block.positions[k]), "index": self._block.indices[k], "token": tok}
 
     def seen(self, state: dict) -> bytes:
         """The digests of the documents kept before `state`'s document (16 bytes each, in order)."""
-        return bytes(self._digests[:DIGEST_BYTES * int(state["index"])])
+        return bytes(self._digests[: DIGEST_BYTES * int(state["index"])])
 
     def load_state(self, state: dict, seen: bytes) -> None:
         if "doc" not in state:
-            raise RunFolderError("the saved data position was written by an older kdsae (leftover tokens, no cursor): "
-                                 "finish the run with that version, or start it over with --force.")
+            raise RunFolderError(
+                "the saved data position was written by an older kdsae (leftover tokens, no cursor): "
+                "finish the run with that version, or start it over with --force."
+            )
         self.close()
         self._set(state, seen)
 
@@ -299,8 +310,10 @@ class TokenStream:
         got = self._queue.get()
         if got is _END:
             self._queue.put(_END)  # (asked again: still the end)
-            raise MissingData(f"the {self.split} part of the text {self.dataset!r} ran out: it holds fewer tokens "
-                              "than asked for; use fewer --tokens, a smaller measurement budget or a larger corpus.")
+            raise MissingData(
+                f"the {self.split} part of the text {self.dataset!r} ran out: it holds fewer tokens "
+                "than asked for; use fewer --tokens, a smaller measurement budget or a larger corpus."
+            )
         if isinstance(got, BaseException):
             self._queue.put(got)
             raise got
@@ -309,12 +322,14 @@ class TokenStream:
     def _produce(self) -> None:
         """The background thread: read, split and tokenise blocks of documents from the cursor on."""
         start, digests = self._start, self._digests
-        seen = {bytes(digests[i:i + DIGEST_BYTES]) for i in range(0, len(digests), DIGEST_BYTES)}
+        seen = {bytes(digests[i : i + DIGEST_BYTES]) for i in range(0, len(digests), DIGEST_BYTES)}
         try:
             where = tuple(start["doc"]) if start["doc"] is not None else None
             kept = _kept_documents(positioned_documents(self.dataset, where), self.split, start["index"], seen, digests)
             for block in _batched(kept):
-                ids = self.tokenizer([text for _, _, text in block], add_special_tokens=False, verbose=False)["input_ids"]
+                ids = self.tokenizer([text for _, _, text in block], add_special_tokens=False, verbose=False)[
+                    "input_ids"
+                ]
                 if not self._put(_Block(block, ids, self.sep)):
                     return
             self._put(_END)
@@ -342,7 +357,7 @@ class TokenStream:
                 self._doc, self._tok = self._doc + 1, 0
                 continue
             take = min(need - filled, end - first)
-            body[filled:filled + take] = self._block.tokens[first:first + take]
+            body[filled : filled + take] = self._block.tokens[first : first + take]
             filled, self._tok = filled + take, self._tok + take
         out = body.view(n_seq, self.body)
         if self.cls is not None:

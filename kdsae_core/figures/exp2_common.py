@@ -11,7 +11,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
-
 # column -> (short label for tables, axis label with unit)
 METRICS: dict[str, tuple[str, str]] = {
     "L0": ("L0", "L0 (active latents / token)"),
@@ -68,8 +67,13 @@ def layer_legend_or_colourbar(fig: Figure, axes, layers, colours) -> None:
     layers = sorted(layers)
     if len(layers) <= 8:
         handles = [axes[0].plot([], [], color=colours[layer], lw=2)[0] for layer in layers]
-        fig.legend(handles, [f"layer {layer}" for layer in layers], loc="outside right center", frameon=False,
-                   title="layer (0-based)")
+        fig.legend(
+            handles,
+            [f"layer {layer}" for layer in layers],
+            loc="outside right center",
+            frameon=False,
+            title="layer (0-based)",
+        )
         return
     cmap = ListedColormap([colours[layer] for layer in layers])
     norm = BoundaryNorm(np.arange(len(layers) + 1) - 0.5, len(layers))
@@ -83,7 +87,7 @@ def heat_matrix(table: pd.DataFrame, metrics: list[str]) -> np.ndarray:
     """Each column scaled to [0, 1] over the layers (a constant column sits at 0.5)."""
     values = table[metrics].to_numpy(dtype=float)
     finite = np.isfinite(values)
-    lo = np.where(finite, values, np.inf).min(axis=0)   # a column with no value (alpha undefined at every
+    lo = np.where(finite, values, np.inf).min(axis=0)  # a column with no value (alpha undefined at every
     hi = np.where(finite, values, -np.inf).max(axis=0)  # layer) gets lo > hi: drawn at 0.5, cells left NaN
     span = np.where(hi > lo, hi - lo, 1.0)
     return np.where(finite, np.where(hi > lo, (values - lo) / span, 0.5), np.nan)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from kdsae_core.runs.tables import RunData
 from kdsae_core.figures.exp2_common import PILOT_COLOUR, TRIAL_COLOURS, axis_label
 from kdsae_core.figures.style import new_figure, plain_log_axis, suptitle
+from kdsae_core.runs.tables import RunData
 
 MAIN_TRIALS = ("A", "B", "C")
 ROLE = {"A": "dense regime", "B": "paper-exact", "C": "adaptive, target L0"}
@@ -24,12 +24,25 @@ def frontier_data(run: RunData, trials=None, layers=None) -> pd.DataFrame:
         if layers is not None:
             t = t[t["layer"].isin([int(v) for v in layers])]
         cfg = run.trial_config(trial)
-        frames.append(pd.DataFrame({
-            "trial": trial, "layer": t["layer"].astype(int).values, "L0": t["L0"].astype(float).values,
-            "mse": t["mse"].astype(float).values, "lambda": cfg.get("lambda"), "l1_form": cfg.get("l1_form"),
-            "target_L0": run.target_l0(trial), "pilot": trial not in MAIN_TRIALS}))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["trial", "layer", "L0", "mse", "lambda", "l1_form", "target_L0", "pilot"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "trial": trial,
+                    "layer": t["layer"].astype(int).values,
+                    "L0": t["L0"].astype(float).values,
+                    "mse": t["mse"].astype(float).values,
+                    "lambda": cfg.get("lambda"),
+                    "l1_form": cfg.get("l1_form"),
+                    "target_L0": run.target_l0(trial),
+                    "pilot": trial not in MAIN_TRIALS,
+                }
+            )
+        )
+    out = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["trial", "layer", "L0", "mse", "lambda", "l1_form", "target_L0", "pilot"])
+    )
     return out
 
 
@@ -51,18 +64,35 @@ def frontier(data: pd.DataFrame, header: str) -> Figure:
     if data["trial"].nunique() > 1:
         for i, (layer, d) in enumerate(data.groupby("layer")):
             d = d.sort_values("L0")
-            ax.plot(d["L0"], d["mse"], "-", color="0.6", lw=0.8, zorder=1,
-                    label="one layer across trials (its trade-off curve)" if i == 0 else None)
+            ax.plot(
+                d["L0"],
+                d["mse"],
+                "-",
+                color="0.6",
+                lw=0.8,
+                zorder=1,
+                label="one layer across trials (its trade-off curve)" if i == 0 else None,
+            )
     for trial, d in data.groupby("trial", sort=False):
         d = d.sort_values("layer")
         pilot = bool(d["pilot"].iloc[0])
         colour = PILOT_COLOUR if pilot else TRIAL_COLOURS.get(trial, "black")
-        ax.scatter(d["L0"], d["mse"], s=40 if pilot else 60, color=colour, marker="s" if pilot else "o",
-                   edgecolor="black", lw=0.5, zorder=3, label=_trial_label(d.iloc[0]))
+        ax.scatter(
+            d["L0"],
+            d["mse"],
+            s=40 if pilot else 60,
+            color=colour,
+            marker="s" if pilot else "o",
+            edgecolor="black",
+            lw=0.5,
+            zorder=3,
+            label=_trial_label(d.iloc[0]),
+        )
         if few_layers:
             for r in d.itertuples(index=False):
-                ax.annotate(str(r.layer), (r.L0, r.mse), textcoords="offset points", xytext=(4, 3), fontsize=7,
-                            color=colour)
+                ax.annotate(
+                    str(r.layer), (r.L0, r.mse), textcoords="offset points", xytext=(4, 3), fontsize=7, color=colour
+                )
     for metric, axis in (("L0", ax.xaxis), ("mse", ax.yaxis)):
         v = data[metric].astype(float)
         if len(v) and (v > 0).all() and v.max() / v.min() > 5:
@@ -71,8 +101,12 @@ def frontier(data: pd.DataFrame, header: str) -> Figure:
     ax.set_xlabel(axis_label("L0") + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(axis_label("mse") + (", log scale" if ax.get_yscale() == "log" else ""))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8.5, loc="upper right", title="numbers next to points: layer (0-based)"
-              if few_layers else None, title_fontsize=8)
+    ax.legend(
+        fontsize=8.5,
+        loc="upper right",
+        title="numbers next to points: layer (0-based)" if few_layers else None,
+        title_fontsize=8,
+    )
     ax.margins(0.08)
     suptitle(fig, "The sparsity\u2013reconstruction frontier: every layer of every trial (final snapshot)", header, 10)
     return fig
@@ -83,6 +117,8 @@ def frontier_sentence(d: pd.DataFrame) -> str:
     m = d.groupby("trial")[["L0", "mse"]].mean()
     parts = [f"trial {t}: mean L0 {r.L0:,.1f}, MSE {r.mse:.3g}" for t, r in m.iterrows()]
     by_layer = [np.all(np.diff(g.sort_values("L0")["mse"].to_numpy()) < 0) for _, g in d.groupby("layer")]
-    verdict = (f"At {sum(by_layer)} of {len(by_layer)} layers every step to a sparser trial (lower L0) costs "
-               "reconstruction (higher MSE)")
+    verdict = (
+        f"At {sum(by_layer)} of {len(by_layer)} layers every step to a sparser trial (lower L0) costs "
+        "reconstruction (higher MSE)"
+    )
     return "; ".join(parts) + f". {verdict}" + (": the trials trace one trade-off." if all(by_layer) else ".")

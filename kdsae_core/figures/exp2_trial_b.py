@@ -11,10 +11,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from kdsae_core.runs.tables import RunData
 from kdsae_core.figures.exp2_common import CARD_METRICS, fmt, heat_matrix, short, text_colour
-from kdsae_core.figures.style import new_figure, percent, suptitle
 from kdsae_core.figures.exp2_trial_a import draw_card, layer_table
+from kdsae_core.figures.style import new_figure, percent, suptitle
+from kdsae_core.runs.tables import RunData
 
 SLIDE_METRICS = ["L0", "alpha", "d_star_S", "dead"]
 PAPER_CMAP = "YlGnBu"  # sequential, one direction of meaning, prints in greyscale
@@ -32,8 +32,16 @@ def _layer_heatmap(ax, data: pd.DataFrame, metrics: list[str], cmap: str, fontsi
     if annotate:
         for i, metric in enumerate(metrics):
             for j, value in enumerate(data[metric]):
-                ax.text(j, i, fmt(value, metric), ha="center", va="center", fontsize=fontsize,
-                        color=text_colour((shades[i, j] + 0.1) / 1.2, cmap), rotation=90 if len(data) > 12 else 0)
+                ax.text(
+                    j,
+                    i,
+                    fmt(value, metric),
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color=text_colour((shades[i, j] + 0.1) / 1.2, cmap),
+                    rotation=90 if len(data) > 12 else 0,
+                )
     ax.set_yticks(range(len(metrics)), [short(m) for m in metrics])
     step = 1 if len(data) <= 24 else 2
     ax.set_xticks(range(0, len(data), step), [str(int(v)) for v in data["layer"]][::step])
@@ -76,9 +84,16 @@ def appendix_sidecar_data(run: RunData, trial: str, layers=None) -> pd.DataFrame
         mine = p[(p["trial"] == trial) & (p["layer"] == r.layer) & (p["snapshot"] == r.snapshot)].set_index("width")
         d = int(r.d_in) if r.d_in is not None and not pd.isna(r.d_in) else None
         at = mine.loc[d] if d is not None and d in mine.index else None
-        rows.append({"layer": int(r.layer), "L_inf": float(r.L_inf), "top10pct_share": float(imp[:top].sum() / imp.sum()) if imp.sum() > 0 else None,
-                     "width": d, "features_kept_at_d_model": None if at is None else int(at["features_kept"]),
-                     "floor_frac_at_d_model": None if at is None else float(at["predicted_floor"] / r.L_inf)})
+        rows.append(
+            {
+                "layer": int(r.layer),
+                "L_inf": float(r.L_inf),
+                "top10pct_share": float(imp[:top].sum() / imp.sum()) if imp.sum() > 0 else None,
+                "width": d,
+                "features_kept_at_d_model": None if at is None else int(at["features_kept"]),
+                "floor_frac_at_d_model": None if at is None else float(at["predicted_floor"] / r.L_inf),
+            }
+        )
     side = pd.DataFrame(rows)
     return t[["layer", *CARD_METRICS]].merge(side, on="layer")
 
@@ -98,9 +113,14 @@ def appendix_sidecar(data: pd.DataFrame, header: str) -> Figure:
         kept = "\u2013" if pd.isna(r.features_kept_at_d_model) else f"{int(r.features_kept_at_d_model):,}"
         floor = "\u2013" if pd.isna(r.floor_frac_at_d_model) else f"{100 * r.floor_frac_at_d_model:.2g}%"
         share = "\u2013" if pd.isna(r.top10pct_share) else f"{100 * r.top10pct_share:.0f}%"
-        right.text(0.02, i, f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {share}\n"
-                   f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e", va="center",
-                   fontsize=SIDECAR_FONT)
+        right.text(
+            0.02,
+            i,
+            f"L\u221e {r.L_inf:.3g} \u00b7 top 10% of latents hold {share}\n"
+            f"d_S = {r.width}: keeps {kept} features, floor {floor} of L\u221e",
+            va="center",
+            fontsize=SIDECAR_FONT,
+        )
     right.axis("off")
     right.set_title("per-layer sidecar (from the sorted importance)", fontsize=SIDECAR_FONT)
     suptitle(fig, "Appendix table with per-layer sidecar", header, 10)
@@ -127,17 +147,24 @@ def small_multiples(data: pd.DataFrame, header: str) -> Figure:
         d = data[data["layer"] == layer].set_index("metric").loc[order]
         ax.barh(range(len(order)), d["relative"] + 0.04, color="#3a6ea5", height=0.7)
         for i, (metric, row) in enumerate(d.iterrows()):
-            ax.text(0.02, i, fmt(row["value"], metric), va="center", fontsize=7.5,
-                    color="white" if row["relative"] > 0.35 else "black")
+            ax.text(
+                0.02,
+                i,
+                fmt(row["value"], metric),
+                va="center",
+                fontsize=7.5,
+                color="white" if row["relative"] > 0.35 else "black",
+            )
         ax.set_title(f"layer {layer}", fontsize=9)
         ax.set_yticks(range(len(order)), [short(m) for m in order], fontsize=8)
         ax.set_xlim(0, 1.08)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    for ax in axes[len(layers):]:
+    for ax in axes[len(layers) :]:
         ax.axis("off")
-    fig.supxlabel("value relative to the other layers (0 = lowest, 1 = highest); numbers are the measured values",
-                  fontsize=9)
+    fig.supxlabel(
+        "value relative to the other layers (0 = lowest, 1 = highest); numbers are the measured values", fontsize=9
+    )
     suptitle(fig, "Small multiples: every layer's metric vector", header, 10)
     return fig
 
@@ -162,8 +189,15 @@ def smooth_depth(data: pd.DataFrame, header: str) -> Figure:
     d0, d1 = float(data["depth"].min()), float(data["depth"].max())
     if d1 == d0:  # one layer: a single measured column
         d0, d1 = d0 - 0.5, d1 + 0.5
-    im = ax.imshow(grid, cmap=PAPER_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest",
-                   extent=(d0, d1, len(CARD_METRICS) - 0.5, -0.5))
+    im = ax.imshow(
+        grid,
+        cmap=PAPER_CMAP,
+        vmin=0,
+        vmax=1,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(d0, d1, len(CARD_METRICS) - 0.5, -0.5),
+    )
     measured = data.loc[data["measured"], "depth"]
     for x in measured:
         ax.axvline(x, color="white", lw=0.6, alpha=0.7)
@@ -180,11 +214,18 @@ def smooth_depth(data: pd.DataFrame, header: str) -> Figure:
 # ---- 6. correlation matrix across layers --------------------------------------------------------------
 # Pairs that move together by definition, whatever the SAEs learned (alpha = 1 - L0/F at a near-constant F gives
 # r = -1.00 for L0 vs alpha): marked on the figure and never reported as a finding.
-DEFINITIONAL = {frozenset(pair): why for pair, why in [
-    (("L0", "alpha"), "\u03b1 = 1 \u2212 L0/F"), (("alpha", "g_alpha"), "g is a function of \u03b1"),
-    (("alpha", "d_star_S"), "d*_S = F/g(\u03b1)"), (("g_alpha", "d_star_S"), "d*_S = F/g(\u03b1)"),
-    (("L0", "g_alpha"), "g(\u03b1) with \u03b1 = 1 \u2212 L0/F"), (("L0", "d_star_S"), "d*_S = F/g(1 \u2212 L0/F)"),
-    (("dead", "F_alive"), "dead = d_sae \u2212 F")]}
+DEFINITIONAL = {
+    frozenset(pair): why
+    for pair, why in [
+        (("L0", "alpha"), "\u03b1 = 1 \u2212 L0/F"),
+        (("alpha", "g_alpha"), "g is a function of \u03b1"),
+        (("alpha", "d_star_S"), "d*_S = F/g(\u03b1)"),
+        (("g_alpha", "d_star_S"), "d*_S = F/g(\u03b1)"),
+        (("L0", "g_alpha"), "g(\u03b1) with \u03b1 = 1 \u2212 L0/F"),
+        (("L0", "d_star_S"), "d*_S = F/g(1 \u2212 L0/F)"),
+        (("dead", "F_alive"), "dead = d_sae \u2212 F"),
+    ]
+}
 
 
 def definitional(x: str, y: str) -> str | None:
@@ -218,8 +259,15 @@ def correlation(data: pd.DataFrame, header: str) -> Figure:
             by_definition = i != j and definitional(metrics[i], metrics[j])
             if by_definition:  # greyed out: the value is arithmetic, not a finding
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#d9d9d9", edgecolor="white", hatch="//"))
-            ax.text(j, i, f"{mat[i, j]:+.2f}", ha="center", va="center", fontsize=8.5,
-                    color="#555555" if by_definition else "white" if abs(mat[i, j]) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{mat[i, j]:+.2f}",
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color="#555555" if by_definition else "white" if abs(mat[i, j]) > 0.6 else "black",
+            )
     ax.set_xticks(range(len(metrics)), [short(m) for m in metrics], rotation=45, ha="right")
     ax.set_yticks(range(len(metrics)), [short(m) for m in metrics])
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
@@ -235,9 +283,17 @@ def correlation(data: pd.DataFrame, header: str) -> Figure:
 # ---- 7. headline card ---------------------------------------------------------------------------------
 def headline_data(run: RunData, trial: str, layers=None) -> pd.DataFrame:
     t = layer_table(run, trial, layers)
-    return pd.DataFrame([{"mean_alpha": float(t["alpha"].mean()), "mean_L0": float(t["L0"].mean()),
-                          "total_dead": int(t["dead"].sum()), "n_layers": len(t),
-                          "d_sae": int(t["d_sae"].iloc[0]) if t["d_sae"].notna().all() else None}])
+    return pd.DataFrame(
+        [
+            {
+                "mean_alpha": float(t["alpha"].mean()),
+                "mean_L0": float(t["L0"].mean()),
+                "total_dead": int(t["dead"].sum()),
+                "n_layers": len(t),
+                "d_sae": int(t["d_sae"].iloc[0]) if t["d_sae"].notna().all() else None,
+            }
+        ]
+    )
 
 
 def headline(data: pd.DataFrame, header: str) -> Figure:
@@ -245,9 +301,11 @@ def headline(data: pd.DataFrame, header: str) -> Figure:
     fig = new_figure(10, 2.7)
     axes = fig.subplots(1, 3)
     latents = f" of {int(r['n_layers'])} \u00d7 {int(r['d_sae']):,} latents" if pd.notna(r["d_sae"]) else ""
-    cards = [(f"{r['mean_alpha']:.4f}", "mean \u03b1 over layers", "fraction of latents inactive per token"),
-             (f"{r['mean_L0']:,.1f}", "mean L0 over layers", "active latents per token"),
-             (f"{int(r['total_dead']):,}", "dead latents in total", latents.strip() or "summed over layers")]
+    cards = [
+        (f"{r['mean_alpha']:.4f}", "mean \u03b1 over layers", "fraction of latents inactive per token"),
+        (f"{r['mean_L0']:,.1f}", "mean L0 over layers", "active latents per token"),
+        (f"{int(r['total_dead']):,}", "dead latents in total", latents.strip() or "summed over layers"),
+    ]
     for ax, (big, label, unit) in zip(axes, cards):
         ax.axis("off")
         ax.text(0.5, 0.68, big, ha="center", va="center", fontsize=30, weight="bold", color="#1b3a5c")
@@ -263,9 +321,11 @@ def slides_heatmap_sentence(d: pd.DataFrame) -> str:
 
 
 def appendix_sidecar_sentence(d: pd.DataFrame) -> str:
-    return (f"The top 10% of alive latents hold {percent(d['top10pct_share'].min())}\u2013"
-            f"{percent(d['top10pct_share'].max())} of each layer's L\u221e; the more concentrated the importance, the "
-            "further the refined floor sits below the naive one.")
+    return (
+        f"The top 10% of alive latents hold {percent(d['top10pct_share'].min())}\u2013"
+        f"{percent(d['top10pct_share'].max())} of each layer's L\u221e; the more concentrated the importance, the "
+        "further the refined floor sits below the naive one."
+    )
 
 
 def small_multiples_sentence(d: pd.DataFrame) -> str:
@@ -284,12 +344,16 @@ def correlation_sentence(d: pd.DataFrame) -> str:
     top = found.loc[found["r"].abs().idxmax()]
     pair = d[(d["metric_x"] == "alpha") & (d["metric_y"] == "dead")]["r"]
     extra = f" \u03b1 vs dead latents: r = {pair.iloc[0]:+.2f}." if len(pair) and pd.notna(pair.iloc[0]) else ""
-    return (f"Strongest relation over {int(d['n_layers'].iloc[0])} layers that is not fixed by definition (the grey "
-            f"cells, such as L0 vs \u03b1, are arithmetic): {short(top['metric_x'])} vs {short(top['metric_y'])} "
-            f"(r = {top['r']:+.2f}); with this few layers, read the signs.{extra}")
+    return (
+        f"Strongest relation over {int(d['n_layers'].iloc[0])} layers that is not fixed by definition (the grey "
+        f"cells, such as L0 vs \u03b1, are arithmetic): {short(top['metric_x'])} vs {short(top['metric_y'])} "
+        f"(r = {top['r']:+.2f}); with this few layers, read the signs.{extra}"
+    )
 
 
 def headline_sentence(d: pd.DataFrame) -> str:
     r = d.iloc[0]
-    return (f"Mean \u03b1 {r['mean_alpha']:.4f} and mean L0 {r['mean_L0']:,.1f} over {int(r['n_layers'])} layers, "
-            f"with {int(r['total_dead']):,} dead latents in total.")
+    return (
+        f"Mean \u03b1 {r['mean_alpha']:.4f} and mean L0 {r['mean_L0']:,.1f} over {int(r['n_layers'])} layers, "
+        f"with {int(r['total_dead']):,} dead latents in total."
+    )

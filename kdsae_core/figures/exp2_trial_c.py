@@ -8,10 +8,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from kdsae_core.runs.tables import RunData
-from kdsae_core.figures.exp2_common import CARD_METRICS, axis_label, fmt, layer_colours, layer_legend_or_colourbar, short
-from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
+from kdsae_core.figures.exp2_common import (
+    CARD_METRICS,
+    axis_label,
+    fmt,
+    layer_colours,
+    layer_legend_or_colourbar,
+    short,
+)
 from kdsae_core.figures.exp2_trial_a import layer_table
+from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
+from kdsae_core.runs.tables import RunData
 
 DASHBOARD_METRICS = ["L0", "alpha", "g_alpha", "mse", "dead"]
 
@@ -101,10 +108,20 @@ def controller(data: pd.DataFrame, header: str) -> Figure:
     if len(target):
         t = float(target.iloc[0])
         axes[1].axhline(t, color="black", ls="--", lw=1.2)
-        axes[1].annotate(f"target L0 = {t:g}", (0.02, t), xycoords=("axes fraction", "data"), ha="left",
-                         va="bottom", fontsize=8.5, textcoords="offset points", xytext=(0, 3))
-    for ax, metric, label in ((axes[0], "lambda", "L1 coefficient \u03bb (dimensionless)"),
-                              (axes[1], "L0", axis_label("L0"))):
+        axes[1].annotate(
+            f"target L0 = {t:g}",
+            (0.02, t),
+            xycoords=("axes fraction", "data"),
+            ha="left",
+            va="bottom",
+            fontsize=8.5,
+            textcoords="offset points",
+            xytext=(0, 3),
+        )
+    for ax, metric, label in (
+        (axes[0], "lambda", "L1 coefficient \u03bb (dimensionless)"),
+        (axes[1], "L0", axis_label("L0")),
+    ):
         v = data[metric].astype(float)
         if (v > 0).all() and v.max() / v.min() > 5:
             ax.set_yscale("log")
@@ -125,15 +142,19 @@ def dashboard_sentence(d: pd.DataFrame) -> str:
     if not len(t):
         return f"Mean L0 {d['L0'].mean():,.1f}; {int(d['dead'].sum()):,} dead latents in total."
     off = (d["L0"] / float(t.iloc[0]) - 1).abs()
-    return (f"Final L0 is within 10% of the target {float(t.iloc[0]):g} at {int((off <= 0.1).sum())} of {len(d)} layers "
-            f"(largest miss {percent(off.max())}); {int(d['dead'].sum()):,} dead latents in total.")
+    return (
+        f"Final L0 is within 10% of the target {float(t.iloc[0]):g} at {int((off <= 0.1).sum())} of {len(d)} layers "
+        f"(largest miss {percent(off.max())}); {int(d['dead'].sum()):,} dead latents in total."
+    )
 
 
 def depth_landscape_sentence(d: pd.DataFrame) -> str:
     slope = np.polyfit(d["layer"], d["alpha"], 1)[0] if len(d) > 1 else 0.0
-    return (f"\u03b1 {'rises' if slope > 0 else 'falls'} through depth by {abs(slope):.2g} per layer on average "
-            f"(least squares), from {d['alpha'].iloc[0]:.4f} at layer {int(d['layer'].iloc[0])} to "
-            f"{d['alpha'].iloc[-1]:.4f} at layer {int(d['layer'].iloc[-1])}.")
+    return (
+        f"\u03b1 {'rises' if slope > 0 else 'falls'} through depth by {abs(slope):.2g} per layer on average "
+        f"(least squares), from {d['alpha'].iloc[0]:.4f} at layer {int(d['layer'].iloc[0])} to "
+        f"{d['alpha'].iloc[-1]:.4f} at layer {int(d['layer'].iloc[-1])}."
+    )
 
 
 def controller_sentence(d: pd.DataFrame) -> str:
@@ -145,6 +166,8 @@ def controller_sentence(d: pd.DataFrame) -> str:
     off = (last["L0"] / float(t.iloc[0]) - 1).abs()
     d = d.sort_values("tokens")
     rise = d.groupby("layer")["lambda"].agg(lambda v: v.max() / v.iloc[0])
-    return (f"At the last logged step L0 is within 10% of the target at {int((off <= 0.1).sum())} of {len(last)} layers; "
-            f"{lam}, one value per layer, found by the controller. On the way λ overshot to "
-            f"{rise.min():.0f}–{rise.max():.0f}x its start while the logged L0 fell as low as {d['L0'].min():.1f}.")
+    return (
+        f"At the last logged step L0 is within 10% of the target at {int((off <= 0.1).sum())} of {len(last)} layers; "
+        f"{lam}, one value per layer, found by the controller. On the way λ overshot to "
+        f"{rise.min():.0f}–{rise.max():.0f}x its start while the logged L0 fell as low as {d['L0'].min():.1f}."
+    )

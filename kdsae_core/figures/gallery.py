@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 
 from kdsae_core.common import paths
-from kdsae_core.runs import reference as reference_data
-from kdsae_core.runs import tables as run_data
 from kdsae_core.common.errors import MissingData
-from kdsae_core.toy.results import load_results
 from kdsae_core.figures import catalog as cat
 from kdsae_core.figures.style import data_uri
+from kdsae_core.runs import reference as reference_data
+from kdsae_core.runs import tables as run_data
+from kdsae_core.toy.results import load_results
 
 CHAPTER_TITLES = {
     "01_toy_validation": "Experiment 1: the toy model",
@@ -50,11 +50,13 @@ def _card(d: cat.Drawn, notebooks_url: str) -> str:
     badge = '<span class="kd-badge">used in the paper</span>' if s.in_paper else ""
     data_file = d.files["data"]
     link = f"{notebooks_url}/{s.chapter}.html#{s.anchor}"
-    return (f'<div class="kd-card"><a href="{link}"><img src="{_thumbnail(d.figure)}" alt="{html.escape(d.stem)}"></a>'
-            f"<h4>{html.escape(s.heading)}{badge}</h4><div>{html.escape(s.rationale)}</div>"
-            f'<div class="kd-links"><a href="{link}">cell that draws it</a>'
-            f'<a download="{data_file.name}" href="{data_uri(data_file)}">data ({data_file.suffix[1:].upper()})</a></div>'
-            f'<div class="kd-file">{html.escape(d.stem)}.png</div></div>')
+    return (
+        f'<div class="kd-card"><a href="{link}"><img src="{_thumbnail(d.figure)}" alt="{html.escape(d.stem)}"></a>'
+        f"<h4>{html.escape(s.heading)}{badge}</h4><div>{html.escape(s.rationale)}</div>"
+        f'<div class="kd-links"><a href="{link}">cell that draws it</a>'
+        f'<a download="{data_file.name}" href="{data_uri(data_file)}">data ({data_file.suffix[1:].upper()})</a></div>'
+        f'<div class="kd-file">{html.escape(d.stem)}.png</div></div>'
+    )
 
 
 def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[str], str]:
@@ -69,17 +71,23 @@ def _toy_cards(out: Path, notebooks_url: str, path: Path | None) -> tuple[list[s
         heading, why = cat.spec(name).heading, cat.spec(name).rationale
         thumb = "data:image/png;base64," + base64.b64encode(files["png"].read_bytes()).decode()
         data = files["data"]
-        cards.append(f'<div class="kd-card"><a href="{link}"><img src="{thumb}" alt="{html.escape(name)}"></a>'
-                     f"<h4>{html.escape(heading)}</h4><div>{html.escape(why)}</div>"
-                     f'<div class="kd-links"><a href="{link}">chapter</a>'
-                     f'<a download="{data.name}" href="{data_uri(data)}">data ({data.suffix[1:].upper()})</a>'
-                     f'</div><div class="kd-file">{html.escape(name)}.png</div></div>')
+        cards.append(
+            f'<div class="kd-card"><a href="{link}"><img src="{thumb}" alt="{html.escape(name)}"></a>'
+            f"<h4>{html.escape(heading)}</h4><div>{html.escape(why)}</div>"
+            f'<div class="kd-links"><a href="{link}">chapter</a>'
+            f'<a download="{data.name}" href="{data_uri(data)}">data ({data.suffix[1:].upper()})</a>'
+            f'</div><div class="kd-file">{html.escape(name)}.png</div></div>'
+        )
     return cards, ""
 
 
-def gallery_html(run: str | Path = "results/exp2/embedded", out: str | Path | None = None,
-                 reference_dir: str | Path | None = None, notebooks_url: str = "../notebooks",
-                 toy_results: str | Path | None = None) -> str:
+def gallery_html(
+    run: str | Path = "results/exp2/embedded",
+    out: str | Path | None = None,
+    reference_dir: str | Path | None = None,
+    notebooks_url: str = "../notebooks",
+    toy_results: str | Path | None = None,
+) -> str:
     """Draw every figure (into `out`, default _build/figures/gallery) and return the gallery as HTML."""
     run = Path(run)
     run = run if run.is_absolute() else paths.REPO_ROOT / run

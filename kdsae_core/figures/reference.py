@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from kdsae_core import theory
+from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 from kdsae_core.runs.reference import PAPER_LAYER_VALUES, REFERENCE_D_MODEL, REFERENCE_MODEL
 from kdsae_core.runs.tables import format_tokens, layer_span
-from kdsae_core.figures.style import new_figure, percent, plain_log_axis, suptitle, tokens_axis
 
 PYTHIA_D_SAE = 32_768
 MARKED_WIDTHS = (128, 256, 512, 1024)
@@ -22,8 +22,10 @@ MARKED_WIDTHS = (128, 256, 512, 1024)
 
 def header(layers, tokens: float | None = 300e6) -> str:
     tok = f", {format_tokens(tokens)} Pile tokens" if tokens else ""
-    return (f"{REFERENCE_MODEL} (d_model {REFERENCE_D_MODEL}), {layer_span(layers)}, d_sae {PYTHIA_D_SAE:,}{tok} "
-            "\u2014 the authors' released measurements")
+    return (
+        f"{REFERENCE_MODEL} (d_model {REFERENCE_D_MODEL}), {layer_span(layers)}, d_sae {PYTHIA_D_SAE:,}{tok} "
+        "\u2014 the authors' released measurements"
+    )
 
 
 def _ranks(F: int, dense: int = 100, points: int = 400) -> np.ndarray:
@@ -40,8 +42,18 @@ def importance_distribution_data(measurements: dict[int, theory.Measurement]) ->
     for layer, m in sorted(measurements.items()):
         ranks = _ranks(m.F_alive)
         cum = np.cumsum(m.sorted_importance) / m.L_inf
-        rows.append(pd.DataFrame({"layer": layer, "rank": ranks, "importance": m.sorted_importance[ranks - 1],
-                                  "cumulative_share": cum[ranks - 1], "F_alive": m.F_alive, "alpha": m.alpha}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "rank": ranks,
+                    "importance": m.sorted_importance[ranks - 1],
+                    "cumulative_share": cum[ranks - 1],
+                    "F_alive": m.F_alive,
+                    "alpha": m.alpha,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -53,13 +65,19 @@ def importance_distribution(data: pd.DataFrame, header_text: str) -> Figure:
     for layer in layers:
         d = data[data["layer"] == layer]
         a = float(d["alpha"].iloc[0])
-        ax.loglog(d["rank"], d["importance"], color=colours[layer], lw=1.8,
-                  label=f"layer {layer} (F = {int(d['F_alive'].iloc[0]):,})")
+        ax.loglog(
+            d["rank"],
+            d["importance"],
+            color=colours[layer],
+            lw=1.8,
+            label=f"layer {layer} (F = {int(d['F_alive'].iloc[0]):,})",
+        )
         ax2.semilogx(d["rank"], d["cumulative_share"], color=colours[layer], lw=1.8, label=f"layer {layer}")
         for w in MARKED_WIDTHS:
             kept = int(theory.feature_budget(int(d["F_alive"].iloc[0]), w, a))
-            ax2.plot([kept], [float(np.interp(kept, d["rank"], d["cumulative_share"]))], "o", ms=4,
-                     color=colours[layer])
+            ax2.plot(
+                [kept], [float(np.interp(kept, d["rank"], d["cumulative_share"]))], "o", ms=4, color=colours[layer]
+            )
     for w in MARKED_WIDTHS:
         m = data[data["layer"] == layers[0]]
         kept = int(theory.feature_budget(int(m["F_alive"].iloc[0]), w, float(m["alpha"].iloc[0])))
@@ -72,7 +90,7 @@ def importance_distribution(data: pd.DataFrame, header_text: str) -> Figure:
     ax.legend(fontsize=8.5)
     ax2.set_xlabel("latent rank (log scale)")
     ax2.set_ylabel("cumulative share of L\u221e (fraction)")
-    ax2.set_title(f"share kept by a student: dots at F_S = \u230ad_S\u00b7g(\u03b1)\u230b", fontsize=10)
+    ax2.set_title("share kept by a student: dots at F_S = \u230ad_S\u00b7g(\u03b1)\u230b", fontsize=10)
     ax2.set_ylim(0, 1.02)
     ax2.grid(alpha=0.3, which="both")
     for a in (ax.xaxis, ax2.xaxis):
@@ -82,7 +100,9 @@ def importance_distribution(data: pd.DataFrame, header_text: str) -> Figure:
 
 
 # ---- predicted floors vs width ------------------------------------------------------------------------
-def floors_vs_width_data(measurements: dict[int, theory.Measurement], top: int = 1600, points: int = 200) -> pd.DataFrame:
+def floors_vs_width_data(
+    measurements: dict[int, theory.Measurement], top: int = 1600, points: int = 200
+) -> pd.DataFrame:
     """Refined and naive floors (absolute and as a fraction of L_inf) over a width grid that includes the
     paper's widths {128, 256, 384, 512, 768, 1024} (`paper_width` marks them)."""
     paper = theory.default_widths(REFERENCE_D_MODEL)
@@ -91,8 +111,16 @@ def floors_vs_width_data(measurements: dict[int, theory.Measurement], top: int =
     for layer, m in sorted(measurements.items()):
         p = m.predictions(grid)
         for w in grid:
-            rows.append({"layer": layer, "width": int(w), **p[int(w)], "L_inf": m.L_inf, "d_star_S": m.d_star_S,
-                         "paper_width": int(w) in paper})
+            rows.append(
+                {
+                    "layer": layer,
+                    "width": int(w),
+                    **p[int(w)],
+                    "L_inf": m.L_inf,
+                    "d_star_S": m.d_star_S,
+                    "paper_width": int(w) in paper,
+                }
+            )
     out = pd.DataFrame(rows)
     out["refined_frac"] = out["predicted_floor"] / out["L_inf"]
     out["naive_frac"] = out["naive_floor"] / out["L_inf"]
@@ -117,12 +145,27 @@ def floors_vs_width(data: pd.DataFrame, header_text: str) -> Figure:
         ds = float(d["d_star_S"].iloc[0])
         for a in (ax, axl):
             a.axvline(ds, color=colours[layer], ls=":", lw=1.2)
-        ax.annotate(f"d*_S = {ds:,.0f}", (ds, 0.55 + 0.08 * layers.index(layer)), xycoords=("data", "axes fraction"),
-                    fontsize=8, color=colours[layer], ha="left", textcoords="offset points", xytext=(3, 0))
+        ax.annotate(
+            f"d*_S = {ds:,.0f}",
+            (ds, 0.55 + 0.08 * layers.index(layer)),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            color=colours[layer],
+            ha="left",
+            textcoords="offset points",
+            xytext=(3, 0),
+        )
     for a in (ax, axl):
         a.axvline(REFERENCE_D_MODEL, color="0.2", ls="-", lw=0.8)
-        a.annotate(f"teacher d_model = {REFERENCE_D_MODEL}", (REFERENCE_D_MODEL, 0.97), xycoords=("data", "axes fraction"),
-                   rotation=90, ha="right", va="top", fontsize=8)
+        a.annotate(
+            f"teacher d_model = {REFERENCE_D_MODEL}",
+            (REFERENCE_D_MODEL, 0.97),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            ha="right",
+            va="top",
+            fontsize=8,
+        )
         a.set_xscale("log")
         a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         a.set_xlabel("student width d_S (dimensions, log scale)")
@@ -140,9 +183,12 @@ def floors_vs_width(data: pd.DataFrame, header_text: str) -> Figure:
 
 
 # ---- SAE training curves ------------------------------------------------------------------------------
-TRAINING_PANELS = [("recon_loss", "reconstruction MSE (activation\u00b2 / dim)"),
-                   ("l1_sum", "L1 per token, \u03a3|z| (sum form)"),
-                   ("L0", "L0 (active latents / token)"), ("frac_alive", "alive fraction of 32,768 latents (per logged batch)")]
+TRAINING_PANELS = [
+    ("recon_loss", "reconstruction MSE (activation\u00b2 / dim)"),
+    ("l1_sum", "L1 per token, \u03a3|z| (sum form)"),
+    ("L0", "L0 (active latents / token)"),
+    ("frac_alive", "alive fraction of 32,768 latents (per logged batch)"),
+]
 
 
 def training_curves_data(stats: pd.DataFrame) -> pd.DataFrame:
@@ -163,8 +209,9 @@ def training_curves(data: pd.DataFrame, header_text: str) -> Figure:
             d = data[(data["layer"] == layer) & (data["tokens"] > 0)]
             coeff = d["l1_coeff"].iloc[0] if "l1_coeff" in d and len(d) else None
             form = d["l1_form"].iloc[0] if "l1_form" in d and len(d) else None
-            series = f"layer {layer}" + (f" (\u03bb {coeff:.0e}" + (f", {form} form" if form else "") + ")"
-                                         if coeff is not None else "")
+            series = f"layer {layer}" + (
+                f" (\u03bb {coeff:.0e}" + (f", {form} form" if form else "") + ")" if coeff is not None else ""
+            )
             ax.plot(d["tokens"], d[metric], color=colours[layer], lw=1.5, label=series)
         if metric != "frac_alive":
             ax.set_yscale("log")
@@ -173,10 +220,18 @@ def training_curves(data: pd.DataFrame, header_text: str) -> Figure:
         ax.grid(alpha=0.3, which="both")
         tokens_axis(ax, "training tokens" if ax in axes[2:] else "")
     axes[0].legend(fontsize=8.5)
-    mean_form = sorted(int(v) for v in data.loc[data["l1_form"] == "mean", "layer"].unique()) if "l1_form" in data else []
-    note = (f"; layer {', '.join(map(str, mean_form))}: L1 logged in the mean form, drawn \u00d7 d_sae" if mean_form else "")
-    suptitle(fig, f"SAE training curves as released (first logged step omitted; layer 8's run used another \u03bb{note})",
-             header_text, 10)
+    mean_form = (
+        sorted(int(v) for v in data.loc[data["l1_form"] == "mean", "layer"].unique()) if "l1_form" in data else []
+    )
+    note = (
+        f"; layer {', '.join(map(str, mean_form))}: L1 logged in the mean form, drawn \u00d7 d_sae" if mean_form else ""
+    )
+    suptitle(
+        fig,
+        f"SAE training curves as released (first logged step omitted; layer 8's run used another \u03bb{note})",
+        header_text,
+        10,
+    )
     return fig
 
 
@@ -189,16 +244,24 @@ def importance_distribution_sentence(measurements: dict[int, theory.Measurement]
     for layer, m in sorted(measurements.items()):
         kept = int(np.floor(SMALLEST_STUDENT * m.g_alpha))
         share = float(m.sorted_importance[:kept].sum() / m.L_inf)
-        parts.append(f"layer {layer}: a width-{SMALLEST_STUDENT} student keeps {kept:,} of {m.F_alive:,} features "
-                     f"({percent(kept / m.F_alive)}) holding {100 * share:.3f}% of L\u221e")
+        parts.append(
+            f"layer {layer}: a width-{SMALLEST_STUDENT} student keeps {kept:,} of {m.F_alive:,} features "
+            f"({percent(kept / m.F_alive)}) holding {100 * share:.3f}% of L\u221e"
+        )
     return "; ".join(parts) + ". Few features carry almost all of the importance."
 
 
 def floors_vs_width_sentence(measurements: dict[int, theory.Measurement], stats=None) -> str:
-    parts = [f"layer {layer}: d*_S = {m.d_star_S:,.1f} > d_model {REFERENCE_D_MODEL}" if m.d_star_S > REFERENCE_D_MODEL else
-             f"layer {layer}: d*_S = {m.d_star_S:,.1f}" for layer, m in sorted(measurements.items())]
-    return ("; ".join(parts) + ". The naive floor (features dropped \u00d7 L\u221e/F) is far above the refined one "
-            "because the dropped features are the least important.")
+    parts = [
+        f"layer {layer}: d*_S = {m.d_star_S:,.1f} > d_model {REFERENCE_D_MODEL}"
+        if m.d_star_S > REFERENCE_D_MODEL
+        else f"layer {layer}: d*_S = {m.d_star_S:,.1f}"
+        for layer, m in sorted(measurements.items())
+    ]
+    return (
+        "; ".join(parts) + ". The naive floor (features dropped \u00d7 L\u221e/F) is far above the refined one "
+        "because the dropped features are the least important."
+    )
 
 
 def training_curves_sentence(measurements, stats: pd.DataFrame) -> str:
@@ -207,6 +270,8 @@ def training_curves_sentence(measurements, stats: pd.DataFrame) -> str:
     # the released layer-8 curves are not the run behind the published layer-8 row: say so when they show it
     layer8_other_run = any(abs(r.l1_coeff - 3e-4) < 1e-12 for r in last.itertuples() if r.layer == 8)
     if layer8_other_run:
-        return (parts + ". The released layer-8 curves come from a \u03bb 3e-4 run, not from the run behind the "
-                f"published layer-8 row (L0 {PAPER_LAYER_VALUES[8]['L0']}).")
+        return (
+            parts + ". The released layer-8 curves come from a \u03bb 3e-4 run, not from the run behind the "
+            f"published layer-8 row (L0 {PAPER_LAYER_VALUES[8]['L0']})."
+        )
     return parts + "."

@@ -19,18 +19,25 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from kdsae_core.figures import catalog
 from kdsae_core.toy.analysis import evidence_with_grid, shown
 from kdsae_core.toy.results import load_results
-from kdsae_core.figures import catalog
 
 DATA_SUFFIXES = (".csv", ".json")
 
 # (quantity-name pattern, rtol, atol) for comparing a re-trained run with the committed one: training
 # noise moves losses and counts by a few percent; the closed-form quantities follow them.
 RETRAIN_TOLERANCES: list[tuple[str, float, float]] = [
-    ("*layer*", 0.0, 0.0), ("*width*", 0.0, 0.0), ("*step*", 0.0, 0.0), ("*tokens*", 0.0, 0.0),
-    ("*alpha*", 0.0, 2e-3), ("*g_alpha*", 0.05, 0.0), ("*d_star*", 0.05, 0.0),
-    ("*L0*", 0.05, 1.0), ("*F_alive*", 0.05, 2.0), ("*dead*", 0.10, 5.0),
+    ("*layer*", 0.0, 0.0),
+    ("*width*", 0.0, 0.0),
+    ("*step*", 0.0, 0.0),
+    ("*tokens*", 0.0, 0.0),
+    ("*alpha*", 0.0, 2e-3),
+    ("*g_alpha*", 0.05, 0.0),
+    ("*d_star*", 0.05, 0.0),
+    ("*L0*", 0.05, 1.0),
+    ("*F_alive*", 0.05, 2.0),
+    ("*dead*", 0.10, 5.0),
     ("*", 0.05, 1e-6),
 ]
 EXACT: list[tuple[str, float, float]] = [("*", 0.0, 0.0)]
@@ -48,8 +55,9 @@ class Drift:
 
 def data_files(folder: Path) -> dict[str, Path]:
     folder = Path(folder)
-    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*"))
-            if p.suffix in DATA_SUFFIXES and p.is_file()}
+    return {
+        str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.suffix in DATA_SUFFIXES and p.is_file()
+    }
 
 
 def tolerance(quantity: str, tolerances) -> tuple[float, float]:
@@ -100,8 +108,10 @@ def _compare_values(a: list, b: list, rtol: float, atol: float) -> str | None:
         elif x != y:
             return f"{x!r} became {y!r}"
     if bad:
-        return (f"{bad}/{len(a)} values moved beyond rtol {rtol:g}, atol {atol:g} "
-                f"(largest change {worst_abs:.4g}, {100 * worst_rel:.3g}% relative)")
+        return (
+            f"{bad}/{len(a)} values moved beyond rtol {rtol:g}, atol {atol:g} "
+            f"(largest change {worst_abs:.4g}, {100 * worst_rel:.3g}% relative)"
+        )
     return None
 
 
@@ -150,8 +160,9 @@ def only_data(folder: Path, dest: Path) -> None:
         shutil.copy2(path, dest / rel)
 
 
-def check_committed(reference: Path, exp2_run: Path | None, toy_results: Path | None, tolerances=EXACT,
-                    work: Path | None = None) -> list[Drift]:
+def check_committed(
+    reference: Path, exp2_run: Path | None, toy_results: Path | None, tolerances=EXACT, work: Path | None = None
+) -> list[Drift]:
     """Redraw the figures and compare their data with the committed reference, group by group."""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         groups = draw_figure_data(Path(tmp), exp2_run, toy_results)

@@ -27,9 +27,9 @@ from kdsae_core.runs.tables import format_tokens
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale order.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 SEQUENTIAL_CMAP = "viridis"
-MISSING_COLOUR = "0.85"          # cells with no value ("no pairs"): light grey, never a colour of the scale
-PREDICTED_COLOUR = "black"       # theory curves
-CRITICAL_COLOUR = "#B2182B"      # d*_S markers
+MISSING_COLOUR = "0.85"  # cells with no value ("no pairs"): light grey, never a colour of the scale
+PREDICTED_COLOUR = "black"  # theory curves
+CRITICAL_COLOUR = "#B2182B"  # d*_S markers
 DPI = 150
 
 # Relative font sizes (base 10 pt): titles and labels medium, ticks and legends small, so text never
@@ -90,7 +90,9 @@ def tokens_axis(ax, label: str = "training tokens") -> None:
     ax.set_xlabel(label)
 
 
-def save_figure(fig: Figure, data, folder: str | Path, name: str, formats: tuple[str, ...] = ("png",)) -> dict[str, Path]:
+def save_figure(
+    fig: Figure, data, folder: str | Path, name: str, formats: tuple[str, ...] = ("png",)
+) -> dict[str, Path]:
     """Write `folder/name.png` (and `name.<ext>` for each further format, e.g. an SVG for print) and the data
     it plots beside it: `name.csv` for a DataFrame, one `name_<key>.csv` per table for a dict of DataFrames
     (a figure with panels of different kinds), and `name.json` for anything else JSON can hold. Returns
@@ -141,5 +143,7 @@ def provenance_html(drawn_by: str, written: dict[str, Path], origin: str = "") -
         else:
             links.append(f"<code>{html.escape(display_path(path))}</code> ({size / 1e6:.1f} MB, not embedded)")
     src = f" from {html.escape(origin)}" if origin else ""
-    return (f'<p class="kd-provenance"><small>Drawn by <code>{html.escape(drawn_by)}</code>{src}. '
-            f"Data plotted: {', '.join(links)}.</small></p>")
+    return (
+        f'<p class="kd-provenance"><small>Drawn by <code>{html.escape(drawn_by)}</code>{src}. '
+        f"Data plotted: {', '.join(links)}.</small></p>"
+    )

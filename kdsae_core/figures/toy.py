@@ -18,10 +18,18 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from kdsae_core.figures.style import (
+    CRITICAL_COLOUR,
+    MISSING_COLOUR,
+    PALETTE,
+    PREDICTED_COLOUR,
+    SEQUENTIAL_CMAP,
+    new_figure,
+    percent,
+    suptitle,
+)
 from kdsae_core.toy.analysis import PAPER_ACCURACY as PAPER_THRESHOLD  # "above 93% at all sparsity levels"
 from kdsae_core.toy.analysis import accuracy_medians, lower_bound, on_paper_grid, pairs
-from kdsae_core.figures.style import (CRITICAL_COLOUR, MISSING_COLOUR, PALETTE, PREDICTED_COLOUR, SEQUENTIAL_CMAP,
-                                      new_figure, percent, suptitle)
 
 PAPER_PERCENT = f"{PAPER_THRESHOLD:.0%}"  # the paper's accuracy threshold as the texts print it ("93%")
 ALPHA = "\u03b1"
@@ -33,8 +41,10 @@ def describe(results: dict) -> str:
     """One line naming what a results dict holds (shown under every figure title)."""
     s = results["settings"]
     grid = "the paper grid" if on_paper_grid(results) else f"profile {s.get('profile')} (not the paper grid)"
-    return (f"Toy model, {grid}: {len(results['configs'])} configurations x {s['seeds']} seeds, "
-            f"{s['steps']:,} steps, batch {s['batch']}, importance {s['importance']}, mode {s['mode']}")
+    return (
+        f"Toy model, {grid}: {len(results['configs'])} configurations x {s['seeds']} seeds, "
+        f"{s['steps']:,} steps, batch {s['batch']}, importance {s['importance']}, mode {s['mode']}"
+    )
 
 
 def _alphas(results: dict) -> list[float]:
@@ -57,10 +67,21 @@ def loss_vs_width_data(results: dict) -> pd.DataFrame:
     for c in results["configs"]:
         for i, w in enumerate(c["widths"]):
             seeds = c["measured_floor"][i]
-            rows.append({"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "width": w,
-                         "measured_median": c["measured_floor_median"][i], "measured_min": min(seeds),
-                         "measured_max": max(seeds), "predicted_floor": c["predicted_floor"][i],
-                         "naive_floor": c["naive_floor"][i], "L_inf": c["L_inf"], "d_star_S": c["d_star_S"]})
+            rows.append(
+                {
+                    "n": c["n"],
+                    "alpha": c["alpha"],
+                    "d_teacher": c["d_teacher"],
+                    "width": w,
+                    "measured_median": c["measured_floor_median"][i],
+                    "measured_min": min(seeds),
+                    "measured_max": max(seeds),
+                    "predicted_floor": c["predicted_floor"][i],
+                    "naive_floor": c["naive_floor"][i],
+                    "L_inf": c["L_inf"],
+                    "d_star_S": c["d_star_S"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -81,8 +102,16 @@ def loss_vs_width(results: dict) -> Figure:
             for d_t in teachers:
                 s = sub[sub.d_teacher == d_t]
                 med = s.measured_median / L
-                ax.errorbar(s.width + offsets[d_t], med, yerr=[med - s.measured_min / L, s.measured_max / L - med],
-                            marker="o", ms=3, lw=1.1, capsize=1.5, color=colours[d_t])
+                ax.errorbar(
+                    s.width + offsets[d_t],
+                    med,
+                    yerr=[med - s.measured_min / L, s.measured_max / L - med],
+                    marker="o",
+                    ms=3,
+                    lw=1.1,
+                    capsize=1.5,
+                    color=colours[d_t],
+                )
             pred = sub.drop_duplicates("width").sort_values("width")
             ax.plot(pred.width, pred.predicted_floor / L, "--", color=PREDICTED_COLOUR, lw=1.3)
             ax.plot(pred.width, pred.naive_floor / L, ":", color="0.5", lw=1.2)
@@ -90,13 +119,28 @@ def loss_vs_width(results: dict) -> Figure:
             if d_star <= max_w + 0.5:
                 ax.axvline(d_star, color=CRITICAL_COLOUR, lw=0.9, alpha=0.7)
                 ax.plot([d_star], [0], marker="^", color=CRITICAL_COLOUR, ms=7, clip_on=False, zorder=5)
-                ax.annotate(f"d*_S={d_star:.2g}", (d_star, 0.97), xycoords=("data", "axes fraction"), xytext=(3, 0),
-                            textcoords="offset points", color=CRITICAL_COLOUR, fontsize=7, va="top",
-                            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85))
+                ax.annotate(
+                    f"d*_S={d_star:.2g}",
+                    (d_star, 0.97),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    color=CRITICAL_COLOUR,
+                    fontsize=7,
+                    va="top",
+                    bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85),
+                )
             else:
-                ax.annotate(f"d*_S={d_star:.3g} \u2192", (1.0, 0.97), xycoords="axes fraction", ha="right",
-                            va="top", color=CRITICAL_COLOUR, fontsize=7,
-                            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85))
+                ax.annotate(
+                    f"d*_S={d_star:.3g} \u2192",
+                    (1.0, 0.97),
+                    xycoords="axes fraction",
+                    ha="right",
+                    va="top",
+                    color=CRITICAL_COLOUR,
+                    fontsize=7,
+                    bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85),
+                )
             ax.set_title(f"{ALPHA} = {a:g}, F = n = {n}", fontsize=9)
             ax.grid(True)
     axes[0, 0].set_xlim(0, max_w + 0.5)
@@ -106,15 +150,26 @@ def loss_vs_width(results: dict) -> Figure:
     for ax in axes[-1]:
         ax.set_xlabel("student width d_S")
     fig.supylabel(f"loss vs ground truth / {L_INF}    ({L_INF}: the loss of predicting 0)", fontsize=9)
-    handles = [Line2D([], [], color=colours[d], marker="o", ms=3, label=f"measured, teacher d_T = {d}")
-               for d in teachers]
-    handles += [Line2D([], [], ls="--", color=PREDICTED_COLOUR, label="predicted refined floor L*(d_S)"),
-                Line2D([], [], ls=":", color="0.5", label="naive floor"),
-                Line2D([], [], ls="", marker="^", color=CRITICAL_COLOUR, label="critical width d*_S")]
-    fig.legend(handles=handles, loc="outside lower center", frameon=False,
-               ncol=max(1, min(len(handles), int(fig.get_figwidth() / 2.9))))
-    suptitle(fig, "Measured loss floor vs student width (median over seeds; bars: seed range) with the "
-             "predicted floors and the critical width", describe(results))
+    handles = [
+        Line2D([], [], color=colours[d], marker="o", ms=3, label=f"measured, teacher d_T = {d}") for d in teachers
+    ]
+    handles += [
+        Line2D([], [], ls="--", color=PREDICTED_COLOUR, label="predicted refined floor L*(d_S)"),
+        Line2D([], [], ls=":", color="0.5", label="naive floor"),
+        Line2D([], [], ls="", marker="^", color=CRITICAL_COLOUR, label="critical width d*_S"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        frameon=False,
+        ncol=max(1, min(len(handles), int(fig.get_figwidth() / 2.9))),
+    )
+    suptitle(
+        fig,
+        "Measured loss floor vs student width (median over seeds; bars: seed range) with the "
+        "predicted floors and the critical width",
+        describe(results),
+    )
     return fig
 
 
@@ -128,10 +183,17 @@ def accuracy_grid_data(results: dict) -> pd.DataFrame:
             cs = [c for c in results["configs"] if c["alpha"] == a and (n is None or c["n"] == n)]
             rel = [v for c in cs for v in c["accuracy_rel"] if v is not None]
             norm = [v for c in cs for v in c["accuracy_norm"]]
-            rows.append({"alpha": a, "n": math.nan if n is None else n, "cell": "all" if n is None else str(n),
-                         "pairs": len(norm), "pairs_below_d_star": len(rel),
-                         "accuracy_rel_median": float(np.median(rel)) if rel else math.nan,
-                         "accuracy_norm_median": float(np.median(norm))})
+            rows.append(
+                {
+                    "alpha": a,
+                    "n": math.nan if n is None else n,
+                    "cell": "all" if n is None else str(n),
+                    "pairs": len(norm),
+                    "pairs_below_d_star": len(rel),
+                    "accuracy_rel_median": float(np.median(rel)) if rel else math.nan,
+                    "accuracy_norm_median": float(np.median(norm)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -140,12 +202,17 @@ def accuracy_grid(results: dict) -> Figure:
     alphas, cells = _alphas(results), [str(n) for n in _ns(results)] + ["all"]
     fig = new_figure(1.05 * len(cells) + 2.6, 2 * (0.5 * len(alphas) + 0.9) + 1.3)
     axes = fig.subplots(2, 1, sharex=True)
-    panels = (("accuracy_rel_median", "accuracy_rel: pairs below d*_S"),
-              ("accuracy_norm_median", "accuracy_norm: all pairs"))
+    panels = (
+        ("accuracy_rel_median", "accuracy_rel: pairs below d*_S"),
+        ("accuracy_norm_median", "accuracy_norm: all pairs"),
+    )
     for ax, (column, title) in zip(axes, panels):
         grid = data.pivot(index="alpha", columns="cell", values=column).loc[alphas, cells].to_numpy(float)
-        pairs = data.pivot(index="alpha", columns="cell", values="pairs_below_d_star" if "rel" in column
-                           else "pairs").loc[alphas, cells].to_numpy(int)
+        pairs = (
+            data.pivot(index="alpha", columns="cell", values="pairs_below_d_star" if "rel" in column else "pairs")
+            .loc[alphas, cells]
+            .to_numpy(int)
+        )
         cmap = colormaps[SEQUENTIAL_CMAP].with_extremes(bad=MISSING_COLOUR)
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
         for i in range(len(alphas)):
@@ -153,8 +220,16 @@ def accuracy_grid(results: dict) -> Figure:
                 v = grid[i, j]
                 label = "no pairs" if math.isnan(v) else f"{100 * v:.0f}%"
                 colour = "black" if math.isnan(v) or v > 0.6 else "white"
-                ax.text(j, i - 0.12, label, ha="center", va="center", fontsize=8, color=colour,
-                        fontweight="bold" if cells[j] == "all" else "normal")
+                ax.text(
+                    j,
+                    i - 0.12,
+                    label,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color=colour,
+                    fontweight="bold" if cells[j] == "all" else "normal",
+                )
                 ax.text(j, i + 0.25, f"{pairs[i, j]} pairs", ha="center", va="center", fontsize=6, color=colour)
                 if not math.isnan(v) and v > PAPER_THRESHOLD:
                     ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, ec="white", lw=1.5))
@@ -167,9 +242,12 @@ def accuracy_grid(results: dict) -> Figure:
     axes[1].set_xlabel("features F = n (last column: every F)")
     cb = fig.colorbar(im, ax=axes, shrink=0.85, pad=0.02)
     cb.set_label("median prediction accuracy")
-    suptitle(fig, f"How closely measured floors match predicted ones, per ({ALPHA}, F): median over teachers "
-             f"and widths; white frame: above the paper's {PAPER_THRESHOLD:.0%}; grey: no pair below d*_S",
-             describe(results))
+    suptitle(
+        fig,
+        f"How closely measured floors match predicted ones, per ({ALPHA}, F): median over teachers "
+        f"and widths; white frame: above the paper's {PAPER_THRESHOLD:.0%}; grey: no pair below d*_S",
+        describe(results),
+    )
     return fig
 
 
@@ -181,15 +259,34 @@ def measured_vs_predicted_data(results: dict) -> dict[str, pd.DataFrame]:
     for c in results["configs"]:
         for i, w in enumerate(c["widths"]):
             for s, m in enumerate(c["measured_floor"][i]):
-                runs.append({"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "width": w, "seed": s,
-                             "measured_floor": m, "predicted_floor": c["predicted_floor"][i], "L_inf": c["L_inf"],
-                             "measured_over_L_inf": m / c["L_inf"],
-                             "predicted_over_L_inf": c["predicted_floor"][i] / c["L_inf"],
-                             "below_d_star": bool(w < c["d_star_S"])})
-    knee = [{"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "d_star_S": c["d_star_S"],
-             "predicted_knee": max(1, math.ceil(c["d_star_S"])), "knee_width": c["knee_width"],
-             "max_width": max(c["widths"]), "d_star_beyond_widths": bool(c["d_star_S"] > max(c["widths"]))}
-            for c in results["configs"]]
+                runs.append(
+                    {
+                        "n": c["n"],
+                        "alpha": c["alpha"],
+                        "d_teacher": c["d_teacher"],
+                        "width": w,
+                        "seed": s,
+                        "measured_floor": m,
+                        "predicted_floor": c["predicted_floor"][i],
+                        "L_inf": c["L_inf"],
+                        "measured_over_L_inf": m / c["L_inf"],
+                        "predicted_over_L_inf": c["predicted_floor"][i] / c["L_inf"],
+                        "below_d_star": bool(w < c["d_star_S"]),
+                    }
+                )
+    knee = [
+        {
+            "n": c["n"],
+            "alpha": c["alpha"],
+            "d_teacher": c["d_teacher"],
+            "d_star_S": c["d_star_S"],
+            "predicted_knee": max(1, math.ceil(c["d_star_S"])),
+            "knee_width": c["knee_width"],
+            "max_width": max(c["widths"]),
+            "d_star_beyond_widths": bool(c["d_star_S"] > max(c["widths"])),
+        }
+        for c in results["configs"]
+    ]
     return {"runs": pd.DataFrame(runs), "knee": pd.DataFrame(knee)}
 
 
@@ -201,8 +298,9 @@ def measured_vs_predicted(results: dict) -> Figure:
     ax, kx = fig.subplots(1, 2)
     for a, colour in colours.items():
         s = runs[runs.alpha == a]
-        ax.scatter(s.predicted_over_L_inf, s.measured_over_L_inf, s=7, alpha=0.45, color=colour, lw=0,
-                   label=f"{ALPHA} = {a:g}")
+        ax.scatter(
+            s.predicted_over_L_inf, s.measured_over_L_inf, s=7, alpha=0.45, color=colour, lw=0, label=f"{ALPHA} = {a:g}"
+        )
     ax.plot([0, 1], [0, 1], "-", color=PREDICTED_COLOUR, lw=1)
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, max(1.02, float(runs.measured_over_L_inf.max()) + 0.02)), aspect="equal")
     ax.set_xlabel(f"predicted floor L*(d_S) / {L_INF}")
@@ -220,21 +318,27 @@ def measured_vs_predicted(results: dict) -> Figure:
         for beyond, face in ((False, colour), (True, "none")):
             s = knee[(knee.alpha == a) & (knee.d_star_beyond_widths == beyond)]
             if len(s):
-                kx.scatter(s.d_star_S, s.knee_width + s.d_teacher.map(jitter), s=22, facecolors=face,
-                           edgecolors=colour, lw=1.1)
+                kx.scatter(
+                    s.d_star_S, s.knee_width + s.d_teacher.map(jitter), s=22, facecolors=face, edgecolors=colour, lw=1.1
+                )
     handles = [Line2D([], [], ls="", marker="o", color=c, label=f"{ALPHA} = {a:g}") for a, c in colours.items()]
-    handles += [Line2D([], [], color=PREDICTED_COLOUR, label="y = x (left), knee = d*_S (right)"),
-                Line2D([], [], ls="--", color="0.45", label="knee = \u2308d*_S\u2309"),
-                Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", label="d*_S beyond the widest student")]
+    handles += [
+        Line2D([], [], color=PREDICTED_COLOUR, label="y = x (left), knee = d*_S (right)"),
+        Line2D([], [], ls="--", color="0.45", label="knee = \u2308d*_S\u2309"),
+        Line2D([], [], ls="", marker="o", mfc="none", mec="0.3", label="d*_S beyond the widest student"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
-    kx.set(xlim=(0, top), ylim=(0, top), xlabel="critical width d*_S = F / g(\u03b1)",
-           ylabel="measured knee width")
+    kx.set(xlim=(0, top), ylim=(0, top), xlabel="critical width d*_S = F / g(\u03b1)", ylabel="measured knee width")
     kx.set_title(f"knee vs d*_S ({len(knee)} configurations)")
     kx.set_aspect("equal", adjustable="box")
     kx.grid(True)
-    suptitle(fig, "Measured vs predicted floors (colour: sparsity), and where the loss bottoms out: the measured "
-             "knee (first width whose floor is within 2% of L\u221e of the best one; teachers offset vertically) "
-             "vs the critical width d*_S", describe(results))
+    suptitle(
+        fig,
+        "Measured vs predicted floors (colour: sparsity), and where the loss bottoms out: the measured "
+        "knee (first width whose floor is within 2% of L\u221e of the best one; teachers offset vertically) "
+        "vs the critical width d*_S",
+        describe(results),
+    )
     return fig
 
 
@@ -248,15 +352,23 @@ def loss_sentence(results: dict) -> str:
     gap = (d.measured_median - d.predicted_floor) / d.L_inf
     below = d.width < d.d_star_S
     b = lower_bound(results)
-    parts = [f"Of the {b['nonzero']} (configuration, width) pairs with a non-zero predicted floor, "
-             f"{b['nonzero_at_or_above']} measure at or above it (the other {b['trivial']} are predicted 0 and pass "
-             "trivially)"]
+    parts = [
+        f"Of the {b['nonzero']} (configuration, width) pairs with a non-zero predicted floor, "
+        f"{b['nonzero_at_or_above']} measure at or above it (the other {b['trivial']} are predicted 0 and pass "
+        "trivially)"
+    ]
     if below.any():
-        parts.append(f"below d*_S the measured floor exceeds the predicted one by a median {percent(float(gap[below].median()))} "
-                     f"of L\u221e ({_pairs(int(below.sum()))})")
+        parts.append(
+            "below d*_S the measured floor exceeds the predicted one by a median "
+            f"{percent(float(gap[below].median()))} "
+            f"of L\u221e ({_pairs(int(below.sum()))})"
+        )
     if (~below).any():
-        parts.append(f"at or above d*_S, where the prediction is 0, students measure a median "
-                     f"{percent(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e ({_pairs(int((~below).sum()))})")
+        parts.append(
+            f"at or above d*_S, where the prediction is 0, students measure a median "
+            f"{percent(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e "
+            f"({_pairs(int((~below).sum()))})"
+        )
     return "; ".join(parts) + "."
 
 
@@ -266,15 +378,19 @@ def knee_sentence(results: dict) -> str:
     if inside.empty:
         return "No configuration has d*_S within its student widths, so the knee cannot be compared with it."
     diff = (inside.knee_width - inside.predicted_knee).abs()
-    text = (f"Of the {len(inside)} configurations whose d*_S lies within their student widths, {int((diff <= 1).sum())} "
-            f"have their measured knee within one width of \u2308d*_S\u2309 and {int((diff == 0).sum())} exactly at it "
-            f"(median |knee \u2212 \u2308d*_S\u2309| = {float(diff.median()):g}); "
-            f"{len(k) - len(inside)} configurations have d*_S beyond their widest student.")
+    text = (
+        f"Of the {len(inside)} configurations whose d*_S lies within their student widths, {int((diff <= 1).sum())} "
+        f"have their measured knee within one width of \u2308d*_S\u2309 and {int((diff == 0).sum())} exactly at it "
+        f"(median |knee \u2212 \u2308d*_S\u2309| = {float(diff.median()):g}); "
+        f"{len(k) - len(inside)} configurations have d*_S beyond their widest student."
+    )
     if results["settings"].get("mode") == "distill":
         widest = sum(bool(np.argmin(c["measured_floor_median"]) == len(c["widths"]) - 1) for c in results["configs"])
-        text += (f" These students are distilled: the lowest floor is at the widest student, d_S = d_T, in {widest} of "
-                 f"{len(results['configs'])} configurations, so this knee measures the teacher's width, not d*_S "
-                 "(the knee on students trained on the task is further down).")
+        text += (
+            f" These students are distilled: the lowest floor is at the widest student, d_S = d_T, in {widest} of "
+            f"{len(results['configs'])} configurations, so this knee measures the teacher's width, not d*_S "
+            "(the knee on students trained on the task is further down)."
+        )
     return text
 
 
@@ -286,10 +402,14 @@ def accuracy_sentence(results: dict) -> str:
     med = {kind: {repr(a): ("no pairs" if v is None else v) for a, v in m[kind].items()} for kind in ("rel", "norm")}
     lines = []
     for a in m["norm"]:
-        rel = ("no pairs below d*_S" if m["rel"][a] is None
-               else f"{percent(m['rel'][a])} over {_pairs(m['pairs_below_d_star'][a])} below d*_S")
-        lines.append(f"- \u03b1 = {a!r}: accuracy_rel {rel}; accuracy_norm {percent(m['norm'][a])} over "
-                     f"{_pairs(m['pairs'][a])}")
+        rel = (
+            "no pairs below d*_S"
+            if m["rel"][a] is None
+            else f"{percent(m['rel'][a])} over {_pairs(m['pairs_below_d_star'][a])} below d*_S"
+        )
+        lines.append(
+            f"- \u03b1 = {a!r}: accuracy_rel {rel}; accuracy_norm {percent(m['norm'][a])} over {_pairs(m['pairs'][a])}"
+        )
     rel = {a: v for a, v in med["rel"].items() if v != "no pairs"}
     norm_ok = all(v > PAPER_THRESHOLD for v in med["norm"].values())
     failing = [a for a, v in rel.items() if v <= PAPER_THRESHOLD]
@@ -297,25 +417,34 @@ def accuracy_sentence(results: dict) -> str:
     if not rel:
         verdict = "cannot be checked with accuracy_rel: no sparsity level has a pair below d*_S"
     elif failing:
-        verdict = (f"**does not hold** with accuracy_rel: the median is at or below {PAPER_PERCENT} at \u03b1 = "
-                   f"{', '.join(failing)}")
+        verdict = (
+            f"**does not hold** with accuracy_rel: the median is at or below {PAPER_PERCENT} at \u03b1 = "
+            f"{', '.join(failing)}"
+        )
     else:
         verdict = "**holds** with accuracy_rel at every sparsity level that has pairs below d*_S"
     if untestable and rel:
         verdict += f" (\u03b1 = {', '.join(untestable)} has no such pair, so the claim is untested there)"
-    verdict += (f"; with accuracy_norm it {'holds' if norm_ok else 'does not hold'} "
-                f"({'every' if norm_ok else 'not every'} level above {PAPER_PERCENT})")
+    verdict += (
+        f"; with accuracy_norm it {'holds' if norm_ok else 'does not hold'} "
+        f"({'every' if norm_ok else 'not every'} level above {PAPER_PERCENT})"
+    )
     s = results["settings"]
-    scope = ("These are the 48 configurations and 20 seeds of the co-author's stated sweep; the steps, learning rate, "
-             "batch and importance profile follow an independent re-implementation, not the paper's text."
-             if on_paper_grid(results) else
-             f"These results are NOT the paper's grid (profile {s.get('profile')}: {len(results['configs'])} "
-             f"configurations, {s.get('seeds')} seeds, {s.get('steps'):,} steps), so this is no verdict on the "
-             "paper's 48 configurations, only on this run.")
-    return ("Median prediction accuracy per sparsity level (median over (configuration, width) pairs of the "
-            "seed-median floor):\n\n" + "\n".join(lines) + f"\n\nThe paper's claim \"median prediction accuracy "
-            f"above {PAPER_PERCENT} at all sparsity levels\" {verdict}. {scope} Which of the two definitions the paper uses is "
-            "not known to us.")
+    scope = (
+        "These are the 48 configurations and 20 seeds of the co-author's stated sweep; the steps, learning rate, "
+        "batch and importance profile follow an independent re-implementation, not the paper's text."
+        if on_paper_grid(results)
+        else f"These results are NOT the paper's grid (profile {s.get('profile')}: {len(results['configs'])} "
+        f"configurations, {s.get('seeds')} seeds, {s.get('steps'):,} steps), so this is no verdict on the "
+        "paper's 48 configurations, only on this run."
+    )
+    return (
+        "Median prediction accuracy per sparsity level (median over (configuration, width) pairs of the "
+        "seed-median floor):\n\n" + "\n".join(lines) + f"\n\nThe paper's claim \"median prediction accuracy "
+        f'above {PAPER_PERCENT} at all sparsity levels" {verdict}. {scope} Which of the two definitions the paper '
+        "uses is "
+        "not known to us."
+    )
 
 
 def accuracy_table_html(runs: dict[str, dict]) -> str:
@@ -333,5 +462,7 @@ def accuracy_table_html(runs: dict[str, dict]) -> str:
         cells = "".join(f"<td>{cell(m, 'rel', a)} / {cell(m, 'norm', a)}</td>" for m in medians.values())
         rows.append(f"<tr><td>{ALPHA} = {a:g}</td>{cells}</tr>")
     notes = "; ".join(f"<b>{html.escape(label)}</b>: {html.escape(describe(r))}" for label, r in runs.items())
-    return (f'<table class="table"><thead><tr><th>sparsity</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-            f"</table><p><small>Each cell: median accuracy_rel / median accuracy_norm. {notes}.</small></p>")
+    return (
+        f'<table class="table"><thead><tr><th>sparsity</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+        f"</table><p><small>Each cell: median accuracy_rel / median accuracy_norm. {notes}.</small></p>"
+    )

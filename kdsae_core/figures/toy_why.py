@@ -10,10 +10,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from kdsae_core.toy import analysis as ta
-from kdsae_core.toy.config import REPRESENTED_THRESHOLDS
 from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, percent, suptitle
 from kdsae_core.figures.toy import ALPHA, L_INF, PAPER_PERCENT, alpha_colours, describe
+from kdsae_core.toy import analysis as ta
+from kdsae_core.toy.config import REPRESENTED_THRESHOLDS
 
 
 def _diagonal(ax, top: float) -> None:
@@ -39,19 +39,39 @@ def teachers(ev: ta.ToyEvidence) -> Figure:
     ax, bx = fig.subplots(1, 2)
     for a, c in colours.items():
         s = d[d.alpha == a]
-        ax.scatter(s.predicted_at_d_teacher_over_L_inf, s.teacher_floor_over_L_inf, s=22, color=c, label=f"{ALPHA} = {a:g}")
+        ax.scatter(
+            s.predicted_at_d_teacher_over_L_inf, s.teacher_floor_over_L_inf, s=22, color=c, label=f"{ALPHA} = {a:g}"
+        )
         bx.scatter(s.teacher_floor_over_L_inf, s.student_at_d_teacher_over_L_inf, s=22, color=c)
-    top = float(max(d.teacher_floor_over_L_inf.max(), d.predicted_at_d_teacher_over_L_inf.max(),
-                    d.student_at_d_teacher_over_L_inf.max())) * 1.08
+    top = (
+        float(
+            max(
+                d.teacher_floor_over_L_inf.max(),
+                d.predicted_at_d_teacher_over_L_inf.max(),
+                d.student_at_d_teacher_over_L_inf.max(),
+            )
+        )
+        * 1.08
+    )
     _diagonal(ax, top)
     _diagonal(bx, top)
-    ax.set(xlabel=f"floor predicted at the teacher's width / {L_INF}", ylabel=f"teacher's measured floor / {L_INF}",
-           title="teachers (trained on the task)")
-    bx.set(xlabel=f"teacher's floor / {L_INF}", ylabel=f"student at d_S = d_T / {L_INF}",
-           title="the widest student against its teacher")
+    ax.set(
+        xlabel=f"floor predicted at the teacher's width / {L_INF}",
+        ylabel=f"teacher's measured floor / {L_INF}",
+        title="teachers (trained on the task)",
+    )
+    bx.set(
+        xlabel=f"teacher's floor / {L_INF}",
+        ylabel=f"student at d_S = d_T / {L_INF}",
+        title="the widest student against its teacher",
+    )
     fig.legend(loc="outside lower center", ncol=len(colours), frameon=False)
-    suptitle(fig, "The teachers already sit far above the floor the theory predicts for their width, and distilled "
-             "students inherit it (one point per configuration, seed medians; black: y = x)", describe(ev.grid))
+    suptitle(
+        fig,
+        "The teachers already sit far above the floor the theory predicts for their width, and distilled "
+        "students inherit it (one point per configuration, seed medians; black: y = x)",
+        describe(ev.grid),
+    )
     return fig
 
 
@@ -61,12 +81,17 @@ def teachers_sentence(ev: ta.ToyEvidence) -> str:
     norm = ", ".join(f"{percent(v)}" for v in t["teacher_accuracy_norm"].values())
     far = t["median_teacher_over_L_inf"] > ta.ORDER_TOLERANCE
     inherit = abs(t["median_student_over_teacher"] - 1) <= 0.1
-    return (f"Before any distillation, the teachers of the {t['configs']} configurations (seed medians) sit at a median "
-            f"{percent(t['median_teacher_over_L_inf'])} of {L_INF}; the prediction for their own width reaches a median "
-            f"accuracy_rel of {rel} (accuracy_norm {norm} over all levels). Students as wide as their teacher end at "
-            f"a median {t['median_student_over_teacher']:.2f}x the teacher's floor"
-            + (": the gap to the prediction is already there before distillation, and students inherit it."
-               if far and inherit else "."))
+    return (
+        f"Before any distillation, the teachers of the {t['configs']} configurations (seed medians) sit at a median "
+        f"{percent(t['median_teacher_over_L_inf'])} of {L_INF}; the prediction for their own width reaches a median "
+        f"accuracy_rel of {rel} (accuracy_norm {norm} over all levels). Students as wide as their teacher end at "
+        f"a median {t['median_student_over_teacher']:.2f}x the teacher's floor"
+        + (
+            ": the gap to the prediction is already there before distillation, and students inherit it."
+            if far and inherit
+            else "."
+        )
+    )
 
 
 # ---- (2) represented features against the budget ---------------------------------------------------------------
@@ -75,10 +100,17 @@ def represented_data(ev: ta.ToyEvidence) -> pd.DataFrame:
     floor split at the figure's threshold, all floors / L_inf (the columns the figure plots, and no others)."""
     d = pd.DataFrame(ta.model_rows(ev.grid) + ta.model_rows(ev.grid, "teacher"))
     key = ta.REPRESENTED
-    out = d[["role", "n", "alpha", "d_teacher", "width", "seed", "budget"] + [f"represented_{t}" for t in REPRESENTED_THRESHOLDS]]
-    return out.assign(predicted_over_L_inf=d.predicted / d.L_inf,
-                      **{f"dropped_{key}_over_L_inf": d[f"dropped_{key}"] / d.L_inf,
-                         f"interference_{key}_over_L_inf": d[f"interference_{key}"] / d.L_inf})
+    out = d[
+        ["role", "n", "alpha", "d_teacher", "width", "seed", "budget"]
+        + [f"represented_{t}" for t in REPRESENTED_THRESHOLDS]
+    ]
+    return out.assign(
+        predicted_over_L_inf=d.predicted / d.L_inf,
+        **{
+            f"dropped_{key}_over_L_inf": d[f"dropped_{key}"] / d.L_inf,
+            f"interference_{key}_over_L_inf": d[f"interference_{key}"] / d.L_inf,
+        },
+    )
 
 
 def represented(ev: ta.ToyEvidence) -> Figure:
@@ -87,57 +119,126 @@ def represented(ev: ta.ToyEvidence) -> Figure:
     key = ta.REPRESENTED
     fig = new_figure(7.8, 4.8)
     ax, bx = fig.subplots(1, 2)
-    cells = d.groupby(["budget"]).agg(**{f"rep_{t}": (f"represented_{t}", "median") for t in REPRESENTED_THRESHOLDS},
-                                      models=("seed", "size")).reset_index()
+    cells = (
+        d.groupby(["budget"])
+        .agg(**{f"rep_{t}": (f"represented_{t}", "median") for t in REPRESENTED_THRESHOLDS}, models=("seed", "size"))
+        .reset_index()
+    )
     rng = np.random.default_rng(0)  # jitter only: the counts are integers and would stack on one point
-    ax.scatter(d.budget + rng.uniform(-0.25, 0.25, len(d)), d[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(d)),
-               s=4, alpha=0.25, color=PALETTE[0], lw=0, label=f"one student (||W_i|| >= {key})")
+    ax.scatter(
+        d.budget + rng.uniform(-0.25, 0.25, len(d)),
+        d[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(d)),
+        s=4,
+        alpha=0.25,
+        color=PALETTE[0],
+        lw=0,
+        label=f"one student (||W_i|| >= {key})",
+    )
     if len(teachers):
-        ax.scatter(teachers.budget + rng.uniform(-0.25, 0.25, len(teachers)),
-                   teachers[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(teachers)), s=9, marker="x", lw=0.8,
-                   alpha=0.5, color=PALETTE[4], label=f"one teacher (||W_i|| >= {key})")
+        ax.scatter(
+            teachers.budget + rng.uniform(-0.25, 0.25, len(teachers)),
+            teachers[f"represented_{key}"] + rng.uniform(-0.25, 0.25, len(teachers)),
+            s=9,
+            marker="x",
+            lw=0.8,
+            alpha=0.5,
+            color=PALETTE[4],
+            label=f"one teacher (||W_i|| >= {key})",
+        )
     for i, t in enumerate(REPRESENTED_THRESHOLDS):
-        ax.plot(cells.budget, cells[f"rep_{t}"], "o-" if str(t) == key else ".--", ms=4,
-                color=PALETTE[[1, 3, 2][i]], label=f"median, ||W_i|| >= {t}")
+        ax.plot(
+            cells.budget,
+            cells[f"rep_{t}"],
+            "o-" if str(t) == key else ".--",
+            ms=4,
+            color=PALETTE[[1, 3, 2][i]],
+            label=f"median, ||W_i|| >= {t}",
+        )
     top = float(max(d.budget.max(), d[f"represented_{REPRESENTED_THRESHOLDS[0]}"].max())) + 1
     _diagonal(ax, top)
-    ax.set(xlabel=f"feature budget F_S = min(n, floor(d_S g({ALPHA})))", ylabel="features the student represents",
-           title="represented features vs the budget")
+    ax.set(
+        xlabel=f"feature budget F_S = min(n, floor(d_S g({ALPHA})))",
+        ylabel="features the student represents",
+        title="represented features vs the budget",
+    )
     ax.legend(fontsize=7, loc="upper left")
     below = d[d.predicted_over_L_inf > 0]
-    bx.scatter(below.predicted_over_L_inf, below[f"dropped_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
-               color=PALETTE[0], label="loss on dropped features")
-    bx.scatter(below.predicted_over_L_inf, below[f"interference_{key}_over_L_inf"], s=5, alpha=0.35, lw=0,
-               color=PALETTE[1], label="loss on represented features (interference, shrinkage)")
-    _diagonal(bx, float(max(below[[f"dropped_{key}_over_L_inf", f"interference_{key}_over_L_inf",
-                                   "predicted_over_L_inf"]].max().max(), 0.05)) * 1.05)
-    bx.set(xlabel=f"predicted floor / {L_INF}", ylabel=f"part of the measured floor / {L_INF}",
-           title="the measured floor, split (L* > 0)")
+    bx.scatter(
+        below.predicted_over_L_inf,
+        below[f"dropped_{key}_over_L_inf"],
+        s=5,
+        alpha=0.35,
+        lw=0,
+        color=PALETTE[0],
+        label="loss on dropped features",
+    )
+    bx.scatter(
+        below.predicted_over_L_inf,
+        below[f"interference_{key}_over_L_inf"],
+        s=5,
+        alpha=0.35,
+        lw=0,
+        color=PALETTE[1],
+        label="loss on represented features (interference, shrinkage)",
+    )
+    _diagonal(
+        bx,
+        float(
+            max(
+                below[[f"dropped_{key}_over_L_inf", f"interference_{key}_over_L_inf", "predicted_over_L_inf"]]
+                .max()
+                .max(),
+                0.05,
+            )
+        )
+        * 1.05,
+    )
+    bx.set(
+        xlabel=f"predicted floor / {L_INF}",
+        ylabel=f"part of the measured floor / {L_INF}",
+        title="the measured floor, split (L* > 0)",
+    )
     bx.legend(fontsize=7, loc="upper left", markerscale=3)
-    suptitle(fig, "What the theory counts and what it leaves out: features a student represents against its budget "
-             "F_S, and its floor split into the loss on the features it drops (what the theory counts) and the "
-             "loss on the features it keeps, interference and shrinkage (which the theory sets to zero)",
-             describe(ev.grid))
+    suptitle(
+        fig,
+        "What the theory counts and what it leaves out: features a student represents against its budget "
+        "F_S, and its floor split into the loss on the features it drops (what the theory counts) and the "
+        "loss on the features it keeps, interference and shrinkage (which the theory sets to zero)",
+        describe(ev.grid),
+    )
     return fig
 
 
 def represented_sentence(ev: ta.ToyEvidence) -> str:
     s, t = ta.budget_summary(ev.grid), ta.budget_summary(ev.grid, role="teacher")
-    teachers = (f" Their teachers, trained on the task, represent a median {t['median_represented_over_budget']:.2f} of "
-                f"the budget of their own width ({t['above_budget']:,} of {t['models']:,} above it)." if t else "")
-    other = "; ".join(f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
-                      for t, v in s["by_threshold"].items() if t != s["threshold"])
+    teachers = (
+        f" Their teachers, trained on the task, represent a median {t['median_represented_over_budget']:.2f} of "
+        f"the budget of their own width ({t['above_budget']:,} of {t['models']:,} above it)."
+        if t
+        else ""
+    )
+    other = "; ".join(
+        f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
+        for t, v in s["by_threshold"].items()
+        if t != s["threshold"]
+    )
     dropped = s["median_dropped_over_predicted_below_d_star"]
     kept = s["median_interference_share_below_d_star"]
-    effect = ("both push the measured floor above the prediction" if dropped > 1 and kept > 0 else
-              "the loss on represented features pushes the floor above the prediction" if kept > 0 else
-              "the floor stays near the prediction")
-    return (f"Of {s['models']:,} trained students whose budget F_S is below n ({s['trivial']:,} more have F_S = n and "
-            f"cannot exceed it), {s['above_budget']:,} represent more features than F_S (||W_i|| >= {s['threshold']}), "
-            f"{s['at_budget']:,} exactly as many and {s['below_budget']:,} fewer; the median student represents "
-            f"{s['median_represented_over_budget']:.2f} of its budget ({other}). The loss on the features they drop is a "
-            f"median {dropped:.2f}x the predicted floor, and the loss on the features they keep (interference and "
-            f"shrinkage) is a median {percent(kept)} of the measured floor: {effect}." + teachers)
+    effect = (
+        "both push the measured floor above the prediction"
+        if dropped > 1 and kept > 0
+        else "the loss on represented features pushes the floor above the prediction"
+        if kept > 0
+        else "the floor stays near the prediction"
+    )
+    return (
+        f"Of {s['models']:,} trained students whose budget F_S is below n ({s['trivial']:,} more have F_S = n and "
+        f"cannot exceed it), {s['above_budget']:,} represent more features than F_S (||W_i|| >= {s['threshold']}), "
+        f"{s['at_budget']:,} exactly as many and {s['below_budget']:,} fewer; the median student represents "
+        f"{s['median_represented_over_budget']:.2f} of its budget ({other}). The loss on the features they drop is a "
+        f"median {dropped:.2f}x the predicted floor, and the loss on the features they keep (interference and "
+        f"shrinkage) is a median {percent(kept)} of the measured floor: {effect}." + teachers
+    )
 
 
 # ---- (3) importance profiles ---------------------------------------------------------------------------------------
@@ -148,9 +249,18 @@ def profiles_data(ev: ta.ToyEvidence) -> pd.DataFrame:
     for imp, (results, source) in runs.items():
         m = ta.accuracy_medians(ta.pairs(results))
         for a in m["norm"]:
-            rows.append({"importance": imp, "alpha": a, "seeds": results["settings"]["seeds"], "source": source,
-                         "accuracy_rel_median": m["rel"][a], "accuracy_norm_median": m["norm"][a],
-                         "pairs": m["pairs"][a], "pairs_below_d_star": m["pairs_below_d_star"][a]})
+            rows.append(
+                {
+                    "importance": imp,
+                    "alpha": a,
+                    "seeds": results["settings"]["seeds"],
+                    "source": source,
+                    "accuracy_rel_median": m["rel"][a],
+                    "accuracy_norm_median": m["norm"][a],
+                    "pairs": m["pairs"][a],
+                    "pairs_below_d_star": m["pairs_below_d_star"][a],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -158,8 +268,13 @@ def profiles(ev: ta.ToyEvidence) -> Figure:
     d = profiles_data(ev)
     fig = new_figure(7.6, 3.9)
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, (col, title) in zip(axes, (("accuracy_rel_median", "accuracy_rel (pairs below d*_S)"),
-                                       ("accuracy_norm_median", "accuracy_norm (all pairs)"))):
+    for ax, (col, title) in zip(
+        axes,
+        (
+            ("accuracy_rel_median", "accuracy_rel (pairs below d*_S)"),
+            ("accuracy_norm_median", "accuracy_norm (all pairs)"),
+        ),
+    ):
         for i, (imp, s) in enumerate(d.groupby("importance", sort=False)):
             ax.plot(s.alpha.astype(str), s[col], "o-", color=PALETTE[i], label=f"{imp} ({s.seeds.iloc[0]} seeds)")
         ax.axhline(ta.PAPER_ACCURACY, color=CRITICAL_COLOUR, ls="--", lw=1)
@@ -167,8 +282,12 @@ def profiles(ev: ta.ToyEvidence) -> Figure:
         ax.grid(True)
     axes[0].set_ylabel("median accuracy")
     axes[0].legend(fontsize=7, loc="lower left")
-    suptitle(fig, f"Does any importance profile reach the paper's {PAPER_PERCENT} (red dashes)? The paper grid under each "
-             "profile, medians recomputed from the per-seed floors", describe(ev.grid))
+    suptitle(
+        fig,
+        f"Does any importance profile reach the paper's {PAPER_PERCENT} (red dashes)? The paper grid under each "
+        "profile, medians recomputed from the per-seed floors",
+        describe(ev.grid),
+    )
     return fig
 
 
@@ -176,19 +295,28 @@ def profiles_sentence(ev: ta.ToyEvidence) -> str:
     d = profiles_data(ev)
     parts, any_clears = [], False
     for imp, s in d.groupby("importance", sort=False):
-        ok = ta.clears({"rel": dict(zip(s.alpha, s.accuracy_rel_median.where(s.accuracy_rel_median.notna(), None))),
-                        "norm": dict(zip(s.alpha, s.accuracy_norm_median))})
+        ok = ta.clears(
+            {
+                "rel": dict(zip(s.alpha, s.accuracy_rel_median.where(s.accuracy_rel_median.notna(), None))),
+                "norm": dict(zip(s.alpha, s.accuracy_norm_median)),
+            }
+        )
         any_clears |= ok["rel"] or ok["norm"]
         lowest = s.loc[s.accuracy_norm_median.idxmin()]
-        parts.append(f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {percent(lowest.accuracy_norm_median)} at "
-                     f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} {PAPER_PERCENT} at every level "
-                     f"under "
-                     f"{'one reading' if ok['rel'] or ok['norm'] else 'either reading'}")
+        parts.append(
+            f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {percent(lowest.accuracy_norm_median)} at "
+            f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} "
+            f"{PAPER_PERCENT} at every level "
+            f"under "
+            f"{'one reading' if ok['rel'] or ok['norm'] else 'either reading'}"
+        )
     if len(parts) == 1:
         return parts[0] + "; the other importance profiles are not committed in this checkout."
-    return ("; ".join(parts) + (f". At least one reading reaches {PAPER_PERCENT} under some profile." if any_clears
-                                else f". No importance profile we tried reaches {PAPER_PERCENT} at every sparsity level "
-                                "under either reading."))
+    return "; ".join(parts) + (
+        f". At least one reading reaches {PAPER_PERCENT} under some profile."
+        if any_clears
+        else f". No importance profile we tried reaches {PAPER_PERCENT} at every sparsity level under either reading."
+    )
 
 
 # ---- (4) the affine reading ------------------------------------------------------------------------------------------
@@ -200,8 +328,9 @@ def affine_data(ev: ta.ToyEvidence) -> dict[str, pd.DataFrame]:
     fits["accuracy_norm_median"] = fits.alpha.map(m["norm"])
     held = pd.DataFrame([p for p in ta.pairs(ev.grid) if p["n"] in ta.HELD_OUT_NS])
     fit = fits.set_index("alpha")
-    held["calibrated"] = (fit.a.reindex(held.alpha).to_numpy() * held.predicted / held.L_inf
-                          + fit.b.reindex(held.alpha).to_numpy()) * held.L_inf
+    held["calibrated"] = (
+        fit.a.reindex(held.alpha).to_numpy() * held.predicted / held.L_inf + fit.b.reindex(held.alpha).to_numpy()
+    ) * held.L_inf
     return {"fits": fits, "held_out": held}
 
 
@@ -219,21 +348,32 @@ def affine(ev: ta.ToyEvidence) -> Figure:
     _diagonal(ax, top)
     _diagonal(bx, top)
     ax.set(xlabel=f"predicted floor / {L_INF}", ylabel=f"measured floor / {L_INF}", title="as predicted")
-    bx.set(xlabel=f"a x predicted + b, fitted on n = 10, 20 / {L_INF}", ylabel=f"measured floor / {L_INF}",
-           title="after the affine calibration")
+    bx.set(
+        xlabel=f"a x predicted + b, fitted on n = 10, 20 / {L_INF}",
+        ylabel=f"measured floor / {L_INF}",
+        title="after the affine calibration",
+    )
     fig.legend(loc="outside lower center", ncol=len(colours), frameon=False)
-    suptitle(fig, "The abstract's affine decomposition read onto the toy model: held-out n = 40 pairs (seed medians) "
-             "against the prediction and against its calibration fitted per sparsity on n = 10, 20",
-             describe(ev.grid))
+    suptitle(
+        fig,
+        "The abstract's affine decomposition read onto the toy model: held-out n = 40 pairs (seed medians) "
+        "against the prediction and against its calibration fitted per sparsity on n = 10, 20",
+        describe(ev.grid),
+    )
     return fig
 
 
 def affine_sentence(ev: ta.ToyEvidence) -> str:
     fits = affine_data(ev)["fits"]
-    per = "; ".join(f"{ALPHA} = {r.alpha:g}: accuracy_rel {percent(r.accuracy_rel_median)}, accuracy_norm "
-                    f"{percent(r.accuracy_norm_median)}" for r in fits.itertuples())
-    return (f"Calibrated on n = 10 and 20 and judged on the held-out n = 40: {per}. This reading needs two fitted "
-            "constants per sparsity level, so it is a calibration, not the paper's prediction.")
+    per = "; ".join(
+        f"{ALPHA} = {r.alpha:g}: accuracy_rel {percent(r.accuracy_rel_median)}, accuracy_norm "
+        f"{percent(r.accuracy_norm_median)}"
+        for r in fits.itertuples()
+    )
+    return (
+        f"Calibrated on n = 10 and 20 and judged on the held-out n = 40: {per}. This reading needs two fitted "
+        "constants per sparsity level, so it is a calibration, not the paper's prediction."
+    )
 
 
 # ---- (5) the knee, in direct mode ------------------------------------------------------------------------------------
@@ -245,9 +385,15 @@ def knee_data(ev: ta.ToyEvidence) -> pd.DataFrame:
     rows = []
     for p in ta.pairs(ev.direct):
         k = knees[(p["n"], p["alpha"])]
-        rows.append({**p, "measured_over_L_inf": p["measured"] / p["L_inf"],
-                     "predicted_over_L_inf": p["predicted"] / p["L_inf"], "knee_width": k["knee_width"],
-                     "predicted_knee": k["predicted_knee"]})
+        rows.append(
+            {
+                **p,
+                "measured_over_L_inf": p["measured"] / p["L_inf"],
+                "predicted_over_L_inf": p["predicted"] / p["L_inf"],
+                "knee_width": k["knee_width"],
+                "predicted_knee": k["predicted_knee"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -265,31 +411,50 @@ def knee(ev: ta.ToyEvidence) -> Figure:
             ax.plot(s.width, s.measured_over_L_inf, "o-", ms=3, color=c)
             ax.plot(s.width, s.predicted_over_L_inf, "--", color=c, lw=0.9)
             k = s.iloc[0]
-            ax.plot([k.knee_width], [float(s[s.width == k.knee_width].measured_over_L_inf.iloc[0])], "s", ms=8,
-                    mfc="none", mec=c, mew=1.5)
+            ax.plot(
+                [k.knee_width],
+                [float(s[s.width == k.knee_width].measured_over_L_inf.iloc[0])],
+                "s",
+                ms=8,
+                mfc="none",
+                mec=c,
+                mew=1.5,
+            )
             ax.plot([k.d_star_S], [0], "^", color=c, ms=7, clip_on=False)
         ax.set(title=f"n = {n}", xlabel="student width d_S")
         ax.grid(True)
     axes[0].set_ylabel(f"floor / {L_INF}")
     handles = [Line2D([], [], color=c, marker="o", ms=3, label=f"{ALPHA} = {a:g}") for a, c in colours.items()]
-    handles += [Line2D([], [], ls="--", color="0.4", label="predicted"),
-                Line2D([], [], ls="", marker="s", mfc="none", mec="0.3", label="measured knee"),
-                Line2D([], [], ls="", marker="^", color="0.3", label="d*_S")]
+    handles += [
+        Line2D([], [], ls="--", color="0.4", label="predicted"),
+        Line2D([], [], ls="", marker="s", mfc="none", mec="0.3", label="measured knee"),
+        Line2D([], [], ls="", marker="^", color="0.3", label="d*_S"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
-    suptitle(fig, "Where the loss bottoms out, with no teacher in the way: students trained on the task at widths past "
-             "the predicted knee (seed medians)", describe(ev.direct))
+    suptitle(
+        fig,
+        "Where the loss bottoms out, with no teacher in the way: students trained on the task at widths past "
+        "the predicted knee (seed medians)",
+        describe(ev.direct),
+    )
     return fig
 
 
 def knee_sentence(ev: ta.ToyEvidence) -> str:
     k = ta.knee_summary(ev.direct)
     distill = ta.knee_summary(ev.grid)
-    still = (f" In {k['lowest_at_widest']} of {k['configs']} configurations the lowest floor is at the widest student "
-             "trained, so the loss is still falling there, past the predicted knee." if k["lowest_at_widest"] else "")
-    return (f"Trained on the task, {k['within_one']} of {k['testable']} configurations that can test it have their knee "
-            f"within one width of ceil(d*_S) and {k['exact']} exactly at it (median |knee - ceil(d*_S)| = "
-            f"{k['median_abs_diff']:g}).{still} Distilled students cannot show this: their lowest floor is at d_S = d_T "
-            f"in {distill['lowest_at_widest']} of {distill['configs']} configurations.")
+    still = (
+        f" In {k['lowest_at_widest']} of {k['configs']} configurations the lowest floor is at the widest student "
+        "trained, so the loss is still falling there, past the predicted knee."
+        if k["lowest_at_widest"]
+        else ""
+    )
+    return (
+        f"Trained on the task, {k['within_one']} of {k['testable']} configurations that can test it have their knee "
+        f"within one width of ceil(d*_S) and {k['exact']} exactly at it (median |knee - ceil(d*_S)| = "
+        f"{k['median_abs_diff']:g}).{still} Distilled students cannot show this: their lowest floor is at d_S = d_T "
+        f"in {distill['lowest_at_widest']} of {distill['configs']} configurations."
+    )
 
 
 def missing(ev: ta.ToyEvidence) -> dict[str, str]:
@@ -298,12 +463,18 @@ def missing(ev: ta.ToyEvidence) -> dict[str, str]:
     if not ta.teacher_rows(ev.grid):
         out["toy_why_teachers"] = "These results have no teachers (direct mode), so there is no teacher to compare."
     if not ta.model_rows(ev.grid):
-        out["toy_why_represented"] = ("These results predate per-model feature counts; regenerate them with the "
-                                      "current code (`make results-toy`).")
+        out["toy_why_represented"] = (
+            "These results predate per-model feature counts; regenerate them with the "
+            "current code (`make results-toy`)."
+        )
     if ta.affine_reading(ev.grid)["accuracy"] is None:
-        out["toy_why_affine"] = (f"The affine reading needs pairs at n = {', '.join(map(str, ta.FIT_NS))} (to fit) and "
-                                 f"n = {', '.join(map(str, ta.HELD_OUT_NS))} (held out); these results lack them.")
+        out["toy_why_affine"] = (
+            f"The affine reading needs pairs at n = {', '.join(map(str, ta.FIT_NS))} (to fit) and "
+            f"n = {', '.join(map(str, ta.HELD_OUT_NS))} (held out); these results lack them."
+        )
     if ev.direct is None:
-        out["toy_why_knee"] = ("The direct-mode knee sweep is not in this checkout (`make results-toy-direct`, or "
-                               "`kdsae toy --profile direct`).")
+        out["toy_why_knee"] = (
+            "The direct-mode knee sweep is not in this checkout (`make results-toy-direct`, or "
+            "`kdsae toy --profile direct`)."
+        )
     return out

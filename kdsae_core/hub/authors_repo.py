@@ -47,8 +47,10 @@ def _choose(layer: int, snapshot: str, listing: list[str] | None, src: Source, r
             if c in listing:
                 return c
         pts = sorted(n for n in listing if n.endswith(".pt"))
-        raise MissingData(f"{src.repo}{f' (revision {revision})' if revision else ''} has no file {cands[0]} "
-                          f"(it holds {len(pts)} .pt files{', e.g. ' + pts[0] if pts else ''}).")
+        raise MissingData(
+            f"{src.repo}{f' (revision {revision})' if revision else ''} has no file {cands[0]} "
+            f"(it holds {len(pts)} .pt files{', e.g. ' + pts[0] if pts else ''})."
+        )
     for c in cands:
         if hub.cached(src.repo, c, revision, cache) is not None:
             return c
@@ -78,10 +80,20 @@ def _history(extra: dict, src: Source, layer: int, lam) -> list[dict]:
     for s in extra.get("stats") or []:
         if not isinstance(s, dict) or s.get("tokens_M") is None:
             continue
-        rows.append({"trial": src.name, "layer": layer, "step": int(s.get("batch", -1)) + 1,
-                     "tokens": int(round(float(s["tokens_M"]) * 1e6)), "mse": s.get("recon_loss"),
-                     "l1": s.get("l1_loss"), "loss": None, "L0": s.get("L0"), "lambda": lam,
-                     "alive_frac": s.get("frac_alive")})
+        rows.append(
+            {
+                "trial": src.name,
+                "layer": layer,
+                "step": int(s.get("batch", -1)) + 1,
+                "tokens": int(round(float(s["tokens_M"]) * 1e6)),
+                "mse": s.get("recon_loss"),
+                "l1": s.get("l1_loss"),
+                "loss": None,
+                "L0": s.get("L0"),
+                "lambda": lam,
+                "alive_frac": s.get("frac_alive"),
+            }
+        )
     return rows
 
 
@@ -125,8 +137,12 @@ def download(out: Path, src: Source, layers, snapshots, revision, cache, setting
             layout.measurement_file(out, src.name, lay, snap).unlink(missing_ok=True)  # measured from the old file
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"converted": len(converted), "history": {k: v[1] for k, v in history.items()},
-            "shape": next(iter(shapes)) if shapes else None, "files": sources}
+    return {
+        "converted": len(converted),
+        "history": {k: v[1] for k, v in history.items()},
+        "shape": next(iter(shapes)) if shapes else None,
+        "files": sources,
+    }
 
 
 def _file_names(out: Path, src: Source, jobs, listed: dict, revision, cache) -> dict[tuple[int, str], str]:
@@ -135,28 +151,57 @@ def _file_names(out: Path, src: Source, jobs, listed: dict, revision, cache) -> 
     listing = hub.list_files(src.repo, revision)
     names = {(lay, s): _choose(lay, s, listing, src, revision, cache) for lay, s in jobs}
     if hub.cache_only():
-        missing = [names[j] for j in jobs if hub.cached(src.repo, names[j], revision, cache) is None
-                   and not _done(out, src, *j, listed, None, revision)]
+        missing = [
+            names[j]
+            for j in jobs
+            if hub.cached(src.repo, names[j], revision, cache) is None
+            and not _done(out, src, *j, listed, None, revision)
+        ]
         if missing:
-            more = f" ({len(missing) - 1} more of the {len(jobs)} files asked for are missing too)" if len(missing) > 1 else ""
+            more = (
+                f" ({len(missing) - 1} more of the {len(jobs)} files asked for are missing too)"
+                if len(missing) > 1
+                else ""
+            )
             err = hub.missing_offline(src.repo, missing[0], revision, cache)
             raise MissingData(f"{str(err).rstrip('.')}{more}.")
     return names
 
 
-def _convert(staging: Path, f: hub.Fetched, src: Source, lay: int, snap: str, lam, settings: dict,
-             revision) -> layouts.PtCheckpoint:
+def _convert(
+    staging: Path, f: hub.Fetched, src: Source, lay: int, snap: str, lam, settings: dict, revision
+) -> layouts.PtCheckpoint:
     """One fetched `.pt` file written as a checkpoint folder under `staging`, its source recorded in cfg.json."""
     try:
         ck = layouts.load_pt(f.path)
     except BadFile as e:
         raise BadFile(hub.about(f, e)) from None
-    meta = {"trial": src.spec, "layer": lay, "snapshot": snap, "tokens": _tokens(ck.extra, snap, src),
-            "lambda": lam, "source": {"repo": src.repo, "revision": revision, "commit": f.commit, "file": f.filename,
-                                      "sha256": f.sha256, "etag": f.etag, "layout": ck.layout},
-            "source_config": ck.extra.get("config")}
-    cfg = checkpoints.sae_cfg(ck.d_in, ck.d_sae, model=model_display_name(settings["model"]), layer=lay,
-                              context=settings["context"], dataset=settings["dataset"], kdsae=meta)
+    meta = {
+        "trial": src.spec,
+        "layer": lay,
+        "snapshot": snap,
+        "tokens": _tokens(ck.extra, snap, src),
+        "lambda": lam,
+        "source": {
+            "repo": src.repo,
+            "revision": revision,
+            "commit": f.commit,
+            "file": f.filename,
+            "sha256": f.sha256,
+            "etag": f.etag,
+            "layout": ck.layout,
+        },
+        "source_config": ck.extra.get("config"),
+    }
+    cfg = checkpoints.sae_cfg(
+        ck.d_in,
+        ck.d_sae,
+        model=model_display_name(settings["model"]),
+        layer=lay,
+        context=settings["context"],
+        dataset=settings["dataset"],
+        kdsae=meta,
+    )
     sae = SAE(ck.d_in, ck.d_sae)
     sae.load_tensors(ck.tensors)
     checkpoints.save_checkpoint(layout.checkpoint_dir(staging, src.name, lay, snap), sae, cfg)
@@ -166,8 +211,12 @@ def _convert(staging: Path, f: hub.Fetched, src: Source, lay: int, snap: str, la
 def _check_shapes(out: Path, src: Source, shapes: set, old: dict | None) -> None:
     """Every converted file, and an earlier download into `out`, must hold SAEs of one shape."""
     if len(shapes) > 1:
-        raise BadFile(f"the files of {src.repo} disagree on their shapes ((d_in, d_sae) = "
-                      f"{', '.join(map(str, sorted(shapes)))}): they are not one run.")
+        raise BadFile(
+            f"the files of {src.repo} disagree on their shapes ((d_in, d_sae) = "
+            f"{', '.join(map(str, sorted(shapes)))}): they are not one run."
+        )
     if shapes and old is not None and {(old.get("d_in"), old.get("d_sae"))} != shapes:
-        raise BadFile(f"{src.repo} holds SAEs of shape (d_in, d_sae) = {next(iter(shapes))}, but {out} already "
-                      f"holds ({old.get('d_in')}, {old.get('d_sae')}): use another --out.")
+        raise BadFile(
+            f"{src.repo} holds SAEs of shape (d_in, d_sae) = {next(iter(shapes))}, but {out} already "
+            f"holds ({old.get('d_in')}, {old.get('d_sae')}): use another --out."
+        )

@@ -47,6 +47,7 @@ def offline() -> bool:
         if os.environ.get(var, "").strip().lower() in ("1", "on", "yes", "true"):
             return True
     from huggingface_hub import constants  # lazy: see the module docstring
+
     return bool(constants.HF_HUB_OFFLINE)
 
 
@@ -63,6 +64,7 @@ def no_network() -> bool:
     import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import constants  # lazy: see the module docstring
     from huggingface_hub.utils import get_session  # lazy: see the module docstring
+
     endpoint = constants.ENDPOINT
     if endpoint not in _reachable:
         try:
@@ -85,6 +87,7 @@ def redact(text: str) -> str:
     secrets = [os.environ.get(v) for v in _TOKEN_VARS]
     try:
         from huggingface_hub import get_token  # lazy: see the module docstring
+
         secrets.append(get_token())
     except Exception:  # noqa: BLE001 -- a broken token store must not hide the real error
         pass
@@ -107,8 +110,9 @@ def safe_relpath(name: str) -> str:
         raise BadFile(f"refused the file name {name!r} from the hub: not a plain relative path.")
     p = PurePosixPath(name)
     if p.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
-        raise BadFile(f"refused the file name {name!r} from the hub: it would leave the target folder "
-                      "(absolute path or `..`).")
+        raise BadFile(
+            f"refused the file name {name!r} from the hub: it would leave the target folder (absolute path or `..`)."
+        )
     return str(p)
 
 
@@ -145,17 +149,23 @@ class Fetched:
 
 def how_to_get(repo: str, filename: str, revision: str | None) -> str:
     rev = f" --revision {revision}" if revision else ""
-    reach = "unset HF_HUB_OFFLINE and run the same command" if offline() else "run the same command with the hub reachable"
-    return (f"{reach}, or on a machine with network access run `hf download {repo} {filename}{rev}` and copy its "
-            "Hugging Face cache here (HF_HUB_CACHE, or --cache)")
+    reach = (
+        "unset HF_HUB_OFFLINE and run the same command" if offline() else "run the same command with the hub reachable"
+    )
+    return (
+        f"{reach}, or on a machine with network access run `hf download {repo} {filename}{rev}` and copy its "
+        "Hugging Face cache here (HF_HUB_CACHE, or --cache)"
+    )
 
 
 def missing_offline(repo: str, filename: str, revision: str | None, cache: Path | None) -> MissingData:
     """The error for a file that is not cached when the cache is the only source: what is missing and how to get it."""
     where = f"the Hugging Face cache {cache}" if cache else "the Hugging Face cache (HF_HUB_CACHE)"
     why = "HF_HUB_OFFLINE=1 forbids downloading it" if offline() else "the hub could not be reached"
-    return MissingData(f"{repo}: {filename}{f' (revision {revision})' if revision else ''} is not in {where} and "
-                       f"{why}: {how_to_get(repo, filename, revision)}.")
+    return MissingData(
+        f"{repo}: {filename}{f' (revision {revision})' if revision else ''} is not in {where} and "
+        f"{why}: {how_to_get(repo, filename, revision)}."
+    )
 
 
 def _commit_of(path: Path) -> str | None:
@@ -178,11 +188,17 @@ def _etag(path: Path, repo: str, filename: str, revision: str | None) -> str | N
     if cache_only():
         return None
     from huggingface_hub import get_hf_file_metadata, hf_hub_url  # lazy: see the module docstring
+
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=_commit_of(p) or revision))
     except Exception as e:  # noqa: BLE001 -- reported, then the file counts as unverifiable by etag
-        print(redact(f"kdsae: could not ask the hub for the etag of {repo}/{filename} ({type(e).__name__}); "
-                     "checking it by its contents only"), file=sys.stderr)
+        print(
+            redact(
+                f"kdsae: could not ask the hub for the etag of {repo}/{filename} ({type(e).__name__}); "
+                "checking it by its contents only"
+            ),
+            file=sys.stderr,
+        )
         return None
     etag = (meta.etag or "").strip('"').removeprefix("W/").strip('"')
     return etag if _HEX64.match(etag) or _HEX40.match(etag) else None
@@ -191,7 +207,10 @@ def _etag(path: Path, repo: str, filename: str, revision: str | None) -> str | N
 def _problem(f: Fetched, expected_sha256: str | None, check: Callable[[Path], None] | None) -> str | None:
     """One sentence on what is wrong with a fetched file, or None."""
     if f.etag and _HEX64.match(f.etag) and f.sha256 != f.etag:
-        return f"{f.repo}: {f.filename} does not match its hub etag (sha256 {f.sha256[:12]}..., expected {f.etag[:12]}...: truncated or corrupted)"
+        return (
+            f"{f.repo}: {f.filename} does not match its hub etag (sha256 {f.sha256[:12]}..., "
+            f"expected {f.etag[:12]}...: truncated or corrupted)"
+        )
     if f.etag and _HEX40.match(f.etag) and git_blob_sha1(f.path) != f.etag:
         return f"{f.repo}: {f.filename} does not match its hub etag (git blob sha1; truncated or corrupted)"
     if expected_sha256 and f.sha256 != expected_sha256:
@@ -213,34 +232,62 @@ def about(f: Fetched, e: Exception) -> str:
 
 def _download(repo, filename, revision, cache, force: bool) -> Path:
     from huggingface_hub import hf_hub_download  # lazy: see the module docstring
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     local = cache_only()
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=str(cache) if cache else None,
-                                    local_files_only=local, force_download=force and not local))
+        return Path(
+            hf_hub_download(
+                repo,
+                filename,
+                revision=revision,
+                cache_dir=str(cache) if cache else None,
+                local_files_only=local,
+                force_download=force and not local,
+            )
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         if local:
             raise missing_offline(repo, filename, revision, cache) from None
-        raise MissingData(f"{repo}: {filename} is not cached and the hub could not be reached: "
-                          f"{how_to_get(repo, filename, revision)}.") from None
+        raise MissingData(
+            f"{repo}: {filename} is not cached and the hub could not be reached: "
+            f"{how_to_get(repo, filename, revision)}."
+        ) from None
     except GatedRepoError:
         raise HubError(f"{repo} is gated: accept its terms on huggingface.co and set HF_TOKEN.") from None
     except RepositoryNotFoundError:
-        raise MissingData(f"repository {repo} does not exist on the hub, or it is private and HF_TOKEN does not "
-                          "grant access to it.") from None
+        raise MissingData(
+            f"repository {repo} does not exist on the hub, or it is private and HF_TOKEN does not grant access to it."
+        ) from None
     except RevisionNotFoundError:
         raise MissingData(f"{repo} has no revision {revision!r}.") from None
     except EntryNotFoundError:
         raise MissingData(f"{repo}{f' (revision {revision})' if revision else ''} has no file {filename}.") from None
     except Exception as e:  # noqa: BLE001 -- any other failure of the transfer, as one sentence
-        raise HubError(redact(f"{repo}: {filename} could not be fetched ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''}); run the command again "
-                              "(downloads resume).")) from None
+        raise HubError(
+            redact(
+                f"{repo}: {filename} could not be fetched ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else ''}); run the command again "
+                "(downloads resume)."
+            )
+        ) from None
 
 
-def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | None = None,
-          expected_sha256: str | None = None, check: Callable[[Path], None] | None = None) -> Fetched:
+def fetch(
+    repo: str,
+    filename: str,
+    revision: str | None = None,
+    cache: Path | None = None,
+    expected_sha256: str | None = None,
+    check: Callable[[Path], None] | None = None,
+) -> Fetched:
     """Fetch one file into the Hugging Face cache and verify it (etag, manifest sha256, `check`); a bad file
     is reported and re-fetched once when the hub is reachable, otherwise BadFile."""
     check_repo_id(repo)
@@ -248,16 +295,23 @@ def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | N
     refetched = False
     while True:
         path = _download(repo, filename, revision, cache, force=refetched)
-        f = Fetched(repo, filename, path, _commit_of(path), sha256_file(path), _etag(path, repo, filename, revision),
-                    refetched)
+        f = Fetched(
+            repo, filename, path, _commit_of(path), sha256_file(path), _etag(path, repo, filename, revision), refetched
+        )
         problem = _problem(f, expected_sha256, check)
         if problem is None:
             return f
         if refetched:
-            raise BadFile(f"{problem}, even after downloading it again: the hub copy itself is damaged or the "
-                          "manifest is wrong; nothing was converted.")
+            raise BadFile(
+                f"{problem}, even after downloading it again: the hub copy itself is damaged or the "
+                "manifest is wrong; nothing was converted."
+            )
         if cache_only():
-            why = "HF_HUB_OFFLINE=1 forbids fetching it again" if offline() else "the hub could not be reached to fetch it again"
+            why = (
+                "HF_HUB_OFFLINE=1 forbids fetching it again"
+                if offline()
+                else "the hub could not be reached to fetch it again"
+            )
             raise BadFile(f"{problem}; it was not loaded, and {why}: {how_to_get(repo, filename, revision)}.")
         print(f"kdsae: {problem}; downloading it again", file=sys.stderr)
         refetched = True
@@ -266,6 +320,7 @@ def fetch(repo: str, filename: str, revision: str | None = None, cache: Path | N
 def cached(repo: str, filename: str, revision: str | None = None, cache: Path | None = None) -> Path | None:
     """The cached copy of a file, without any network access; None when it is not cached."""
     from huggingface_hub import try_to_load_from_cache  # lazy: see the module docstring
+
     got = try_to_load_from_cache(repo, filename, cache_dir=str(cache) if cache else None, revision=revision)
     return Path(got) if isinstance(got, str) else None
 
@@ -277,19 +332,30 @@ def list_files(repo: str, revision: str | None = None) -> list[str] | None:
         return None
     from huggingface_hub import HfApi  # lazy: see the module docstring
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
     try:
         names = HfApi().list_repo_files(repo, revision=revision)
     except RepositoryNotFoundError:
-        raise MissingData(f"repository {repo} does not exist on the hub, or it is private and HF_TOKEN does not "
-                          "grant access to it.") from None
+        raise MissingData(
+            f"repository {repo} does not exist on the hub, or it is private and HF_TOKEN does not grant access to it."
+        ) from None
     except RevisionNotFoundError:
         raise MissingData(f"{repo} has no revision {revision!r}.") from None
     except HfHubHTTPError as e:
-        raise HubError(redact(f"the hub refused to list the files of {repo} ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''}).")) from None
+        raise HubError(
+            redact(
+                f"the hub refused to list the files of {repo} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else ''})."
+            )
+        ) from None
     except Exception as e:  # noqa: BLE001 -- no answer at all (connection refused, timeout): work from the cache
-        print(redact(f"kdsae: could not reach the hub to list {repo} ({type(e).__name__}); using the files in the "
-                     "Hugging Face cache"), file=sys.stderr)
+        print(
+            redact(
+                f"kdsae: could not reach the hub to list {repo} ({type(e).__name__}); using the files in the "
+                "Hugging Face cache"
+            ),
+            file=sys.stderr,
+        )
         return None
     return [safe_relpath(n) for n in names]
 
@@ -297,18 +363,27 @@ def list_files(repo: str, revision: str | None = None) -> list[str] | None:
 # ---- uploading ----------------------------------------------------------------------------------------------
 def require_online(what: str) -> None:
     if offline():
-        raise MissingData(f"{what} needs the Hugging Face hub, but HF_HUB_OFFLINE=1 is set: unset it (and set "
-                          "HF_TOKEN to a token with write access) and run the command again.")
+        raise MissingData(
+            f"{what} needs the Hugging Face hub, but HF_HUB_OFFLINE=1 is set: unset it (and set "
+            "HF_TOKEN to a token with write access) and run the command again."
+        )
 
 
-def upload(folder: Path, repo: str, revision: str | None = None, force: bool = False, private: bool = False,
-           message: str | None = None) -> str:
+def upload(
+    folder: Path,
+    repo: str,
+    revision: str | None = None,
+    force: bool = False,
+    private: bool = False,
+    message: str | None = None,
+) -> str:
     """Upload `folder` as the whole content of `repo` at `revision` (a branch; default main) with upload_folder.
     A revision that already holds files is refused unless `force`; with `force` its old files are replaced."""
     check_repo_id(repo)
     require_online(f"publishing to {repo}")
     from huggingface_hub import HfApi  # lazy: see the module docstring
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError
+
     api = HfApi()
     branch = revision or "main"
     try:
@@ -320,22 +395,38 @@ def upload(folder: Path, repo: str, revision: str | None = None, force: bool = F
             head, new_branch = api.model_info(repo, revision=branch), True
         existing = [s.rfilename for s in (head.siblings or []) if s.rfilename != ".gitattributes"]
         if existing and not force and not new_branch:
-            raise HubError(f"{repo} at revision {branch} already holds {len(existing)} files (e.g. {existing[0]}): "
-                           "pass --force to replace them, or publish to another --revision.")
+            raise HubError(
+                f"{repo} at revision {branch} already holds {len(existing)} files (e.g. {existing[0]}): "
+                "pass --force to replace them, or publish to another --revision."
+            )
         # parent_commit: if anyone commits between the check above and this upload, the hub refuses it.
-        info = api.upload_folder(repo_id=repo, folder_path=str(folder), revision=branch, parent_commit=head.sha,
-                                 commit_message=message or "Upload a kdsae run",
-                                 delete_patterns=["*"] if existing else None)
+        info = api.upload_folder(
+            repo_id=repo,
+            folder_path=str(folder),
+            revision=branch,
+            parent_commit=head.sha,
+            commit_message=message or "Upload a kdsae run",
+            delete_patterns=["*"] if existing else None,
+        )
     except OfflineModeIsEnabled:
-        raise MissingData(f"publishing to {repo} needs the Hugging Face hub, but HF_HUB_OFFLINE=1 is set: unset it "
-                          "and run the command again.") from None
+        raise MissingData(
+            f"publishing to {repo} needs the Hugging Face hub, but HF_HUB_OFFLINE=1 is set: unset it "
+            "and run the command again."
+        ) from None
     except HfHubHTTPError as e:
-        raise HubError(redact(f"the hub refused the upload to {repo} ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''}); a write token in HF_TOKEN is needed.")) from None
+        raise HubError(
+            redact(
+                f"the hub refused the upload to {repo} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else ''}); a write token in HF_TOKEN is needed."
+            )
+        ) from None
     except HubError:
         raise
     except Exception as e:  # noqa: BLE001 -- no answer at all (connection refused, timeout)
-        raise HubError(redact(f"could not reach the hub to publish {repo} ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120] if str(e) else ''}); nothing was uploaded.")) from None
+        raise HubError(
+            redact(
+                f"could not reach the hub to publish {repo} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:120] if str(e) else ''}); nothing was uploaded."
+            )
+        ) from None
     return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}/tree/{branch}")
-

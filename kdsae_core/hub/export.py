@@ -44,8 +44,10 @@ def _files(run: Path) -> list[str]:
 
 def _verified(run: Path, listed: dict, rel: str) -> None:
     if rel not in listed:
-        raise BadFile(f"{run / rel} is not listed in {layout.run_manifest(run)}, so it cannot be verified: "
-                      "re-run `kdsae measure` (it rewrites the manifest) or remove the file.")
+        raise BadFile(
+            f"{run / rel} is not listed in {layout.run_manifest(run)}, so it cannot be verified: "
+            "re-run `kdsae measure` (it rewrites the manifest) or remove the file."
+        )
     problems = manifest.verify_manifest(run, only=[rel])
     if problems:
         raise BadFile(problems[0])
@@ -54,8 +56,10 @@ def _verified(run: Path, listed: dict, rel: str) -> None:
 def _stage(run: Path, staging: Path, repo: str | None) -> int:
     listed = manifest.read_manifest(run)
     if not listed:
-        raise BadFile(f"{run} has no MANIFEST.sha256, so its files cannot be verified: re-run `kdsae measure --run {run}` "
-                      "to write one.")
+        raise BadFile(
+            f"{run} has no MANIFEST.sha256, so its files cannot be verified: re-run `kdsae measure --run {run}` "
+            "to write one."
+        )
     cks = list_checkpoints(run)
     if not cks:
         raise MissingData(f"{run} has no checkpoints to export.")
@@ -90,8 +94,10 @@ def export_run(run: Path, to: Path, repo: str | None = None, force: bool = False
         if not force:
             raise RunFolderError(f"{to} exists and is not empty: pass --force to replace it, or choose another --to.")
         if not layout.run_manifest(to).exists() or not (to / layout.MODEL_CARD_FILE).exists():
-            raise RunFolderError(f"{to} is not an earlier export (no README.md and MANIFEST.sha256); it is not "
-                                 "replaced even with --force: choose another --to.")
+            raise RunFolderError(
+                f"{to} is not an earlier export (no README.md and MANIFEST.sha256); it is not "
+                "replaced even with --force: choose another --to."
+            )
     to.parent.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(f".{to.name}.export-", to.parent)
     try:

@@ -34,21 +34,25 @@ def _wanted(rel: str, name_filter, layers, snapshots) -> bool:
     if parts[0] == layout.CHECKPOINTS_DIR and len(parts) == 5:
         trial, layer, snap = parts[1], parts[2], parts[3]
     elif parts[0] == layout.MEASUREMENTS_DIR and len(parts) == 3 and parts[2].startswith("layer") and "_" in parts[2]:
-        trial, (layer, snap) = parts[1], parts[2][:-len(".json")].split("_", 1)
+        trial, (layer, snap) = parts[1], parts[2][: -len(".json")].split("_", 1)
     else:
         return len(parts) == 1 and rel != layout.MODEL_CARD_FILE
     try:
-        n = int(layer[len("layer"):])
+        n = int(layer[len("layer") :])
     except ValueError:
         return False
-    return (layers is None or n in layers) and (snapshots is None or snap in snapshots) \
+    return (
+        (layers is None or n in layers)
+        and (snapshots is None or snap in snapshots)
         and (name_filter is None or trial == name_filter)
+    )
 
 
 def download(out: Path, repo: str, layers, snapshots, revision, cache, old, progress) -> int:
     if old is not None:
-        raise RunFolderError(f"{out} holds an earlier download; a run published by kdsae is downloaded into a new "
-                             "or empty --out.")
+        raise RunFolderError(
+            f"{out} holds an earlier download; a run published by kdsae is downloaded into a new or empty --out."
+        )
     mf = hub.fetch(repo, layout.MANIFEST_FILE, revision, cache)
     listed = manifest.parse_manifest(mf.path.read_text(), f"{repo}: {layout.MANIFEST_FILE}")
     chosen = [hub.safe_relpath(n) for n in listed]  # names from the hub: refuse `..` and absolute paths first

@@ -40,8 +40,12 @@ def _fold_b_pre(t: Tensors) -> Tensors:
     # z = ReLU(E (x - b_pre) + e), x_hat = D z + d + b_pre.  With b_dec = d + b_pre:
     # (x - b_dec) E^T + (e + E d) = (x - b_pre) E^T + e, so the encoder output is unchanged.
     E, D = t["encoder.weight"], t["decoder.weight"]
-    return {"W_enc": E.T, "b_enc": t["encoder.bias"] + E @ t["decoder.bias"], "W_dec": D.T,
-            "b_dec": t["decoder.bias"] + t["b_pre"]}
+    return {
+        "W_enc": E.T,
+        "b_enc": t["encoder.bias"] + E @ t["decoder.bias"],
+        "W_dec": D.T,
+        "b_dec": t["decoder.bias"] + t["b_pre"],
+    }
 
 
 def _fold_linear(t: Tensors) -> Tensors:
@@ -50,14 +54,35 @@ def _fold_linear(t: Tensors) -> Tensors:
 
 
 LAYOUTS: list[Layout] = [
-    Layout("authors", {"b_pre": ("d_in",), "encoder.weight": ("d_sae", "d_in"), "encoder.bias": ("d_sae",),
-                       "decoder.weight": ("d_in", "d_sae"), "decoder.bias": ("d_in",)}, _fold_b_pre,
-           "the paper authors' SparseAutoencoder (pre-encoder bias b_pre, nn.Linear encoder and decoder)"),
-    Layout("saelens", {"W_enc": ("d_in", "d_sae"), "b_enc": ("d_sae",), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)},
-           lambda t: dict(t), "SAELens' standard SAE (and kdsae's own)"),
-    Layout("linear-pair", {"encoder.weight": ("d_sae", "d_in"), "encoder.bias": ("d_sae",),
-                           "decoder.weight": ("d_in", "d_sae"), "decoder.bias": ("d_in",)}, _fold_linear,
-           "two nn.Linear layers without a pre-encoder bias"),
+    Layout(
+        "authors",
+        {
+            "b_pre": ("d_in",),
+            "encoder.weight": ("d_sae", "d_in"),
+            "encoder.bias": ("d_sae",),
+            "decoder.weight": ("d_in", "d_sae"),
+            "decoder.bias": ("d_in",),
+        },
+        _fold_b_pre,
+        "the paper authors' SparseAutoencoder (pre-encoder bias b_pre, nn.Linear encoder and decoder)",
+    ),
+    Layout(
+        "saelens",
+        {"W_enc": ("d_in", "d_sae"), "b_enc": ("d_sae",), "W_dec": ("d_sae", "d_in"), "b_dec": ("d_in",)},
+        lambda t: dict(t),
+        "SAELens' standard SAE (and kdsae's own)",
+    ),
+    Layout(
+        "linear-pair",
+        {
+            "encoder.weight": ("d_sae", "d_in"),
+            "encoder.bias": ("d_sae",),
+            "decoder.weight": ("d_in", "d_sae"),
+            "decoder.bias": ("d_in",),
+        },
+        _fold_linear,
+        "two nn.Linear layers without a pre-encoder bias",
+    ),
 ]
 CONTAINERS = ("model_state", "state_dict", "model_state_dict", "sae_state_dict", "sae")
 STRIP_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
@@ -92,8 +117,9 @@ def check_container(path: Path) -> None:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
     except (zipfile.BadZipFile, EOFError, OSError):
-        raise BadFile(f"{path} is truncated or corrupted ({size:,} bytes, not a complete PyTorch zip "
-                      "archive); download it again.") from None
+        raise BadFile(
+            f"{path} is truncated or corrupted ({size:,} bytes, not a complete PyTorch zip archive); download it again."
+        ) from None
     if bad is not None:
         raise BadFile(f"{path} is corrupted (the checksum of its part {bad} does not match); download it again.")
 
@@ -107,19 +133,24 @@ def read_pt(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         why = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-        raise BadFile(f"{path} was refused: it holds Python objects, not only tensors and plain data"
-                      f"{f' ({why})' if why else ''}; kdsae loads checkpoints only with torch.load(weights_only=True), "
-                      "which never runs code stored in a file.") from None
+        raise BadFile(
+            f"{path} was refused: it holds Python objects, not only tensors and plain data"
+            f"{f' ({why})' if why else ''}; kdsae loads checkpoints only with torch.load(weights_only=True), "
+            "which never runs code stored in a file."
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise BadFile(f"{path} is truncated or corrupted ({size:,} bytes; torch.load: "
-                      f"{str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); download it again.") from None
+        raise BadFile(
+            f"{path} is truncated or corrupted ({size:,} bytes; torch.load: "
+            f"{str(e).splitlines()[0][:100] if str(e) else type(e).__name__}); download it again."
+        ) from None
 
 
 def _state_dict(obj: object, path: Path) -> tuple[Tensors, dict]:
     """(the state dict, the other top-level entries) of a loaded object."""
     if not isinstance(obj, dict):
-        raise BadFile(f"{path} holds a {type(obj).__name__}, not a state dict or a dict with one; "
-                      f"known layouts: {_known()}.")
+        raise BadFile(
+            f"{path} holds a {type(obj).__name__}, not a state dict or a dict with one; known layouts: {_known()}."
+        )
     for key in CONTAINERS:
         inner = obj.get(key)
         if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
@@ -131,7 +162,7 @@ def _state_dict(obj: object, path: Path) -> tuple[Tensors, dict]:
 def _strip(tensors: Tensors) -> Tensors:
     for prefix in STRIP_PREFIXES:
         if tensors and all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -148,8 +179,10 @@ def match_layout(tensors: Tensors, path: Path) -> Layout:
     for lay in LAYOUTS:
         if keys == set(lay.shapes):
             return lay
-    raise BadFile(f"{path} has an unknown checkpoint layout: found {_describe(tensors)}; known layouts: {_known()} "
-                  "(add one to LAYOUTS in kdsae_core/hub/layouts.py).")
+    raise BadFile(
+        f"{path} has an unknown checkpoint layout: found {_describe(tensors)}; known layouts: {_known()} "
+        "(add one to LAYOUTS in kdsae_core/hub/layouts.py)."
+    )
 
 
 def _dims(lay: Layout, tensors: Tensors, path: Path) -> tuple[int, int]:
@@ -157,15 +190,19 @@ def _dims(lay: Layout, tensors: Tensors, path: Path) -> tuple[int, int]:
     for key, sym in lay.shapes.items():  # the first tensor naming a dimension fixes it
         t = tensors[key]
         if t.dim() != len(sym):
-            raise BadFile(f"{path}: {key} has shape {list(t.shape)}, the {lay.name} layout needs {len(sym)} "
-                          f"dimension(s) ({', '.join(sym)}).")
+            raise BadFile(
+                f"{path}: {key} has shape {list(t.shape)}, the {lay.name} layout needs {len(sym)} "
+                f"dimension(s) ({', '.join(sym)})."
+            )
         for name, n in zip(sym, t.shape):
             dims.setdefault(name, int(n))
     for key, sym in lay.shapes.items():
         want = [dims[s] for s in sym]
         if list(tensors[key].shape) != want:
-            raise BadFile(f"{path}: {key} has shape {list(tensors[key].shape)}, expected {want} "
-                          f"(d_in {dims['d_in']}, d_sae {dims['d_sae']} from the other tensors).")
+            raise BadFile(
+                f"{path}: {key} has shape {list(tensors[key].shape)}, expected {want} "
+                f"(d_in {dims['d_in']}, d_sae {dims['d_sae']} from the other tensors)."
+            )
     return dims["d_in"], dims["d_sae"]
 
 
@@ -190,8 +227,10 @@ def convert(obj: object, path: Path) -> PtCheckpoint:
     """Fold a loaded object into kdsae's parameters, checking its layout, shapes and values."""
     tensors, rest = _state_dict(obj, path)
     if not tensors:
-        raise BadFile(f"{path} holds no tensors at the top level or under {', '.join(CONTAINERS)} (found keys: "
-                      f"{', '.join(map(str, rest)) or 'none'}); known layouts: {_known()}.")
+        raise BadFile(
+            f"{path} holds no tensors at the top level or under {', '.join(CONTAINERS)} (found keys: "
+            f"{', '.join(map(str, rest)) or 'none'}); known layouts: {_known()}."
+        )
     tensors = _strip(tensors)
     lay = match_layout(tensors, path)
     bad = [k for k, v in tensors.items() if not v.is_floating_point()]

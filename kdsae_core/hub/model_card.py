@@ -18,8 +18,11 @@ def model_card(folder: Path, repo: str | None = None) -> str:
     cks = list_checkpoints(folder)
     model = str(cfg.get("model") or "unknown model")
     trials = sorted({c.trial for c in cks})
-    return ("\n".join(_front_matter(model)) + _about(cfg, cks, model, trials)
-            + _usage(folder, cfg, trials, _example_sae_id(cks), repo))
+    return (
+        "\n".join(_front_matter(model))
+        + _about(cfg, cks, model, trials)
+        + _usage(folder, cfg, trials, _example_sae_id(cks), repo)
+    )
 
 
 def _front_matter(model: str) -> list[str]:
@@ -31,8 +34,10 @@ def _front_matter(model: str) -> list[str]:
 
 def _example_sae_id(cks: list[Checkpoint]) -> str:
     """The folder of the first (trial, layer)'s last snapshot: the SAE the loading example names."""
-    first = max((c for c in cks if (c.trial, c.layer) == (cks[0].trial, cks[0].layer)),
-                key=lambda c: snapshot_tokens(c.snapshot))
+    first = max(
+        (c for c in cks if (c.trial, c.layer) == (cks[0].trial, cks[0].layer)),
+        key=lambda c: snapshot_tokens(c.snapshot),
+    )
     return layout.checkpoint_dir(Path(""), first.trial, first.layer, first.snapshot).as_posix()
 
 
@@ -42,15 +47,21 @@ def _about(cfg: dict, cks: list[Checkpoint], model: str, trials: list[str]) -> s
     snaps = sorted({c.snapshot for c in cks}, key=snapshot_tokens)
     tokens = cfg.get("tokens")
     source = cfg.get("hub")
-    source_text = ("\nConverted from the published checkpoints of " +
-                   ", ".join(f"`{v.get('repo')}` (trial {k})" for k, v in sorted(source.items())) +
-                   " with `kdsae download` (b_pre folded into b_dec/b_enc exactly).\n") if isinstance(source, dict) else ""
-    return f"""# Sparse autoencoders on {model} ({', '.join(f'trial {t}' for t in trials)})
+    source_text = (
+        (
+            "\nConverted from the published checkpoints of "
+            + ", ".join(f"`{v.get('repo')}` (trial {k})" for k, v in sorted(source.items()))
+            + " with `kdsae download` (b_pre folded into b_dec/b_enc exactly).\n"
+        )
+        if isinstance(source, dict)
+        else ""
+    )
+    return f"""# Sparse autoencoders on {model} ({", ".join(f"trial {t}" for t in trials)})
 
 Standard ReLU SAEs (z = ReLU((x − b_dec) W_enc + b_enc), x̂ = z W_dec + b_dec) on the residual stream
-(`blocks.{{layer}}.hook_resid_post`) of **{model}**, layers {', '.join(map(str, layers))}, d_in {cfg.get('d_in')},
-d_sae {cfg.get('d_sae')}{f', {format_tokens(float(tokens))} training tokens' if tokens else ''}; snapshots
-{', '.join(snaps)}. Written by [kdsae](https://arxiv.org/abs/2604.04037), the reproducible companion to
+(`blocks.{{layer}}.hook_resid_post`) of **{model}**, layers {", ".join(map(str, layers))}, d_in {cfg.get("d_in")},
+d_sae {cfg.get("d_sae")}{f", {format_tokens(float(tokens))} training tokens" if tokens else ""}; snapshots
+{", ".join(snaps)}. Written by [kdsae](https://arxiv.org/abs/2604.04037), the reproducible companion to
 *Geometric Limits of Knowledge Distillation: A Minimum-Width Theorem via Superposition Theory*.
 {source_text}
 ## Files
@@ -66,10 +77,14 @@ d_sae {cfg.get('d_sae')}{f', {format_tokens(float(tokens))} training tokens' if 
 def _usage(folder: Path, cfg: dict, trials: list[str], sae_id: str, repo: str | None) -> str:
     """How to load the SAEs, the training configuration, and the measured metrics."""
     settings = {k: v for k, v in (cfg.get("settings") or {}).items()}
-    trial_text = "\n".join(f"- **{t}**: " + json.dumps((cfg.get("trials") or {}).get(t, {}), sort_keys=True)
-                           for t in trials)
-    load_hub = (f'sae = SAE.from_pretrained("{repo}", "{sae_id}")\n' if repo else
-                f'sae = SAE.from_pretrained("ORG/NAME", "{sae_id}")  # once published\n')
+    trial_text = "\n".join(
+        f"- **{t}**: " + json.dumps((cfg.get("trials") or {}).get(t, {}), sort_keys=True) for t in trials
+    )
+    load_hub = (
+        f'sae = SAE.from_pretrained("{repo}", "{sae_id}")\n'
+        if repo
+        else f'sae = SAE.from_pretrained("ORG/NAME", "{sae_id}")  # once published\n'
+    )
     return f"""## Loading
 
 ```python
@@ -77,7 +92,7 @@ from sae_lens import SAE
 sae = SAE.load_from_disk("{sae_id}")            # a downloaded copy
 {load_hub}```
 
-or, with kdsae: `kdsae download --repo {repo or 'ORG/NAME'} --out RUN` then `kdsae measure --run RUN`.
+or, with kdsae: `kdsae download --repo {repo or "ORG/NAME"} --out RUN` then `kdsae measure --run RUN`.
 
 ## Training configuration
 
@@ -114,13 +129,26 @@ def _metrics_table(folder: Path) -> str:
         key = (m.get("trial"), int(m["layer"]))
         if key not in last or snapshot_tokens(m["snapshot"]) > snapshot_tokens(last[key]["snapshot"]):
             last[key] = m
-    cols = [("trial", "trial"), ("layer", "layer"), ("snapshot", "snapshot"), ("avg_active", "L0"),
-            ("F_alive", "alive F"), ("dead", "dead"), ("alpha", "α"), ("g_alpha", "g(α)"), ("d_star_S", "d*_S"),
-            ("mse", "MSE"), ("explained_variance", "explained var."), ("measure_tokens", "tokens measured")]
+    cols = [
+        ("trial", "trial"),
+        ("layer", "layer"),
+        ("snapshot", "snapshot"),
+        ("avg_active", "L0"),
+        ("F_alive", "alive F"),
+        ("dead", "dead"),
+        ("alpha", "α"),
+        ("g_alpha", "g(α)"),
+        ("d_star_S", "d*_S"),
+        ("mse", "MSE"),
+        ("explained_variance", "explained var."),
+        ("measure_tokens", "tokens measured"),
+    ]
     out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for key in sorted(last):
         m = last[key]
         out.append("| " + " | ".join(_fmt(m.get(k)) for k, _ in cols) + " |")
     n_all = len(rows)
-    return ("\n".join(out) + f"\n\nLast snapshot of each (trial, layer); all {n_all} measurements (every snapshot, with "
-            "the sorted E[z²] importances and predicted floors) are in `measurements/`.\n")
+    return (
+        "\n".join(out) + f"\n\nLast snapshot of each (trial, layer); all {n_all} measurements (every snapshot, with "
+        "the sorted E[z²] importances and predicted floors) are in `measurements/`.\n"
+    )

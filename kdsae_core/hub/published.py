@@ -57,9 +57,15 @@ def _measure_settings(model, dataset, context, batch_tokens, measure_tokens) -> 
     paper = PROFILES["paper"]
     context = int(context or paper["context"])
     batch = int(batch_tokens or max(context, paper["batch_tokens"] // paper["context"] * context))
-    return {"profile": HUB_PROFILE, "model": model or PAPER_MODEL, "dataset": dataset or paper["dataset"],
-            "context": context, "batch_tokens": batch, "measure_tokens": int(measure_tokens or paper["measure_tokens"]),
-            "device": "cpu"}
+    return {
+        "profile": HUB_PROFILE,
+        "model": model or PAPER_MODEL,
+        "dataset": dataset or paper["dataset"],
+        "context": context,
+        "batch_tokens": batch,
+        "measure_tokens": int(measure_tokens or paper["measure_tokens"]),
+        "device": "cpu",
+    }
 
 
 # ---- the output folder ------------------------------------------------------------------------------------------
@@ -83,13 +89,20 @@ def _existing(out: Path, settings: dict) -> dict | None:
         if cfg.get("profile") != HUB_PROFILE:
             raise RunFolderError(f"{out} holds a trained run, not a download: use another --out.")
         if cfg.get("settings") != settings:
-            diff = sorted(k for k in set(cfg.get("settings") or {}) | set(settings)
-                          if (cfg.get("settings") or {}).get(k) != settings.get(k))
-            raise RunFolderError(f"{out} holds a download with other measurement settings ({', '.join(diff)}): "
-                                 "use the same options, or another --out.")
+            diff = sorted(
+                k
+                for k in set(cfg.get("settings") or {}) | set(settings)
+                if (cfg.get("settings") or {}).get(k) != settings.get(k)
+            )
+            raise RunFolderError(
+                f"{out} holds a download with other measurement settings ({', '.join(diff)}): "
+                "use the same options, or another --out."
+            )
         return cfg
     if out.exists() and (not out.is_dir() or any(p.name != layout.LOCK_FILE for p in out.iterdir())):
-        raise RunFolderError(f"{out} exists and is not an empty folder or an earlier `kdsae download`: use another --out.")
+        raise RunFolderError(
+            f"{out} exists and is not an empty folder or an earlier `kdsae download`: use another --out."
+        )
     return None
 
 
@@ -122,21 +135,44 @@ def _write_config(out: Path, old: dict | None, src: Source, settings: dict, revi
     files = {**(entry.get("files") or {}), **result["files"]}
     sources[src.name] = {"repo": src.repo, "revision": revision, "files": files}
     labels = sorted({c.snapshot for c in cks}, key=snapshot_tokens)
-    cfg.update({
-        "settings": settings, "profile": HUB_PROFILE, "model": model_display_name(settings["model"]),
-        "model_source": settings["model"], "layers": sorted({c.layer for c in cks}), "d_in": first["d_in"],
-        "d_sae": first["d_sae"], "tokens": src.tokens if len(trials) == 1 or cfg.get("tokens") == src.tokens else None,
-        "context": settings["context"], "dataset": settings["dataset"], "measure_tokens": settings["measure_tokens"],
-        "trials": trials, "snapshots": [{"label": lab} for lab in labels], "hub": sources,
-    })
+    cfg.update(
+        {
+            "settings": settings,
+            "profile": HUB_PROFILE,
+            "model": model_display_name(settings["model"]),
+            "model_source": settings["model"],
+            "layers": sorted({c.layer for c in cks}),
+            "d_in": first["d_in"],
+            "d_sae": first["d_sae"],
+            "tokens": src.tokens if len(trials) == 1 or cfg.get("tokens") == src.tokens else None,
+            "context": settings["context"],
+            "dataset": settings["dataset"],
+            "measure_tokens": settings["measure_tokens"],
+            "trials": trials,
+            "snapshots": [{"label": lab} for lab in labels],
+            "hub": sources,
+        }
+    )
     atomic_write_json(layout.run_config(out), cfg)
 
 
 # ---- entry points -------------------------------------------------------------------------------------------------
-def download_run(out: Path, trial: str | None = None, repo: str | None = None, name: str | None = None,
-                 layers=None, snapshots=None, revision: str | None = None, cache: Path | None = None,
-                 model: str | None = None, dataset: str | None = None, context: int | None = None,
-                 batch_tokens: int | None = None, measure_tokens: int | None = None, progress: bool = True) -> Path:
+def download_run(
+    out: Path,
+    trial: str | None = None,
+    repo: str | None = None,
+    name: str | None = None,
+    layers=None,
+    snapshots=None,
+    revision: str | None = None,
+    cache: Path | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
+    context: int | None = None,
+    batch_tokens: int | None = None,
+    measure_tokens: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Fetch and convert published checkpoints into the run folder `out`; return it."""
     src = resolve_source(trial, repo, name)
     out = Path(out).expanduser().absolute()
@@ -146,7 +182,9 @@ def download_run(out: Path, trial: str | None = None, repo: str | None = None, n
         raise InvalidParameter(f"--layers must be 0-based layer numbers (got {layers}).")
     for s in snapshots or ():
         snapshot_tokens(s)  # names a bad label
-    given = dict(model=model, dataset=dataset, context=context, batch_tokens=batch_tokens, measure_tokens=measure_tokens)
+    given = dict(
+        model=model, dataset=dataset, context=context, batch_tokens=batch_tokens, measure_tokens=measure_tokens
+    )
     earlier = _earlier_settings(out)  # adding to an earlier download: options not given keep its values
     settings = _measure_settings(**{k: v if v is not None else earlier.get(k) for k, v in given.items()})
     old = _existing(out, settings)
@@ -154,8 +192,9 @@ def download_run(out: Path, trial: str | None = None, repo: str | None = None, n
         kdsae_repo.download(out, src.repo, layers, snapshots, revision, cache, old, progress)
         return out
     if layers is not None and trial is not None and max(layers) >= PUBLISHED_LAYER_COUNT:
-        raise InvalidParameter(f"layer {max(layers)} does not exist: the published trials have layers "
-                               f"0-{PUBLISHED_LAYER_COUNT - 1}.")
+        raise InvalidParameter(
+            f"layer {max(layers)} does not exist: the published trials have layers 0-{PUBLISHED_LAYER_COUNT - 1}."
+        )
     layers = layers if layers is not None else list(range(PUBLISHED_LAYER_COUNT))
     snapshots = list(snapshots) if snapshots else list(PUBLISHED_SNAPSHOTS)
     result = authors_repo.download(out, src, layers, snapshots, revision, cache, settings, old, progress)
@@ -171,9 +210,18 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def fetch_trial(trial: str, layers=None, snapshots=(FINAL,), revision: str | None = None, cache: Path | None = None,
-                out: Path | None = None, progress: bool = False, tokens: int | None = None, device: str | None = None,
-                **measure) -> Path:
+def fetch_trial(
+    trial: str,
+    layers=None,
+    snapshots=(FINAL,),
+    revision: str | None = None,
+    cache: Path | None = None,
+    out: Path | None = None,
+    progress: bool = False,
+    tokens: int | None = None,
+    device: str | None = None,
+    **measure,
+) -> Path:
     """A published trial downloaded, converted and measured into a cache run folder (paths.hub_run_dir): the
     chapters' `source="hub"`. `measure` (model, dataset, context, batch_tokens, measure_tokens) defaults to the
     paper's setting: Pythia-410M on the Pile. Offline with the files missing: MissingData naming the repository,
@@ -181,13 +229,31 @@ def fetch_trial(trial: str, layers=None, snapshots=(FINAL,), revision: str | Non
     if trial not in PUBLISHED:
         raise InvalidParameter(f"trial must be one of {', '.join(PUBLISHED)} (got {trial!r}).")
     out = Path(out) if out is not None else paths.hub_run_dir(trial, revision)
-    download_run(out, trial=trial, layers=layers, snapshots=list(snapshots) if snapshots else None, revision=revision,
-                 cache=cache, progress=progress, **measure)
-    todo = [c for c in list_checkpoints(out, [trial], layers, snapshots)
-            if not layout.measurement_file(out, c.trial, c.layer, c.snapshot).exists()]
+    download_run(
+        out,
+        trial=trial,
+        layers=layers,
+        snapshots=list(snapshots) if snapshots else None,
+        revision=revision,
+        cache=cache,
+        progress=progress,
+        **measure,
+    )
+    todo = [
+        c
+        for c in list_checkpoints(out, [trial], layers, snapshots)
+        if not layout.measurement_file(out, c.trial, c.layer, c.snapshot).exists()
+    ]
     if todo:
-        measure_run(out, tokens=tokens, trials=[trial], layers=sorted({c.layer for c in todo}),
-                    snapshots=sorted({c.snapshot for c in todo}), progress=progress, device=device or default_device())
+        measure_run(
+            out,
+            tokens=tokens,
+            trials=[trial],
+            layers=sorted({c.layer for c in todo}),
+            snapshots=sorted({c.snapshot for c in todo}),
+            progress=progress,
+            device=device or default_device(),
+        )
     return out
 
 
@@ -204,8 +270,11 @@ def report(out: Path) -> str:
     """One line on what a download holds."""
     cks = list_checkpoints(out)
     trials = sorted({c.trial for c in cks})
-    return (f"{len(cks)} checkpoints ({', '.join(trials)}; layers {', '.join(str(v) for v in sorted({c.layer for c in cks}))}) "
-            f"in {out}; measure them with `kdsae measure --run {out}`")
+    return (
+        f"{len(cks)} checkpoints ({', '.join(trials)}; layers "
+        f"{', '.join(str(v) for v in sorted({c.layer for c in cks}))}) "
+        f"in {out}; measure them with `kdsae measure --run {out}`"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ Weights are written atomically; loading checks names, shapes and (when a manifes
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,8 +25,14 @@ from kdsae_core.runs.layout import CFG_FILE, WEIGHTS_FILE
 from kdsae_core.sae.model import PARAM_NAMES, SAE
 
 SAELENS_FORMAT_VERSION = "6.54.12"  # the SAELens release whose cfg.json format this writes (tests/saelens)
-SAELENS_FIELDS = {"architecture": "standard", "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
-                  "normalize_activations": "none", "reshape_activations": "none"}
+SAELENS_FIELDS = {
+    "architecture": "standard",
+    "dtype": "float32",
+    "device": "cpu",
+    "apply_b_dec_to_input": True,
+    "normalize_activations": "none",
+    "reshape_activations": "none",
+}
 
 
 def sae_cfg(d_in: int, d_sae: int, *, model: str, layer: int, context: int, dataset: str, kdsae: dict) -> dict:
@@ -84,8 +89,9 @@ def read_cfg(folder: Path) -> dict:
     return cfg
 
 
-def load_checkpoint(folder: Path, expected_sha256: str | None = None, d_sae: int | None = None,
-                    device: str = "cpu") -> tuple[SAE, dict]:
+def load_checkpoint(
+    folder: Path, expected_sha256: str | None = None, d_sae: int | None = None, device: str = "cpu"
+) -> tuple[SAE, dict]:
     """The SAE of a checkpoint folder and its cfg. A truncated or corrupted weights file, a digest that does
     not match `expected_sha256`, or shapes other than cfg.json (or `d_sae`) says are errors naming the file."""
     folder = Path(folder)

@@ -101,7 +101,7 @@ def summary_file(run: Path, trial: str) -> Path:
 
 def summary_trial(path: Path) -> str:
     """The trial a summary file is of: summary_B.csv -> B."""
-    return Path(path).stem[len(SUMMARY_PREFIX):]
+    return Path(path).stem[len(SUMMARY_PREFIX) :]
 
 
 def summary_files(run: Path) -> list[Path]:
@@ -135,9 +135,12 @@ def list_checkpoints(run: Path, trials=None, layers=None, snapshots=None) -> lis
     for folder in sorted(root.glob("*/layer*/*")) if root.is_dir() else []:
         if not (folder / CFG_FILE).exists():
             continue
-        trial, layer, snap = folder.parent.parent.name, int(folder.parent.name[len("layer"):]), folder.name
-        if (trials is None or trial in trials) and (layers is None or layer in layers) \
-                and (snapshots is None or snap in snapshots):
+        trial, layer, snap = folder.parent.parent.name, int(folder.parent.name[len("layer") :]), folder.name
+        if (
+            (trials is None or trial in trials)
+            and (layers is None or layer in layers)
+            and (snapshots is None or snap in snapshots)
+        ):
             out.append(Checkpoint(trial, layer, snap, folder))
     return sorted(out, key=lambda c: (c.trial, c.layer, snapshot_tokens(c.snapshot)))
 

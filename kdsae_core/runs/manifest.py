@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile
 from kdsae_core.common.fileio import atomic_write_text, sha256_file
+from kdsae_core.runs import layout
 
 _SKIP_DIRS = {layout.STATE_DIR}
 _SKIP_NAMES = {layout.MANIFEST_FILE, layout.LOCK_FILE}
@@ -22,8 +22,13 @@ def _listed(run: Path) -> list[Path]:
     out = []
     for p in sorted(run.rglob("*")):
         rel = p.relative_to(run)
-        if not p.is_file() or rel.parts[0] in _SKIP_DIRS or p.name in _SKIP_NAMES or p.name.endswith(".tmp") \
-                or p.name.startswith("."):
+        if (
+            not p.is_file()
+            or rel.parts[0] in _SKIP_DIRS
+            or p.name in _SKIP_NAMES
+            or p.name.endswith(".tmp")
+            or p.name.startswith(".")
+        ):
             continue
         out.append(rel)
     return out

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdsae_core.common import paths
 from kdsae_core import theory
+from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, MissingData
 from kdsae_core.common.fileio import read_json_object
 
@@ -23,10 +23,13 @@ REFERENCE_D_MODEL = 1024
 # about half of every SAE's latents fire, |z| per active latent then agrees across the three layers (0.32, 0.33,
 # 0.44); read as one form, layer 8's would be 32,768 times smaller (tests/test_reference.py checks this).
 MEAN_FORM_LAMBDAS = (3e-4,)
-REFERENCE_FILES = ([f"measurements_layer{layer}.json" for layer in REFERENCE_MEASURED_LAYERS]
-                   + [f"training_stats_layer{layer}.json" for layer in REFERENCE_TRAINING_LAYERS])
-HOW_TO_GET_REFERENCE = ("run `kdsae fetch-reference` (or set KDSAE_REFERENCE_DIR to a folder holding the "
-                        "authors' measurements_layer12/16.json and training_stats_layer8/12/16.json)")
+REFERENCE_FILES = [f"measurements_layer{layer}.json" for layer in REFERENCE_MEASURED_LAYERS] + [
+    f"training_stats_layer{layer}.json" for layer in REFERENCE_TRAINING_LAYERS
+]
+HOW_TO_GET_REFERENCE = (
+    "run `kdsae fetch-reference` (or set KDSAE_REFERENCE_DIR to a folder holding the "
+    "authors' measurements_layer12/16.json and training_stats_layer8/12/16.json)"
+)
 
 
 # The per-layer values the co-author's repository README publishes (SAEs trained one layer at a time, lambda 8e-4 in
@@ -66,8 +69,18 @@ def reference_measurements(ref: Path | None = None) -> dict[int, theory.Measurem
 
 def reference_table(ref: Path | None = None) -> pd.DataFrame:
     """Per released layer: F, L0, alpha, g(alpha), d*_S recomputed from the released files."""
-    rows = [{"layer": layer, "F_alive": m.F_alive, "L0": m.avg_active, "alpha": m.alpha, "g_alpha": m.g_alpha,
-             "d_star_S": m.d_star_S, "L_inf": m.L_inf} for layer, m in sorted(reference_measurements(ref).items())]
+    rows = [
+        {
+            "layer": layer,
+            "F_alive": m.F_alive,
+            "L0": m.avg_active,
+            "alpha": m.alpha,
+            "g_alpha": m.g_alpha,
+            "d_star_S": m.d_star_S,
+            "L_inf": m.L_inf,
+        }
+        for layer, m in sorted(reference_measurements(ref).items())
+    ]
     return pd.DataFrame(rows)
 
 
@@ -95,12 +108,30 @@ def reference_training_stats(ref: Path | None = None) -> pd.DataFrame:
         lam = cfg.get("l1_coeff")
         form = "mean" if lam is not None and any(abs(lam - m) < 1e-12 for m in MEAN_FORM_LAMBDAS) else "sum"
         d_sae = int(cfg.get("expansion", 32)) * REFERENCE_D_MODEL
-        frames.append(df.assign(layer=int(cfg.get("layer", layer)), l1_coeff=lam, l1_form=form,
-                                l1_sum=df["l1_loss"] * (d_sae if form == "mean" else 1),
-                                total_tokens=cfg.get("total_tokens")))
+        frames.append(
+            df.assign(
+                layer=int(cfg.get("layer", layer)),
+                l1_coeff=lam,
+                l1_form=form,
+                l1_sum=df["l1_loss"] * (d_sae if form == "mean" else 1),
+                total_tokens=cfg.get("total_tokens"),
+            )
+        )
     if not frames:
         raise MissingData(f"{ref} holds no training_stats_layer*.json: {HOW_TO_GET_REFERENCE}.")
-    cols = ["layer", "batch", "tokens", "recon_loss", "l1_loss", "l1_sum", "L0", "alive", "frac_alive", "l1_coeff",
-            "l1_form", "total_tokens"]
+    cols = [
+        "layer",
+        "batch",
+        "tokens",
+        "recon_loss",
+        "l1_loss",
+        "l1_sum",
+        "L0",
+        "alive",
+        "frac_alive",
+        "l1_coeff",
+        "l1_form",
+        "total_tokens",
+    ]
     out = pd.concat(frames, ignore_index=True)
     return out[[c for c in cols if c in out.columns]]

@@ -17,17 +17,31 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from kdsae_core.runs import manifest
-from kdsae_core.common import paths
-from kdsae_core.runs import layout
 from kdsae_core import theory
+from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, MissingData, RunFolderError
 from kdsae_core.common.fileio import read_json_object, sha256_file
+from kdsae_core.runs import layout, manifest
 from kdsae_core.runs.layout import FINAL, snapshot_tokens
 
 # Scalar fields of a measurement file, in the order tables show them. `avg_active` becomes `L0`.
-MEASUREMENT_SCALARS = ["tokens", "measure_tokens", "d_in", "d_sae", "F_alive", "dead", "L0", "alpha",
-                       "g_alpha", "d_star_S", "mse", "l1", "loss", "explained_variance", "L_inf"]
+MEASUREMENT_SCALARS = [
+    "tokens",
+    "measure_tokens",
+    "d_in",
+    "d_sae",
+    "F_alive",
+    "dead",
+    "L0",
+    "alpha",
+    "g_alpha",
+    "d_star_S",
+    "mse",
+    "l1",
+    "loss",
+    "explained_variance",
+    "L_inf",
+]
 METRIC_COLUMNS = ["trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac"]
 PREDICTION_COLUMNS = ["features_kept", "features_dropped", "predicted_floor", "naive_floor"]
 
@@ -94,8 +108,15 @@ class RunData:
         """The same run restricted to some trials."""
         keep = set(trials)
         f = lambda df: df[df["trial"].isin(keep)].reset_index(drop=True)  # noqa: E731
-        return RunData(self.folder, self.config, f(self.metrics), f(self.measurements), f(self.predictions),
-                       {k: v for k, v in self.importance.items() if k[0] in keep}, f(self.summaries))
+        return RunData(
+            self.folder,
+            self.config,
+            f(self.metrics),
+            f(self.measurements),
+            f(self.predictions),
+            {k: v for k, v in self.importance.items() if k[0] in keep},
+            f(self.summaries),
+        )
 
     def final_snapshot(self, trial: str) -> str:
         snaps = self.measurements.loc[self.measurements["trial"] == trial, "snapshot"].unique().tolist()
@@ -131,7 +152,7 @@ class RunData:
         return None
 
     def describe_trial(self, trial: str) -> str:
-        """"trial B: lambda 8e-05 fixed, sum L1" or "trial C: adaptive lambda (start 5e-04), target L0 150"."""
+        """ "trial B: lambda 8e-05 fixed, sum L1" or "trial C: adaptive lambda (start 5e-04), target L0 150"."""
         c = self.trial_config(trial)
         lam, form = c.get("lambda", c.get("l1_coeff")), c.get("l1_form", "?")
         controller = c.get("controller")
@@ -139,16 +160,21 @@ class RunData:
         lam_text = f"{lam:.0e}" if isinstance(lam, (int, float)) else "?"
         if adaptive:
             target = self.target_l0(trial)
-            return (f"trial {trial}: adaptive \u03bb (start {lam_text}, {form} L1)"
-                    + (f", target L0 {target:g}" if target is not None else ""))
+            return f"trial {trial}: adaptive \u03bb (start {lam_text}, {form} L1)" + (
+                f", target L0 {target:g}" if target is not None else ""
+            )
         return f"trial {trial}: \u03bb {lam_text} fixed, {form} L1"
 
     def describe(self, trial: str | None = None, layers: Iterable[int] | None = None) -> str:
         """What a figure shows: model, layers, width and token budget, all read from config.json."""
         layers = self.layers if layers is None else layers
         tokens = self.config.get("tokens")
-        parts = [self.model, layer_span(layers), f"d_sae {int(self.config['d_sae']):,}" if self.config.get("d_sae") else None,
-                 f"{format_tokens(float(tokens))} training tokens" if tokens else None]
+        parts = [
+            self.model,
+            layer_span(layers),
+            f"d_sae {int(self.config['d_sae']):,}" if self.config.get("d_sae") else None,
+            f"{format_tokens(float(tokens))} training tokens" if tokens else None,
+        ]
         text = ", ".join(p for p in parts if p)
         return f"{text} \u2014 {self.describe_trial(trial)}" if trial else text
 
@@ -213,14 +239,23 @@ def _measurement_row(path: Path, trial: str, layer: int, snapshot: str) -> tuple
         if row[key] is None:
             row[key] = value
         elif not math.isclose(float(row[key]), value, rel_tol=1e-4, abs_tol=1e-9):
-            raise BadFile(f"{path}: {key} = {row[key]} disagrees with {value:.6g} recomputed from F_alive and "
-                          "avg_active (book/methods.md).")
+            raise BadFile(
+                f"{path}: {key} = {row[key]} disagrees with {value:.6g} recomputed from F_alive and "
+                "avg_active (book/methods.md)."
+            )
     if row["dead"] is None and row["d_sae"] is not None:
         row["dead"] = int(row["d_sae"]) - m.F_alive
     preds = []
     for width, p in (data.get("predictions") or {}).items():
-        preds.append({"trial": trial, "layer": layer, "snapshot": snapshot, "width": int(width),
-                      **{k: p.get(k) for k in PREDICTION_COLUMNS}})
+        preds.append(
+            {
+                "trial": trial,
+                "layer": layer,
+                "snapshot": snapshot,
+                "width": int(width),
+                **{k: p.get(k) for k in PREDICTION_COLUMNS},
+            }
+        )
     return row, m.sorted_importance, preds
 
 
@@ -236,10 +271,17 @@ def _alpha_undefined(data: dict) -> bool:
 
 def _undefined_alpha_importance(path: Path, data: dict) -> np.ndarray:
     imp = np.asarray(data["sorted_importance"], dtype=np.float64)
-    if imp.ndim != 1 or imp.size != int(data["F_alive"]) or not np.all(np.isfinite(imp)) or np.any(imp < 0) \
-            or np.any(np.diff(imp) > 0):
-        raise BadFile(f"measurement file {path} is inconsistent: sorted_importance must hold F_alive = "
-                      f"{data['F_alive']} finite, non-negative values in descending order.")
+    if (
+        imp.ndim != 1
+        or imp.size != int(data["F_alive"])
+        or not np.all(np.isfinite(imp))
+        or np.any(imp < 0)
+        or np.any(np.diff(imp) > 0)
+    ):
+        raise BadFile(
+            f"measurement file {path} is inconsistent: sorted_importance must hold F_alive = "
+            f"{data['F_alive']} finite, non-negative values in descending order."
+        )
     return imp
 
 
@@ -252,20 +294,29 @@ def _manifest_check(run: Path):
     def verified(path: Path) -> Path:
         rel = Path(path).relative_to(run).as_posix()
         if rel in listed and rel not in growing and Path(path).exists() and sha256_file(path) != listed[rel]:
-            raise BadFile(f"{path} does not match its manifest sha256 (truncated or corrupted): write it again "
-                          "(`kdsae measure`, `kdsae train --resume`) or fetch the run again.")
+            raise BadFile(
+                f"{path} does not match its manifest sha256 (truncated or corrupted): write it again "
+                "(`kdsae measure`, `kdsae train --resume`) or fetch the run again."
+            )
         return path
+
     return verified
 
 
-def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[int] | None = None,
-             snapshots: Iterable[str] | None = (FINAL,)) -> RunData:
+def load_run(
+    run: Path,
+    trials: Iterable[str] | None = None,
+    layers: Iterable[int] | None = None,
+    snapshots: Iterable[str] | None = (FINAL,),
+) -> RunData:
     """Load a run folder. `snapshots=None` loads every snapshot; the default loads `final` only (or, for
     a trial without a `final` file, its last snapshot). Every file read that the run's MANIFEST.sha256 lists
     must match its digest there (a truncated or bit-flipped file is named, never shown)."""
     run = Path(run)
     if not run.is_dir():
-        raise RunFolderError(f"run folder {run} does not exist: train one with `kdsae train`, or name an existing run folder.")
+        raise RunFolderError(
+            f"run folder {run} does not exist: train one with `kdsae train`, or name an existing run folder."
+        )
     if not layout.run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
     verified = _manifest_check(run)
@@ -281,9 +332,12 @@ def load_run(run: Path, trials: Iterable[str] | None = None, layers: Iterable[in
         metrics = metrics[metrics["layer"].isin(want_layers)]
     summaries = _summaries(run, want_trials, verified)
     if measurements.empty and metrics.empty:
-        raise RunFolderError(f"{run} holds no measurements and no metrics"
-                             + (f" for trials {sorted(want_trials)}" if want_trials else "")
-                             + (f" at layers {sorted(want_layers)}" if want_layers else "") + ".")
+        raise RunFolderError(
+            f"{run} holds no measurements and no metrics"
+            + (f" for trials {sorted(want_trials)}" if want_trials else "")
+            + (f" at layers {sorted(want_layers)}" if want_layers else "")
+            + "."
+        )
     return RunData(run, config, metrics.reset_index(drop=True), measurements, predictions, importance, summaries)
 
 
@@ -350,6 +404,12 @@ def combine_runs(runs: list[RunData]) -> RunData:
     if len(tokens) > 1:  # budgets differ: say so rather than show one of them
         config["tokens"] = None
     cat = lambda frames: pd.concat(frames, ignore_index=True)  # noqa: E731
-    return RunData(Path(runs[0].folder), config, cat([r.metrics for r in runs]), cat([r.measurements for r in runs]),
-                   cat([r.predictions for r in runs]), {k: v for r in runs for k, v in r.importance.items()},
-                   cat([r.summaries for r in runs]))
+    return RunData(
+        Path(runs[0].folder),
+        config,
+        cat([r.metrics for r in runs]),
+        cat([r.measurements for r in runs]),
+        cat([r.predictions for r in runs]),
+        {k: v for r in runs for k, v in r.importance.items()},
+        cat([r.summaries for r in runs]),
+    )

@@ -44,15 +44,22 @@ class TrialSpec:
 
     def validate(self) -> None:
         if self.l1_form not in L1_FORMS:
-            raise InvalidParameter(f"trial {self.name}: the L1 form must be one of {', '.join(L1_FORMS)} "
-                                   f"(got {self.l1_form!r}).")
+            raise InvalidParameter(
+                f"trial {self.name}: the L1 form must be one of {', '.join(L1_FORMS)} (got {self.l1_form!r})."
+            )
         if not (math.isfinite(self.l1_coeff) and self.l1_coeff >= 0):
-            raise InvalidParameter(f"trial {self.name}: the L1 coefficient must be finite and >= 0 (got {self.l1_coeff!r}).")
+            raise InvalidParameter(
+                f"trial {self.name}: the L1 coefficient must be finite and >= 0 (got {self.l1_coeff!r})."
+            )
         if self.controller not in ("fixed", "target_l0"):
-            raise InvalidParameter(f"trial {self.name}: controller must be fixed or target_l0 (got {self.controller!r}).")
+            raise InvalidParameter(
+                f"trial {self.name}: controller must be fixed or target_l0 (got {self.controller!r})."
+            )
         if self.controller == "target_l0":
             if self.target_l0 is None or not (math.isfinite(self.target_l0) and self.target_l0 > 0):
-                raise InvalidParameter(f"trial {self.name}: the target L0 must be a positive number (got {self.target_l0!r}).")
+                raise InvalidParameter(
+                    f"trial {self.name}: the target L0 must be a positive number (got {self.target_l0!r})."
+                )
             if not LAMBDA_BOUNDS[0] <= self.l1_coeff <= LAMBDA_BOUNDS[1]:
                 raise InvalidParameter(f"trial {self.name}: the starting lambda must lie in {LAMBDA_BOUNDS}.")
             if not (0 < self.rate <= 1 and 0 <= self.ema < 1):
@@ -187,8 +194,10 @@ class SAE(nn.Module):
             p = getattr(self, n)
             t = tensors[n]
             if tuple(t.shape) != tuple(p.shape):
-                raise InvalidParameter(f"{n} has shape {tuple(t.shape)}, this SAE needs {tuple(p.shape)} "
-                                       f"(d_in {self.d_in}, d_sae {self.d_sae}).")
+                raise InvalidParameter(
+                    f"{n} has shape {tuple(t.shape)}, this SAE needs {tuple(p.shape)} "
+                    f"(d_in {self.d_in}, d_sae {self.d_sae})."
+                )
             p.copy_(t)
 
 

@@ -59,14 +59,14 @@ class MemoryPlan:
     compute: str
     n_saes: int
     n_layers: int
-    per_sae_bytes: int          # weights + gradients + Adam moments (fp32), kept for the whole run
-    workspace_bytes: int        # one step's temporaries, shared: the SAEs step one after another
-    activations_bytes: int      # the captured residual streams of one batch, every layer (fp32)
-    forward_bytes: int          # the language model's forward pass's own scratch (forward_scratch_bytes)
-    model_bytes: int            # the language model (weights), if given
+    per_sae_bytes: int  # weights + gradients + Adam moments (fp32), kept for the whole run
+    workspace_bytes: int  # one step's temporaries, shared: the SAEs step one after another
+    activations_bytes: int  # the captured residual streams of one batch, every layer (fp32)
+    forward_bytes: int  # the language model's forward pass's own scratch (forward_scratch_bytes)
+    model_bytes: int  # the language model (weights), if given
     budget_bytes: int | None
     total_bytes: int
-    saes_that_fit: int | None   # in budget_bytes, with the workspace, activations and model
+    saes_that_fit: int | None  # in budget_bytes, with the workspace, activations and model
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -91,8 +91,17 @@ def model_forward_bytes(model, n_seq: int, context: int, n_layers: int) -> int:
     return forward_scratch_bytes(n_seq, context, int(c.n_heads), int(c.d_model), int(c.d_mlp), n_layers)
 
 
-def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers: int, compute: str = "fp32",
-                model_bytes: int = 0, budget_bytes: int | None = None, forward_bytes: int = 0) -> MemoryPlan:
+def memory_plan(
+    d_in: int,
+    d_sae: int,
+    batch_tokens: int,
+    n_saes: int,
+    n_layers: int,
+    compute: str = "fp32",
+    model_bytes: int = 0,
+    budget_bytes: int | None = None,
+    forward_bytes: int = 0,
+) -> MemoryPlan:
     """Memory of a run that trains `n_saes` SAEs fed from `n_layers` captured layers (trials x layers SAEs).
 
     Per SAE: 4 fp32 copies of its parameters (weights, gradients, Adam's two moments): 16 bytes a parameter,
@@ -118,24 +127,46 @@ def memory_plan(d_in: int, d_sae: int, batch_tokens: int, n_saes: int, n_layers:
     fit = None
     if budget_bytes is not None:
         fit = max(0, math.floor((budget_bytes - shared) / per_sae))
-    return MemoryPlan(d_in, d_sae, batch_tokens, compute, n_saes, n_layers, per_sae, work, activations,
-                      forward_bytes, model_bytes, budget_bytes, total, fit)
+    return MemoryPlan(
+        d_in,
+        d_sae,
+        batch_tokens,
+        compute,
+        n_saes,
+        n_layers,
+        per_sae,
+        work,
+        activations,
+        forward_bytes,
+        model_bytes,
+        budget_bytes,
+        total,
+        fit,
+    )
 
 
 # ---- measurement ------------------------------------------------------------------------------------------------
 @dataclass
 class MeasurePlan:
-    batch_tokens: int       # tokens per forward pass
-    per_sae_bytes: int      # an SAE's fp32 weights and its measurement sums, on the device for its group's pass
-    shared_bytes: int       # one batch's work (z, reconstruction, float64 blocks), activations and forward scratch
-    saes_per_group: int     # SAEs measured together in one pass over the measurement tokens
+    batch_tokens: int  # tokens per forward pass
+    per_sae_bytes: int  # an SAE's fp32 weights and its measurement sums, on the device for its group's pass
+    shared_bytes: int  # one batch's work (z, reconstruction, float64 blocks), activations and forward scratch
+    saes_per_group: int  # SAEs measured together in one pass over the measurement tokens
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def measure_plan(d_in: int, d_sae: int, batch_tokens: int, context: int, n_layers: int, budget_bytes: int | None,
-                 forward_bytes_of=lambda n_seq: 0, fp64_block_bytes: int = 1 << 26) -> MeasurePlan:
+def measure_plan(
+    d_in: int,
+    d_sae: int,
+    batch_tokens: int,
+    context: int,
+    n_layers: int,
+    budget_bytes: int | None,
+    forward_bytes_of=lambda n_seq: 0,
+    fp64_block_bytes: int = 1 << 26,
+) -> MeasurePlan:
     """How `kdsae measure` fits a device: the batch halved (whole sequences) until one SAE fits beside one batch's
     work, then as many SAEs per group as the rest holds (every group is one more pass of the language model over
     the measurement tokens). No budget: one group, the batch as given.
@@ -162,10 +193,10 @@ STATE_GENERATIONS = 2  # the newest resumable state and the one being written (t
 @dataclass
 class DiskPlan:
     n_saes: int
-    snapshot_bytes: int   # one SAE's checkpoint (fp32 weights; checkpoints.save_checkpoint)
-    state_bytes: int      # one SAE's resumable state (weights, Adam moments, firing record; SAEUnit.state)
+    snapshot_bytes: int  # one SAE's checkpoint (fp32 weights; checkpoints.save_checkpoint)
+    state_bytes: int  # one SAE's resumable state (weights, Adam moments, firing record; SAEUnit.state)
     n_snapshots: int
-    peak_bytes: int       # every snapshot plus STATE_GENERATIONS state generations, at the run's last snapshot
+    peak_bytes: int  # every snapshot plus STATE_GENERATIONS state generations, at the run's last snapshot
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -214,21 +245,27 @@ def cuda_unavailable(device: str) -> str | None:
     if not device.startswith("cuda") or torch.cuda.is_available():
         return None
     if torch.version.cuda is None:
-        return (f"--device {device} was asked for, but this torch ({torch.__version__}) is a CPU-only build: on a GPU "
-                "machine run `make cuda-env` (the CUDA build of the same torch; README, GPU environment), or use "
-                "--device cpu.")
-    return (f"--device {device} was asked for, but torch {torch.__version__} (CUDA {torch.version.cuda}) finds no CUDA "
-            "device here (check the driver with nvidia-smi, and CUDA_VISIBLE_DEVICES); or use --device cpu.")
+        return (
+            f"--device {device} was asked for, but this torch ({torch.__version__}) is a CPU-only build: on a GPU "
+            "machine run `make cuda-env` (the CUDA build of the same torch; README, GPU environment), or use "
+            "--device cpu."
+        )
+    return (
+        f"--device {device} was asked for, but torch {torch.__version__} (CUDA {torch.version.cuda}) finds no CUDA "
+        "device here (check the driver with nvidia-smi, and CUDA_VISIBLE_DEVICES); or use --device cpu."
+    )
 
 
 def format_memory_plan(plan: MemoryPlan) -> str:
     """The memory plan as the lines a run prints before it starts."""
-    lines = [f"memory plan: {plan.n_saes} SAEs of {plan.d_in} x {plan.d_sae}, batch {plan.batch_tokens} tokens, "
-             f"{plan.compute} compute",
-             f"  per SAE (weights, gradients, Adam moments; fp32): {plan.per_sae_bytes / GB:.3g} GB "
-             f"x {plan.n_saes} = {plan.n_saes * plan.per_sae_bytes / GB:.3g} GB",
-             f"  step workspace (shared): {plan.workspace_bytes / GB:.3g} GB",
-             f"  captured activations ({plan.n_layers} layers, fp32): {plan.activations_bytes / GB:.3g} GB"]
+    lines = [
+        f"memory plan: {plan.n_saes} SAEs of {plan.d_in} x {plan.d_sae}, batch {plan.batch_tokens} tokens, "
+        f"{plan.compute} compute",
+        f"  per SAE (weights, gradients, Adam moments; fp32): {plan.per_sae_bytes / GB:.3g} GB "
+        f"x {plan.n_saes} = {plan.n_saes * plan.per_sae_bytes / GB:.3g} GB",
+        f"  step workspace (shared): {plan.workspace_bytes / GB:.3g} GB",
+        f"  captured activations ({plan.n_layers} layers, fp32): {plan.activations_bytes / GB:.3g} GB",
+    ]
     if plan.forward_bytes:
         lines.append(f"  language model's forward pass (scratch): {plan.forward_bytes / GB:.3g} GB")
     if plan.model_bytes:
@@ -241,13 +278,31 @@ def format_memory_plan(plan: MemoryPlan) -> str:
 
 
 # ---- the paper-scale projection ----------------------------------------------------------------------------
-PAPER = dict(d_in=1024, d_sae=32_768, layers=24, tokens=300_000_000, batch_tokens=32_768,
-             lm_flops_per_token=0.8e9, trials=3, context=1024, n_heads=16, d_mlp=4096)
+PAPER = dict(
+    d_in=1024,
+    d_sae=32_768,
+    layers=24,
+    tokens=300_000_000,
+    batch_tokens=32_768,
+    lm_flops_per_token=0.8e9,
+    trials=3,
+    context=1024,
+    n_heads=16,
+    d_mlp=4096,
+)
 # Assumptions for one H100 SXM (80 GB), none of them measured here: dense bf16 matrix products at these shapes
 # well below the 989 TFLOP/s peak, a realistic fraction of the 3.35 TB/s HBM bandwidth, the LM forward pass
 # (Pythia-410M, bf16 autocast, context 1024) at a lower rate than the large SAE products, NVLink for routing.
-H100 = dict(name="H100 SXM 80 GB", memory_bytes=80 * GB, gemm_flops=600e12, bandwidth=2.8e12, lm_flops=300e12,
-            link_bytes_per_s=300e9)
+H100 = dict(
+    name="H100 SXM 80 GB",
+    memory_bytes=80 * GB,
+    gemm_flops=600e12,
+    bandwidth=2.8e12,
+    lm_flops=300e12,
+    link_bytes_per_s=300e9,
+)
+
+
 def paper_flops(p: dict = PAPER) -> dict:
     sae = p["layers"] * p["tokens"] * 10.0 * p["d_in"] * p["d_sae"]
     lm = p["tokens"] * p["lm_flops_per_token"]
@@ -266,19 +321,44 @@ def projection(gpu: dict = H100, p: dict = PAPER, n_gpus: int = 1, trials: int =
     saes_per_gpu = trials * math.ceil(p["layers"] / n_gpus)
     lm_s = B * p["lm_flops_per_token"] / gpu["lm_flops"] / n_gpus
     # each GPU sends the activations of its share of the tokens for the layers other GPUs own (fp32)
-    route_s = 0.0 if n_gpus == 1 else p["layers"] * B * d_in * 4 * (n_gpus - 1) / n_gpus / n_gpus / gpu["link_bytes_per_s"]
+    route_s = (
+        0.0 if n_gpus == 1 else p["layers"] * B * d_in * 4 * (n_gpus - 1) / n_gpus / n_gpus / gpu["link_bytes_per_s"]
+    )
     step_s = saes_per_gpu * unit_s + lm_s + route_s
     wall = steps * step_s
     n_seq = B // p["context"] // n_gpus  # each GPU runs its share of the batch's sequences
     forward = forward_scratch_bytes(n_seq, p["context"], p["n_heads"], d_in, p["d_mlp"], p["layers"])
-    mem = memory_plan(d_in, d_sae, B, saes_per_gpu, p["layers"], compute, model_bytes=int(405e6 * 4),
-                      budget_bytes=int(gpu["memory_bytes"]), forward_bytes=forward)
+    mem = memory_plan(
+        d_in,
+        d_sae,
+        B,
+        saes_per_gpu,
+        p["layers"],
+        compute,
+        model_bytes=int(405e6 * 4),
+        budget_bytes=int(gpu["memory_bytes"]),
+        forward_bytes=forward,
+    )
     sae_flops = trials * paper_flops(p)["sae_per_trial"]
-    return {"gpu": gpu["name"], "n_gpus": n_gpus, "trials": trials, "steps": steps, "gemm_s_per_sae_step": gemm_s,
-            "traffic_bytes_per_sae_step": traffic, "sae_step_s": unit_s, "effective_sae_flops": step_flops(d_in, d_sae, B) / unit_s,
-            "saes_per_gpu": saes_per_gpu, "lm_forward_s_per_step": lm_s, "route_s_per_step": route_s,
-            "step_s": step_s, "wall_s": wall, "wall_h": wall / 3600, "memory_per_gpu": mem.to_json(),
-            "fits": mem.total_bytes <= gpu["memory_bytes"], "sae_flops": sae_flops}
+    return {
+        "gpu": gpu["name"],
+        "n_gpus": n_gpus,
+        "trials": trials,
+        "steps": steps,
+        "gemm_s_per_sae_step": gemm_s,
+        "traffic_bytes_per_sae_step": traffic,
+        "sae_step_s": unit_s,
+        "effective_sae_flops": step_flops(d_in, d_sae, B) / unit_s,
+        "saes_per_gpu": saes_per_gpu,
+        "lm_forward_s_per_step": lm_s,
+        "route_s_per_step": route_s,
+        "step_s": step_s,
+        "wall_s": wall,
+        "wall_h": wall / 3600,
+        "memory_per_gpu": mem.to_json(),
+        "fits": mem.total_bytes <= gpu["memory_bytes"],
+        "sae_flops": sae_flops,
+    }
 
 
 def paper_run_needs(n_gpus: int = 1, trials: int = 3, gpu: dict = H100, p: dict = PAPER, snapshots: int = 6) -> dict:
@@ -287,8 +367,13 @@ def paper_run_needs(n_gpus: int = 1, trials: int = 3, gpu: dict = H100, p: dict 
     weights and Adam's two moments of every SAE, STATE_GENERATIONS generations)."""
     proj = projection(gpu, p, n_gpus=n_gpus, trials=trials)
     n_saes, P = trials * p["layers"], sae_params(p["d_in"], p["d_sae"])
-    return {"n_gpus": n_gpus, "trials": trials, "gpu": gpu["name"], "hours": proj["wall_h"],
-            "gpu_memory_bytes": proj["memory_per_gpu"]["total_bytes"], "fits": proj["fits"],
-            "checkpoint_bytes": n_saes * snapshots * P * 4, "state_bytes": STATE_GENERATIONS * n_saes * P * 12}
-
-
+    return {
+        "n_gpus": n_gpus,
+        "trials": trials,
+        "gpu": gpu["name"],
+        "hours": proj["wall_h"],
+        "gpu_memory_bytes": proj["memory_per_gpu"]["total_bytes"],
+        "fits": proj["fits"],
+        "checkpoint_bytes": n_saes * snapshots * P * 4,
+        "state_bytes": STATE_GENERATIONS * n_saes * P * 12,
+    }

@@ -62,8 +62,16 @@ def sparse_flops_per_token(d_in: int, d_sae: int, density: float) -> float:
 
 
 @torch.no_grad()
-def sparse_products(z: torch.Tensor, xa: torch.Tensor, x: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
-                    per_token: torch.Tensor, g_enc_block: torch.Tensor, g_dec: torch.Tensor):
+def sparse_products(
+    z: torch.Tensor,
+    xa: torch.Tensor,
+    x: torch.Tensor,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+    per_token: torch.Tensor,
+    g_enc_block: torch.Tensor,
+    g_dec: torch.Tensor,
+):
     """The step after the encoder, over the active pairs of z [B, d_sae] (z >= 0, the ReLU's output).
 
     xa is the centred input with its ones column and zero padding ([B, d_pad], as in fused_backward), x the batch,
@@ -72,17 +80,18 @@ def sparse_products(z: torch.Tensor, xa: torch.Tensor, x: torch.Tensor, W_dec: t
     (g_err = dLoss/dx_hat [B, d_in], the MSE, the sum of z over the batch, which latents fired [d_sae] bool)."""
     B, d_in = x.shape
     d_sae = z.shape[1]
-    by_token = z.to_sparse_csr()                                      # [B, d_sae]
-    by_latent_t = by_token.to_sparse_csc()                            # the same pairs, grouped by latent
+    by_token = z.to_sparse_csr()  # [B, d_sae]
+    by_latent_t = by_token.to_sparse_csc()  # the same pairs, grouped by latent
     rows, tokens, values = by_latent_t.ccol_indices(), by_latent_t.row_indices(), by_latent_t.values()
     by_latent = torch.sparse_csr_tensor(rows, tokens, values, (d_sae, B), check_invariants=False)
-    err = torch.addmm(b_dec, by_token, W_dec).sub_(x)                 # x_hat - x
+    err = torch.addmm(b_dec, by_token, W_dec).sub_(x)  # x_hat - x
     mse = err.float().square().mean()
-    g_err = err.mul_(2.0 / (B * d_in))                                # dLoss/dx_hat
-    torch.mm(by_latent, g_err, out=g_dec)                             # W_dec gradient, one row per latent
+    g_err = err.mul_(2.0 / (B * d_in))  # dLoss/dx_hat
+    torch.mm(by_latent, g_err, out=g_dec)  # W_dec gradient, one row per latent
     # dLoss/dpre at the active pairs only: the L1 term (beta * input) plus W_dec[i] . g_err[t] (sampled product).
-    l1_term = torch.sparse_csr_tensor(rows, tokens, per_token.to(values.dtype).expand(values.numel()), (d_sae, B),
-                                      check_invariants=False)
+    l1_term = torch.sparse_csr_tensor(
+        rows, tokens, per_token.to(values.dtype).expand(values.numel()), (d_sae, B), check_invariants=False
+    )
     g_pre = torch.sparse.sampled_addmm(l1_term, W_dec, g_err.T)
     # [W_enc | b_enc | 0...] gradient, transposed: xa's ones column gives b_enc's gradient, its zero columns zeros.
     g_enc_block.copy_(torch.mm(g_pre, xa).T)

@@ -3,7 +3,8 @@ firing record).
 
 `fused_backward` writes the exact gradients of the loss (kdsae_core.sae.model) by hand: no input gradient, no
 autograd graph, the L1 term and the ReLU mask folded into one pass over the [batch, d_sae] activations
-(`sae_loss` is the autograd reference the tests compare it with). The per-step work besides the five matrix products is a few
+(`sae_loss` is the autograd reference the tests compare it with). The per-step work besides the five matrix products
+is a few
 memory-bound passes over [batch, d_sae] (benchmarks/sae_step.py measures what they cost): the encoder bias
 gradient rides in the last product, per-latent sums are a matrix-vector product, the gradients are written
 into the same buffers every step, gradient clipping is folded into fused Adam, and the decoder renormalisation
@@ -36,8 +37,14 @@ class StepStats:
 
 
 @torch.no_grad()
-def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: str,
-                   compute_dtype: torch.dtype | None = None, path: str = "dense") -> StepStats:
+def fused_backward(
+    sae: SAE,
+    x: torch.Tensor,
+    lam: torch.Tensor | float,
+    form: str,
+    compute_dtype: torch.dtype | None = None,
+    path: str = "dense",
+) -> StepStats:
     """Set `.grad` of every SAE parameter to the exact gradient of MSE + lam * L1 on the batch x [B, d_in].
 
     `path`: `dense` (the five products below), `sparse` (after the encoder, only the active (token, latent) pairs:
@@ -47,7 +54,8 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     Dense: five matrix products (encoder, decoder, two weight gradients, the latent gradient): 10 d_in d_sae
     FLOPs per token, no gradient with respect to x. b_dec enters the encoder as a bias correction, so its
     gradient needs no [B, d_in] product; b_enc's gradient is one more row of the W_enc-gradient product
-    (the centred input carries a column of ones, padded to an aligned width). Besides the products, the [B, d_sae] activations are
+    (the centred input carries a column of ones, padded to an aligned width). Besides the products, the [B, d_sae]
+    activations are
     touched by: the ReLU (fused into the encoder product on CUDA), the L0 count (which also chooses the path),
     one matrix-vector product for the per-latent sums (L1 and which latents fired) and the masked latent
     gradient (written in place). The gradients are written into the same buffers every step (views of one block
@@ -66,8 +74,8 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     xa[:, d_in] = 1
     xc = xa[:, :d_in]
     torch.sub(x, b_dec, out=xc)
-    z = _addmm_relu(b_enc, xc, W_enc)                                 # [B, d_sae]
-    active = torch.count_nonzero(z)                                   # L0, and the density that picks the path
+    z = _addmm_relu(b_enc, xc, W_enc)  # [B, d_sae]
+    active = torch.count_nonzero(z)  # L0, and the density that picks the path
     chosen = sae_sparse.choose_path(path, active, (B, d_sae), cd)
     lam64 = torch.as_tensor(lam, dtype=torch.float64, device=z.device)
     per_token64 = lam64 / (B if form == "sum" else B * d_sae)
@@ -75,7 +83,7 @@ def fused_backward(sae: SAE, x: torch.Tensor, lam: torch.Tensor | float, form: s
     # MSE gradient it would be added to and rounds away; it is then added separately, exactly, in fp32 (below),
     # and both paths' products get a zero L1 term.
     l1_apart = form == "mean" and cd not in (torch.float32, torch.float64)
-    per_token = (per_token64 * (not l1_apart)).to(cd)                 # rounded once, to the compute dtype
+    per_token = (per_token64 * (not l1_apart)).to(cd)  # rounded once, to the compute dtype
     if chosen == "sparse":
         g_err, mse, z_sum, fired = sae_sparse.sparse_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec)
     else:
@@ -98,18 +106,19 @@ def _dense_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec):
     B, d_in = x.shape
     d_sae = z.shape[1]
     cd = z.dtype
-    err = torch.addmm(b_dec, z, W_dec).sub_(x)                        # x_hat - x, [B, d_in]
+    err = torch.addmm(b_dec, z, W_dec).sub_(x)  # x_hat - x, [B, d_in]
     mse = err.float().square().mean()
     # Per-latent sums of z >= 0: the L1 term, and a latent fired on the batch iff its sum is > 0.
-    colsum = (torch.mv(z.T, z.new_ones(B)) if cd in (torch.float32, torch.float64)
-              else z.sum(0, dtype=torch.float32)).float()
-    g_err = err.mul_(2.0 / (B * d_in))                                # dLoss/dx_hat
-    _mm_into(g_dec, z.T, g_err)                                       # W_dec gradient
+    colsum = (
+        torch.mv(z.T, z.new_ones(B)) if cd in (torch.float32, torch.float64) else z.sum(0, dtype=torch.float32)
+    ).float()
+    g_err = err.mul_(2.0 / (B * d_in))  # dLoss/dx_hat
+    _mm_into(g_dec, z.T, g_err)  # W_dec gradient
     # dLoss/dpre = (g_err W_dec^T + lam/B) masked by z > 0: the L1 term rides in the matmul's bias (a contiguous
     # vector, which CUDA adds in the matmul's epilogue), the mask is applied in place.
     g_pre = torch.addmm(per_token.expand(d_sae).contiguous(), g_err, W_dec.T)
     torch.ops.aten.threshold_backward.grad_input(g_pre, z, 0, grad_input=g_pre)
-    _mm_into(g_enc_block, xa.T, g_pre)                                # [W_enc | b_enc | 0...] gradient
+    _mm_into(g_enc_block, xa.T, g_pre)  # [W_enc | b_enc | 0...] gradient
     return g_err, mse, colsum.sum(), colsum > 0
 
 
@@ -145,7 +154,7 @@ def _grad_buffers(sae: SAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     block = torch.empty(_padded(sae.d_in), sae.d_sae, **kw)
     g_dec = torch.empty(sae.d_sae, sae.d_in, **kw)
     g_b_dec = torch.empty(sae.d_in, **kw)
-    views = (block[:sae.d_in], block[sae.d_in], g_dec, g_b_dec)
+    views = (block[: sae.d_in], block[sae.d_in], g_dec, g_b_dec)
     for p, g in zip(params, views):
         p.grad = g
     object.__setattr__(sae, "_grad_block", ((block, g_dec, g_b_dec), views))
@@ -155,15 +164,27 @@ def _grad_buffers(sae: SAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 class SAEUnit:
     """One SAE of a run (a trial at a layer) with its optimizer, its controller and its firing record."""
 
-    def __init__(self, trial: TrialSpec, layer: int, d_in: int, d_sae: int, seed: int, lr: float,
-                 grad_clip: float, device="cpu", compute_dtype: torch.dtype | None = None, step_path: str = "auto"):
+    def __init__(
+        self,
+        trial: TrialSpec,
+        layer: int,
+        d_in: int,
+        d_sae: int,
+        seed: int,
+        lr: float,
+        grad_clip: float,
+        device="cpu",
+        compute_dtype: torch.dtype | None = None,
+        step_path: str = "auto",
+    ):
         trial.validate()
         self.trial, self.layer, self.lr, self.grad_clip = trial, int(layer), float(lr), float(grad_clip)
         self.compute_dtype = compute_dtype
         self.step_path = step_path  # auto | dense | sparse (fused_backward); auto picks per batch
         self.sae = SAE.initialised(d_in, d_sae, seed, device=device)
-        self.opt = torch.optim.Adam(self.sae.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS,
-                                    fused=_fused_adam_ok(device))
+        self.opt = torch.optim.Adam(
+            self.sae.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=_fused_adam_ok(device)
+        )
         self.controller = L1Controller(trial, device)
         self.last_fired = torch.full((d_sae,), -1, dtype=torch.int64, device=device)  # step a latent last fired
         self.steps = 0
@@ -217,9 +238,14 @@ class SAEUnit:
         self.sae.load_tensors({n: st[f"param.{n}"] for n in PARAM_NAMES})
         for n, p in zip(PARAM_NAMES, self.sae.parameters()):
             if f"adam.{n}.exp_avg" in st:
-                self.opt.state[p] = {"step": st[f"adam.{n}.step"].reshape(()).clone().to(dev if self.opt.defaults.get("fused") else "cpu"),
-                                     "exp_avg": st[f"adam.{n}.exp_avg"].to(dev).clone(),
-                                     "exp_avg_sq": st[f"adam.{n}.exp_avg_sq"].to(dev).clone()}
+                self.opt.state[p] = {
+                    "step": st[f"adam.{n}.step"]
+                    .reshape(())
+                    .clone()
+                    .to(dev if self.opt.defaults.get("fused") else "cpu"),
+                    "exp_avg": st[f"adam.{n}.exp_avg"].to(dev).clone(),
+                    "exp_avg_sq": st[f"adam.{n}.exp_avg_sq"].to(dev).clone(),
+                }
         self.controller.load_state({"lambda": st["controller.lambda"], "l0_ema": st["controller.l0_ema"]})
         self.last_fired = st["last_fired"].to(dev).clone()
         self.steps = int(st["steps"][0])

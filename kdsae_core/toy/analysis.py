@@ -17,15 +17,15 @@ import numpy as np
 from kdsae_core import theory
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import REPO_ROOT, toy_importance_results_file, toy_results_file
-from kdsae_core.toy.model import expected_x_squared, importance_profile
 from kdsae_core.toy.config import KNEE_TOLERANCE, REPRESENTED_THRESHOLDS, ToyConfig
+from kdsae_core.toy.model import expected_x_squared, importance_profile
 from kdsae_core.toy.results import knee_width, load_results
 
-PAPER_ACCURACY = 0.93        # "median prediction accuracy above 93%" at every sparsity level
-ORDER_TOLERANCE = 0.02       # sparsity order: a floor may rise by this much of L_inf before it counts as wrong
-REPRESENTED = "0.5"          # the threshold on ||W_i|| the budget comparison uses; 0.3 and 0.7 are shown beside it
-BUDGET_TOLERANCE = 0.01      # share of trained students allowed to represent more features than F_S
-FIT_NS, HELD_OUT_NS = (10, 20), (40,)   # the affine reading is fitted on these feature counts, judged on those
+PAPER_ACCURACY = 0.93  # "median prediction accuracy above 93%" at every sparsity level
+ORDER_TOLERANCE = 0.02  # sparsity order: a floor may rise by this much of L_inf before it counts as wrong
+REPRESENTED = "0.5"  # the threshold on ||W_i|| the budget comparison uses; 0.3 and 0.7 are shown beside it
+BUDGET_TOLERANCE = 0.01  # share of trained students allowed to represent more features than F_S
+FIT_NS, HELD_OUT_NS = (10, 20), (40,)  # the affine reading is fitted on these feature counts, judged on those
 OTHER_PROFILES = ("geometric:0.9", "uniform")  # the paper grid is also committed under these importance profiles
 
 
@@ -52,18 +52,26 @@ def committed_evidence(grid_file: Path | None = None) -> ToyEvidence:
     sweep and the grid under the other importance profiles (absent ones left out)."""
     grid_file = Path(grid_file) if grid_file else toy_results_file("paper")
     if not grid_file.exists():
-        raise MissingData(f"the toy results {shown(grid_file)} are missing: run `make results-toy`, or pass --profile "
-                          "to run a sweep now")
+        raise MissingData(
+            f"the toy results {shown(grid_file)} are missing: run `make results-toy`, or pass --profile "
+            "to run a sweep now"
+        )
     return evidence_with_grid(load_results(grid_file), shown(grid_file))
 
 
 def evidence_with_grid(grid: dict, source: str) -> ToyEvidence:
     """`grid` (from `source`) beside the committed direct-mode sweep and importance-profile grids, where present."""
     direct = toy_results_file("direct")
-    profiles = {imp: (load_results(f), shown(f)) for imp in OTHER_PROFILES
-                if (f := toy_importance_results_file(imp)).exists()}
-    return ToyEvidence(grid, source, load_results(direct) if direct.exists() else None,
-                       shown(direct) if direct.exists() else "", profiles)
+    profiles = {
+        imp: (load_results(f), shown(f)) for imp in OTHER_PROFILES if (f := toy_importance_results_file(imp)).exists()
+    }
+    return ToyEvidence(
+        grid,
+        source,
+        load_results(direct) if direct.exists() else None,
+        shown(direct) if direct.exists() else "",
+        profiles,
+    )
 
 
 def on_paper_grid(results: dict) -> bool:
@@ -81,9 +89,19 @@ def pairs(results: dict) -> list[dict]:
     rows = []
     for c in results["configs"]:
         for k, w in enumerate(c["widths"]):
-            rows.append({"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "width": w, "L_inf": c["L_inf"],
-                         "d_star_S": c["d_star_S"], "predicted": c["predicted_floor"][k],
-                         "measured": float(np.median(c["measured_floor"][k])), "budget": c["feature_budget"][k]})
+            rows.append(
+                {
+                    "n": c["n"],
+                    "alpha": c["alpha"],
+                    "d_teacher": c["d_teacher"],
+                    "width": w,
+                    "L_inf": c["L_inf"],
+                    "d_star_S": c["d_star_S"],
+                    "predicted": c["predicted_floor"][k],
+                    "measured": float(np.median(c["measured_floor"][k])),
+                    "budget": c["feature_budget"][k],
+                }
+            )
     return rows
 
 
@@ -105,8 +123,11 @@ def accuracy_medians(rows: list[dict], predicted=lambda r: r["predicted"]) -> di
 
 def clears(medians: dict) -> dict[str, bool]:
     """Whether each reading is above PAPER_ACCURACY at every sparsity level that has pairs for it."""
-    return {kind: bool([v for v in medians[kind].values() if v is not None])
-            and all(v > PAPER_ACCURACY for v in medians[kind].values() if v is not None) for kind in ("rel", "norm")}
+    return {
+        kind: bool([v for v in medians[kind].values() if v is not None])
+        and all(v > PAPER_ACCURACY for v in medians[kind].values() if v is not None)
+        for kind in ("rel", "norm")
+    }
 
 
 # ---- sparsity order -----------------------------------------------------------------------------------------
@@ -126,10 +147,22 @@ def sparsity_order(results: dict, tolerance: float = ORDER_TOLERANCE) -> dict:
             f_lo, f_hi = lo["measured"] / lo["L_inf"], hi["measured"] / hi["L_inf"]
             wrong_frac += f_hi > f_lo
             if f_hi > f_lo + tolerance:
-                beyond.append({"n": key[0], "d_teacher": key[1], "width": key[2], "alpha": (lo["alpha"], hi["alpha"]),
-                               "fraction": (f_lo, f_hi)})
-    return {"pairs": total, "wrong_absolute": int(wrong_abs), "wrong_fraction": int(wrong_frac), "beyond": beyond,
-            "tolerance": tolerance}
+                beyond.append(
+                    {
+                        "n": key[0],
+                        "d_teacher": key[1],
+                        "width": key[2],
+                        "alpha": (lo["alpha"], hi["alpha"]),
+                        "fraction": (f_lo, f_hi),
+                    }
+                )
+    return {
+        "pairs": total,
+        "wrong_absolute": int(wrong_abs),
+        "wrong_fraction": int(wrong_frac),
+        "beyond": beyond,
+        "tolerance": tolerance,
+    }
 
 
 # ---- the floor as a lower bound -----------------------------------------------------------------------------
@@ -144,10 +177,14 @@ def lower_bound(results: dict) -> dict:
     pass trivially), and against the bias-aware floor (the prediction times `bias_factor`)."""
     rows = pairs(results)
     nonzero = [r for r in rows if r["predicted"] > 0]
-    return {"pairs": len(rows), "trivial": len(rows) - len(nonzero), "nonzero": len(nonzero),
-            "nonzero_at_or_above": sum(r["measured"] >= r["predicted"] for r in nonzero),
-            "nonzero_above_bias_floor": sum(r["measured"] >= r["predicted"] * bias_factor(r["alpha"]) for r in nonzero),
-            "largest_bias_gap": max((1 - bias_factor(a) for a in {r["alpha"] for r in nonzero}), default=0.0)}
+    return {
+        "pairs": len(rows),
+        "trivial": len(rows) - len(nonzero),
+        "nonzero": len(nonzero),
+        "nonzero_at_or_above": sum(r["measured"] >= r["predicted"] for r in nonzero),
+        "nonzero_above_bias_floor": sum(r["measured"] >= r["predicted"] * bias_factor(r["alpha"]) for r in nonzero),
+        "largest_bias_gap": max((1 - bias_factor(a) for a in {r["alpha"] for r in nonzero}), default=0.0),
+    }
 
 
 # ---- where the loss bottoms out ----------------------------------------------------------------------------
@@ -158,12 +195,21 @@ def knee_rows(results: dict) -> list[dict]:
         med = [float(np.median(s)) for s in c["measured_floor"]]
         knee = knee_width(c["widths"], med, c["L_inf"])
         predicted = max(1, math.ceil(c["d_star_S"]))
-        out.append({"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "d_star_S": c["d_star_S"],
-                    "predicted_knee": predicted, "knee_width": knee, "max_width": max(c["widths"]),
-                    "lowest_at_widest": bool(int(np.argmin(med)) == len(med) - 1),
-                    # a configuration tests the claim only if some width lies more than one away from ceil(d*_S):
-                    # otherwise |knee - ceil(d*_S)| <= 1 holds whatever the floors are
-                    "testable": any(abs(w - predicted) > 1 for w in c["widths"])})
+        out.append(
+            {
+                "n": c["n"],
+                "alpha": c["alpha"],
+                "d_teacher": c["d_teacher"],
+                "d_star_S": c["d_star_S"],
+                "predicted_knee": predicted,
+                "knee_width": knee,
+                "max_width": max(c["widths"]),
+                "lowest_at_widest": bool(int(np.argmin(med)) == len(med) - 1),
+                # a configuration tests the claim only if some width lies more than one away from ceil(d*_S):
+                # otherwise |knee - ceil(d*_S)| <= 1 holds whatever the floors are
+                "testable": any(abs(w - predicted) > 1 for w in c["widths"]),
+            }
+        )
     return out
 
 
@@ -171,10 +217,16 @@ def knee_summary(results: dict) -> dict:
     rows = knee_rows(results)
     testable = [r for r in rows if r["testable"]]
     diffs = [abs(r["knee_width"] - r["predicted_knee"]) for r in testable]
-    return {"configs": len(rows), "testable": len(testable), "within_one": sum(d <= 1 for d in diffs),
-            "diffs": {(r["n"], r["alpha"]): r["knee_width"] - r["predicted_knee"] for r in testable},
-            "exact": sum(d == 0 for d in diffs), "median_abs_diff": float(np.median(diffs)) if diffs else None,
-            "lowest_at_widest": sum(r["lowest_at_widest"] for r in rows), "tolerance": KNEE_TOLERANCE}
+    return {
+        "configs": len(rows),
+        "testable": len(testable),
+        "within_one": sum(d <= 1 for d in diffs),
+        "diffs": {(r["n"], r["alpha"]): r["knee_width"] - r["predicted_knee"] for r in testable},
+        "exact": sum(d == 0 for d in diffs),
+        "median_abs_diff": float(np.median(diffs)) if diffs else None,
+        "lowest_at_widest": sum(r["lowest_at_widest"] for r in rows),
+        "tolerance": KNEE_TOLERANCE,
+    }
 
 
 # ---- teachers -------------------------------------------------------------------------------------------------
@@ -189,9 +241,19 @@ def teacher_rows(results: dict) -> list[dict]:
         teacher = float(np.median(c["teacher_floor"]))
         k = c["widths"].index(c["d_teacher"]) if c["d_teacher"] in c["widths"] else None
         student = float(np.median(c["measured_floor"][k])) if k is not None else math.nan
-        out.append({"n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "L_inf": c["L_inf"],
-                    "d_star_S": c["d_star_S"], "teacher_floor": teacher, "predicted_at_d_teacher": predicted,
-                    "student_at_d_teacher": student, "student_over_teacher": student / teacher})
+        out.append(
+            {
+                "n": c["n"],
+                "alpha": c["alpha"],
+                "d_teacher": c["d_teacher"],
+                "L_inf": c["L_inf"],
+                "d_star_S": c["d_star_S"],
+                "teacher_floor": teacher,
+                "predicted_at_d_teacher": predicted,
+                "student_at_d_teacher": student,
+                "student_over_teacher": student / teacher,
+            }
+        )
     return out
 
 
@@ -205,13 +267,26 @@ def teacher_summary(results: dict) -> dict:
     rows = teacher_rows(results)
     if not rows:
         return {}
-    accuracy = accuracy_medians([{"alpha": r["alpha"], "width": r["d_teacher"], "d_star_S": r["d_star_S"],
-                                  "L_inf": r["L_inf"], "predicted": r["predicted_at_d_teacher"],
-                                  "measured": r["teacher_floor"]} for r in rows])
-    return {"configs": len(rows),
-            "median_teacher_over_L_inf": float(np.median([r["teacher_floor"] / r["L_inf"] for r in rows])),
-            "median_student_over_teacher": float(np.median([r["student_over_teacher"] for r in rows])),
-            "teacher_accuracy_rel": accuracy["rel"], "teacher_accuracy_norm": accuracy["norm"]}
+    accuracy = accuracy_medians(
+        [
+            {
+                "alpha": r["alpha"],
+                "width": r["d_teacher"],
+                "d_star_S": r["d_star_S"],
+                "L_inf": r["L_inf"],
+                "predicted": r["predicted_at_d_teacher"],
+                "measured": r["teacher_floor"],
+            }
+            for r in rows
+        ]
+    )
+    return {
+        "configs": len(rows),
+        "median_teacher_over_L_inf": float(np.median([r["teacher_floor"] / r["L_inf"] for r in rows])),
+        "median_student_over_teacher": float(np.median([r["student_over_teacher"] for r in rows])),
+        "teacher_accuracy_rel": accuracy["rel"],
+        "teacher_accuracy_norm": accuracy["norm"],
+    }
 
 
 # ---- represented features against the budget --------------------------------------------------------------
@@ -227,15 +302,32 @@ def model_rows(results: dict, role: str = "student") -> list[dict]:
             widths, floors, prefix = [c["d_teacher"]], [c["teacher_floor"]], "teacher_"
             predicted = [predicted_at_teacher_width(c)]
             budgets = [int(theory.feature_budget(c["n"], c["d_teacher"], c["alpha"]))]
-            fields = {key: {t: [v] for t, v in c[prefix + key].items()}
-                      for key in ("represented_features", "floor_dropped", "floor_interference")}
+            fields = {
+                key: {t: [v] for t, v in c[prefix + key].items()}
+                for key in ("represented_features", "floor_dropped", "floor_interference")
+            }
         else:
-            widths, floors, predicted, budgets = c["widths"], c["measured_floor"], c["predicted_floor"], c["feature_budget"]
+            widths, floors, predicted, budgets = (
+                c["widths"],
+                c["measured_floor"],
+                c["predicted_floor"],
+                c["feature_budget"],
+            )
             fields = {key: c[key] for key in ("represented_features", "floor_dropped", "floor_interference")}
         for k, w in enumerate(widths):
             for s, floor in enumerate(floors[k]):
-                row = {"role": role, "n": c["n"], "alpha": c["alpha"], "d_teacher": c["d_teacher"], "width": w,
-                       "seed": s, "budget": budgets[k], "L_inf": c["L_inf"], "floor": floor, "predicted": predicted[k]}
+                row = {
+                    "role": role,
+                    "n": c["n"],
+                    "alpha": c["alpha"],
+                    "d_teacher": c["d_teacher"],
+                    "width": w,
+                    "seed": s,
+                    "budget": budgets[k],
+                    "L_inf": c["L_inf"],
+                    "floor": floor,
+                    "predicted": predicted[k],
+                }
                 for t in REPRESENTED_THRESHOLDS:
                     row[f"represented_{t}"] = fields["represented_features"][str(t)][k][s]
                     row[f"dropped_{t}"] = fields["floor_dropped"][str(t)][k][s]
@@ -257,19 +349,29 @@ def budget_summary(results: dict, threshold: str = REPRESENTED, role: str = "stu
     dropped, interference = (np.array([r[f"{k}_{threshold}"] for r in rows]) for k in ("dropped", "interference"))
     below = np.array([r["predicted"] > 0 for r in rows])
     share = np.divide(interference, floor, out=np.zeros_like(floor), where=floor > 0)
-    return {"models": len(rows), "trivial": len(every) - len(rows), "threshold": threshold,
-            "above_budget": int((rep > budget).sum()), "at_budget": int((rep == budget).sum()),
-            "below_budget": int((rep < budget).sum()),
-            "median_represented_over_budget": float(np.median(rep / budget)),
-            "by_threshold": {str(t): {"above_budget": int(sum(r[f"represented_{t}"] > r["budget"] for r in rows)),
-                                      "median_represented_over_budget":
-                                          float(np.median([r[f"represented_{t}"] / r["budget"] for r in rows]))}
-                             for t in REPRESENTED_THRESHOLDS},
-            "median_interference_share": float(np.median(share)),
-            "median_interference_share_below_d_star": float(np.median(share[below])) if below.any()
-            else None,
-            "median_dropped_over_predicted_below_d_star":
-                float(np.median(dropped[below] / np.array([r["predicted"] for r in rows])[below])) if below.any() else None}
+    return {
+        "models": len(rows),
+        "trivial": len(every) - len(rows),
+        "threshold": threshold,
+        "above_budget": int((rep > budget).sum()),
+        "at_budget": int((rep == budget).sum()),
+        "below_budget": int((rep < budget).sum()),
+        "median_represented_over_budget": float(np.median(rep / budget)),
+        "by_threshold": {
+            str(t): {
+                "above_budget": int(sum(r[f"represented_{t}"] > r["budget"] for r in rows)),
+                "median_represented_over_budget": float(np.median([r[f"represented_{t}"] / r["budget"] for r in rows])),
+            }
+            for t in REPRESENTED_THRESHOLDS
+        },
+        "median_interference_share": float(np.median(share)),
+        "median_interference_share_below_d_star": float(np.median(share[below])) if below.any() else None,
+        "median_dropped_over_predicted_below_d_star": float(
+            np.median(dropped[below] / np.array([r["predicted"] for r in rows])[below])
+        )
+        if below.any()
+        else None,
+    }
 
 
 # ---- the affine reading ---------------------------------------------------------------------------------------
@@ -292,11 +394,20 @@ def affine_reading(results: dict, fit_ns=FIT_NS, held_out_ns=HELD_OUT_NS) -> dic
         y = np.array([r["measured"] / r["L_inf"] for r in held])
         y_hat = np.array([r["calibrated"] / r["L_inf"] for r in calibrated])
         ss_tot = float(((y - y.mean()) ** 2).sum())
-        per_alpha[a] = {"a": slope, "b": intercept, "fit": kind, "held_out_pairs": len(held),
-                        "r2_held_out": 1 - float(((y - y_hat) ** 2).sum()) / ss_tot if ss_tot > 0 else None}
-    return {"per_alpha": per_alpha, "global_fit": {"a": fit_all[0], "b": fit_all[1]},
-            "accuracy": accuracy_medians(held_rows, predicted=lambda r: r["calibrated"]) if held_rows else None,
-            "fit_ns": list(fit_ns), "held_out_ns": list(held_out_ns)}
+        per_alpha[a] = {
+            "a": slope,
+            "b": intercept,
+            "fit": kind,
+            "held_out_pairs": len(held),
+            "r2_held_out": 1 - float(((y - y_hat) ** 2).sum()) / ss_tot if ss_tot > 0 else None,
+        }
+    return {
+        "per_alpha": per_alpha,
+        "global_fit": {"a": fit_all[0], "b": fit_all[1]},
+        "accuracy": accuracy_medians(held_rows, predicted=lambda r: r["calibrated"]) if held_rows else None,
+        "fit_ns": list(fit_ns),
+        "held_out_ns": list(held_out_ns),
+    }
 
 
 def _fit(rows: list[dict]) -> tuple[float, float] | None:

@@ -55,8 +55,10 @@ class ToyConfig:
             if not 0.0 < a < 1.0:
                 raise InvalidParameter(f"--alpha must lie strictly between 0 and 1 (got {a!r}).")
         if self.widths == KNEE_WIDTHS and self.mode != "direct":
-            raise InvalidParameter("--widths knee is for --mode direct (a distilled student's floor stops at its "
-                                   "teacher's width, so widths past the knee test nothing).")
+            raise InvalidParameter(
+                "--widths knee is for --mode direct (a distilled student's floor stops at its "
+                "teacher's width, so widths past the knee test nothing)."
+            )
         if self.widths is not None and self.widths != KNEE_WIDTHS:
             ints("widths", self.widths, 1)
         if max(self.d_teacher) > min(self.n):
@@ -69,8 +71,11 @@ class ToyConfig:
                 raise InvalidParameter(f"--{name.replace('_', '-')} must be a whole number >= 1.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidParameter(f"--lr must be positive (got {self.lr!r}).")
-        if len(set(self.n)) != len(self.n) or len(set(self.alpha)) != len(self.alpha) \
-                or len(set(self.d_teacher)) != len(self.d_teacher):
+        if (
+            len(set(self.n)) != len(self.n)
+            or len(set(self.alpha)) != len(self.alpha)
+            or len(set(self.d_teacher)) != len(self.d_teacher)
+        ):
             raise InvalidParameter("--n, --alpha and --d-teacher must not repeat a value.")
 
     def student_widths(self, d_t: int, n: int, alpha: float) -> list[int]:
@@ -85,7 +90,15 @@ class ToyConfig:
         """The paper profile's grid in distill mode: the co-author's stated sweep (n, d_T, alpha, 20 seeds) with the
         steps, batch, learning rate and evaluation size of the independent re-implementation the profile follows."""
         p = PROFILES["paper"]
-        return (sorted(self.n) == p["n"] and sorted(self.alpha) == p["alpha"]
-                and sorted(self.d_teacher) == p["d_teacher"] and self.seeds == p["seeds"]
-                and self.steps == p["steps"] and self.batch == p["batch"] and self.lr == p["lr"]
-                and self.eval_samples == p["eval_samples"] and self.widths is None and self.mode == "distill")
+        return (
+            sorted(self.n) == p["n"]
+            and sorted(self.alpha) == p["alpha"]
+            and sorted(self.d_teacher) == p["d_teacher"]
+            and self.seeds == p["seeds"]
+            and self.steps == p["steps"]
+            and self.batch == p["batch"]
+            and self.lr == p["lr"]
+            and self.eval_samples == p["eval_samples"]
+            and self.widths is None
+            and self.mode == "distill"
+        )

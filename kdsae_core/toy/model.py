@@ -20,6 +20,7 @@ import torch
 from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.common.seeding import stream_seed
+
 CACHE_BYTES = 12 << 20  # working set per chunk: well inside a 32 MiB L3, leaving room for the rest
 
 
@@ -113,17 +114,17 @@ class Block:
     bias gradient as its last row (no separate sum over the batch); Adam then runs over P in one pass.
     """
 
-    def __init__(self, n: int, d: int, widths: list[list[list[int]]], seeds: list[list[list[int]]],
-                 importance: torch.Tensor):
+    def __init__(
+        self, n: int, d: int, widths: list[list[list[int]]], seeds: list[list[list[int]]], importance: torch.Tensor
+    ):
         A, S, K = len(widths), len(widths[0]), len(widths[0][0])
         self.shape = (A, S, K)
         self.n, self.d = n, d
         self.widths = widths
         self.P = torch.zeros(A, S, K, d + 1, n)
-        self.P[..., :d, :] = torch.stack([
-            init_weights(d, n, widths[a][s][k], seeds[a][s][k])
-            for a in range(A) for s in range(S) for k in range(K)
-        ]).view(A, S, K, d, n)
+        self.P[..., :d, :] = torch.stack(
+            [init_weights(d, n, widths[a][s][k], seeds[a][s][k]) for a in range(A) for s in range(S) for k in range(K)]
+        ).view(A, S, K, d, n)
         self.importance = importance.to(torch.float32)
         self.m, self.v = torch.zeros_like(self.P), torch.zeros_like(self.P)
         self.t = 0
@@ -131,10 +132,10 @@ class Block:
         self._grad: torch.Tensor | None = None
 
     # W, b and their Adam moments are views of P, m and v (assigning to them writes into P, m, v).
-    W = property(lambda self: self.P[..., :self.d, :], lambda self, value: self.P[..., :self.d, :].copy_(value))
+    W = property(lambda self: self.P[..., : self.d, :], lambda self, value: self.P[..., : self.d, :].copy_(value))
     b = property(lambda self: self.P[..., self.d, :], lambda self, value: self.P[..., self.d, :].copy_(value))
-    m_W = property(lambda self: self.m[..., :self.d, :], lambda self, value: self.m[..., :self.d, :].copy_(value))
-    v_W = property(lambda self: self.v[..., :self.d, :], lambda self, value: self.v[..., :self.d, :].copy_(value))
+    m_W = property(lambda self: self.m[..., : self.d, :], lambda self, value: self.m[..., : self.d, :].copy_(value))
+    v_W = property(lambda self: self.v[..., : self.d, :], lambda self, value: self.v[..., : self.d, :].copy_(value))
     m_b = property(lambda self: self.m[..., self.d, :], lambda self, value: self.m[..., self.d, :].copy_(value))
     v_b = property(lambda self: self.v[..., self.d, :], lambda self, value: self.v[..., self.d, :].copy_(value))
 
@@ -150,12 +151,12 @@ class Block:
         if buf is None:
             buf = self._ones[(m, B)] = torch.empty(m, B, self.d + 1)
             buf[..., self.d] = 1.0
-        buf[..., :self.d] = h.view(B, m, self.d).transpose(0, 1)
+        buf[..., : self.d] = h.view(B, m, self.d).transpose(0, 1)
         return buf
 
     def _hidden(self, a: int, x: torch.Tensor, s0: int = 0, s1: int | None = None) -> torch.Tensor:
         """[W x, 1] for the models of sparsity level a and seeds s0:s1: x [B, n] -> [m, B, d + 1]."""
-        W = self.W[a, s0:s1].reshape(-1, self.n)                           # [m * d, n] (a small copy)
+        W = self.W[a, s0:s1].reshape(-1, self.n)  # [m * d, n] (a small copy)
         m = W.shape[0] // self.d
         h = torch.mm(x, W.T, out=WORKSPACE.get("hidden", x.shape[0], W.shape[0]))  # one matmul: x is shared
         return self._augmented_hidden(h, m, x.shape[0])
@@ -221,7 +222,7 @@ class Block:
     def gradients(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """d loss / d W and d loss / d b for every model (views of `gradient`)."""
         grad = self.gradient(x, y)
-        return grad[..., :self.d, :], grad[..., self.d, :]
+        return grad[..., : self.d, :], grad[..., self.d, :]
 
     @torch.no_grad()
     def gradient(self, x: torch.Tensor, y: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -238,18 +239,18 @@ class Block:
         students of one teacher) can run them level by level while ya is still in cache."""
         A, S, K = self.shape
         B, n, d = xa.shape[0], self.n, self.d
-        scale = self.importance * (2.0 / B)   # d loss / d x_hat = scale * residual; applied to small results
+        scale = self.importance * (2.0 / B)  # d loss / d x_hat = scale * residual; applied to small results
         for s0, s1 in self._seed_chunks(B):
-            P = self.P[a, s0:s1].reshape(-1, d + 1, n)                   # [m, d + 1, n]
+            P = self.P[a, s0:s1].reshape(-1, d + 1, n)  # [m, d + 1, n]
             m = P.shape[0]
-            h = self._hidden(a, xa, s0, s1)                              # [m, B, d + 1]
-            pre = torch.bmm(h, P, out=WORKSPACE.get("pre", m, B, n))     # W^T W x + b, before the ReLU
-            target = xa if ya is None else ya[s0:s1]                     # [B, n] or [s, 1|K, B, n]
+            h = self._hidden(a, xa, s0, s1)  # [m, B, d + 1]
+            pre = torch.bmm(h, P, out=WORKSPACE.get("pre", m, B, n))  # W^T W x + b, before the ReLU
+            target = xa if ya is None else ya[s0:s1]  # [B, n] or [s, 1|K, B, n]
             # relu(pre) - target where pre > 0, else 0: relu(pre) = pre there, so no ReLU pass is needed.
             g = torch.sub(pre.view(s1 - s0, K, B, n), target, out=WORKSPACE.get("residual", s1 - s0, K, B, n))
             torch.ops.aten.threshold_backward.grad_input(g, pre.view_as(g), 0.0, grad_input=g)
             g = g.view(m, B, n)
-            g_dec = torch.bmm(h.transpose(1, 2), g)                      # [m, d + 1, n]; row d: sum of g
+            g_dec = torch.bmm(h.transpose(1, 2), g)  # [m, d + 1, n]; row d: sum of g
             # Through the encoder W: (W diag(scale) g^T) x costs 4Bnd per model; forming g^T x first
             # would cost 2Bn^2 (4x more at n = 40, d = 5) and was 40% of the step.
             wg = torch.bmm(P[:, :d] * scale, g.transpose(1, 2), out=WORKSPACE.get("through_encoder", m, d, B))

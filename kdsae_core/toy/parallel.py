@@ -24,8 +24,8 @@ import torch
 
 from kdsae_core.common.errors import InvalidParameter, KdsaeError
 from kdsae_core.common.fileio import atomic_write_json
-from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE
 from kdsae_core.common.locks import run_lock
+from kdsae_core.common.paths import TOY_PARTS_DIR, TOY_RESULTS_FILE
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.results import load_results, results_dict
 from kdsae_core.toy.sweep import run_sweep
@@ -78,13 +78,25 @@ def run_parallel(cfg: ToyConfig, out: Path, jobs: int, progress: bool = True) ->
         split = {"n": groups, "config": dataclasses.asdict(cfg)}
         split_file = out / TOY_PARTS_DIR / SPLIT_FILE
         if split_file.exists() and json.loads(split_file.read_text()) != split:
-            raise InvalidParameter(f"{out / TOY_PARTS_DIR} holds the parts of a sweep split or set up another way "
-                                   f"({split_file}): rerun that command, or use another --out.")
+            raise InvalidParameter(
+                f"{out / TOY_PARTS_DIR} holds the parts of a sweep split or set up another way "
+                f"({split_file}): rerun that command, or use another --out."
+            )
         atomic_write_json(split_file, split)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per part: no forked torch state
-        parts = [ctx.Process(target=_train_part, args=(dataclasses.asdict(dataclasses.replace(cfg, n=group)),
-                                                      str(_part_folder(out, group)), i, threads, progress))
-                 for i, group in enumerate(groups)]
+        parts = [
+            ctx.Process(
+                target=_train_part,
+                args=(
+                    dataclasses.asdict(dataclasses.replace(cfg, n=group)),
+                    str(_part_folder(out, group)),
+                    i,
+                    threads,
+                    progress,
+                ),
+            )
+            for i, group in enumerate(groups)
+        ]
         stop = {"signal": None}
 
         def forward(signum, frame):  # each part saves its state on SIGTERM, as a one-process sweep does
@@ -109,12 +121,16 @@ def run_parallel(cfg: ToyConfig, out: Path, jobs: int, progress: bool = True) ->
         finally:
             signal.signal(signal.SIGTERM, old)
         if stop["signal"] is not None:
-            raise KeyboardInterrupt("toy sweep interrupted; state saved in every part: rerun the same command to resume")
+            raise KeyboardInterrupt(
+                "toy sweep interrupted; state saved in every part: rerun the same command to resume"
+            )
         failed = [(g, p.exitcode) for g, p in zip(groups, parts) if p.exitcode != 0]
         if failed:
-            raise KdsaeError("the part(s) of the sweep for n = " + "; ".join(
-                f"{','.join(map(str, g))} (exit code {code})" for g, code in failed)
-                + f" stopped; their state is in {out / TOY_PARTS_DIR}: rerun the same command to resume.")
+            raise KdsaeError(
+                "the part(s) of the sweep for n = "
+                + "; ".join(f"{','.join(map(str, g))} (exit code {code})" for g, code in failed)
+                + f" stopped; their state is in {out / TOY_PARTS_DIR}: rerun the same command to resume."
+            )
         results = merge_results(cfg, [load_results(_part_folder(out, g)) for g in groups])
         atomic_write_json(out / TOY_RESULTS_FILE, results)
         shutil.rmtree(out / TOY_PARTS_DIR)
@@ -128,12 +144,15 @@ def merge_results(cfg: ToyConfig, parts: list[dict]) -> dict:
         for c in part["configs"]:
             key = (c["n"], c["alpha"], c["d_teacher"])
             if key in by_key:
-                raise InvalidParameter(f"two parts both hold the configuration n={key[0]}, alpha={key[1]}, d_T={key[2]}.")
+                raise InvalidParameter(
+                    f"two parts both hold the configuration n={key[0]}, alpha={key[1]}, d_T={key[2]}."
+                )
             by_key[key] = c
     want = [(n, a, d) for n in cfg.n for a in cfg.alpha for d in cfg.d_teacher]
     missing = [k for k in want if k not in by_key]
     if missing or len(by_key) != len(want):
-        raise InvalidParameter(f"the parts do not make up the sweep: missing {missing[:3]}, or configurations it "
-                               "does not have.")
+        raise InvalidParameter(
+            f"the parts do not make up the sweep: missing {missing[:3]}, or configurations it does not have."
+        )
     threads = {part["settings"]["torch_threads"] for part in parts}
     return results_dict(cfg, [by_key[k] for k in want], threads.pop() if len(threads) == 1 else sorted(threads))

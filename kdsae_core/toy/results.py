@@ -36,52 +36,78 @@ def assemble_results(cfg: ToyConfig, measured: dict) -> dict:
             for d_t in cfg.d_teacher:
                 ws = cfg.student_widths(d_t, n, a)
                 m, t = measured[(n, d_t)]["student"], measured[(n, d_t)]["teacher"]
-                per_seed = m["floor"][ai].T          # [K, S]
+                per_seed = m["floor"][ai].T  # [K, S]
                 med = np.median(per_seed, axis=1)
                 pred = np.atleast_1d(theory.refined_floor(terms, ws, a))
                 naive = np.atleast_1d(theory.naive_floor(L_inf, n, ws, a))
                 below = np.asarray(ws) < d_star
                 acc_rel = np.where(below, theory.accuracy_rel(pred, med), np.nan)
                 acc_norm = theory.accuracy_norm(pred, med, L_inf)
-                configs.append({
-                    "n": n, "alpha": a, "d_teacher": d_t, "importance": cfg.importance, "mode": cfg.mode,
-                    "widths": ws,
-                    "measured_floor": per_seed.tolist(),
-                    "measured_floor_median": med.tolist(),
-                    "kept_features": m["kept"][ai].T.tolist(),
-                    "teacher_floor": t["floor"][ai][:, 0].tolist() if cfg.mode == "distill" else None,
-                    "predicted_floor": pred.tolist(), "naive_floor": naive.tolist(),
-                    "L_inf": L_inf, "d_star_S": d_star, "g_alpha": g,
-                    "feature_budget": np.atleast_1d(theory.feature_budget(n, ws, a)).tolist(),
-                    "accuracy_rel": [None if math.isnan(v) else float(v) for v in acc_rel],
-                    "accuracy_norm": acc_norm.tolist(),
-                    "knee_width": knee_width(ws, med.tolist(), L_inf),
-                    **_represented_fields(m, ai, lambda v: v.T),
-                    **(_represented_fields(t, ai, lambda v: v[:, 0], prefix="teacher_") if cfg.mode == "distill"
-                       else {}),
-                })
+                configs.append(
+                    {
+                        "n": n,
+                        "alpha": a,
+                        "d_teacher": d_t,
+                        "importance": cfg.importance,
+                        "mode": cfg.mode,
+                        "widths": ws,
+                        "measured_floor": per_seed.tolist(),
+                        "measured_floor_median": med.tolist(),
+                        "kept_features": m["kept"][ai].T.tolist(),
+                        "teacher_floor": t["floor"][ai][:, 0].tolist() if cfg.mode == "distill" else None,
+                        "predicted_floor": pred.tolist(),
+                        "naive_floor": naive.tolist(),
+                        "L_inf": L_inf,
+                        "d_star_S": d_star,
+                        "g_alpha": g,
+                        "feature_budget": np.atleast_1d(theory.feature_budget(n, ws, a)).tolist(),
+                        "accuracy_rel": [None if math.isnan(v) else float(v) for v in acc_rel],
+                        "accuracy_norm": acc_norm.tolist(),
+                        "knee_width": knee_width(ws, med.tolist(), L_inf),
+                        **_represented_fields(m, ai, lambda v: v.T),
+                        **(
+                            _represented_fields(t, ai, lambda v: v[:, 0], prefix="teacher_")
+                            if cfg.mode == "distill"
+                            else {}
+                        ),
+                    }
+                )
     return results_dict(cfg, configs, torch.get_num_threads())
 
 
 def _represented_fields(measured: dict, ai: int, layout, prefix: str = "") -> dict:
     """`represented_features`, `floor_dropped` and `floor_interference` of level ai, each {threshold: values}
     (floors to 8 significant digits: they are read as fractions of L_inf, and the file stays small)."""
+
     def values(key, t):
         v = layout(measured[f"{key}@{t}"][ai])
         return v.tolist() if key == "represented" else np.vectorize(lambda f: float(f"{f:.8g}"))(v).tolist()
 
-    return {prefix + name: {str(t): values(key, t) for t in REPRESENTED_THRESHOLDS}
-            for name, key in (("represented_features", "represented"), ("floor_dropped", "dropped"),
-                              ("floor_interference", "interference"))}
+    return {
+        prefix + name: {str(t): values(key, t) for t in REPRESENTED_THRESHOLDS}
+        for name, key in (
+            ("represented_features", "represented"),
+            ("floor_dropped", "dropped"),
+            ("floor_interference", "interference"),
+        )
+    }
 
 
 def results_dict(cfg: ToyConfig, configs: list[dict], torch_threads: int) -> dict:
     """toy_results.json from its per-configuration entries (in the order n, alpha, d_T of cfg)."""
     medians, excluded = summarise_accuracy(configs)
-    return {"configs": configs, "median_accuracy_by_alpha": medians, "excluded": excluded,
-            "settings": {**dataclasses.asdict(cfg), "matches_paper_grid": cfg.matches_paper_grid(),
-                         "data_sharing": "models that share (n, alpha) share data batches; seeds differ in initialisation",
-                         "knee_tolerance": KNEE_TOLERANCE, "torch_threads": torch_threads}}
+    return {
+        "configs": configs,
+        "median_accuracy_by_alpha": medians,
+        "excluded": excluded,
+        "settings": {
+            **dataclasses.asdict(cfg),
+            "matches_paper_grid": cfg.matches_paper_grid(),
+            "data_sharing": "models that share (n, alpha) share data batches; seeds differ in initialisation",
+            "knee_tolerance": KNEE_TOLERANCE,
+            "torch_threads": torch_threads,
+        },
+    }
 
 
 def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
@@ -96,10 +122,12 @@ def summarise_accuracy(configs: list[dict]) -> tuple[dict, dict]:
         key = repr(a)
         medians["rel"][key] = float(np.median(rel)) if rel else "no pairs"
         medians["norm"][key] = float(np.median(norm))
-        excluded[key] = {"pairs": total, "rel_excluded_at_or_above_d_star": total - len(rel),
-                         "reason": "accuracy_rel is defined only below d*_S, where a non-zero floor is predicted"}
+        excluded[key] = {
+            "pairs": total,
+            "rel_excluded_at_or_above_d_star": total - len(rel),
+            "reason": "accuracy_rel is defined only below d*_S, where a non-zero floor is predicted",
+        }
     return medians, excluded
-
 
 
 def load_results(path: Path) -> dict:

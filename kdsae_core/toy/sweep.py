@@ -51,8 +51,14 @@ class _Interrupted(Exception):
 class ToySweep:
     """The whole sweep: teacher phase, then student phase, resumable from `DIR/toy_state.pt`."""
 
-    def __init__(self, cfg: ToyConfig, out: Path | None = None, progress: bool = True, only: tuple | None = None,
-                 bar_position: int | None = None):
+    def __init__(
+        self,
+        cfg: ToyConfig,
+        out: Path | None = None,
+        progress: bool = True,
+        only: tuple | None = None,
+        bar_position: int | None = None,
+    ):
         """`only=(seed_index, width)` trains just that model of every configuration (and its teacher):
         the one-model-at-a-time reference for tests and benchmarks. `bar_position`: the progress bar's line
         when several sweeps share a terminal (toy_parallel)."""
@@ -60,32 +66,40 @@ class ToySweep:
         self.cfg, self.out, self.progress = cfg, (Path(out) if out else None), progress
         self.bar_position = bar_position
         if only is not None and cfg.widths == KNEE_WIDTHS:
-            raise InvalidParameter("one model at a time (only=) needs widths that are the same at every sparsity, "
-                                   "not --widths knee.")
+            raise InvalidParameter(
+                "one model at a time (only=) needs widths that are the same at every sparsity, not --widths knee."
+            )
         seeds = None if only is None else [only[0]]
         # levels[(n, d, w)]: the sparsity levels (indices into cfg.alpha) that train a student of width w; every
         # level unless the widths depend on alpha ("knee").
-        self.levels = {(n, d, w): [a for a, alpha in enumerate(cfg.alpha) if w in cfg.student_widths(d, n, alpha)]
-                       for n in cfg.n for d in cfg.d_teacher
-                       for w in sorted({w for alpha in cfg.alpha for w in cfg.student_widths(d, n, alpha)})}
+        self.levels = {
+            (n, d, w): [a for a, alpha in enumerate(cfg.alpha) if w in cfg.student_widths(d, n, alpha)]
+            for n in cfg.n
+            for d in cfg.d_teacher
+            for w in sorted({w for alpha in cfg.alpha for w in cfg.student_widths(d, n, alpha)})
+        }
         if only is not None:
             self.levels = {(n, d, only[1]): list(range(len(cfg.alpha))) for n in cfg.n for d in cfg.d_teacher}
-        self.widths = {(n, d): [w for (n2, d2, w) in self.levels if (n2, d2) == (n, d)]
-                       for n in cfg.n for d in cfg.d_teacher}
-        self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher", seeds=seeds)
-                         for n in cfg.n for d in cfg.d_teacher}
+        self.widths = {
+            (n, d): [w for (n2, d2, w) in self.levels if (n2, d2) == (n, d)] for n in cfg.n for d in cfg.d_teacher
+        }
+        self.teachers = {(n, d): build_blocks(cfg, n, d, "teacher", seeds=seeds) for n in cfg.n for d in cfg.d_teacher}
         # One block per student width: padding narrow students to d_T cost 1.2-1.6x in step time.
-        self.students = {(n, d, w): build_blocks(cfg, n, d, "student", seeds=seeds, ws=[w],
-                                                 alphas=[cfg.alpha[a] for a in levels])
-                         for (n, d, w), levels in self.levels.items()}
-        self.streams = {(phase, n): DataStream(n, cfg.alpha, (cfg.seed, phase))
-                        for phase in ("teacher", "student") for n in cfg.n}
+        self.students = {
+            (n, d, w): build_blocks(cfg, n, d, "student", seeds=seeds, ws=[w], alphas=[cfg.alpha[a] for a in levels])
+            for (n, d, w), levels in self.levels.items()
+        }
+        self.streams = {
+            (phase, n): DataStream(n, cfg.alpha, (cfg.seed, phase)) for phase in ("teacher", "student") for n in cfg.n
+        }
         self.phase, self.step_in_phase = ("teacher" if cfg.mode == "distill" else "student"), 0
 
     # -- state ------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {
-            "config": dataclasses.asdict(self.cfg), "phase": self.phase, "step": self.step_in_phase,
+            "config": dataclasses.asdict(self.cfg),
+            "phase": self.phase,
+            "step": self.step_in_phase,
             "teachers": {k: b.state() for k, b in self.teachers.items()},
             "students": {k: b.state() for k, b in self.students.items()},
             "streams": {k: s.state() for k, s in self.streams.items()},
@@ -126,8 +140,15 @@ class ToySweep:
         self.phase, self.step_in_phase = phase, start
         n_models = sum(b.count for b in blocks.values())
         n_list = "" if self.bar_position is None else f", n = {','.join(map(str, cfg.n))}"
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"toy {phase}s ({n_models} models{n_list})",
-                   disable=not self.progress, unit="step", mininterval=2.0, position=self.bar_position)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=start,
+            desc=f"toy {phase}s ({n_models} models{n_list})",
+            disable=not self.progress,
+            unit="step",
+            mininterval=2.0,
+            position=self.bar_position,
+        )
         with stop_requests() as stop:
             try:
                 for step in range(start, cfg.steps):
@@ -158,8 +179,11 @@ class ToySweep:
                 # Level by level: the teacher's output for one sparsity level stays in cache while every
                 # student width trains on it (all levels at once is 13 MB at n = 40, read once per width).
                 for a in range(len(cfg.alpha)):
-                    y = self.teachers[(n, d)].forward_level(a, x[a], scratch=True).unsqueeze(1) \
-                        if cfg.mode == "distill" else None                          # [S, 1, B, n]
+                    y = (
+                        self.teachers[(n, d)].forward_level(a, x[a], scratch=True).unsqueeze(1)
+                        if cfg.mode == "distill"
+                        else None
+                    )  # [S, 1, B, n]
                     for student, grad, own in zip(students, grads, levels):
                         if a in own:
                             student.gradient_level(own.index(a), x[a], y, grad)
@@ -169,6 +193,7 @@ class ToySweep:
     def train(self, stop_after: tuple[str, int] | None = None) -> None:
         """Train to the end; `stop_after=(phase, step)` saves the state there and raises _Interrupted
         (what SIGINT/SIGTERM do too)."""
+
         def limit(phase):
             return stop_after[1] if stop_after and stop_after[0] == phase else None
 
@@ -190,9 +215,11 @@ class ToySweep:
             stream = DataStream(n, cfg.alpha, (cfg.seed, "eval"))
             every = list(range(len(cfg.alpha)))
             # (block, the levels it trained at): the teacher first, then one block per student width
-            blocks = {d: [(self.teachers[(n, d)], every)]
-                      + [(self.students[(n, d, w)], self.levels[(n, d, w)]) for w in self.widths[(n, d)]]
-                      for d in cfg.d_teacher}
+            blocks = {
+                d: [(self.teachers[(n, d)], every)]
+                + [(self.students[(n, d, w)], self.levels[(n, d, w)]) for w in self.widths[(n, d)]]
+                for d in cfg.d_teacher
+            }
             totals = {d: [torch.zeros(b.shape, dtype=torch.float64) for b, _ in bs] for d, bs in blocks.items()}
             parts = {d: [torch.zeros(*b.shape, n, dtype=torch.float64) for b, _ in bs] for d, bs in blocks.items()}
             remaining = cfg.eval_samples
@@ -206,10 +233,14 @@ class ToySweep:
                         part += per_feature * chunk
                 remaining -= chunk
             for d, bs in blocks.items():
-                measured = [_split_floor(t / cfg.eval_samples, p / cfg.eval_samples, b.feature_norms(), b.kept_features())
-                            for t, p, (b, _) in zip(totals[d], parts[d], bs)]
-                out[(n, d)] = {"teacher": _by_level(measured[:1], [every], len(cfg.alpha)),
-                               "student": _by_level(measured[1:], [levels for _, levels in bs[1:]], len(cfg.alpha))}
+                measured = [
+                    _split_floor(t / cfg.eval_samples, p / cfg.eval_samples, b.feature_norms(), b.kept_features())
+                    for t, p, (b, _) in zip(totals[d], parts[d], bs)
+                ]
+                out[(n, d)] = {
+                    "teacher": _by_level(measured[:1], [every], len(cfg.alpha)),
+                    "student": _by_level(measured[1:], [levels for _, levels in bs[1:]], len(cfg.alpha)),
+                }
         return out
 
 
@@ -228,22 +259,28 @@ def _split_floor(floor: torch.Tensor, per_feature: torch.Tensor, norms: torch.Te
 
 def _by_level(measured: list[dict], levels: list[list[int]], n_levels: int) -> dict:
     """Per-block values [A_b, S, 1] (a student block holds one width) regrouped per level: {key: [S, K_a] per a}."""
-    return {key: [torch.cat([m[key][own.index(a)] for m, own in zip(measured, levels) if a in own], dim=1).numpy()
-                  for a in range(n_levels)]
-            for key in measured[0]}
+    return {
+        key: [
+            torch.cat([m[key][own.index(a)] for m, own in zip(measured, levels) if a in own], dim=1).numpy()
+            for a in range(n_levels)
+        ]
+        for key in measured[0]
+    }
 
 
-
-def run_sweep(cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True,
-              bar_position: int | None = None) -> dict:
+def run_sweep(
+    cfg: ToyConfig, out: Path | None = None, progress: bool = True, resume: bool = True, bar_position: int | None = None
+) -> dict:
     """Train, evaluate and (with `out`) write `out/toy_results.json` atomically. With `out`, the sweep
     holds the folder's lock, saves its state every `checkpoint_every` steps and resumes from it.
     (toy_parallel.run_parallel does the same over several processes.)"""
     if out is None:
         return _run(ToySweep(cfg, None, progress, bar_position=bar_position), None, resume)
     if (Path(out) / TOY_PARTS_DIR).is_dir():
-        raise InvalidParameter(f"{out} holds the parts of a sweep split over processes ({TOY_PARTS_DIR}/): resume it "
-                               "with the same --jobs, or use another --out.")
+        raise InvalidParameter(
+            f"{out} holds the parts of a sweep split over processes ({TOY_PARTS_DIR}/): resume it "
+            "with the same --jobs, or use another --out."
+        )
     with run_lock(out):
         return _run(ToySweep(cfg, out, progress, bar_position=bar_position), Path(out), resume)
 

@@ -4,7 +4,8 @@ Each rank owns a subset of the layers (layer i of the sorted list goes to rank i
 trial's SAE at those layers. The language model's forward pass is data-parallel: rank 0 reads and tokenises
 the text and broadcasts each batch of sequences, every rank runs its 1/N share of them, and the activations
 of layer l are gathered, in rank order, on the rank that owns l -- so each SAE sees exactly the batch a single
-process would give it, and the run equals the single-process run for the same seed. Collectives are torch.distributed's (gloo on CPU, nccl on
+process would give it, and the run equals the single-process run for the same seed. Collectives are
+torch.distributed's (gloo on CPU, nccl on
 GPU). Rank 0 writes the shared files (config, metrics log, manifest, trainer state index).
 
 `LocalComm` is the same interface for one process; the trainer only talks to a comm.
@@ -101,10 +102,12 @@ class TorchComm(LocalComm):
     def shard(self, tokens: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[1]
         if n % self.world:
-            raise InvalidParameter(f"{n} sequences per batch do not split evenly over {self.world} processes: "
-                                   "choose --batch-tokens / --context as a multiple of the process count.")
+            raise InvalidParameter(
+                f"{n} sequences per batch do not split evenly over {self.world} processes: "
+                "choose --batch-tokens / --context as a multiple of the process count."
+            )
         k = n // self.world
-        return tokens[:, self.rank * k:(self.rank + 1) * k]
+        return tokens[:, self.rank * k : (self.rank + 1) * k]
 
     def broadcast_tokens(self, tokens: torch.Tensor | None, shape: tuple) -> torch.Tensor:
         here = self.device if self.device.type == "cuda" else torch.device("cpu")  # (nccl sends CUDA tensors only)
@@ -139,8 +142,11 @@ class TorchComm(LocalComm):
         return box[0]
 
     def any(self, flags: list[bool]) -> list[bool]:
-        t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int64,
-                         device=self.device if self.device.type == "cuda" else "cpu")
+        t = torch.tensor(
+            [int(bool(f)) for f in flags],
+            dtype=torch.int64,
+            device=self.device if self.device.type == "cuda" else "cpu",
+        )
         self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
         return [bool(v) for v in t.tolist()]
 

@@ -12,6 +12,7 @@ from kdsae_core.common.fileio import atomic_write_json, atomic_write_text
 from kdsae_core.runs import layout
 from kdsae_core.train.config import recorded_settings
 
+
 def is_temporary(p: Path) -> bool:
     """A temporary of fileio's atomic writes (`.NAME.XXXXXXXX.tmp`), left behind if its process was killed."""
     return p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file()
@@ -41,21 +42,36 @@ def prepare_folder(out: Path, settings: dict, run_config, resume: bool, force: b
         if force and not resume:
             for sub in (layout.CHECKPOINTS_DIR, layout.MEASUREMENTS_DIR, layout.STATE_DIR):
                 shutil.rmtree(out / sub, ignore_errors=True)
-            for f in [layout.run_metrics(out), layout.run_manifest(out), layout.run_status(out), *layout.summary_files(out)]:
+            for f in [
+                layout.run_metrics(out),
+                layout.run_manifest(out),
+                layout.run_status(out),
+                *layout.summary_files(out),
+            ]:
                 f.unlink(missing_ok=True)
         elif not resume:
-            raise RunFolderError(f"{out} already holds a run: pass --resume to continue it, --force to start it "
-                                 "over, or use another --out.")
+            raise RunFolderError(
+                f"{out} already holds a run: pass --resume to continue it, --force to start it "
+                "over, or use another --out."
+            )
         elif not same:
             theirs, mine = recorded_settings(old.get("settings") or {}), settings
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-            raise RunFolderError(f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
-                                 "resume it with its own settings, or use another --out.")
+            raise RunFolderError(
+                f"{out} holds a run with other settings ({', '.join(diff) or 'unreadable config'}): "
+                "resume it with its own settings, or use another --out."
+            )
     else:
-        stray = [p.name for p in out.iterdir() if p.name != layout.LOCK_FILE and not is_temporary(p)] if out.is_dir() else []
+        stray = (
+            [p.name for p in out.iterdir() if p.name != layout.LOCK_FILE and not is_temporary(p)]
+            if out.is_dir()
+            else []
+        )
         if stray and not force:
-            raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
-                                 "empty or new --out, or --force.")
+            raise RunFolderError(
+                f"{out} is not empty and holds no run ({', '.join(sorted(stray)[:3])}): use an "
+                "empty or new --out, or --force."
+            )
     remove_temporaries(out)
     atomic_write_json(cfg_path, run_config())
     return "resume" if resume else "fresh"

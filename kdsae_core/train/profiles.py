@@ -7,13 +7,33 @@ PROFILES: dict[str, dict] = {
     # Sized so the three trials on all 6 MiniLM layers train and measure in under 30 minutes on 2 cores.
     # One 128-token sequence per step gives 2,344 steps: trial C's controller (EMA 0.99, gain 0.01) first
     # overshoots and needs ~1,500 steps to settle (a simulation with the pilot run's L0(lambda) response).
-    "embedded": dict(model="embedded", dataset="embedded", d_sae=2048, tokens=300_000, n_snapshots=5,
-                     batch_tokens=128, context=128, device="cpu", dtype="fp32", measure_tokens=100_000,
-                     alive_window_tokens=100_000),
+    "embedded": dict(
+        model="embedded",
+        dataset="embedded",
+        d_sae=2048,
+        tokens=300_000,
+        n_snapshots=5,
+        batch_tokens=128,
+        context=128,
+        device="cpu",
+        dtype="fp32",
+        measure_tokens=100_000,
+        alive_window_tokens=100_000,
+    ),
     # As the authors ran it (needs a GPU and the hub).
-    "paper": dict(model="EleutherAI/pythia-410m", dataset="monology/pile-uncopyrighted", d_sae=32_768,
-                  tokens=300_000_000, n_snapshots=6, batch_tokens=32_768, context=1024, device="cuda",
-                  dtype="bf16", measure_tokens=1_000_000, alive_window_tokens=10_000_000),
+    "paper": dict(
+        model="EleutherAI/pythia-410m",
+        dataset="monology/pile-uncopyrighted",
+        d_sae=32_768,
+        tokens=300_000_000,
+        n_snapshots=6,
+        batch_tokens=32_768,
+        context=1024,
+        device="cuda",
+        dtype="bf16",
+        measure_tokens=1_000_000,
+        alive_window_tokens=10_000_000,
+    ),
 }
 
 

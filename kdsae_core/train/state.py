@@ -23,9 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
-from kdsae_core.runs import layout
 from kdsae_core.common.errors import BadFile
 from kdsae_core.common.fileio import atomic_write_chunks, atomic_write_json, atomic_write_text, sha256_file
+from kdsae_core.runs import layout
 from kdsae_core.sae.plan import STATE_GENERATIONS as KEEP
 
 TRAINER_FILE = "trainer.json"
@@ -60,8 +60,16 @@ def _write_unit(path: Path, state: Callable[[], dict[str, torch.Tensor]]) -> str
     return atomic_write_chunks(path, _safetensors_chunks(state()))
 
 
-_ST_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
-              torch.bfloat16: "BF16", torch.float16: "F16", torch.uint8: "U8", torch.bool: "BOOL"}
+_ST_DTYPES = {
+    torch.float32: "F32",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def _safetensors_chunks(tensors: dict[str, torch.Tensor]) -> Iterator:
@@ -149,7 +157,6 @@ def _intact(gen: Path, keys: list[str] | None) -> dict | None:
         return None
 
 
-
 def read_unit(run: Path, meta: dict, key: str) -> dict[str, torch.Tensor]:
     """One SAE's state from generation meta["step"], its bytes checked against trainer.json as they are loaded
     (a file changed since the generation was checked is named, never loaded)."""
@@ -174,14 +181,22 @@ def load_meta(run: Path, step: int) -> dict | None:
     return _intact(generation_dir(run, step), keys=[])
 
 
-def load_state(run: Path, step: int, keys: list[str] | None = None) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+def load_state(
+    run: Path, step: int, keys: list[str] | None = None
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
     """(meta, {key: tensors}) of generation `step`, every SAE of `keys` at once: for tests and small runs (the
     trainer loads one SAE at a time with read_unit)."""
     meta = _intact(generation_dir(run, step), keys)
-    return None if meta is None else (meta, {k: read_unit(run, meta, k) for k in (meta["units"] if keys is None else keys)})
+    return (
+        None
+        if meta is None
+        else (meta, {k: read_unit(run, meta, k) for k in (meta["units"] if keys is None else keys)})
+    )
 
 
-def load_latest_state(run: Path, keys: list[str] | None = None) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+def load_latest_state(
+    run: Path, keys: list[str] | None = None
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
     """(trainer meta, {unit key: tensors}) of the newest intact generation, or None."""
     for gen in _generations(run):
         found = load_state(run, int(gen.name[4:]), keys)

@@ -16,9 +16,17 @@ from urllib.parse import unquote, urljoin, urlparse
 
 from kdsae_core.common.errors import MissingData
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,1600"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+]
 SKIP_PAGES = {"genindex.html", "search.html"}
 TRACEBACK_MARKERS = ("Traceback (most recent call last)",)
 
@@ -27,8 +35,10 @@ def find_browser() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        raise MissingData("headless Chromium is not installed: `apt-get install chromium chromium-driver` "
-                          "(Debian packages), then run the book tests again.")
+        raise MissingData(
+            "headless Chromium is not installed: `apt-get install chromium chromium-driver` "
+            "(Debian packages), then run the book tests again."
+        )
     return chromium, driver
 
 
@@ -69,8 +79,11 @@ def browser():
 
 
 def pages(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.html")
-                  if p.name not in SKIP_PAGES and "_static" not in p.parts and "_sources" not in p.parts)
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.html")
+        if p.name not in SKIP_PAGES and "_static" not in p.parts and "_sources" not in p.parts
+    )
 
 
 def check_site(root: Path, screenshots: dict[str, Path] | None = None) -> tuple[list[str], dict]:
@@ -85,7 +98,8 @@ def check_site(root: Path, screenshots: dict[str, Path] | None = None) -> tuple[
             url = urljoin(base, page)
             driver.get(url)
             images = driver.execute_script(
-                "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+                "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+            )
             stats[page] = {"images": len(images)}
             for src, ok in images:
                 if not ok:
@@ -96,8 +110,7 @@ def check_site(root: Path, screenshots: dict[str, Path] | None = None) -> tuple[
             text = driver.execute_script("return document.body.innerText")
             if any(m in text for m in TRACEBACK_MARKERS):
                 problems.append(f"{page}: notebook output holds a Python traceback")
-            links = driver.execute_script(
-                "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+            links = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
             for href in links:
                 problems.extend(_broken_link(root, base, page, href))
             if screenshots and page in screenshots:

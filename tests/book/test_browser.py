@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from tests.book import browser_check as book_check
 from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import BOOK_BUILD
+from tests.book import browser_check as book_check
 
 SCREENSHOTS = BOOK_BUILD.parent / "screenshots"
 

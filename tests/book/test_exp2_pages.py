@@ -19,8 +19,14 @@ from kdsae_core.common.paths import BOOK_BUILD, REPO_ROOT, reference_dir
 
 ROOT = Path(os.environ.get("KDSAE_BOOK_HTML", BOOK_BUILD))
 TOC = Path(os.environ.get("KDSAE_BOOK_TOC", REPO_ROOT / "_toc.yml"))
-PAGES = {"notebooks/02_trial_a": 5, "notebooks/03_trial_b": 7, "notebooks/04_trial_c": 3,
-         "notebooks/05_trials_compared": 1, "notebooks/06_pythia_reference": 3, "book/gallery": 19}
+PAGES = {
+    "notebooks/02_trial_a": 5,
+    "notebooks/03_trial_b": 7,
+    "notebooks/04_trial_c": 3,
+    "notebooks/05_trials_compared": 1,
+    "notebooks/06_pythia_reference": 3,
+    "book/gallery": 19,
+}
 
 
 def toc_files() -> set[str]:
@@ -37,6 +43,7 @@ def toc_files() -> set[str]:
         elif isinstance(node, list):
             for v in node:
                 walk(v)
+
     walk(yaml.safe_load(TOC.read_text()))
     return found
 
@@ -53,6 +60,7 @@ def expected(page: str) -> int:
 
 def image_pixels(src: str, page_dir: Path) -> np.ndarray:
     from matplotlib.image import imread
+
     if src.startswith("data:image/png;base64,"):
         return imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
     path = (page_dir / src).resolve()
@@ -72,7 +80,9 @@ def test_every_figure_is_on_the_page(page):
     assert len(srcs) == expected(page), (page, len(srcs))
     for src in srcs:
         px = image_pixels(src, html_file.parent)
-        assert px.shape[0] > 40 and px.shape[1] > 40 and float(np.std(px[..., :3])) > 0.02, f"{page}: {src[:60]} is blank"
+        assert px.shape[0] > 40 and px.shape[1] > 40 and float(np.std(px[..., :3])) > 0.02, (
+            f"{page}: {src[:60]} is blank"
+        )
     assert "Traceback (most recent call last)" not in html
 
 

@@ -34,5 +34,5 @@ def test_no_page_shows_a_path_of_the_build_machine():
         for p in wanted:
             at = text.find(p)
             if at >= 0:
-                hits.append(f"{f.relative_to(ROOT)}: ...{text[max(0, at - 60):at + len(p) + 40]!r}...")
+                hits.append(f"{f.relative_to(ROOT)}: ...{text[max(0, at - 60) : at + len(p) + 40]!r}...")
     assert not hits, "\n".join(hits[:10])

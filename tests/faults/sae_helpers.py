@@ -22,16 +22,41 @@ import sys
 import time
 from pathlib import Path
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-       "TRANSFORMERS_OFFLINE": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 UNITS = [(t, layer) for t in "AC" for layer in (0, 2)]
 RUN_CLI = "\nimport sys\nfrom kdsae_core.cli.main import main\nsys.exit(main())\n"
 
 
 def train_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", str(model), "--dataset", str(corpus), "--layers", "0,2", "--trial", "A,C",
-            "--d-sae", "64", "--tokens", "4096", "--batch-tokens", "256", "--context", "64", "--n-snapshots", "4",
-            "--state-every-tokens", "512", "--measure-tokens", "1024", "--measure", "--out", str(out), *extra]
+    return [
+        "train",
+        "--model",
+        str(model),
+        "--dataset",
+        str(corpus),
+        "--layers",
+        "0,2",
+        "--trial",
+        "A,C",
+        "--d-sae",
+        "64",
+        "--tokens",
+        "4096",
+        "--batch-tokens",
+        "256",
+        "--context",
+        "64",
+        "--n-snapshots",
+        "4",
+        "--state-every-tokens",
+        "512",
+        "--measure-tokens",
+        "1024",
+        "--measure",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def kdsae(args: list[str], prelude: str | None = None, **kw) -> subprocess.Popen:
@@ -48,16 +73,18 @@ def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
 def kill_at_write(pattern: str, nth: int = 1) -> str:
     """Child prelude: at the `nth` atomic rename onto a path matching `pattern` (fnmatch), SIGKILL this process,
     its temporary file cut to half its length (killed in the middle of writing it)."""
-    return _at_write(pattern, nth, before="os.truncate(src, os.path.getsize(src) // 2)\n"
-                                          "        os.kill(os.getpid(), signal.SIGKILL)")
+    return _at_write(
+        pattern, nth, before="os.truncate(src, os.path.getsize(src) // 2)\n        os.kill(os.getpid(), signal.SIGKILL)"
+    )
 
 
 def limit_file_size_after_write(pattern: str, nth: int, limit: str) -> str:
     """Child prelude: right after the `nth` rename onto a path matching `pattern`, lower RLIMIT_FSIZE to the
     value of the expression `limit` (bytes): from then on, a write that makes a file larger fails (EFBIG), as
     on a full disk."""
-    return _at_write(pattern, nth, after=f"resource.setrlimit(resource.RLIMIT_FSIZE, (int({limit}), "
-                                         "resource.RLIM_INFINITY))")
+    return _at_write(
+        pattern, nth, after=f"resource.setrlimit(resource.RLIMIT_FSIZE, (int({limit}), resource.RLIM_INFINITY))"
+    )
 
 
 def _at_write(pattern: str, nth: int, before: str = "pass", after: str = "pass") -> str:
@@ -106,8 +133,14 @@ def assert_same_files(got: dict[str, bytes], want: dict[str, bytes]) -> None:
     detail = ""
     for name in diff:
         if name in got and name in want and not name.endswith(".safetensors"):
-            lines = difflib.unified_diff(want[name].decode().splitlines(), got[name].decode().splitlines(),
-                                         "expected/" + name, "got/" + name, n=1, lineterm="")
+            lines = difflib.unified_diff(
+                want[name].decode().splitlines(),
+                got[name].decode().splitlines(),
+                "expected/" + name,
+                "got/" + name,
+                n=1,
+                lineterm="",
+            )
             detail = "\n".join(list(lines)[:40])
             break
     raise AssertionError(f"{len(diff)} files differ: {diff}\n{detail}")
@@ -132,8 +165,10 @@ def wait_for_state_after(p: subprocess.Popen, run: Path, step: int, timeout: flo
         if s > step:
             return s
         if p.poll() is not None:
-            raise AssertionError(f"the run ended (exit {p.returncode}) before saving a state after step {step}:\n"
-                                 + p.stderr.read()[-3000:])
+            raise AssertionError(
+                f"the run ended (exit {p.returncode}) before saving a state after step {step}:\n"
+                + p.stderr.read()[-3000:]
+            )
         time.sleep(0.005)
     raise AssertionError(f"no state after step {step} within {timeout} s")
 

@@ -13,8 +13,25 @@ from .sae_helpers import finish, kdsae, run_files, sha256, train_args
 
 pytestmark = pytest.mark.slow
 
-TOY = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "200",
-       "--batch", "128", "--eval-samples", "1024", "--seed", "3"]
+TOY = [
+    "toy",
+    "--n",
+    "6",
+    "--d-teacher",
+    "2,3",
+    "--alpha",
+    "0.8,0.95",
+    "--seeds",
+    "2",
+    "--steps",
+    "200",
+    "--batch",
+    "128",
+    "--eval-samples",
+    "1024",
+    "--seed",
+    "3",
+]
 
 
 def test_the_same_training_command_gives_identical_files(tmp_path, tiny_model, corpus, reference):

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from kdsae_core.data import activations as acts
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.train import state as train_state
-from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.cli.main import main
 from kdsae_core.common.errors import BadFile
+from kdsae_core.data import activations as acts
 from kdsae_core.measure import measure_run
+from kdsae_core.runs import layout, manifest
+from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.runs.tables import load_run
+from kdsae_core.train import state as train_state
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
 from .sae_helpers import error_lines, run_files
@@ -34,9 +33,20 @@ def lm(tiny_model):
 
 
 def small_cfg(tiny_model, corpus) -> SAETrainConfig:
-    return SAETrainConfig.from_profile("embedded", model=str(tiny_model), dataset=str(corpus), layers=[0, 2],
-                                       trials=["A", "C"], d_sae=64, tokens=2048, batch_tokens=256, context=64,
-                                       n_snapshots=2, state_every_tokens=512, measure_tokens=1024)
+    return SAETrainConfig.from_profile(
+        "embedded",
+        model=str(tiny_model),
+        dataset=str(corpus),
+        layers=[0, 2],
+        trials=["A", "C"],
+        d_sae=64,
+        tokens=2048,
+        batch_tokens=256,
+        context=64,
+        n_snapshots=2,
+        state_every_tokens=512,
+        measure_tokens=1024,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +89,7 @@ def test_every_file_is_written_to_a_temporary_fsynced_then_renamed(recorded_run)
             _, src, dst = events[i]
             assert Path(src).parent == p.parent and Path(src).name.startswith(f".{p.name}.") and src.endswith(".tmp")
             assert ("fsync", src) in events[:i], f"{src} renamed onto {p} before it was fsynced"
-            assert ("fsync", str(p.parent)) in events[i + 1:], f"{p.parent} not fsynced after the rename"
+            assert ("fsync", str(p.parent)) in events[i + 1 :], f"{p.parent} not fsynced after the rename"
     # the metrics log is the one file appended to: resume cuts it back to the last state; the manifest covers it
     assert appended == ["metrics.jsonl"]
 
@@ -91,8 +101,9 @@ def test_the_manifest_lists_every_file_and_sha256sum_agrees(recorded_run):
     assert {"config.json", "metrics.jsonl", "status.json", "summary_A.csv", "summary_C.csv"} <= set(listed)
     assert len([f for f in listed if f.startswith("checkpoints/")]) == 2 * 2 * 2 * 2
     assert len([f for f in listed if f.startswith("measurements/")]) == 2 * 2 * 2
-    r = subprocess.run(["sha256sum", "--check", "--strict", "--quiet", "MANIFEST.sha256"], cwd=run,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["sha256sum", "--check", "--strict", "--quiet", "MANIFEST.sha256"], cwd=run, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -116,18 +127,21 @@ CHECKPOINT = "checkpoints/C/layer02/final"
 MEASUREMENT = "measurements/A/layer00_final.json"
 
 
-@pytest.mark.parametrize("rel, damage, loader", [
-    (f"{CHECKPOINT}/sae_weights.safetensors", _truncate, "measure"),
-    (f"{CHECKPOINT}/sae_weights.safetensors", _flip, "measure"),
-    (f"{CHECKPOINT}/cfg.json", lambda p: _flip(p, '"lambda": '), "measure"),
-    (f"{CHECKPOINT}/cfg.json", _truncate, "measure"),
-    (MEASUREMENT, lambda p: _flip(p, '"mse": '), "load_run"),  # no other field would give it away
-    (MEASUREMENT, lambda p: _flip(p, '"sorted_importance": '), "load_run"),
-    (MEASUREMENT, _truncate, "load_run"),
-    ("summary_A.csv", lambda p: _flip(p, "\n0,"), "load_run"),
-    ("metrics.jsonl", lambda p: _flip(p, '"loss": '), "load_run"),
-    ("config.json", _truncate, "load_run"),
-])
+@pytest.mark.parametrize(
+    "rel, damage, loader",
+    [
+        (f"{CHECKPOINT}/sae_weights.safetensors", _truncate, "measure"),
+        (f"{CHECKPOINT}/sae_weights.safetensors", _flip, "measure"),
+        (f"{CHECKPOINT}/cfg.json", lambda p: _flip(p, '"lambda": '), "measure"),
+        (f"{CHECKPOINT}/cfg.json", _truncate, "measure"),
+        (MEASUREMENT, lambda p: _flip(p, '"mse": '), "load_run"),  # no other field would give it away
+        (MEASUREMENT, lambda p: _flip(p, '"sorted_importance": '), "load_run"),
+        (MEASUREMENT, _truncate, "load_run"),
+        ("summary_A.csv", lambda p: _flip(p, "\n0,"), "load_run"),
+        ("metrics.jsonl", lambda p: _flip(p, '"loss": '), "load_run"),
+        ("config.json", _truncate, "load_run"),
+    ],
+)
 def test_a_damaged_file_is_named_on_load_and_nothing_is_overwritten(tmp_path, recorded_run, lm, rel, damage, loader):
     run = shutil.copytree(recorded_run[0], tmp_path / "run")
     damage(run / rel)
@@ -176,25 +190,30 @@ def test_a_checkpoint_without_a_manifest_still_rejects_truncation(tmp_path, reco
 # ---- the resumable state -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory, tiny_model, corpus, lm):
-    return Trainer(small_cfg(tiny_model, corpus), tmp_path_factory.mktemp("whole") / "run", progress=False,
-                   model=lm).run()
+    return Trainer(
+        small_cfg(tiny_model, corpus), tmp_path_factory.mktemp("whole") / "run", progress=False, model=lm
+    ).run()
 
 
 def _newest_unit(gen: Path) -> Path:
     return gen / train_state.unit_file("C/layer02")
 
 
-@pytest.mark.parametrize("damage, named", [
-    (lambda gen: _flip(_newest_unit(gen)), "C_layer02.safetensors does not match its sha256"),
-    (lambda gen: _truncate(_newest_unit(gen)), "C_layer02.safetensors does not match its sha256"),
-    (lambda gen: _newest_unit(gen).unlink(), "C_layer02.safetensors"),
-    (lambda gen: _truncate(gen / "trainer.json"), "trainer.json"),
-    (lambda gen: _flip(gen / "trainer.json", '"index": '), "trainer.json"),  # still valid JSON
-    (lambda gen: _flip(gen / "trainer.json", '"torch_rng": ['), "trainer.json"),
-    (lambda gen: _flip(gen / train_state.STREAM_FILE), "stream_seen.bin does not match its sha256"),
-])
-def test_a_damaged_state_resumes_from_the_previous_generation_unchanged(tmp_path, tiny_model, corpus, lm, whole,
-                                                                        capsys, damage, named):
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda gen: _flip(_newest_unit(gen)), "C_layer02.safetensors does not match its sha256"),
+        (lambda gen: _truncate(_newest_unit(gen)), "C_layer02.safetensors does not match its sha256"),
+        (lambda gen: _newest_unit(gen).unlink(), "C_layer02.safetensors"),
+        (lambda gen: _truncate(gen / "trainer.json"), "trainer.json"),
+        (lambda gen: _flip(gen / "trainer.json", '"index": '), "trainer.json"),  # still valid JSON
+        (lambda gen: _flip(gen / "trainer.json", '"torch_rng": ['), "trainer.json"),
+        (lambda gen: _flip(gen / train_state.STREAM_FILE), "stream_seen.bin does not match its sha256"),
+    ],
+)
+def test_a_damaged_state_resumes_from_the_previous_generation_unchanged(
+    tmp_path, tiny_model, corpus, lm, whole, capsys, damage, named
+):
     cfg, run = small_cfg(tiny_model, corpus), tmp_path / "run"
     with pytest.raises(KeyboardInterrupt, match="state saved"):
         Trainer(cfg, run, progress=False, model=lm).run(stop_after_step=6)
@@ -222,8 +241,9 @@ def test_a_file_damaged_after_it_was_listed_is_never_re_blessed(tmp_path, tiny_m
     _flip(run / "metrics.jsonl", '"loss": ')
     measure_run(run, trials=["C"], progress=False, model=lm)
     Trainer(cfg, run, progress=False, model=lm).run(resume=True)  # already complete: touches nothing
-    assert manifest.verify_manifest(run) == [f"{run / 'metrics.jsonl'} does not match its manifest sha256 "
-                                             "(truncated or corrupted)."]
+    assert manifest.verify_manifest(run) == [
+        f"{run / 'metrics.jsonl'} does not match its manifest sha256 (truncated or corrupted)."
+    ]
 
 
 def test_update_manifest_with_a_relative_run_folder(tmp_path, monkeypatch):
@@ -238,8 +258,9 @@ def test_update_manifest_with_a_relative_run_folder(tmp_path, monkeypatch):
     (run / "c.txt").write_text("new")
     listed = manifest.update_manifest(run, [run / "sub" / "b.txt", "c.txt"])
     assert sorted(listed) == ["a.txt", "c.txt", "sub/b.txt"]
-    assert manifest.verify_manifest(run) == [f"{run / 'a.txt'} does not match its manifest sha256 "
-                                             "(truncated or corrupted)."]
+    assert manifest.verify_manifest(run) == [
+        f"{run / 'a.txt'} does not match its manifest sha256 (truncated or corrupted)."
+    ]
 
 
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
@@ -249,9 +270,19 @@ def test_created_files_honour_the_umask(tmp_path, tiny_model, corpus, lm, capsys
     old = os.umask(umask)
     try:
         run = tmp_path / "run"
-        cfg = SAETrainConfig.from_profile("embedded", model=str(tiny_model), dataset=str(corpus), layers=[0],
-                                          trials=["A"], d_sae=32, tokens=512, batch_tokens=256, context=64,
-                                          n_snapshots=1, measure_tokens=512)
+        cfg = SAETrainConfig.from_profile(
+            "embedded",
+            model=str(tiny_model),
+            dataset=str(corpus),
+            layers=[0],
+            trials=["A"],
+            d_sae=32,
+            tokens=512,
+            batch_tokens=256,
+            context=64,
+            n_snapshots=1,
+            measure_tokens=512,
+        )
         Trainer(cfg, run, progress=False, model=lm).run()
         measure_run(run, progress=False, model=lm)
         assert main(["export", "--run", str(run), "--to", str(tmp_path / "export")]) == 0, capsys.readouterr().err
@@ -260,6 +291,9 @@ def test_created_files_honour_the_umask(tmp_path, tiny_model, corpus, lm, capsys
         os.umask(old)
     made = [p for p in tmp_path.rglob("*") if p.name != ".lock"]
     assert len([p for p in made if p.suffix == ".png"]) >= 3 and (tmp_path / "export" / "README.md").is_file()
-    wrong = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in made
-             if p.stat().st_mode & 0o777 != (dir_mode if p.is_dir() else file_mode)}
+    wrong = {
+        str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777)
+        for p in made
+        if p.stat().st_mode & 0o777 != (dir_mode if p.is_dir() else file_mode)
+    }
     assert not wrong, wrong

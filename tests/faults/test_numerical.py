@@ -17,13 +17,12 @@ import random
 import pytest
 import torch
 
-from kdsae_core.data import activations as acts
 from benchmarks.random_pythia import random_pythia
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.train import state as train_state
+from kdsae_core.data import activations as acts
+from kdsae_core.runs import layout, manifest
 from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.sae.model import LAMBDA_BOUNDS, L1Controller, paper_trials
+from kdsae_core.train import state as train_state
 from kdsae_core.train.trainer import NumericalFault, SAETrainConfig, Trainer
 
 from .sae_helpers import run_files
@@ -35,15 +34,26 @@ def lm(tiny_model):
 
 
 def cfg_for(tiny_model, corpus, **kw) -> SAETrainConfig:
-    values = dict(model=str(tiny_model), dataset=str(corpus), layers=[0, 2], trials=["A", "C"], d_sae=64,
-                  tokens=2048, batch_tokens=256, context=64, n_snapshots=2, state_every_tokens=512)
+    values = dict(
+        model=str(tiny_model),
+        dataset=str(corpus),
+        layers=[0, 2],
+        trials=["A", "C"],
+        d_sae=64,
+        tokens=2048,
+        batch_tokens=256,
+        context=64,
+        n_snapshots=2,
+        state_every_tokens=512,
+    )
     return SAETrainConfig.from_profile("embedded", **{**values, **kw})
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory, tiny_model, corpus, lm):
-    return run_files(Trainer(cfg_for(tiny_model, corpus), tmp_path_factory.mktemp("clean") / "run", progress=False,
-                             model=lm).run())
+    return run_files(
+        Trainer(cfg_for(tiny_model, corpus), tmp_path_factory.mktemp("clean") / "run", progress=False, model=lm).run()
+    )
 
 
 def _inf_activation(trainer, step, x):
@@ -65,18 +75,26 @@ def _blown_up_weights(trainer, step, x):
     return x
 
 
-@pytest.mark.parametrize("poison, message", [
-    (_inf_activation, r"layer 2 activations at step 7 are not finite"),
-    (_exploding_activations, r"layer 0 activations at step 7 are exploding \(\|x\| = [0-9.e+]+\)"),
-    (_blown_up_weights, r"the loss of trial C at layer 0 is inf at step 7"),
-])
-def test_a_numerical_fault_stops_the_run_with_the_last_good_state_intact(tmp_path, tiny_model, corpus, lm, clean,
-                                                                         poison, message):
+@pytest.mark.parametrize(
+    "poison, message",
+    [
+        (_inf_activation, r"layer 2 activations at step 7 are not finite"),
+        (_exploding_activations, r"layer 0 activations at step 7 are exploding \(\|x\| = [0-9.e+]+\)"),
+        (_blown_up_weights, r"the loss of trial C at layer 0 is inf at step 7"),
+    ],
+)
+def test_a_numerical_fault_stops_the_run_with_the_last_good_state_intact(
+    tmp_path, tiny_model, corpus, lm, clean, poison, message
+):
     cfg, run = cfg_for(tiny_model, corpus), tmp_path / "run"
-    trainer = Trainer(cfg, run, progress=False, model=lm,
-                      batch_hook=lambda step, x: poison(trainer, step, x) if step == 6 else x)
-    with pytest.raises(NumericalFault, match=message + r"; the run stopped, its last good state \(step 6\) is intact: "
-                       r"fix the input and resume with --resume\.$") as e:
+    trainer = Trainer(
+        cfg, run, progress=False, model=lm, batch_hook=lambda step, x: poison(trainer, step, x) if step == 6 else x
+    )
+    with pytest.raises(
+        NumericalFault,
+        match=message + r"; the run stopped, its last good state \(step 6\) is intact: "
+        r"fix the input and resume with --resume\.$",
+    ) as e:
         trainer.run()
     assert "\n" not in str(e.value)
     assert train_state.intact_steps(run) == [6, 4]
@@ -87,8 +105,9 @@ def test_a_numerical_fault_stops_the_run_with_the_last_good_state_intact(tmp_pat
             assert all(bool(torch.isfinite(t).all()) for t in sae.tensors().values())
     assert not (run / "status.json").exists() and not layout.checkpoint_dir(run, "A", 0, "final").exists()
     steps = [json.loads(line)["step"] for line in layout.run_metrics(run).read_text().splitlines()]
-    assert max(steps) == 6 and all(math.isfinite(json.loads(line)["loss"])
-                                   for line in layout.run_metrics(run).read_text().splitlines())
+    assert max(steps) == 6 and all(
+        math.isfinite(json.loads(line)["loss"]) for line in layout.run_metrics(run).read_text().splitlines()
+    )
     Trainer(cfg, run, progress=False, model=lm).run(resume=True)  # the input fixed: resume from step 6
     assert run_files(run) == clean
 
@@ -108,9 +127,11 @@ def test_the_controller_stays_in_bounds_on_random_adversarial_l0_streams():
         lam = c.lam.item()
         assert math.isfinite(lam) and LAMBDA_BOUNDS[0] <= lam <= LAMBDA_BOUNDS[1], (i, v, lam)
     unclipped = dataclasses.replace(paper_trials()["C"], error_bound=None)
-    for spec, stream, bound in ((paper_trials()["C"], [1e6] * 1000, LAMBDA_BOUNDS[1]),
-                                (unclipped, [1e6] * 100, LAMBDA_BOUNDS[1]),
-                                (paper_trials()["C"], [0.0] * 1500, LAMBDA_BOUNDS[0])):
+    for spec, stream, bound in (
+        (paper_trials()["C"], [1e6] * 1000, LAMBDA_BOUNDS[1]),
+        (unclipped, [1e6] * 100, LAMBDA_BOUNDS[1]),
+        (paper_trials()["C"], [0.0] * 1500, LAMBDA_BOUNDS[0]),
+    ):
         c = L1Controller(spec)
         for v in stream:
             c.update(torch.tensor(v, dtype=torch.float32))
@@ -138,8 +159,18 @@ def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
     from kdsae_core.train.trainer import NumericalFault, SAETrainConfig, Trainer
 
     folder = random_pythia(tmp_path / "random-pythia14m-shape")
-    cfg = SAETrainConfig.from_profile("embedded", model=str(folder), layers=[1], trials=["B"], d_sae=32,
-                                      tokens=2048, batch_tokens=128, context=64, n_snapshots=2, state_every_tokens=512)
+    cfg = SAETrainConfig.from_profile(
+        "embedded",
+        model=str(folder),
+        layers=[1],
+        trials=["B"],
+        d_sae=32,
+        tokens=2048,
+        batch_tokens=128,
+        context=64,
+        n_snapshots=2,
+        state_every_tokens=512,
+    )
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
 
     def poison_on_update_8(step, x):
@@ -154,12 +185,16 @@ def test_non_finite_weights_are_never_saved_as_the_last_good_state(tmp_path):
                     with torch.no_grad():
                         unit.sae.W_dec[0, 0] = float("nan")
                 return out
+
             unit.opt.step = step_then_poison
         return x
 
     trainer.batch_hook = poison_on_update_8
-    with pytest.raises(NumericalFault, match=r"weights of trial B at layer 1 are not finite after step 8; nothing was "
-                                             r"saved, its last good state \(step 4\) is intact"):
+    with pytest.raises(
+        NumericalFault,
+        match=r"weights of trial B at layer 1 are not finite after step 8; nothing was "
+        r"saved, its last good state \(step 4\) is intact",
+    ):
         trainer.run()
     assert train_state.intact_steps(tmp_path / "run") == [4]
     assert not layout.checkpoint_dir(tmp_path / "run", "B", 1, "1.024k").exists()

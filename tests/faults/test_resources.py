@@ -11,13 +11,21 @@ import sys
 
 import pytest
 
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.train import state as train_state
+from kdsae_core.runs import layout, manifest
 from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.train import state as train_state
 
-from .sae_helpers import (ENV, UNITS, assert_same_files, error_lines, finish, kdsae, limit_file_size_after_write,
-                          run_files, train_args)
+from .sae_helpers import (
+    ENV,
+    UNITS,
+    assert_same_files,
+    error_lines,
+    finish,
+    kdsae,
+    limit_file_size_after_write,
+    run_files,
+    train_args,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +52,7 @@ def resume_to_reference(run, args, reference):
     assert manifest.verify_manifest(run) == [] and not layout.train_state_dir(run).exists()
 
 
-def test_the_disk_fills_while_a_state_is_written_then_a_busy_folder_is_refused(tmp_path, tiny_model, corpus,
-                                                                               reference):
+def test_the_disk_fills_while_a_state_is_written_then_a_busy_folder_is_refused(tmp_path, tiny_model, corpus, reference):
     run = tmp_path / "run"
     args = train_args(tiny_model, corpus, run)
     # after the state of step 4 is committed, no file may grow past 50 kB: the state of step 6 (200 kB per SAE) fails
@@ -67,8 +74,10 @@ def test_the_disk_fills_while_a_state_is_written_then_a_busy_folder_is_refused(t
         code, err = finish(kdsae(args + ["--resume"]))
         assert code == 2
         lines = error_lines(err)
-        assert lines == [f"kdsae train: {run} is in use by another live process (pid {sleeper.pid}); wait for it or "
-                         "use another output folder."]
+        assert lines == [
+            f"kdsae train: {run} is in use by another live process (pid {sleeper.pid}); wait for it or "
+            "use another output folder."
+        ]
         assert all_files(run) == before
     finally:
         sleeper.kill()
@@ -82,8 +91,9 @@ def test_the_disk_fills_while_the_metrics_log_is_appended(tmp_path, tiny_model, 
     args = train_args(tiny_model, corpus, run)
     metrics = layout.run_metrics(run)
     # snapshot 2.048k: the last checkpoint is written, then the log may not grow: its flush fails
-    prelude = limit_file_size_after_write("*/checkpoints/C/layer02/2.048k/cfg.json", 1,
-                                          f"os.path.getsize({str(metrics)!r}) + 1")
+    prelude = limit_file_size_after_write(
+        "*/checkpoints/C/layer02/2.048k/cfg.json", 1, f"os.path.getsize({str(metrics)!r}) + 1"
+    )
     code, err = finish(kdsae(args, prelude=prelude))
     assert code == 2, err[-3000:]
     lines = error_lines(err)
@@ -99,8 +109,7 @@ def test_the_disk_fills_while_the_metrics_log_is_appended(tmp_path, tiny_model, 
 def _tmpfs_allowed(where) -> bool:
     if shutil.which("unshare") is None:
         return False
-    r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k none {where}"],
-                       capture_output=True)
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k none {where}"], capture_output=True)
     return r.returncode == 0
 
 
@@ -114,8 +123,10 @@ def test_a_small_filesystem_runs_out_of_space(tmp_path, tiny_model, corpus, refe
         pytest.skip("mounting a tmpfs in a user namespace is not permitted here (the RLIMIT_FSIZE tests still run)")
     small, saved = mnt / "run", tmp_path / "saved"
     args = train_args(tiny_model, corpus, small)
-    unplanned = ("import sys, kdsae_core.sae.plan as p; p.free_disk_bytes = lambda folder: 1 << 50; "
-                 "from kdsae_core.cli.main import main; sys.exit(main())")
+    unplanned = (
+        "import sys, kdsae_core.sae.plan as p; p.free_disk_bytes = lambda folder: 1 << 50; "
+        "from kdsae_core.cli.main import main; sys.exit(main())"
+    )
     cmd = " ".join(f"'{a}'" for a in [sys.executable, "-c", unplanned, *args])
     script = f"mount -t tmpfs -o size=1200k none {mnt} && {cmd}; code=$?; cp -a {small} {saved}; exit $code"
     r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=ENV, timeout=600)

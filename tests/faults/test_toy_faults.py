@@ -1,8 +1,6 @@
 """Faults in the toy sweep: SIGKILL and resume, SIGTERM, corrupted state, full disk, a busy folder."""
 
-import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -10,20 +8,42 @@ import time
 
 import pytest
 
-from kdsae_core.common.errors import KdsaeError, RunFolderError
+from kdsae_core.common.errors import RunFolderError
 from kdsae_core.common.fileio import atomic_write_bytes, load_verified, save_verified
 from kdsae_core.common.locks import run_lock
 
-ARGS = ["toy", "--n", "6", "--d-teacher", "2,3", "--alpha", "0.8,0.95", "--seeds", "2", "--steps", "1000",
-        "--batch", "256", "--eval-samples", "2048", "--checkpoint-every", "10"]
+ARGS = [
+    "toy",
+    "--n",
+    "6",
+    "--d-teacher",
+    "2,3",
+    "--alpha",
+    "0.8,0.95",
+    "--seeds",
+    "2",
+    "--steps",
+    "1000",
+    "--batch",
+    "256",
+    "--eval-samples",
+    "2048",
+    "--checkpoint-every",
+    "10",
+]
 pytestmark = pytest.mark.slow
 
 
 def kdsae(*args):
     # One thread: tiny models gain nothing from two, and spinning OpenMP threads slow a busy machine.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kdsae_core.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")

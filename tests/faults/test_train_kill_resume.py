@@ -15,13 +15,23 @@ import time
 
 import pytest
 
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.train import state as train_state
+from kdsae_core.runs import layout, manifest
 from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.train import state as train_state
 
-from .sae_helpers import (KILLED, assert_same_files, error_lines, finish, kdsae, kill_at_write, latest_step, run_files,
-                          send, train_args, wait_for_state_after)
+from .sae_helpers import (
+    KILLED,
+    assert_same_files,
+    error_lines,
+    finish,
+    kdsae,
+    kill_at_write,
+    latest_step,
+    run_files,
+    send,
+    train_args,
+    wait_for_state_after,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -39,8 +39,10 @@ def test_the_sparse_reference_took_the_sparse_path_at_every_step(sparse_referenc
 def test_sigkill_mid_run_in_the_sparse_regime_resumes_bit_identically(tmp_path, tiny_model, corpus, sparse_reference):
     run = tmp_path / "run"
     args = train_args(tiny_model, corpus, run)
-    kills = [("*/state/step*/C_layer00.safetensors", 2),  # half-way through a resumable state
-             ("*/checkpoints/*/sae_weights.safetensors", 7)]  # half-way through a later snapshot
+    kills = [
+        ("*/state/step*/C_layer00.safetensors", 2),  # half-way through a resumable state
+        ("*/checkpoints/*/sae_weights.safetensors", 7),
+    ]  # half-way through a later snapshot
     for i, (pattern, nth) in enumerate(kills):
         p = kdsae(args + (["--resume"] if i else []), prelude=ALL_SPARSE + kill_at_write(pattern, nth))
         code, err = finish(p, timeout=900)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import sae_lens
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import SAE
+from safetensors.torch import load_file, save_file
 
 
 def main(job_path: str) -> None:
@@ -31,8 +31,9 @@ def main(job_path: str) -> None:
             x_hat = sae.decode(z)
         save_file({"z": z.contiguous(), "x_hat": x_hat.contiguous()}, str(out / f"{key}.safetensors"))
         cfg = sae.cfg.to_dict()
-        (out / f"{key}.json").write_text(json.dumps({"class": type(sae).__name__, "sae_lens": sae_lens.__version__,
-                                                     "cfg": cfg}, default=str))
+        (out / f"{key}.json").write_text(
+            json.dumps({"class": type(sae).__name__, "sae_lens": sae_lens.__version__, "cfg": cfg}, default=str)
+        )
 
 
 if __name__ == "__main__":

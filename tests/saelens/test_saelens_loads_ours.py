@@ -16,16 +16,15 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from kdsae_core.data import activations as acts
 from benchmarks.random_pythia import random_pythia
 from kdsae_core.cli import main as cli
+from kdsae_core.data import activations as acts
+from kdsae_core.hub.published import PUBLISHED
 from kdsae_core.runs import layout
 from kdsae_core.runs.checkpoints import load_checkpoint
-from kdsae_core.hub.published import PUBLISHED
 from tests.hubcache import D_IN, authors_file, authors_forward, authors_state, hf_cache, tiny_run
 
 DRIVER = Path(__file__).with_name("saelens_driver.py")
@@ -39,8 +38,14 @@ def test_saelens_loads_our_checkpoints_with_identical_outputs(saelens_python, tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": ""}
     # SAELens imports (~15 s) while the run trains: the driver waits for its job on stdin.
     with open(tmp_path / "saelens.log", "w") as log:
-        sl = subprocess.Popen([str(saelens_python), str(DRIVER)], env=env, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=log, text=True)
+        sl = subprocess.Popen(
+            [str(saelens_python), str(DRIVER)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
         try:
             _check(sl, cache, tmp_path)
         finally:
@@ -58,18 +63,45 @@ def _check(sl: subprocess.Popen, cache: Path, tmp_path: Path) -> None:
     # the authors' layout, converted by `kdsae download`
     hf_cache(cache, PUBLISHED["B"].repo, {"sae_layer01_final.pt": authors_file(11, 1, 300_000_000)})
     dl = tmp_path / "dl"
-    assert cli.main(["download", "--trial", "B", "--layers", "1", "--snapshots", "final", "--cache", str(cache),
-                     "--out", str(dl), "--model", str(model_folder)]) == 0
+    assert (
+        cli.main(
+            [
+                "download",
+                "--trial",
+                "B",
+                "--layers",
+                "1",
+                "--snapshots",
+                "final",
+                "--cache",
+                str(cache),
+                "--out",
+                str(dl),
+                "--model",
+                str(model_folder),
+            ]
+        )
+        == 0
+    )
 
-    folders = {"B_final": export / "checkpoints/B/layer01/final", "C_first": next((export / "checkpoints/C/layer01").iterdir()),
-               "authors": layout.checkpoint_dir(dl, "B", 1, "final")}
+    folders = {
+        "B_final": export / "checkpoints/B/layer01/final",
+        "C_first": next((export / "checkpoints/C/layer01").iterdir()),
+        "authors": layout.checkpoint_dir(dl, "B", 1, "final"),
+    }
     x = torch.randn(256, D_IN, generator=torch.Generator().manual_seed(0))
     save_file({"x": x}, str(tmp_path / "x.safetensors"))
-    job = {"x": str(tmp_path / "x.safetensors"), "out": str(tmp_path), "disk": {k: str(v) for k, v in folders.items()},
-           "hub": {"hub_B_final": [REPO, "checkpoints/B/layer01/final"]}}
+    job = {
+        "x": str(tmp_path / "x.safetensors"),
+        "out": str(tmp_path),
+        "disk": {k: str(v) for k, v in folders.items()},
+        "hub": {"hub_B_final": [REPO, "checkpoints/B/layer01/final"]},
+    }
     (tmp_path / "job.json").write_text(json.dumps(job))
     stdout, _ = sl.communicate(f"{tmp_path / 'job.json'}\n", timeout=600)
-    assert sl.returncode == 0 and f"done {tmp_path / 'job.json'}" in stdout, (tmp_path / "saelens.log").read_text()[-3000:]
+    assert sl.returncode == 0 and f"done {tmp_path / 'job.json'}" in stdout, (tmp_path / "saelens.log").read_text()[
+        -3000:
+    ]
 
     folders["hub_B_final"] = folders["B_final"]
     for key, folder in folders.items():
@@ -95,9 +127,17 @@ def _check(sl: subprocess.Popen, cache: Path, tmp_path: Path) -> None:
 
 
 def test_the_saelens_environment_is_pinned(saelens_python):
-    done = subprocess.run([str(saelens_python), "-c", "import importlib.metadata as m; "
-                           "print(m.version('torch'), m.version('sae-lens'), m.version('transformer-lens'))"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            str(saelens_python),
+            "-c",
+            "import importlib.metadata as m; "
+            "print(m.version('torch'), m.version('sae-lens'), m.version('transformer-lens'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     torch_v, sl_v, tl_v = done.stdout.split()
     assert torch_v.split("+")[0] == "2.13.0" and sl_v.startswith("6.") and tl_v.split(".")[0] == "3"

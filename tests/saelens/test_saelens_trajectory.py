@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pytest
 
-from kdsae_core.sae.model import TrialSpec
 from benchmarks.saelens_compare import SAELensWorker, trajectory_comparison
+from kdsae_core.sae.model import TrialSpec
 
 RTOL = 1e-4
 STEPS = 100
@@ -30,8 +30,7 @@ def test_loss_trajectory_matches_saelens_standard_sae(saelens_python):
     clipped = []
     with SAELensWorker(saelens_python) as worker:
         for spec, scale in CASES:
-            r = trajectory_comparison(32, 128, 256, STEPS, spec, scale=scale, conventions=("unit_norm",),
-                                      worker=worker)
+            r = trajectory_comparison(32, 128, 256, STEPS, spec, scale=scale, conventions=("unit_norm",), worker=worker)
             theirs, ours = r["saelens"]["unit_norm"], r["ours"]
             assert theirs["info"]["class"] == "UnitNormL1SAE"
             for part in ("loss", "mse", "l1"):
