@@ -14,8 +14,8 @@ import pytest
 
 from kdsae_core.book import param_rules
 from kdsae_core.book import params as nbp
-from kdsae_core.common import paths
 from kdsae_core.cli.main import main
+from kdsae_core.common import paths
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.sweep import run_sweep
@@ -27,6 +27,7 @@ TOY = paths.NOTEBOOKS / "01_toy_validation.py"
 def no_execution(monkeypatch):
     """Records any call of papermill.execute_notebook: the refusals below must never reach it."""
     import papermill
+
     calls = []
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: calls.append(a))
     return calls
@@ -42,22 +43,25 @@ def _refused(capsys, argv, out, calls, *fragments):
     return err
 
 
-@pytest.mark.parametrize("argv, fragments", [
-    (["-p", "alpha", "1.5"], ["alpha must lie strictly between 0 and 1 (got 1.5)"]),
-    (["-p", "rerun", "true", "-p", "alpha", "[0.8, 1.5]"], ["alpha must lie strictly between 0 and 1"]),
-    (["-p", "alfa", "0.9"], ["has no parameter 'alfa'"]),
-    (["-p", "rerun", "yes"], ["parameter rerun", "must be a bool", "'yes'"]),
-    (["-p", "live_check", "1"], ["parameter live_check", "must be a bool"]),
-    (["-p", "rerun", "true", "-p", "steps", "0"], ["steps must be a whole number >= 1"]),
-    (["-p", "rerun", "true", "-p", "n", "[10.5]"], ["n must be a whole number"]),
-    (["-p", "rerun", "true", "-p", "d_teacher", "[30]"], ["must not exceed the feature count"]),
-    (["-p", "rerun", "true", "-p", "importance", "zipf"], ["importance profile"]),
-    (["-p", "rerun", "true", "-p", "lr", ".nan"], ["parameter lr", "finite"]),
-    (["-p", "importance", "geometric:0.9"], ["importance applies only when the sweep is recomputed"]),
-    (["-p", "source", "hub"], ["Experiment 1 has only local results"]),
-    (["-p", "profile", "huge"], ["profile must be one of paper, quick"]),
-    (["-p", "results_file", "/nonexistent/toy_results.json"], ["does not exist"]),
-])
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["-p", "alpha", "1.5"], ["alpha must lie strictly between 0 and 1 (got 1.5)"]),
+        (["-p", "rerun", "true", "-p", "alpha", "[0.8, 1.5]"], ["alpha must lie strictly between 0 and 1"]),
+        (["-p", "alfa", "0.9"], ["has no parameter 'alfa'"]),
+        (["-p", "rerun", "yes"], ["parameter rerun", "must be a bool", "'yes'"]),
+        (["-p", "live_check", "1"], ["parameter live_check", "must be a bool"]),
+        (["-p", "rerun", "true", "-p", "steps", "0"], ["steps must be a whole number >= 1"]),
+        (["-p", "rerun", "true", "-p", "n", "[10.5]"], ["n must be a whole number"]),
+        (["-p", "rerun", "true", "-p", "d_teacher", "[30]"], ["must not exceed the feature count"]),
+        (["-p", "rerun", "true", "-p", "importance", "zipf"], ["importance profile"]),
+        (["-p", "rerun", "true", "-p", "lr", ".nan"], ["parameter lr", "finite"]),
+        (["-p", "importance", "geometric:0.9"], ["importance applies only when the sweep is recomputed"]),
+        (["-p", "source", "hub"], ["Experiment 1 has only local results"]),
+        (["-p", "profile", "huge"], ["profile must be one of paper, quick"]),
+        (["-p", "results_file", "/nonexistent/toy_results.json"], ["does not exist"]),
+    ],
+)
 def test_bad_parameters_are_refused_before_anything_runs(capsys, tmp_path, no_execution, argv, fragments):
     err = _refused(capsys, ["01_toy_validation", *argv], tmp_path / "out", no_execution, *fragments)
     if "no parameter" in err or "must be" in err:
@@ -72,30 +76,45 @@ def test_out_inside_results_or_non_empty_is_refused(capsys, tmp_path, no_executi
     assert main(["run", "01_toy_validation", "--out", str(full)]) == 2
     assert "is not empty" in capsys.readouterr().err and (full / "keep.txt").read_text() == "mine"
     assert no_execution == []
-    _refused(capsys, ["01_toy_validation", "-p", "out", "/tmp/x"], tmp_path / "o", no_execution, "set the output folder with --out")
+    _refused(
+        capsys,
+        ["01_toy_validation", "-p", "out", "/tmp/x"],
+        tmp_path / "o",
+        no_execution,
+        "set the output folder with --out",
+    )
     _refused(capsys, ["no_such_chapter"], tmp_path / "o", no_execution, "no notebook 'no_such_chapter'")
 
 
 def test_parameter_file_and_overrides(tmp_path, capsys, no_execution):
     f = tmp_path / "p.yaml"
     f.write_text("rerun: true\nalpha: [0.8, 0.9]\nsteps: 20\n")
-    _refused(capsys, ["01_toy_validation", "-f", str(f), "-p", "alpha", "[2.0]"], tmp_path / "o", no_execution,
-             "alpha must lie strictly between 0 and 1 (got 2.0)")  # -p wins over -f
+    _refused(
+        capsys,
+        ["01_toy_validation", "-f", str(f), "-p", "alpha", "[2.0]"],
+        tmp_path / "o",
+        no_execution,
+        "alpha must lie strictly between 0 and 1 (got 2.0)",
+    )  # -p wins over -f
     f.write_text("- not a mapping\n")
     _refused(capsys, ["01_toy_validation", "-f", str(f)], tmp_path / "o", no_execution, "must be a mapping")
 
 
 def test_read_parameters_defaults_and_descriptions():
-    cell = textwrap.dedent('''\
+    cell = textwrap.dedent("""\
         a = 3  # how many
         b = [1, 2]
         c = None  # anything; None: the default
         d = "x"  # a string # with a hash
         import os  # not a parameter
-    ''')
+    """)
     ps = nbp.read_parameters(cell)
-    assert [(p.name, p.default, p.kind) for p in ps] == [("a", 3, "int"), ("b", [1, 2], "list"), ("c", None, "any"),
-                                                          ("d", "x", "str")]
+    assert [(p.name, p.default, p.kind) for p in ps] == [
+        ("a", 3, "int"),
+        ("b", [1, 2], "list"),
+        ("c", None, "any"),
+        ("d", "x", "str"),
+    ]
     assert ps[0].help == "how many" and ps[1].help == "" and ps[3].help.startswith("a string")
 
 
@@ -120,12 +139,25 @@ def test_list_shows_every_chapter_with_defaults_and_descriptions(capsys):
 
 
 def test_a_real_run_writes_notebook_figures_and_record(tmp_path, capsys):
-    cfg = ToyConfig.from_profile("quick", n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=50,
-                                 eval_samples=2048)
+    cfg = ToyConfig.from_profile(
+        "quick", n=[6], d_teacher=[2, 3], alpha=[0.8, 0.95], seeds=2, steps=50, eval_samples=2048
+    )
     run_sweep(cfg, out=tmp_path / "toy", progress=False)
     out = tmp_path / "run"
-    code = main(["run", str(TOY), "-p", "results_file", str(tmp_path / "toy" / "toy_results.json"),
-                 "-p", "live_check", "false", "--out", str(out)])
+    code = main(
+        [
+            "run",
+            str(TOY),
+            "-p",
+            "results_file",
+            str(tmp_path / "toy" / "toy_results.json"),
+            "-p",
+            "live_check",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "ok" and record["notebook"] == "notebooks/01_toy_validation.py"
@@ -143,8 +175,12 @@ def test_a_real_run_writes_notebook_figures_and_record(tmp_path, capsys):
     assert injected and "live_check = False" in injected[0].source
     text = json.dumps([o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])])
     assert "Traceback" not in text and "NOT the paper" in text and str(tmp_path / "toy") in text
-    assert sorted(p.name for p in out.iterdir()) == ["01_toy_validation.html", "01_toy_validation.ipynb", "figures",
-                                                     "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "01_toy_validation.html",
+        "01_toy_validation.ipynb",
+        "figures",
+        "run.json",
+    ]
     page = (out / "01_toy_validation.html").read_text()  # issue 17: readable without Jupyter, figures included
     assert record["html"] == "01_toy_validation.html" and page.count("data:image/png;base64,") >= 3
     assert record["trained"] == []  # rendered from given results: no run folder trained
@@ -162,6 +198,7 @@ def test_a_failing_cell_fails_the_run_and_keeps_the_record(tmp_path, capsys):
 
 def test_figure_folder_is_never_in_results(tmp_path):
     from kdsae_core.common.errors import RunFolderError
+
     for bad in ("results", "results/toy/figs", str(paths.RESULTS / "x")):
         with pytest.raises(RunFolderError, match="inside results/"):
             nbp.figure_folder(bad, "01_toy_validation")
@@ -169,7 +206,7 @@ def test_figure_folder_is_never_in_results(tmp_path):
     assert nbp.figure_folder(str(tmp_path / "f"), "x") == (tmp_path / "f").resolve()
 
 
-BUSY_NOTEBOOK = '''# %% tags=["parameters"]
+BUSY_NOTEBOOK = """# %% tags=["parameters"]
 pid_file = ""  # where the kernel writes its process id
 
 # %%
@@ -178,7 +215,7 @@ open(pid_file + ".tmp", "w").write(str(os.getpid()))
 os.replace(pid_file + ".tmp", pid_file)
 while True:
     sum(range(100_000))  # busy, as a long sweep is
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -193,8 +230,12 @@ def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
     """Issue 21, item 1: `kdsae run` stopped from outside (kill, Ctrl-C) shuts its kernel down and records it."""
     nb, pid_file, out = tmp_path / "busy.py", tmp_path / "kernel.pid", tmp_path / "o"
     nb.write_text(BUSY_NOTEBOOK)
-    proc = subprocess.Popen([sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file),
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdsae_core.cli", "run", str(nb), "-p", "pid_file", str(pid_file), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not pid_file.exists():
@@ -220,6 +261,7 @@ def test_a_stopped_run_leaves_no_kernel_and_says_stopped(tmp_path, sig):
 def captured(monkeypatch):
     """The parameters papermill would have been given (nothing executes)."""
     import papermill
+
     calls = []
     monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters=None, **k: calls.append(parameters))
     return calls
@@ -229,15 +271,27 @@ def test_relative_paths_are_taken_from_the_current_folder_and_checked_first(tmp_
     """Issue 21, item 5: `-p run runs/x` means ./runs/x, as `--run runs/x` does for the other verbs; it reaches the
     notebook as an absolute path, and a path that does not exist or is no run folder is refused before a kernel."""
     import shutil
+
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(paths.REPO_ROOT / "tests" / "fixtures" / "exp2_run", elsewhere / "runs" / "x")
     (elsewhere / "notes").mkdir()
     monkeypatch.chdir(elsewhere)
-    _refused(capsys, ["04_trial_c", "-p", "run", "runs/missing"], tmp_path / "o1", captured,
-             f"run {elsewhere / 'runs' / 'missing'} does not exist", "relative path is taken from the folder you run")
+    _refused(
+        capsys,
+        ["04_trial_c", "-p", "run", "runs/missing"],
+        tmp_path / "o1",
+        captured,
+        f"run {elsewhere / 'runs' / 'missing'} does not exist",
+        "relative path is taken from the folder you run",
+    )
     _refused(capsys, ["04_trial_c", "-p", "run", "notes"], tmp_path / "o2", captured, "is not a run folder")
-    _refused(capsys, ["01_toy_validation", "-p", "results_file", "toy_results.json"], tmp_path / "o3", captured,
-             f"results_file {elsewhere / 'toy_results.json'} does not exist")
+    _refused(
+        capsys,
+        ["01_toy_validation", "-p", "results_file", "toy_results.json"],
+        tmp_path / "o3",
+        captured,
+        f"results_file {elsewhere / 'toy_results.json'} does not exist",
+    )
     assert main(["run", "04_trial_c", "-p", "run", "runs/x", "--out", str(tmp_path / "o4")]) == 0
     assert captured[-1]["run"] == str(elsewhere / "runs" / "x")
     record = json.loads((tmp_path / "o4" / "run.json").read_text())

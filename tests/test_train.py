@@ -13,19 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsae_core.data import activations as acts
 from benchmarks.random_pythia import random_pythia
-from kdsae_core.data.text import MEASURE_EVERY, TokenStream, iter_documents, split_documents
-from kdsae_core.runs import manifest
-from kdsae_core.common import paths
-from kdsae_core.runs import layout
-from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core import theory
-from kdsae_core.runs.checkpoints import load_checkpoint
+from kdsae_core.common import paths
 from kdsae_core.common.errors import BadFile, InvalidParameter, MissingData, RunFolderError
+from kdsae_core.data import activations as acts
+from kdsae_core.data.text import MEASURE_EVERY, TokenStream, iter_documents, split_documents
 from kdsae_core.measure import _Accumulator, _result, measure_run
+from kdsae_core.runs import layout, manifest
+from kdsae_core.runs.checkpoints import load_checkpoint
 from kdsae_core.runs.layout import Checkpoint
 from kdsae_core.runs.tables import load_run
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.sae.model import SAE
 from kdsae_core.train.trainer import SAETrainConfig, Trainer
 
@@ -37,8 +36,16 @@ def pythia(tmp_path_factory):
 
 
 def tiny(model_folder, **kw) -> SAETrainConfig:
-    values = dict(model=str(model_folder), layers=[0, 2], d_sae=64, tokens=2048, batch_tokens=256, context=64,
-                  n_snapshots=2, measure_tokens=1024)
+    values = dict(
+        model=str(model_folder),
+        layers=[0, 2],
+        d_sae=64,
+        tokens=2048,
+        batch_tokens=256,
+        context=64,
+        n_snapshots=2,
+        measure_tokens=1024,
+    )
     values.update(kw)
     return SAETrainConfig.from_profile("embedded", **values)
 
@@ -84,6 +91,7 @@ def test_asking_for_the_last_layer_skips_the_unembedding(pythia):
 
 def test_minilm_capture_matches_hugging_face_hidden_states():
     from transformers import AutoModel
+
     model = acts.load_model("embedded")
     tokens = TokenStream(model.tokenizer, "embedded", 48).next_batch(2)
     got = acts.ActivationSource(model, range(6))(tokens)
@@ -152,8 +160,19 @@ def test_a_short_run_writes_every_file_of_the_run_folder(tmp_path, pythia):
     assert [s["label"] for s in config["snapshots"]] == ["1.024k", "final"]
     rows = [json.loads(line) for line in layout.run_metrics(run).read_text().splitlines()]
     assert len(rows) == cfg.steps * 3 * 2 and {r["step"] for r in rows} == set(range(1, 9))
-    assert set(rows[0]) == {"trial", "layer", "step", "tokens", "mse", "l1", "loss", "L0", "lambda", "alive_frac",
-                            "sae_step"}
+    assert set(rows[0]) == {
+        "trial",
+        "layer",
+        "step",
+        "tokens",
+        "mse",
+        "l1",
+        "loss",
+        "L0",
+        "lambda",
+        "alive_frac",
+        "sae_step",
+    }
     assert {r["sae_step"] for r in rows} <= {"dense", "sparse"}
     for r in rows:
         lam_l1 = r["lambda"] * r["l1"]
@@ -220,17 +239,20 @@ def test_resume_with_other_settings_and_a_foreign_folder_are_refused(tmp_path, p
     assert (stray / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(tokens=100), "fewer than one batch"),
-    (dict(batch_tokens=100), "multiple of the context"),
-    (dict(trials=["A", "Z"]), "unknown trial 'Z'"),
-    (dict(d_sae=0), "--d-sae must be a whole number >= 1"),
-    (dict(lr=-1.0), "--lr must be a positive number"),
-    (dict(dtype="fp16"), "--dtype must be one of fp32, bf16"),
-    (dict(n_snapshots=50), "exceeds the number of steps"),
-    (dict(sae_step="fast"), "--sae-step must be one of auto, dense, sparse"),
-    (dict(sae_step="sparse", dtype="bf16"), "--sae-step sparse computes in fp32 only"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(tokens=100), "fewer than one batch"),
+        (dict(batch_tokens=100), "multiple of the context"),
+        (dict(trials=["A", "Z"]), "unknown trial 'Z'"),
+        (dict(d_sae=0), "--d-sae must be a whole number >= 1"),
+        (dict(lr=-1.0), "--lr must be a positive number"),
+        (dict(dtype="fp16"), "--dtype must be one of fp32, bf16"),
+        (dict(n_snapshots=50), "exceeds the number of steps"),
+        (dict(sae_step="fast"), "--sae-step must be one of auto, dense, sparse"),
+        (dict(sae_step="sparse", dtype="bf16"), "--sae-step sparse computes in fp32 only"),
+    ],
+)
 def test_bad_settings_are_one_clear_sentence(kw, message):
     with pytest.raises(InvalidParameter, match=message):
         tiny("unused", **kw)
@@ -258,7 +280,11 @@ def test_measurement_of_a_crafted_sae_with_a_known_firing_pattern():
     acc = _Accumulator(sae, d_in, d_sae, "cpu")
     for chunk in x.split(1024):
         acc.add(chunk)
-    cfg = {"d_in": d_in, "d_sae": d_sae, "metadata": {"kdsae": {"trial": {"l1_form": "sum"}, "lambda": 0.1, "tokens": 0}}}
+    cfg = {
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "metadata": {"kdsae": {"trial": {"l1_form": "sum"}, "lambda": 0.1, "tokens": 0}},
+    }
     r = _result(acc, Checkpoint("B", 3, "final", Path(".")), cfg, {"model": "crafted"})
     assert (r["F_alive"], r["dead"], r["avg_active"]) == (4, 4, 1.0)
     assert r["alpha"] == pytest.approx(0.75) and r["g_alpha"] == pytest.approx(theory.g_alpha(0.75))
@@ -293,6 +319,7 @@ def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythi
 
     run = tmp_path / "run"
     from kdsae_core.train.trainer import NumericalFault
+
     with pytest.raises(NumericalFault, match=r"layer 0 activations at step 5 are not finite.*step 4\) is intact"):
         Trainer(cfg, run, progress=False, model=model, batch_hook=poison).run()
     Trainer(cfg, run, progress=False, model=model).run(resume=True)  # clean input resumes from step 4
@@ -303,6 +330,7 @@ def test_nan_activations_stop_the_run_with_the_last_state_intact(tmp_path, pythi
 def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia):
     """rerun=True (the chapters' parameter) retrains from the run's own config: on CPU, the same measurements."""
     from kdsae_core.book import chapters
+
     folder, model = pythia
     run = Trainer(tiny(folder, trials=["A", "C"]), tmp_path / "run", progress=False, model=model).run()
     measure_run(run, progress=False, model=model)
@@ -315,6 +343,7 @@ def test_a_chapter_rerun_trains_again_and_gets_the_same_numbers(tmp_path, pythia
 
 def test_a_run_whose_saes_do_not_fit_in_memory_is_refused_before_it_writes(tmp_path, pythia, monkeypatch, capsys):
     from kdsae_core.sae import plan as sae_plan
+
     folder, model = pythia
     cfg = tiny(folder)
     # trials A, B, C x layers 0, 2 of d_in 128; one forward pass of 64 sequences (4,096 tokens) through blocks 0-2

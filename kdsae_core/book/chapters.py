@@ -38,8 +38,15 @@ def _retrain(run: Path, trials: list[str], layers, out: Path, settings: dict | N
     return Path(retrain_like(run, out / "rerun", trials=trials, layers=layers, settings=settings, progress=True))
 
 
-def open_run(run: str | Path = "results/exp2/embedded", source: str = "local", trials=None, layers=None,
-             rerun: bool = False, out: Path | None = None, settings: dict | None = None) -> run_data.RunData:
+def open_run(
+    run: str | Path = "results/exp2/embedded",
+    source: str = "local",
+    trials=None,
+    layers=None,
+    rerun: bool = False,
+    out: Path | None = None,
+    settings: dict | None = None,
+) -> run_data.RunData:
     if source not in SOURCES:
         raise InvalidParameter(f"source must be one of {', '.join(SOURCES)} (got {source!r}).")
     layers = None if layers is None else [int(v) for v in layers]
@@ -59,19 +66,24 @@ def _settings_of(folder: Path) -> SAETrainConfig:
 def changed_settings(rerun: Path, committed: Path) -> str:
     """The settings of a retrained run that differ from the committed run's, as one phrase (trials and layers
     shown are named by the box already)."""
-    diff = [(name, mine, theirs) for name, mine, theirs in _settings_of(rerun).differences(_settings_of(committed))
-            if name not in ("trials", "layers")]
+    diff = [
+        (name, mine, theirs)
+        for name, mine, theirs in _settings_of(rerun).differences(_settings_of(committed))
+        if name not in ("trials", "layers")
+    ]
     if not diff:
         return "the committed run's own settings"
     return "settings that differ from the committed run: " + ", ".join(
-        f"`{BY_NAME[name].parameter}` {mine!r} (committed: {theirs!r})" for name, mine, theirs in diff)
+        f"`{BY_NAME[name].parameter}` {mine!r} (committed: {theirs!r})" for name, mine, theirs in diff
+    )
 
 
 class Chapter:
     """One chapter's run, figure folder and display helpers."""
 
-    def __init__(self, name: str, run: run_data.RunData, out: Path, trial: str | None, layers=None,
-                 committed: Path | None = None):
+    def __init__(
+        self, name: str, run: run_data.RunData, out: Path, trial: str | None, layers=None, committed: Path | None = None
+    ):
         self.name, self.run, self.out, self.trial, self.layers = name, run, Path(out), trial, layers
         self.committed = committed  # rerun: the run folder whose settings it started from
         self.drawn: dict[str, cat.Drawn] = {}
@@ -80,10 +92,16 @@ class Chapter:
         trial = f" Trial shown: {self.run.describe_trial(self.trial)}." if self.trial else ""
         rerun = ""
         if self.committed is not None:
-            rerun = (f" **Retrained now** from `{paths.display_path(self.committed)}`, with "
-                     f"{changed_settings(self.run.folder, self.committed)}.")
-        display(Markdown(f"> **What this page shows.** {self.run.scale_note()}{trial}{rerun} Figures and their data: "
-                         f"`{paths.display_path(self.out)}`."))
+            rerun = (
+                f" **Retrained now** from `{paths.display_path(self.committed)}`, with "
+                f"{changed_settings(self.run.folder, self.committed)}."
+            )
+        display(
+            Markdown(
+                f"> **What this page shows.** {self.run.scale_note()}{trial}{rerun} Figures and their data: "
+                f"`{paths.display_path(self.out)}`."
+            )
+        )
 
     def show(self, key: str, trial: str | None = None) -> cat.Drawn:
         d = cat.draw(key, self.run, self.out, trial or self.trial or cat.spec(key).trial, self.layers)
@@ -105,9 +123,17 @@ class Chapter:
         self.say(sentence(key, d.data))
 
 
-def open_chapter(name: str, trial: str | None = None, source: str = "local", layers=None,
-                 run: str | Path = "results/exp2/embedded", rerun: bool = False, out: str | Path = "",
-                 trials=None, settings: dict | None = None) -> Chapter:
+def open_chapter(
+    name: str,
+    trial: str | None = None,
+    source: str = "local",
+    layers=None,
+    run: str | Path = "results/exp2/embedded",
+    rerun: bool = False,
+    out: str | Path = "",
+    trials=None,
+    settings: dict | None = None,
+) -> Chapter:
     """`settings`: the chapter's science parameters by their names there (l1_lambda, target_l0, ...; None: the
     run's own), used when `rerun` retrains."""
     matplotlib.rcParams["figure.max_open_warning"] = 0
@@ -127,14 +153,14 @@ def training_settings(trial: str | None, parameters: dict) -> dict:
     declared = notebook_settings(trial)
     unknown = sorted(k for k, v in parameters.items() if v is not None and k not in declared)
     if unknown:
-        raise InvalidParameter(f"no science setting {', '.join(unknown)} for trial {trial or 'comparison'}: use "
-                               f"{', '.join(declared)}.")
+        raise InvalidParameter(
+            f"no science setting {', '.join(unknown)} for trial {trial or 'comparison'}: use {', '.join(declared)}."
+        )
     return {declared[k].name: declared[k].check(v, k) for k, v in parameters.items() if v is not None}
 
 
 # ---- pilots (chapter 05) -------------------------------------------------------------------------------
 PILOT_LAMBDAS = (1e-4, 2e-4, 7e-4)  # the authors' pilot coefficients, in trial A's `mean` form
-
 
 
 def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False, lambdas=None, settings: dict | None = None) -> Chapter:
@@ -150,10 +176,17 @@ def with_pilots(ch: Chapter, pilots: bool, rerun: bool = False, lambdas=None, se
         return ch
     lambdas = PILOT_LAMBDAS if lambdas is None else check_pilot_lambdas(lambdas)
     source = ch.committed or run.folder  # a rerun's pilots start from the committed run's settings, as its trials
-    folder = train_pilots_like(source, ch.out / "pilots", lambdas=lambdas, layers=ch.layers,
-                               settings=training_settings(None, settings or {}), progress=True)
-    ch.run = run_data.combine_runs([run.only([t for t in run.trials if t in TRIAL_NAMES]),
-                                    run_data.load_run(folder, layers=ch.layers)])
+    folder = train_pilots_like(
+        source,
+        ch.out / "pilots",
+        lambdas=lambdas,
+        layers=ch.layers,
+        settings=training_settings(None, settings or {}),
+        progress=True,
+    )
+    ch.run = run_data.combine_runs(
+        [run.only([t for t in run.trials if t in TRIAL_NAMES]), run_data.load_run(folder, layers=ch.layers)]
+    )
     return ch
 
 
@@ -196,16 +229,25 @@ class ReferenceChapter:
         return mine
 
     def missing_sentence(self) -> str:
-        return ("The released importance arrays and training curves are not on this machine: run "
-                "`kdsae fetch-reference` (or set `KDSAE_REFERENCE_DIR`) and rebuild the page to draw the importance "
-                "distribution, the predicted floors and the training curves.")
+        return (
+            "The released importance arrays and training curves are not on this machine: run "
+            "`kdsae fetch-reference` (or set `KDSAE_REFERENCE_DIR`) and rebuild the page to draw the importance "
+            "distribution, the predicted floors and the training curves."
+        )
 
     def header(self) -> None:
-        src = (f"the authors' released files (`{self.ref.name}`, from KDSAE_REFERENCE_DIR or `kdsae fetch-reference`)"
-               if self.available else "the published table only")
-        display(Markdown(f"> **What this page shows.** EleutherAI/pythia-410m (24 layers, d_model 1024), SAEs with "
-                         f"32,768 latents trained on 300M Pile tokens, layers 8, 12 and 16 (0-based), from {src}. "
-                         f"Not a run of this companion."))
+        src = (
+            f"the authors' released files (`{self.ref.name}`, from KDSAE_REFERENCE_DIR or `kdsae fetch-reference`)"
+            if self.available
+            else "the published table only"
+        )
+        display(
+            Markdown(
+                f"> **What this page shows.** EleutherAI/pythia-410m (24 layers, d_model 1024), SAEs with "
+                f"32,768 latents trained on 300M Pile tokens, layers 8, 12 and 16 (0-based), from {src}. "
+                f"Not a run of this companion."
+            )
+        )
 
     def say(self, text: str) -> None:
         display(Markdown(text))

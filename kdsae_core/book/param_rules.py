@@ -74,8 +74,9 @@ def check(notebook: str | Path, given: dict[str, Any], raw: set[str] = frozenset
     by_name = {p.name: p for p in params}
     unknown = [k for k in given if k not in by_name]
     if unknown:
-        raise InvalidParameter(f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; "
-                               f"{_valid_list(params)}.")
+        raise InvalidParameter(
+            f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; {_valid_list(params)}."
+        )
     values = {p.name: p.default for p in params}
     for name, value in given.items():
         p = by_name[name]
@@ -85,8 +86,10 @@ def check(notebook: str | Path, given: dict[str, Any], raw: set[str] = frozenset
             values[name] = _type_ok(p.kind, value)
         except TypeError:
             what = "a JSON-style literal with finite numbers" if p.kind == "any" else f"a {p.kind}"
-            raise InvalidParameter(f"parameter {name} of {notebook.name} must be {what} "
-                                   f"(got {value!r}, a {type(value).__name__}); {_valid_list(params)}.") from None
+            raise InvalidParameter(
+                f"parameter {name} of {notebook.name} must be {what} "
+                f"(got {value!r}, a {type(value).__name__}); {_valid_list(params)}."
+            ) from None
     try:
         _check_common(values)
         rule = RULES.get(notebook.stem)
@@ -107,11 +110,13 @@ def _check_paths(values: dict) -> None:
         if not (isinstance(v, str) and v):
             continue
         if not resolve(v).exists():
-            raise InvalidParameter(f"{name} {v} does not exist (a relative path is taken from the folder you run "
-                                   "kdsae in)")
+            raise InvalidParameter(
+                f"{name} {v} does not exist (a relative path is taken from the folder you run kdsae in)"
+            )
         if name == "run" and values.get("source", "local") == "local" and not layout.run_config(resolve(v)).exists():
-            raise InvalidParameter(f"run {v} is not a run folder (it has no config.json from `kdsae train` or "
-                                   "`kdsae download`)")
+            raise InvalidParameter(
+                f"run {v} is not a run folder (it has no config.json from `kdsae train` or `kdsae download`)"
+            )
 
 
 def _check_common(values: dict) -> None:
@@ -131,18 +136,31 @@ def _check_common(values: dict) -> None:
 
 
 TOY_LISTS = {"n": int, "alpha": float, "d_teacher": int, "widths": int}
-TOY_SCALARS = {"importance": str, "mode": str, "steps": int, "batch": int, "lr": float, "seeds": int,
-               "eval_samples": int, "seed": int}
+TOY_SCALARS = {
+    "importance": str,
+    "mode": str,
+    "steps": int,
+    "batch": int,
+    "lr": float,
+    "seeds": int,
+    "eval_samples": int,
+    "seed": int,
+}
 
 
 def _as_list(name: str, value: Any, kind: type) -> list:
     items = value if isinstance(value, list) else [value]
-    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or float(v).is_integer())
-             for v in items)
+    ok = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or float(v).is_integer())
+        for v in items
+    )
     if not ok or not items:
         what = "numbers" if kind is float else "whole numbers"
-        raise InvalidParameter(f"{name} must be a number or a list of {what}, e.g. [0.8, 0.9] (got {value!r})"
-                               if kind is float else f"{name} must be a whole number or a list of them (got {value!r})")
+        raise InvalidParameter(
+            f"{name} must be a number or a list of {what}, e.g. [0.8, 0.9] (got {value!r})"
+            if kind is float
+            else f"{name} must be a whole number or a list of them (got {value!r})"
+        )
     return [kind(v) for v in items]
 
 
@@ -160,8 +178,14 @@ def toy_config(values: dict) -> ToyConfig:
         v = values.get(name)
         if v is None:
             continue
-        if kind is str and not isinstance(v, str) or kind is int and not (isinstance(v, int) and not isinstance(v, bool)) \
-                or kind is float and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+        if (
+            kind is str
+            and not isinstance(v, str)
+            or kind is int
+            and not (isinstance(v, int) and not isinstance(v, bool))
+            or kind is float
+            and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        ):
             raise InvalidParameter(f"{name} must be a {kind.__name__} (got {v!r})")
         overrides[name] = kind(v)
     return ToyConfig.from_profile(profile, **overrides)
@@ -180,9 +204,11 @@ def toy_chapter_config(values: dict) -> ToyConfig:
     if not values.get("rerun"):
         given = sweep_settings_given(values)
         if given:
-            raise InvalidParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only when the sweep "
-                                   "is recomputed: add `-p rerun true` "
-                                   "(or leave them out to render committed results)")
+            raise InvalidParameter(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only when the sweep "
+                "is recomputed: add `-p rerun true` "
+                "(or leave them out to render committed results)"
+            )
     return cfg
 
 
@@ -194,8 +220,9 @@ SCIENCE = {name for trial in (*TRIAL_NAMES, None) for name in notebook_settings(
 def check_pilot_lambdas(lambdas) -> list[float]:
     """pilot_lambdas: a list of distinct positive numbers (each is trial A's `mean`-form lambda of one pilot)."""
     items = lambdas if isinstance(lambdas, list) else [lambdas]
-    bad = InvalidParameter(f"pilot_lambdas must be a list of distinct positive numbers, e.g. [1e-4, 7e-4] "
-                           f"(got {lambdas!r})")
+    bad = InvalidParameter(
+        f"pilot_lambdas must be a list of distinct positive numbers, e.g. [1e-4, 7e-4] (got {lambdas!r})"
+    )
     try:
         values = [PILOT_LAMBDA.check(v) for v in items]
     except InvalidParameter:
@@ -223,8 +250,10 @@ def exp2_chapter_config(values: dict) -> SAETrainConfig | None:
         given["pilot_lambdas"] = pilots
     if not values.get("rerun"):
         if given:
-            raise InvalidParameter(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only when the SAEs "
-                                   "are retrained: add `-p rerun true` (or leave them out to render the committed run)")
+            raise InvalidParameter(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only when the SAEs "
+                "are retrained: add `-p rerun true` (or leave them out to render the committed run)"
+            )
         return None
     if values.get("source", "local") != "local":
         raise InvalidParameter("rerun retrains from a local run folder's settings: use source local")
@@ -240,8 +269,10 @@ def _rerun_config(values: dict, trial: str | None, science: dict) -> SAETrainCon
     if cfg.model == record["settings"].get("model") and n_layers and values.get("layers") is not None:
         bad = [v for v in values["layers"] if v >= n_layers]
         if bad:
-            raise InvalidParameter(f"layers must be 0-based layer numbers of the model, 0-{n_layers - 1} (got "
-                                   f"{values['layers']!r}: the model has {n_layers} layers)")
+            raise InvalidParameter(
+                f"layers must be 0-based layer numbers of the model, 0-{n_layers - 1} (got "
+                f"{values['layers']!r}: the model has {n_layers} layers)"
+            )
     return cfg
 
 

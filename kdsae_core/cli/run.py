@@ -27,12 +27,22 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Ctrl-C (SIGINT) already raises
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="re-execute a chapter notebook with checked parameters (papermill)",
-                       description="Execute NOTEBOOK (a path, or a chapter name such as 01_toy_validation) with "
-                       "papermill after checking every parameter against its `parameters` cell.")
+    p = sub.add_parser(
+        "run",
+        help="re-execute a chapter notebook with checked parameters (papermill)",
+        description="Execute NOTEBOOK (a path, or a chapter name such as 01_toy_validation) with "
+        "papermill after checking every parameter against its `parameters` cell.",
+    )
     p.add_argument("notebook", nargs="?", help="notebook path or chapter name (omit with --list for every chapter)")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="a parameter value as a YAML/JSON literal: -p alpha [0.8,0.9] -p rerun true")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a parameter value as a YAML/JSON literal: -p alpha [0.8,0.9] -p rerun true",
+    )
     p.add_argument("-f", "--parameters-file", type=Path, help="YAML file of NAME: VALUE (-p overrides it)")
     p.add_argument("--out", type=Path, help="fresh output folder (default out/<chapter>-<UTC time>); never in results/")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
@@ -100,7 +110,9 @@ def output_folder(out: Path | None, notebook: Path, force: bool) -> Path:
         out = paths.REPO_ROOT / "out" / f"{notebook.stem}-{stamp}"
     out = Path(out).expanduser().resolve()
     if nbp.inside_results(out):
-        raise RunFolderError(f"--out {out} is inside results/, which holds the committed results: choose another folder.")
+        raise RunFolderError(
+            f"--out {out} is inside results/, which holds the committed results: choose another folder."
+        )
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file, not a folder.")
     refuse_non_empty(out, force)
@@ -111,6 +123,7 @@ def git_commit() -> dict:
     def git(*a):
         r = subprocess.run(["git", *a], cwd=paths.REPO_ROOT, capture_output=True, text=True)
         return r.stdout.strip() if r.returncode == 0 else None
+
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
@@ -128,14 +141,15 @@ def run(args) -> int:
     given = nbp.absolute_paths(given)  # relative to the current folder, as every option of kdsae
     has_out = any(p.name == nbp.FIGURE_FOLDER_PARAMETER for p in nbp.notebook_parameters(notebook))
     if nbp.FIGURE_FOLDER_PARAMETER in given and has_out:
-        raise InvalidParameter(f"set the output folder with --out, not -p {nbp.FIGURE_FOLDER_PARAMETER} "
-                               "(the figures go to OUT/figures).")
+        raise InvalidParameter(
+            f"set the output folder with --out, not -p {nbp.FIGURE_FOLDER_PARAMETER} (the figures go to OUT/figures)."
+        )
     # torch (the toy chapter's ToyConfig checks its values): imported when a notebook runs, not for `kdsae --help`
     from kdsae_core.book import param_rules
 
-    values = param_rules.check(notebook, given, raw)   # raises before anything runs
+    values = param_rules.check(notebook, given, raw)  # raises before anything runs
     out = output_folder(args.out, notebook, args.force)
-    inject = {name: values[name] for name in given}   # the checked values (e.g. 3 -> 3.0 for a float)
+    inject = {name: values[name] for name in given}  # the checked values (e.g. 3 -> 3.0 for a float)
     if has_out:
         inject[nbp.FIGURE_FOLDER_PARAMETER] = values[nbp.FIGURE_FOLDER_PARAMETER] = str(out / "figures")
     return execute(notebook, inject, values, out, args.timeout)
@@ -154,6 +168,7 @@ class Stopped(KeyboardInterrupt):
 def _stops_as_interrupts():
     def on_signal(signum, frame):
         raise Stopped(signum)
+
     old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         yield
@@ -190,18 +205,26 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{notebook.stem}.ipynb"
     partial = out / f".{notebook.stem}.partial.ipynb"  # papermill saves after every cell; renamed at the end
-    record = {"notebook": paths.display_path(notebook), "executed": executed.name, "parameters": values,
-              "given": given, "git": git_commit(), "python": platform.python_version(),
-              "papermill": papermill.__version__, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "status": "running"}
+    record = {
+        "notebook": paths.display_path(notebook),
+        "executed": executed.name,
+        "parameters": values,
+        "given": given,
+        "git": git_commit(),
+        "python": platform.python_version(),
+        "papermill": papermill.__version__,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "running",
+    }
     atomic_write_json(out / RUN_RECORD, record)
     start = time.perf_counter()
 
     def ended(status: str, **extra) -> None:
         _finish(partial, executed)
         trained = sorted(str(c.parent.relative_to(out)) for c in out.rglob(layout.CONFIG_FILE))
-        record.update(status=status, seconds=round(time.perf_counter() - start, 1), trained=trained,
-                      html=_html(executed), **extra)
+        record.update(
+            status=status, seconds=round(time.perf_counter() - start, 1), trained=trained, html=_html(executed), **extra
+        )
         atomic_write_json(out / RUN_RECORD, record)
 
     try:
@@ -209,22 +232,31 @@ def execute(notebook: Path, given: dict, values: dict, out: Path, timeout: int) 
             _papermill(notebook, given, partial, timeout)
     except papermill.PapermillExecutionError as e:
         ended("failed", error=f"{e.ename}: {e.evalue}")
-        raise KdsaeError(f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
-                         f"(the partly executed notebook is {executed}).") from None
+        raise KdsaeError(
+            f"{notebook.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+            f"(the partly executed notebook is {executed})."
+        ) from None
     except KeyboardInterrupt as e:
         _kill_children()
         ended("stopped", signal=signal.Signals(getattr(e, "signum", signal.SIGINT)).name)
-        raise KeyboardInterrupt(f"{notebook.name} was stopped ({record['signal']}) after {record['seconds']} s; the "
-                                f"partly executed notebook is {executed}") from None
+        raise KeyboardInterrupt(
+            f"{notebook.name} was stopped ({record['signal']}) after {record['seconds']} s; the "
+            f"partly executed notebook is {executed}"
+        ) from None
     except BaseException:
         _kill_children()
         ended("interrupted")
         raise
     ended("ok", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    html = record["html"] and str(out / record["html"])
-    print(json.dumps({"executed": str(executed), "html": html, "record": str(out / RUN_RECORD),
-                      "trained": record["trained"], "seconds": record["seconds"]}))
+    print(json.dumps(_summary(out, executed, record)))
     return 0
+
+
+def _summary(out: Path, executed: Path, record: dict) -> dict:
+    """What a finished run printed: where its notebook, HTML, record and trained run folders are."""
+    html = record["html"] and str(out / record["html"])
+    names = ("executed", "html", "record", "trained", "seconds")
+    return dict(zip(names, (str(executed), html, str(out / RUN_RECORD), record["trained"], record["seconds"])))
 
 
 def _papermill(notebook: Path, given: dict, partial: Path, timeout: int) -> None:
@@ -233,9 +265,15 @@ def _papermill(notebook: Path, given: dict, partial: Path, timeout: int) -> None
 
     nb = jupytext.read(notebook)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-    papermill.execute_notebook(nb, str(partial), parameters=given, cwd=str(notebook.parent),
-                               kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
-                               progress_bar=sys.stderr.isatty(), execution_timeout=timeout)
+    papermill.execute_notebook(
+        nb,
+        str(partial),
+        parameters=given,
+        cwd=str(notebook.parent),
+        kernel_name=nb.metadata["kernelspec"].get("name", "python3"),
+        progress_bar=sys.stderr.isatty(),
+        execution_timeout=timeout,
+    )
 
 
 def _html(executed: Path) -> str | None:

@@ -22,13 +22,20 @@ ALL_LAYERS = "all"
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="Experiment 2: train SAEs on every requested layer in the three L1 regimes")
-    p.add_argument("--profile", choices=sorted(PROFILES),
-                   help="embedded (default): all-MiniLM-L6-v2 on packaged text, CPU, minutes; paper: Pythia-410M, "
-                        "300M Pile tokens, GPU + hub")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        help="embedded (default): all-MiniLM-L6-v2 on packaged text, CPU, minutes; paper: Pythia-410M, "
+        "300M Pile tokens, GPU + hub",
+    )
     add_setting_options(p)
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state, with "
-                   "the settings recorded in its config.json (other options may be given only if they agree)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last saved state, with "
+        "the settings recorded in its config.json (other options may be given only if they agree)",
+    )
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     p.add_argument("--measure", action="store_true", help="measure every checkpoint when training ends")
     p.set_defaults(func=run)
@@ -72,8 +79,10 @@ def resume_settings(out: Path, profile: str | None, given: dict) -> dict:
     try:
         settings = json.loads(layout.run_config(out).read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise BadFile(f"{layout.run_config(out)} is not a readable run config, so the run cannot be resumed: "
-                      "start it over with --force, or use another --out.") from None
+        raise BadFile(
+            f"{layout.run_config(out)} is not a readable run config, so the run cannot be resumed: "
+            "start it over with --force, or use another --out."
+        ) from None
     theirs = recorded_settings(settings)
     if profile is not None:
         given = {"profile": profile, **given}
@@ -83,11 +92,14 @@ def resume_settings(out: Path, profile: str | None, given: dict) -> dict:
         given["d_sae"] = None
     elif "d_sae" in given:
         given["expansion"] = None
-    differ = [f"--{k.replace('_', '-')} {v!r} (the run has {theirs.get(k)!r})"
-              for k, v in given.items() if theirs.get(k) != v]
+    differ = [
+        f"--{k.replace('_', '-')} {v!r} (the run has {theirs.get(k)!r})" for k, v in given.items() if theirs.get(k) != v
+    ]
     if differ:
-        raise RunFolderError(f"{out} holds a run with other settings: {'; '.join(differ)}. Resume it with "
-                             f"`kdsae train --out {out} --resume` alone (its own settings), or use another --out.")
+        raise RunFolderError(
+            f"{out} holds a run with other settings: {'; '.join(differ)}. Resume it with "
+            f"`kdsae train --out {out} --resume` alone (its own settings), or use another --out."
+        )
     return settings
 
 
@@ -96,8 +108,10 @@ def refuse_unused_knobs(cfg: SAETrainConfig, given: dict) -> None:
     trials = set(cfg.trial_specs())
     for s in SETTINGS:
         if s.trial and s.name in given and s.trial not in trials:
-            raise InvalidParameter(f"{s.option} applies only to trial {s.trial}; trials {','.join(cfg.trials)} do not "
-                                   f"include it: drop {s.option} or add {s.trial} to --trial.")
+            raise InvalidParameter(
+                f"{s.option} applies only to trial {s.trial}; trials {','.join(cfg.trials)} do not "
+                f"include it: drop {s.option} or add {s.trial} to --trial."
+            )
 
 
 def _layers(text: str):

@@ -38,7 +38,8 @@ class SAETrainConfig:
     measure_tokens: int = 100_000
     alive_window_tokens: int = 100_000
     state_every_tokens: int = 0  # also write a resumable state every N tokens (0: at snapshots only)
-    # which SAE step (kdsae_core.sae.model.fused_backward): auto (dense or sparse per batch, by its density), dense, sparse.
+    # which SAE step (kdsae_core.sae.step.fused_backward): auto (dense or sparse per batch, by its density), dense,
+    # sparse.
     # The paths sum in a different order, so only runs with the same sae_step are byte-identical.
     sae_step: str = "auto"
     # The trials' own knobs (train/settings.py): None is the paper's value, and a None knob is left out of
@@ -79,15 +80,19 @@ class SAETrainConfig:
         if (self.d_sae is None) == (self.expansion is None):
             raise InvalidParameter("give exactly one of --d-sae and --expansion.")
         if self.batch_tokens % self.context:
-            raise InvalidParameter(f"--batch-tokens ({self.batch_tokens}) must be a multiple of the context length "
-                                   f"({self.context}): a batch is a whole number of sequences.")
+            raise InvalidParameter(
+                f"--batch-tokens ({self.batch_tokens}) must be a multiple of the context length "
+                f"({self.context}): a batch is a whole number of sequences."
+            )
         if self.tokens < self.batch_tokens:
             raise InvalidParameter(f"--tokens ({self.tokens}) is fewer than one batch ({self.batch_tokens} tokens).")
         if self.n_snapshots > self.steps:
             raise InvalidParameter(f"--n-snapshots ({self.n_snapshots}) exceeds the number of steps ({self.steps}).")
         if self.sae_step == "sparse" and self.dtype != "fp32":
-            raise InvalidParameter(f"--sae-step sparse computes in fp32 only (got --dtype {self.dtype}): use auto "
-                                   "(which stays dense in bf16) or dense.")
+            raise InvalidParameter(
+                f"--sae-step sparse computes in fp32 only (got --dtype {self.dtype}): use auto "
+                "(which stays dense in bf16) or dense."
+            )
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise InvalidParameter(f"--device must be cpu or cuda (got {self.device!r}).")
         if len(set(self.trials)) != len(self.trials):
@@ -112,7 +117,9 @@ class SAETrainConfig:
                 try:
                     out[name] = pilot_trial(float(name[1:]))
                 except ValueError:
-                    raise InvalidParameter(f"pilot trial {name!r} must be P followed by its lambda, like P7e-04.") from None
+                    raise InvalidParameter(
+                        f"pilot trial {name!r} must be P followed by its lambda, like P7e-04."
+                    ) from None
                 out[name] = dataclasses.replace(out[name], name=name)
             else:
                 raise InvalidParameter(f"unknown trial {name!r}: use A, B, C or a pilot like P7e-04.")
@@ -150,8 +157,11 @@ class SAETrainConfig:
 
     def differences(self, other: "SAETrainConfig") -> list[tuple[str, object, object]]:
         """[(setting, this value, the other's)] for every declared setting whose value in effect differs."""
-        return [(s.name, self.value(s.name), other.value(s.name)) for s in SETTINGS
-                if self.value(s.name) != other.value(s.name)]
+        return [
+            (s.name, self.value(s.name), other.value(s.name))
+            for s in SETTINGS
+            if self.value(s.name) != other.value(s.name)
+        ]
 
     @classmethod
     def like(cls, settings: dict, **overrides) -> "SAETrainConfig":
@@ -169,5 +179,7 @@ class SAETrainConfig:
 def refuse_unreachable_target(cfg: SAETrainConfig, given_target: float | None, label: str = "--target-l0") -> None:
     """A target L0 given above d_sae can never be reached (L0 counts active latents out of d_sae)."""
     if given_target is not None and cfg.d_sae is not None and given_target > cfg.d_sae:
-        raise InvalidParameter(f"{label} must be a number in (0, d_sae = {cfg.d_sae}]: an SAE has no more active "
-                               f"latents than it has latents (got {given_target!r}).")
+        raise InvalidParameter(
+            f"{label} must be a number in (0, d_sae = {cfg.d_sae}]: an SAE has no more active "
+            f"latents than it has latents (got {given_target!r})."
+        )

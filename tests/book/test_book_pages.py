@@ -14,8 +14,13 @@ import pytest
 from kdsae_core.common import paths
 from kdsae_core.common.paths import BOOK_BUILD, REPO_ROOT
 
-PAGES = {"intro": "book/intro.html", "theory": "book/theory.html", "toy": "notebooks/01_toy_validation.html",
-         "claims": "notebooks/07_claims.html", "methods": "book/methods.html"}
+PAGES = {
+    "intro": "book/intro.html",
+    "theory": "book/theory.html",
+    "toy": "notebooks/01_toy_validation.html",
+    "claims": "notebooks/07_claims.html",
+    "methods": "book/methods.html",
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ERROR_MARKERS = ("Traceback (most recent call last)", 'class="output traceback')  # myst-nb's error output
 
@@ -23,8 +28,10 @@ ERROR_MARKERS = ("Traceback (most recent call last)", 'class="output traceback')
 @pytest.fixture(scope="module")
 def html():
     if not (BOOK_BUILD / "index.html").exists():
-        pytest.fail(f"no built book at {BOOK_BUILD}: these tests inspect it after `kdsae book --clean` "
-                    "(make test runs both, in that order)")
+        pytest.fail(
+            f"no built book at {BOOK_BUILD}: these tests inspect it after `kdsae book --clean` "
+            "(make test runs both, in that order)"
+        )
     found = {}
     for key, rel in PAGES.items():
         page = BOOK_BUILD / rel
@@ -73,8 +80,9 @@ def test_toy_page_states_its_source_and_verdict(html):
 
 
 def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
-    from kdsae_core.toy import analysis as toy_analysis
     from kdsae_core.figures import catalog, toy_why
+    from kdsae_core.toy import analysis as toy_analysis
+
     text = _text(html["toy"])
     assert "Why the toy model misses 93%" in text
     if not paths.toy_results_file("paper").exists():
@@ -83,8 +91,9 @@ def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
     page = _plain(text)
     for name in catalog.drawable_why(evidence):
         captions = re.findall(r'<p class="kd-provenance">.*?</p>', html["toy"], flags=re.S)
-        assert any(f"toy_why.{name.removeprefix('toy_why_')}" in c and name in c for c in captions), \
+        assert any(f"toy_why.{name.removeprefix('toy_why_')}" in c and name in c for c in captions), (
             f"{name}: no figure caption naming its function and its data"
+        )
         sentence = catalog.spec(name).sentence(evidence)  # every number in it, as the page shows it
         assert _plain(sentence) in page, f"{name}: the page does not show the sentence its data give"
     for name, why in toy_why.missing(evidence).items():
@@ -100,6 +109,7 @@ def test_claims_page_shows_the_verdicts_the_committed_data_give(html):
     results, gives; kdsae verify prints the same ledger (tests/test_verify.py)."""
     from kdsae_core.book import claims
     from kdsae_core.toy import analysis as toy_analysis
+
     text = _text(html["claims"])
     shown = _page_verdicts(html["claims"])
     if not paths.toy_results_file("paper").exists():
@@ -131,10 +141,16 @@ def test_toy_figure_data_saved_beside_the_pngs(html):
 def test_theory_page_has_the_worked_example(html):
     # computed by kdsae_core.theory while the page was built (glue): the check values of the methods and theory pages
     text = _text(html["theory"])
-    text = text[text.index("released sparse autoencoder for layer 12"):]
-    for expected in (r"\(F =\) 28,665 alive latents", r"\(L_0 =\) 218.29", r"1 - L_0/F =\) 0.99238 ",
-                     r"approx\) 1,107 ", r"g(\alpha) =\) 26.92 ", r"F / g(\alpha) =\) 1,064.7 ",
-                     r"\rfloor =\) 3,446 features, so 25,219 of the 28,665 latents, 88 %"):
+    text = text[text.index("released sparse autoencoder for layer 12") :]
+    for expected in (
+        r"\(F =\) 28,665 alive latents",
+        r"\(L_0 =\) 218.29",
+        r"1 - L_0/F =\) 0.99238 ",
+        r"approx\) 1,107 ",
+        r"g(\alpha) =\) 26.92 ",
+        r"F / g(\alpha) =\) 1,064.7 ",
+        r"\rfloor =\) 3,446 features, so 25,219 of the 28,665 latents, 88 %",
+    ):
         assert expected in text, expected
 
 
@@ -191,6 +207,7 @@ PLUMBING = ("01_toy_validation", "02_trial_a", "03_trial_b", "04_trial_c", "05_t
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_chapter_offers_its_source_and_executed_notebook(html, chapter):
     import json
+
     page = BOOK_BUILD / "notebooks" / f"{chapter}.html"
     links = re.findall(r'<p class="kd-downloads">(.*?)</p>', page.read_text())
     assert links, f"{chapter}: no download links under the title"
