@@ -17,49 +17,49 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from kdsae_core.data import activations as acts
-from kdsae_core.data.text import TokenStream
-from kdsae_core.measure import measure_run
-from kdsae_core.runs import checkpoints
-from kdsae_core.runs import manifest
-from kdsae_core.runs import layout
-from kdsae_core.sae import sparse as sae_sparse
-from kdsae_core.train import state as train_state
-from kdsae_core.train.batches import ActivationBatches
-from kdsae_core.train.distributed import LocalComm, check_cuda
-from kdsae_core.train.folder import prepare_folder, truncate_metrics
-from kdsae_core.train.preflight import check_corpus, check_disk, check_memory
 from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderError
 from kdsae_core.common.fileio import atomic_write_json
 from kdsae_core.common.locks import run_lock
+from kdsae_core.common.seeding import stream_seed
 from kdsae_core.common.signals import stop_requests
+from kdsae_core.data import activations as acts
+from kdsae_core.data.text import TokenStream
+from kdsae_core.measure import measure_run
+from kdsae_core.runs import layout
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.sae.model import allow_tf32_on_cuda
 from kdsae_core.sae.step import SAEUnit
-from kdsae_core.common.seeding import stream_seed
+from kdsae_core.train import state as train_state
+from kdsae_core.train.batches import ActivationBatches
 from kdsae_core.train.config import PROFILES, SAETrainConfig, recorded_settings  # noqa: F401  (re-exported: the engine's public names)
+from kdsae_core.train.distributed import LocalComm, check_cuda
+from kdsae_core.train.folder import prepare_folder
+from kdsae_core.train.preflight import check_corpus, check_disk, check_memory
+from kdsae_core.train.records import NumericalFault, RunFiles, unit_key
 
 ACTIVATION_LIMIT = 1e6  # |x| above this (or non-finite) stops the run: the forward pass has blown up
-class NumericalFault(KdsaeError):
-    """A non-finite loss or exploding activations: the run stopped, its last good state intact."""
 
 
 class _Stop(Exception):
     """SIGINT/SIGTERM (or a test's stop_after_step): a resumable state has been written."""
 
 
-def unit_key(trial: str, layer: int) -> str:
-    return f"{trial}/layer{layer:02d}"
-
-
-class Trainer:
+class Trainer(RunFiles):
     """Train every (trial, layer) SAE of a config into a run folder.
 
     `comm` is the process group (LocalComm: this process trains every layer); `batch_hook(step,
     activations)` lets tests inject faults into a batch.
     """
 
-    def __init__(self, cfg: SAETrainConfig, out: Path, progress: bool = True, model=None, comm=None,
-                 batch_hook: Callable[[int, dict], dict] | None = None):
+    def __init__(
+        self,
+        cfg: SAETrainConfig,
+        out: Path,
+        progress: bool = True,
+        model=None,
+        comm=None,
+        batch_hook: Callable[[int, dict], dict] | None = None,
+    ):
         cfg.validate()
         self.cfg, self.out = cfg, Path(out)
         self.comm = comm or LocalComm()
@@ -75,8 +75,10 @@ class Trainer:
         cfg = self.cfg
         check_cuda(cfg.device)
         if cfg.n_seq % self.comm.world:  # checked before config.json is written, not at the first batch
-            raise InvalidParameter(f"{cfg.n_seq} sequences per batch do not split evenly over {self.comm.world} processes: "
-                                   "choose --batch-tokens / --context as a multiple of the process count.")
+            raise InvalidParameter(
+                f"{cfg.n_seq} sequences per batch do not split evenly over {self.comm.world} processes: "
+                "choose --batch-tokens / --context as a multiple of the process count."
+            )
         device = getattr(self.comm, "device", None) or cfg.device
         if str(device).startswith("cuda"):
             allow_tf32_on_cuda()  # the fp32 products (--dtype fp32, the measurement) at TF32's rate
@@ -95,9 +97,18 @@ class Trainer:
         self.all_keys = [unit_key(name, layer) for name in specs for layer in self.layers]
         self.batches = ActivationBatches(cfg, self.stream, self.source, self.comm, self.layers)
         n_seq = self.batches.forward_steps() * cfg.n_seq // self.comm.world  # sequences in one forward pass here
-        check_memory(self.comm, self.model, cfg, self.layers, self.d_in, self.d_sae,
-                     len(specs) * sum(self.comm.owns(l, self.layers) for l in self.layers), n_seq, str(device),
-                     self.progress)
+        check_memory(
+            self.comm,
+            self.model,
+            cfg,
+            self.layers,
+            self.d_in,
+            self.d_sae,
+            len(specs) * sum(self.comm.owns(layer, self.layers) for layer in self.layers),
+            n_seq,
+            str(device),
+            self.progress,
+        )
         check_disk(self.comm, self.out, cfg, self.d_in, self.d_sae, len(self.all_keys), self.progress)
         self.units = {}
         for name, spec in specs.items():
@@ -105,8 +116,17 @@ class Trainer:
                 if self.comm.owns(layer, self.layers):
                     # Every trial at a layer starts from the same weights: the trials differ only in their L1.
                     self.units[unit_key(name, layer)] = SAEUnit(
-                        spec, layer, self.d_in, self.d_sae, stream_seed(cfg.seed, "sae", layer), cfg.lr,
-                        cfg.grad_clip, str(device), compute, step_path=cfg.sae_step)
+                        spec,
+                        layer,
+                        self.d_in,
+                        self.d_sae,
+                        stream_seed(cfg.seed, "sae", layer),
+                        cfg.lr,
+                        cfg.grad_clip,
+                        str(device),
+                        compute,
+                        step_path=cfg.sae_step,
+                    )
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
 
@@ -115,93 +135,33 @@ class Trainer:
         cfg = self.cfg
         return {
             "settings": cfg.settings(),
-            "model": acts.model_display_name(cfg.model), "model_source": cfg.model, "profile": cfg.profile,
-            "layers": self.layers, "n_layers": acts.model_layers(self.model), "d_in": self.d_in, "d_sae": self.d_sae,
-            "tokens": cfg.tokens, "batch_tokens": cfg.batch_tokens, "context": cfg.context, "dataset": cfg.dataset,
-            "seed": cfg.seed, "lr": cfg.lr, "measure_tokens": cfg.measure_tokens,
+            "model": acts.model_display_name(cfg.model),
+            "model_source": cfg.model,
+            "profile": cfg.profile,
+            "layers": self.layers,
+            "n_layers": acts.model_layers(self.model),
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "tokens": cfg.tokens,
+            "batch_tokens": cfg.batch_tokens,
+            "context": cfg.context,
+            "dataset": cfg.dataset,
+            "seed": cfg.seed,
+            "lr": cfg.lr,
+            "measure_tokens": cfg.measure_tokens,
             "trials": {n: s.to_json() for n, s in cfg.trial_specs().items()},
-            "snapshots": [{"label": lab, "step": s, "tokens": s * cfg.batch_tokens} for lab, s in cfg.snapshot_schedule()],
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "processes": self.comm.world,
+            "snapshots": [
+                {"label": lab, "step": s, "tokens": s * cfg.batch_tokens} for lab, s in cfg.snapshot_schedule()
+            ],
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "processes": self.comm.world,
             # with settings.sae_step auto each step is dense or sparse by its batch's density (metrics.jsonl: sae_step
             # says which); the threshold auto uses
             "sparse_step_below_density": sae_sparse.SPARSE_BELOW_DENSITY,
         }
 
-    def _resume_state(self) -> bool:
-        """Load the newest generation every process finds intact for its own SAEs; False if there is none."""
-        mine = train_state.intact_steps(self.out, sorted(self.units))
-        found = self.comm.gather_objects(mine)
-        chosen = next((s for s in mine if all(s in f for f in found)), None) if self.comm.is_main else None
-        chosen = self.comm.broadcast_object(chosen)
-        if chosen is None:
-            return False
-        meta = train_state.load_meta(self.out, chosen)
-        if meta is None:
-            raise RunFolderError(f"the saved state {train_state.generation_dir(self.out, chosen)} changed while it was "
-                                 "being loaded: resume again.")
-        if recorded_settings(meta.get("settings") or {}) != self.cfg.settings() or sorted(meta["units"]) != sorted(self.all_keys):
-            raise RunFolderError(f"the saved state in {layout.train_state_dir(self.out)} belongs to other settings; "
-                                 "resume with the run's own settings, or use another --out.")
-        for key, u in self.units.items():
-            u.load_state(train_state.read_unit(self.out, meta, key))  # one SAE's state in memory at a time
-        if self.stream is not None:
-            self.stream.load_state(meta["stream"], train_state.read_stream(self.out, meta))
-        torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
-        self.step = int(meta["step"])
-        if self.comm.is_main:
-            truncate_metrics(self.out, self.step)
-        return True
-
     # -- files ------------------------------------------------------------------------------------------
-    def _check_weights(self) -> None:
-        """Before anything is saved: an optimizer step that left non-finite weights must not become the
-        "last good" state (checked only here, not every step: at the paper shape it is a pass over 5 GB)."""
-        bad = next((u for u in self.units.values() if not all(bool(torch.isfinite(t).all())
-                                                               for t in u.sae.tensors().values())), None)
-        (anywhere,) = self.comm.any([bad is not None])
-        if anywhere:
-            where = f"trial {bad.trial.name} at layer {bad.layer}" if bad else "another process's SAE"
-            raise NumericalFault(f"the weights of {where} are not finite after step {self.step}; nothing was saved, "
-                                 f"{self._last_good()}.")
-
-    def _save_state(self) -> None:
-        self._check_weights()
-        if self.comm.is_main:
-            train_state.prune_before_write(self.out)
-        self.comm.barrier()
-        digests = train_state.write_units(self.out, self.step, {k: u.state for k, u in self.units.items()})
-        every = self.comm.gather_objects(digests)
-        if self.comm.is_main:
-            stream = self.batches.stream_state()
-            merged = {name: d for part in [*every, train_state.write_stream(self.out, self.step, self.stream.seen(stream))]
-                      for name, d in part.items()}
-            meta = {"settings": self.cfg.settings(), "units": sorted(self.all_keys), "stream": stream,
-                    "torch_rng": torch.get_rng_state().tolist(), "tokens": self.step * self.cfg.batch_tokens}
-            self._metrics("flush")
-            train_state.commit(self.out, self.step, meta, merged)
-        self.comm.barrier()
-
-    def _snapshot(self, label: str) -> None:
-        cfg = self.cfg
-        self._check_weights()
-        for u in self.units.values():
-            meta = {"trial": u.trial.to_json(), "layer": u.layer, "snapshot": label, "step": self.step,
-                    "tokens": self.step * cfg.batch_tokens, "lambda": float(u.controller.lam), "seed": cfg.seed}
-            c = checkpoints.sae_cfg(self.d_in, self.d_sae, model=acts.model_display_name(cfg.model), layer=u.layer,
-                                    context=cfg.context, dataset=cfg.dataset, kdsae=meta)
-            checkpoints.save_checkpoint(layout.checkpoint_dir(self.out, u.trial.name, u.layer, label), u.sae, c)
-        self.comm.barrier()
-        if self.comm.is_main:
-            self._metrics("flush")
-            self._record(*(layout.checkpoint_dir(self.out, trial, int(layer), label) / name
-                           for trial, layer in (key.split("/layer") for key in self.all_keys)
-                           for name in (layout.WEIGHTS_FILE, layout.CFG_FILE)))
-
-    def _record(self, *written: Path) -> None:
-        """Put the files just written (and the config and log, which change as the run goes) in the manifest;
-        entries of other files stay as listed, so a file damaged since is never re-blessed."""
-        manifest.update_manifest(self.out, [layout.run_config(self.out), layout.run_metrics(self.out), *written],
-                                 self._manifest_cache)
 
     # -- one step ---------------------------------------------------------------------------------------------
     def _batch(self) -> dict[int, torch.Tensor]:
@@ -215,13 +175,10 @@ class Trainer:
             peak = t.abs().max()
             if not bool(torch.isfinite(peak)) or float(peak) > ACTIVATION_LIMIT:
                 what = "not finite" if not bool(torch.isfinite(peak)) else f"exploding (|x| = {float(peak):.3g})"
-                raise NumericalFault(f"layer {layer} activations at step {self.step + 1} are {what}; "
-                                     f"the run stopped, {self._last_good()}.")
-
-    def _last_good(self) -> str:
-        st = train_state.load_latest_state(self.out, keys=[]) if layout.train_state_dir(self.out).exists() else None
-        return (f"its last good state (step {st[0]['step']}) is intact: fix the input and resume with --resume"
-                if st else "no state had been saved yet")
+                raise NumericalFault(
+                    f"layer {layer} activations at step {self.step + 1} are {what}; "
+                    f"the run stopped, {self._last_good()}."
+                )
 
     def _train_step(self) -> tuple[list[dict], NumericalFault | None]:
         """Step every SAE this process owns; (metrics rows, the fault that stopped it or None)."""
@@ -235,29 +192,28 @@ class Trainer:
                 s = u.step(x[u.layer])
                 loss = float(s.loss)
                 if not math.isfinite(loss):
-                    raise NumericalFault(f"the loss of trial {u.trial.name} at layer {u.layer} is {loss} at step "
-                                         f"{self.step + 1}; the run stopped, {self._last_good()}.")
-                rows.append({"trial": u.trial.name, "layer": u.layer, "step": self.step + 1,
-                             "tokens": (self.step + 1) * cfg.batch_tokens, "mse": float(s.mse), "l1": float(s.l1),
-                             "loss": loss, "L0": float(s.l0), "lambda": lam,
-                             "alive_frac": float(u.alive_fraction(self.alive_window_steps)), "sae_step": s.path})
+                    raise NumericalFault(
+                        f"the loss of trial {u.trial.name} at layer {u.layer} is {loss} at step "
+                        f"{self.step + 1}; the run stopped, {self._last_good()}."
+                    )
+                rows.append(
+                    {
+                        "trial": u.trial.name,
+                        "layer": u.layer,
+                        "step": self.step + 1,
+                        "tokens": (self.step + 1) * cfg.batch_tokens,
+                        "mse": float(s.mse),
+                        "l1": float(s.l1),
+                        "loss": loss,
+                        "L0": float(s.l0),
+                        "lambda": lam,
+                        "alive_frac": float(u.alive_fraction(self.alive_window_steps)),
+                        "sae_step": s.path,
+                    }
+                )
         except NumericalFault as e:
             return rows, e
         return rows, None
-
-    def _log(self, rows: list[dict]) -> None:
-        every = self.comm.gather_objects(rows)
-        if self.comm.is_main:
-            merged = sorted((r for part in every for r in part), key=lambda r: self._order[unit_key(r["trial"], r["layer"])])
-            self._metrics("write", "".join(json.dumps(r) + "\n" for r in merged))
-
-    def _metrics(self, op: str, *args) -> None:
-        """write / flush / close the metrics log: a full disk is one sentence naming it, never a traceback."""
-        try:
-            getattr(self._metrics_file, op)(*args)
-        except OSError as e:
-            raise KdsaeError(f"could not write {layout.run_metrics(self.out)} ({e.strerror or e}: disk full or file too "
-                             "large?); the last saved state is intact: make room and resume with --resume.") from None
 
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self, resume: bool = False, force: bool = False, stop_after_step: int | None = None) -> Path:
@@ -307,7 +263,9 @@ class Trainer:
             ended = True
         except _Stop:
             ended = True
-            raise KeyboardInterrupt(f"training stopped at step {self.step}; state saved, resume with --resume") from None
+            raise KeyboardInterrupt(
+                f"training stopped at step {self.step}; state saved, resume with --resume"
+            ) from None
         finally:
             if self._metrics_file is not None:
                 try:
@@ -317,8 +275,10 @@ class Trainer:
                         raise
         self.comm.barrier()
         if self.comm.is_main:  # the state goes last: until status.json is on disk, a resume needs it
-            atomic_write_json(layout.run_status(self.out),
-                              {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens})
+            atomic_write_json(
+                layout.run_status(self.out),
+                {"status": "complete", "step": self.step, "tokens": self.step * self.cfg.batch_tokens},
+            )
             self._record(layout.run_status(self.out))
             train_state.clear_state(self.out)
         self.comm.barrier()
@@ -328,25 +288,37 @@ class Trainer:
         cfg = self.cfg
         schedule = {s: lab for lab, s in cfg.snapshot_schedule()}
         state_every = math.ceil(cfg.state_every_tokens / cfg.batch_tokens) if cfg.state_every_tokens else 0
-        bar = tqdm(total=cfg.steps * cfg.batch_tokens, initial=self.step * cfg.batch_tokens, unit="tok",
-                   unit_scale=True, desc=f"train {len(self.all_keys)} SAEs", disable=not self.progress, mininterval=2.0)
+        bar = tqdm(
+            total=cfg.steps * cfg.batch_tokens,
+            initial=self.step * cfg.batch_tokens,
+            unit="tok",
+            unit_scale=True,
+            desc=f"train {len(self.all_keys)} SAEs",
+            disable=not self.progress,
+            mininterval=2.0,
+        )
         with stop_requests() as stop:
             try:
                 t0, done0 = time.perf_counter(), self.step
                 while self.step < cfg.steps:
                     rows, fault = self._train_step()
-                    faulted, stopping = self.comm.any([fault is not None, stop.requested or stop_after_step == self.step + 1])
+                    faulted, stopping = self.comm.any(
+                        [fault is not None, stop.requested or stop_after_step == self.step + 1]
+                    )
                     if faulted:
-                        raise fault or NumericalFault(f"another process of this run hit a numerical fault at step "
-                                                      f"{self.step + 1} (see its message); the run stopped, {self._last_good()}.")
+                        raise fault or NumericalFault(
+                            f"another process of this run hit a numerical fault at step "
+                            f"{self.step + 1} (see its message); the run stopped, {self._last_good()}."
+                        )
                     self.step += 1
                     self._log(rows)
                     bar.update(cfg.batch_tokens)
                     saved = False
                     if self.step in schedule:
                         self._snapshot(schedule[self.step])
-                    if self.step < cfg.steps and (self.step in schedule or (state_every and self.step % state_every == 0)
-                                                  or stopping):
+                    if self.step < cfg.steps and (
+                        self.step in schedule or (state_every and self.step % state_every == 0) or stopping
+                    ):
                         self._save_state()
                         saved = True
                     if stopping and self.step < cfg.steps:
@@ -359,8 +331,9 @@ class Trainer:
                 bar.close()
 
 
-def train(cfg: SAETrainConfig, out: Path, resume: bool = False, force: bool = False, progress: bool = True,
-          model=None) -> Path:
+def train(
+    cfg: SAETrainConfig, out: Path, resume: bool = False, force: bool = False, progress: bool = True, model=None
+) -> Path:
     return Trainer(cfg, out, progress=progress, model=model).run(resume=resume, force=force)
 
 
