@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from kdsae_core.common.errors import MissingData
-from kdsae_core.figures import reference, toy, toy_why
+from kdsae_core.figures import reference, toy, toy_sentences, toy_why
 from kdsae_core.figures.catalog_exp2 import REFERENCE_FIGURES, RUN_FIGURES
 from kdsae_core.figures.figure_spec import FigureSpec
 from kdsae_core.figures.style import save_figure
@@ -48,7 +48,7 @@ TOY_FIGURES: list[FigureSpec] = [
         "and naive floors, with d*_S marked.",
         toy.loss_vs_width_data,
         toy.loss_vs_width,
-        toy.loss_sentence,
+        toy_sentences.loss_sentence,
     ),
     FigureSpec(
         "toy_accuracy_grid",
@@ -57,7 +57,7 @@ TOY_FIGURES: list[FigureSpec] = [
         "How closely measured matches predicted in each cell of the grid: where the closed form can be trusted.",
         toy.accuracy_grid_data,
         toy.accuracy_grid,
-        toy.accuracy_sentence,
+        toy_sentences.accuracy_sentence,
     ),
     FigureSpec(
         "toy_measured_vs_predicted",
@@ -66,7 +66,7 @@ TOY_FIGURES: list[FigureSpec] = [
         "Every (configuration, width) pair against the diagonal, and the measured knee against d*_S.",
         toy.measured_vs_predicted_data,
         toy.measured_vs_predicted,
-        toy.knee_sentence,
+        toy_sentences.knee_sentence,
     ),
 ]
 
