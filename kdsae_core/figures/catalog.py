@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from kdsae_core.common.errors import MissingData
-from kdsae_core.figures import reference, toy, toy_sentences, toy_why
+from kdsae_core.figures import reference, toy, toy_sentences, toy_why, toy_why_sentences
 from kdsae_core.figures.catalog_exp2 import REFERENCE_FIGURES, RUN_FIGURES
 from kdsae_core.figures.figure_spec import FigureSpec
 from kdsae_core.figures.style import save_figure
@@ -79,7 +79,7 @@ WHY_FIGURES: list[FigureSpec] = [
         "student against its teacher: the gap exists before distillation.",
         toy_why.teachers_data,
         toy_why.teachers,
-        toy_why.teachers_sentence,
+        toy_why_sentences.teachers_sentence,
     ),
     FigureSpec(
         "toy_why_represented",
@@ -89,7 +89,7 @@ WHY_FIGURES: list[FigureSpec] = [
         "counts (dropped features) and the loss it sets to zero (interference, shrinkage).",
         toy_why.represented_data,
         toy_why.represented,
-        toy_why.represented_sentence,
+        toy_why_sentences.represented_sentence,
     ),
     FigureSpec(
         "toy_why_profiles",
@@ -98,7 +98,7 @@ WHY_FIGURES: list[FigureSpec] = [
         "The paper grid under each importance profile: whether any reaches 93%.",
         toy_why.profiles_data,
         toy_why.profiles,
-        toy_why.profiles_sentence,
+        toy_why_sentences.profiles_sentence,
     ),
     FigureSpec(
         "toy_why_affine",
@@ -107,7 +107,7 @@ WHY_FIGURES: list[FigureSpec] = [
         "A calibration fitted per sparsity on n = 10, 20 and judged on the held-out n = 40.",
         toy_why.affine_data,
         toy_why.affine,
-        toy_why.affine_sentence,
+        toy_why_sentences.affine_sentence,
     ),
     FigureSpec(
         "toy_why_knee",
@@ -116,7 +116,7 @@ WHY_FIGURES: list[FigureSpec] = [
         "Students trained on the task past the predicted knee: where the loss stops falling.",
         toy_why.knee_data,
         toy_why.knee,
-        toy_why.knee_sentence,
+        toy_why_sentences.knee_sentence,
     ),
 ]
 
