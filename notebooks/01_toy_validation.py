@@ -67,6 +67,7 @@ from kdsae_core.toy import analysis as toy_analysis
 from kdsae_core.figures import catalog, style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
+from kdsae_core.figures import toy_sentences
 from kdsae_core.toy.profiles import paper_grid_time, wall_time
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.results import load_results
@@ -127,7 +128,7 @@ def show(name: str) -> None:
 
 # %%
 show("toy_loss_vs_width")
-display(Markdown(toy_figures.loss_sentence(results)))
+display(Markdown(toy_sentences.loss_sentence(results)))
 
 # %% [markdown]
 # ## How closely measured matches predicted, per $(\alpha, F)$
@@ -148,13 +149,13 @@ show("toy_accuracy_grid")
 
 # %%
 show("toy_measured_vs_predicted")
-display(Markdown(toy_figures.knee_sentence(results)))
+display(Markdown(toy_sentences.knee_sentence(results)))
 
 # %% [markdown]
 # ## The paper's accuracy claim, checked on these results
 
 # %%
-display(Markdown(toy_figures.accuracy_sentence(results)))
+display(Markdown(toy_sentences.accuracy_sentence(results)))
 
 # %% [markdown]
 # ## Why the toy model misses 93%
@@ -234,6 +235,6 @@ if live_check:
     live["geometric:0.9"] = live_sweep("geometric:0.9")
     table = {"shown above": results} if results is not live["zipf:1"][0] else {}
     table.update({f"live quick, {imp} ({secs:.0f} s)": res for imp, (res, secs) in live.items()})
-    display(HTML(toy_figures.accuracy_table_html(table)))
+    display(HTML(toy_sentences.accuracy_table_html(table)))
 else:
     display(Markdown("*Live check skipped (`live_check = False`).*"))

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from kdsae_core.figures import catalog, save_figure, style
 from kdsae_core.figures import toy as tf
+from kdsae_core.figures import toy_sentences as ts
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.profiles import PROFILES
 from kdsae_core.toy.sweep import run_sweep
@@ -147,7 +148,7 @@ def test_provenance_embeds_the_data_file(results, tmp_path):
 
 
 def test_accuracy_sentence_is_honest(results):
-    text = tf.accuracy_sentence(results)
+    text = ts.accuracy_sentence(results)
     assert "\u03b1 = 0.95: accuracy_rel no pairs below d*_S" in text
     assert "NOT the paper's grid" in text and "untested there" in text
     rel08 = results["median_accuracy_by_alpha"]["rel"]["0.8"]
@@ -157,15 +158,15 @@ def test_accuracy_sentence_is_honest(results):
     good = copy.deepcopy(results)
     for c in good["configs"]:
         c["measured_floor"] = [[p * 1.01 + 1e-4] * 2 for p in c["predicted_floor"]]
-    text = tf.accuracy_sentence(good)
+    text = ts.accuracy_sentence(good)
     assert "**holds** with accuracy_rel at every sparsity level" in text and "with accuracy_norm it holds" in text
     assert "untested there" in text  # alpha 0.95 still has no pair below d*_S
     good["median_accuracy_by_alpha"] = {"rel": {"0.8": 0.1}, "norm": {"0.8": 0.1}}  # stored medians are not read
-    assert "**holds** with accuracy_rel" in tf.accuracy_sentence(good)
+    assert "**holds** with accuracy_rel" in ts.accuracy_sentence(good)
     for c in good["configs"]:
         if c["alpha"] == 0.8:  # 10% above: accuracy_rel about 91%, at or below 93%
             c["measured_floor"] = [[p * 1.1 + 1e-4] * 2 for p in c["predicted_floor"]]
-    assert "**does not hold** with accuracy_rel: the median is at or below 93% at \u03b1 = 0.8" in tf.accuracy_sentence(
+    assert "**does not hold** with accuracy_rel: the median is at or below 93% at \u03b1 = 0.8" in ts.accuracy_sentence(
         good
     )
 
@@ -173,14 +174,14 @@ def test_accuracy_sentence_is_honest(results):
 def test_accuracy_sentence_names_the_paper_grid_only_for_its_settings(results):
     paper_like = copy.deepcopy(results)
     paper_like["settings"].update({k: v for k, v in PROFILES["paper"].items()})
-    assert "These are the 48 configurations and 20 seeds of the co-author's stated sweep" in tf.accuracy_sentence(
+    assert "These are the 48 configurations and 20 seeds of the co-author's stated sweep" in ts.accuracy_sentence(
         paper_like
     )
-    assert "co-author's stated sweep" not in tf.accuracy_sentence(results)
+    assert "co-author's stated sweep" not in ts.accuracy_sentence(results)
 
 
 def test_accuracy_table_html_lists_every_run(results):
-    html = tf.accuracy_table_html({"paper": results, "live": results})
+    html = ts.accuracy_table_html({"paper": results, "live": results})
     assert html.count("<tr>") == 1 + 2 and "no pairs / " in html and "<th>paper</th><th>live</th>" in html
 
 
@@ -195,10 +196,10 @@ def test_loss_and_knee_sentences_count_pairs(results):
                 continue
             predicted_nonzero += 1
             at_or_above += statistics.median(seeds) >= c["predicted_floor"][k]
-    sentence = tf.loss_sentence(results)
+    sentence = ts.loss_sentence(results)
     assert (
         f"Of the {predicted_nonzero} (configuration, width) pairs with a non-zero predicted floor, {at_or_above} "
         f"measure at or above it (the other {trivial} are predicted 0" in sentence
     )
     assert predicted_nonzero + trivial == 10 and trivial > 0
-    assert f"Of the {inside} configurations" in tf.knee_sentence(results)
+    assert f"Of the {inside} configurations" in ts.knee_sentence(results)

@@ -1,6 +1,6 @@
 """The three figures of Experiment 1 (the toy model), each a pure function of a toy_results dict
-(`kdsae_core.toy.results.assemble_results`), with a `*_data` function returning the exact table it plots and a
-sentence computed from the same numbers (`figures.catalog` lists them).
+(`kdsae_core.toy.results.assemble_results`), with a `*_data` function returning the exact table it plots; the
+sentence computed from the same numbers is in `figures.toy_sentences` (`figures.catalog` lists all three).
 
 Losses are drawn as a fraction of L_inf (the loss of predicting zero), so panels with different sparsity
 share one scale; the tables hold the raw values as well.
@@ -8,7 +8,6 @@ share one scale; the tables hold the raw values as well.
 
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
@@ -25,16 +24,14 @@ from kdsae_core.figures.style import (
     PREDICTED_COLOUR,
     SEQUENTIAL_CMAP,
     new_figure,
-    percent,
     suptitle,
 )
 from kdsae_core.toy.analysis import PAPER_ACCURACY as PAPER_THRESHOLD  # "above 93% at all sparsity levels"
-from kdsae_core.toy.analysis import accuracy_medians, lower_bound, on_paper_grid, pairs
+from kdsae_core.toy.analysis import on_paper_grid
 
 PAPER_PERCENT = f"{PAPER_THRESHOLD:.0%}"  # the paper's accuracy threshold as the texts print it ("93%")
 ALPHA = "\u03b1"
 L_INF = "L\u221e"
-DASH = "\u2013"
 
 
 def describe(results: dict) -> str:
@@ -85,71 +82,59 @@ def loss_vs_width_data(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def loss_vs_width(results: dict) -> Figure:
-    data = loss_vs_width_data(results)
-    alphas, ns = _alphas(results), _ns(results)
-    teachers = sorted(data["d_teacher"].unique())
-    colours = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(teachers)}
-    max_w = int(data["width"].max())
-    fig = new_figure(2.25 * len(ns) + 0.9, 1.85 * len(alphas) + 1.9)
-    axes = fig.subplots(len(alphas), len(ns), squeeze=False, sharex=True, sharey=True)
-    offsets = {d: (i - (len(teachers) - 1) / 2) * 0.08 for i, d in enumerate(teachers)}
-    for r, a in enumerate(alphas):
-        for col, n in enumerate(ns):
-            ax = axes[r, col]
-            sub = data[(data.alpha == a) & (data.n == n)]
-            L = float(sub.L_inf.iloc[0])
-            for d_t in teachers:
-                s = sub[sub.d_teacher == d_t]
-                med = s.measured_median / L
-                ax.errorbar(
-                    s.width + offsets[d_t],
-                    med,
-                    yerr=[med - s.measured_min / L, s.measured_max / L - med],
-                    marker="o",
-                    ms=3,
-                    lw=1.1,
-                    capsize=1.5,
-                    color=colours[d_t],
-                )
-            pred = sub.drop_duplicates("width").sort_values("width")
-            ax.plot(pred.width, pred.predicted_floor / L, "--", color=PREDICTED_COLOUR, lw=1.3)
-            ax.plot(pred.width, pred.naive_floor / L, ":", color="0.5", lw=1.2)
-            d_star = float(sub.d_star_S.iloc[0])
-            if d_star <= max_w + 0.5:
-                ax.axvline(d_star, color=CRITICAL_COLOUR, lw=0.9, alpha=0.7)
-                ax.plot([d_star], [0], marker="^", color=CRITICAL_COLOUR, ms=7, clip_on=False, zorder=5)
-                ax.annotate(
-                    f"d*_S={d_star:.2g}",
-                    (d_star, 0.97),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(3, 0),
-                    textcoords="offset points",
-                    color=CRITICAL_COLOUR,
-                    fontsize=7,
-                    va="top",
-                    bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85),
-                )
-            else:
-                ax.annotate(
-                    f"d*_S={d_star:.3g} \u2192",
-                    (1.0, 0.97),
-                    xycoords="axes fraction",
-                    ha="right",
-                    va="top",
-                    color=CRITICAL_COLOUR,
-                    fontsize=7,
-                    bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85),
-                )
-            ax.set_title(f"{ALPHA} = {a:g}, F = n = {n}", fontsize=9)
-            ax.grid(True)
-    axes[0, 0].set_xlim(0, max_w + 0.5)
-    top = float(max(1.0, (data.measured_max / data.L_inf).max()))
-    axes[0, 0].set_ylim(0, top * 1.05)
-    axes[0, 0].set_xticks(range(0, max_w + 1, 1 if max_w <= 10 else 2))
-    for ax in axes[-1]:
-        ax.set_xlabel("student width d_S")
-    fig.supylabel(f"loss vs ground truth / {L_INF}    ({L_INF}: the loss of predicting 0)", fontsize=9)
+def _measured_and_predicted(ax, sub: pd.DataFrame, teachers, colours, offsets) -> None:
+    """One (alpha, n) panel's curves, as fractions of its L_inf: the measured floor per teacher (median, bars
+    the seed range; teachers offset sideways) and the predicted refined and naive floors."""
+    L = float(sub.L_inf.iloc[0])
+    for d_t in teachers:
+        s = sub[sub.d_teacher == d_t]
+        med = s.measured_median / L
+        ax.errorbar(
+            s.width + offsets[d_t],
+            med,
+            yerr=[med - s.measured_min / L, s.measured_max / L - med],
+            marker="o",
+            ms=3,
+            lw=1.1,
+            capsize=1.5,
+            color=colours[d_t],
+        )
+    pred = sub.drop_duplicates("width").sort_values("width")
+    ax.plot(pred.width, pred.predicted_floor / L, "--", color=PREDICTED_COLOUR, lw=1.3)
+    ax.plot(pred.width, pred.naive_floor / L, ":", color="0.5", lw=1.2)
+
+
+def _mark_critical_width(ax, d_star: float, max_w: int) -> None:
+    """d*_S as a line and a marker on the width axis, or, past the widest student, as an arrow in the corner."""
+    label_box = dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.85)
+    if d_star <= max_w + 0.5:
+        ax.axvline(d_star, color=CRITICAL_COLOUR, lw=0.9, alpha=0.7)
+        ax.plot([d_star], [0], marker="^", color=CRITICAL_COLOUR, ms=7, clip_on=False, zorder=5)
+        ax.annotate(
+            f"d*_S={d_star:.2g}",
+            (d_star, 0.97),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            color=CRITICAL_COLOUR,
+            fontsize=7,
+            va="top",
+            bbox=label_box,
+        )
+    else:
+        ax.annotate(
+            f"d*_S={d_star:.3g} \u2192",
+            (1.0, 0.97),
+            xycoords="axes fraction",
+            ha="right",
+            va="top",
+            color=CRITICAL_COLOUR,
+            fontsize=7,
+            bbox=label_box,
+        )
+
+
+def _loss_legend(fig: Figure, teachers, colours) -> None:
     handles = [
         Line2D([], [], color=colours[d], marker="o", ms=3, label=f"measured, teacher d_T = {d}") for d in teachers
     ]
@@ -164,6 +149,33 @@ def loss_vs_width(results: dict) -> Figure:
         frameon=False,
         ncol=max(1, min(len(handles), int(fig.get_figwidth() / 2.9))),
     )
+
+
+def loss_vs_width(results: dict) -> Figure:
+    data = loss_vs_width_data(results)
+    alphas, ns = _alphas(results), _ns(results)
+    teachers = sorted(data["d_teacher"].unique())
+    colours = {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(teachers)}
+    max_w = int(data["width"].max())
+    fig = new_figure(2.25 * len(ns) + 0.9, 1.85 * len(alphas) + 1.9)
+    axes = fig.subplots(len(alphas), len(ns), squeeze=False, sharex=True, sharey=True)
+    offsets = {d: (i - (len(teachers) - 1) / 2) * 0.08 for i, d in enumerate(teachers)}
+    for r, a in enumerate(alphas):
+        for col, n in enumerate(ns):
+            ax = axes[r, col]
+            sub = data[(data.alpha == a) & (data.n == n)]
+            _measured_and_predicted(ax, sub, teachers, colours, offsets)
+            _mark_critical_width(ax, float(sub.d_star_S.iloc[0]), max_w)
+            ax.set_title(f"{ALPHA} = {a:g}, F = n = {n}", fontsize=9)
+            ax.grid(True)
+    axes[0, 0].set_xlim(0, max_w + 0.5)
+    top = float(max(1.0, (data.measured_max / data.L_inf).max()))
+    axes[0, 0].set_ylim(0, top * 1.05)
+    axes[0, 0].set_xticks(range(0, max_w + 1, 1 if max_w <= 10 else 2))
+    for ax in axes[-1]:
+        ax.set_xlabel("student width d_S")
+    fig.supylabel(f"loss vs ground truth / {L_INF}    ({L_INF}: the loss of predicting 0)", fontsize=9)
+    _loss_legend(fig, teachers, colours)
     suptitle(
         fig,
         "Measured loss floor vs student width (median over seeds; bars: seed range) with the "
@@ -340,129 +352,3 @@ def measured_vs_predicted(results: dict) -> Figure:
         describe(results),
     )
     return fig
-
-
-# ---- sentences computed from the same numbers --------------------------------------------------------
-def _pairs(k) -> str:
-    return f"{k} pair" if k == 1 else f"{k} pairs"
-
-
-def loss_sentence(results: dict) -> str:
-    d = loss_vs_width_data(results)
-    gap = (d.measured_median - d.predicted_floor) / d.L_inf
-    below = d.width < d.d_star_S
-    b = lower_bound(results)
-    parts = [
-        f"Of the {b['nonzero']} (configuration, width) pairs with a non-zero predicted floor, "
-        f"{b['nonzero_at_or_above']} measure at or above it (the other {b['trivial']} are predicted 0 and pass "
-        "trivially)"
-    ]
-    if below.any():
-        parts.append(
-            "below d*_S the measured floor exceeds the predicted one by a median "
-            f"{percent(float(gap[below].median()))} "
-            f"of L\u221e ({_pairs(int(below.sum()))})"
-        )
-    if (~below).any():
-        parts.append(
-            f"at or above d*_S, where the prediction is 0, students measure a median "
-            f"{percent(float((d.measured_median / d.L_inf)[~below].median()))} of L\u221e "
-            f"({_pairs(int((~below).sum()))})"
-        )
-    return "; ".join(parts) + "."
-
-
-def knee_sentence(results: dict) -> str:
-    k = measured_vs_predicted_data(results)["knee"]
-    inside = k[~k.d_star_beyond_widths]
-    if inside.empty:
-        return "No configuration has d*_S within its student widths, so the knee cannot be compared with it."
-    diff = (inside.knee_width - inside.predicted_knee).abs()
-    text = (
-        f"Of the {len(inside)} configurations whose d*_S lies within their student widths, {int((diff <= 1).sum())} "
-        f"have their measured knee within one width of \u2308d*_S\u2309 and {int((diff == 0).sum())} exactly at it "
-        f"(median |knee \u2212 \u2308d*_S\u2309| = {float(diff.median()):g}); "
-        f"{len(k) - len(inside)} configurations have d*_S beyond their widest student."
-    )
-    if results["settings"].get("mode") == "distill":
-        widest = sum(bool(np.argmin(c["measured_floor_median"]) == len(c["widths"]) - 1) for c in results["configs"])
-        text += (
-            f" These students are distilled: the lowest floor is at the widest student, d_S = d_T, in {widest} of "
-            f"{len(results['configs'])} configurations, so this knee measures the teacher's width, not d*_S "
-            "(the knee on students trained on the task is further down)."
-        )
-    return text
-
-
-def accuracy_sentence(results: dict) -> str:
-    """Per-alpha median accuracies and whether the paper's 93% claim holds on these results, honestly:
-    a level with no pair below d*_S cannot support it, and a grid other than the paper's says nothing
-    about the paper's 48 configurations."""
-    m = accuracy_medians(pairs(results))  # recomputed from the per-seed floors, as the claims ledger does
-    med = {kind: {repr(a): ("no pairs" if v is None else v) for a, v in m[kind].items()} for kind in ("rel", "norm")}
-    lines = []
-    for a in m["norm"]:
-        rel = (
-            "no pairs below d*_S"
-            if m["rel"][a] is None
-            else f"{percent(m['rel'][a])} over {_pairs(m['pairs_below_d_star'][a])} below d*_S"
-        )
-        lines.append(
-            f"- \u03b1 = {a!r}: accuracy_rel {rel}; accuracy_norm {percent(m['norm'][a])} over {_pairs(m['pairs'][a])}"
-        )
-    rel = {a: v for a, v in med["rel"].items() if v != "no pairs"}
-    norm_ok = all(v > PAPER_THRESHOLD for v in med["norm"].values())
-    failing = [a for a, v in rel.items() if v <= PAPER_THRESHOLD]
-    untestable = [a for a, v in med["rel"].items() if v == "no pairs"]
-    if not rel:
-        verdict = "cannot be checked with accuracy_rel: no sparsity level has a pair below d*_S"
-    elif failing:
-        verdict = (
-            f"**does not hold** with accuracy_rel: the median is at or below {PAPER_PERCENT} at \u03b1 = "
-            f"{', '.join(failing)}"
-        )
-    else:
-        verdict = "**holds** with accuracy_rel at every sparsity level that has pairs below d*_S"
-    if untestable and rel:
-        verdict += f" (\u03b1 = {', '.join(untestable)} has no such pair, so the claim is untested there)"
-    verdict += (
-        f"; with accuracy_norm it {'holds' if norm_ok else 'does not hold'} "
-        f"({'every' if norm_ok else 'not every'} level above {PAPER_PERCENT})"
-    )
-    s = results["settings"]
-    scope = (
-        "These are the 48 configurations and 20 seeds of the co-author's stated sweep; the steps, learning rate, "
-        "batch and importance profile follow an independent re-implementation, not the paper's text."
-        if on_paper_grid(results)
-        else f"These results are NOT the paper's grid (profile {s.get('profile')}: {len(results['configs'])} "
-        f"configurations, {s.get('seeds')} seeds, {s.get('steps'):,} steps), so this is no verdict on the "
-        "paper's 48 configurations, only on this run."
-    )
-    return (
-        "Median prediction accuracy per sparsity level (median over (configuration, width) pairs of the "
-        "seed-median floor):\n\n" + "\n".join(lines) + f"\n\nThe paper's claim \"median prediction accuracy "
-        f'above {PAPER_PERCENT} at all sparsity levels" {verdict}. {scope} Which of the two definitions the paper '
-        "uses is "
-        "not known to us."
-    )
-
-
-def accuracy_table_html(runs: dict[str, dict]) -> str:
-    """Per-alpha median accuracies (accuracy_rel / accuracy_norm) of several results side by side, as an
-    HTML table (the book renders notebook Markdown output as CommonMark, which has no tables)."""
-    medians = {label: accuracy_medians(pairs(r)) for label, r in runs.items()}  # from the per-seed floors
-    alphas = sorted({a for m in medians.values() for a in m["norm"]})
-    head = "".join(f"<th>{html.escape(label)}</th>" for label in runs)
-    rows = []
-
-    def cell(m, kind, a):
-        return DASH if a not in m[kind] else "no pairs" if m[kind][a] is None else percent(m[kind][a])
-
-    for a in alphas:
-        cells = "".join(f"<td>{cell(m, 'rel', a)} / {cell(m, 'norm', a)}</td>" for m in medians.values())
-        rows.append(f"<tr><td>{ALPHA} = {a:g}</td>{cells}</tr>")
-    notes = "; ".join(f"<b>{html.escape(label)}</b>: {html.escape(describe(r))}" for label, r in runs.items())
-    return (
-        f'<table class="table"><thead><tr><th>sparsity</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-        f"</table><p><small>Each cell: median accuracy_rel / median accuracy_norm. {notes}.</small></p>"
-    )

@@ -1,6 +1,7 @@
 """Why the toy model misses the paper's 93%: five figures, each a pure function of the toy evidence
-(`toy_analysis.ToyEvidence`) with a `*_data` function returning the table it plots and a sentence computed from
-that table. `figures.catalog` lists them with the others and draws them; `missing` says why one cannot be drawn.
+(`toy_analysis.ToyEvidence`) with a `*_data` function returning the table it plots; the sentence computed from
+that table is in `figures.toy_why_sentences`. `figures.catalog` lists them with the others and draws them;
+`missing` says why one cannot be drawn.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, percent, suptitle
+from kdsae_core.figures.style import CRITICAL_COLOUR, PALETTE, PREDICTED_COLOUR, new_figure, suptitle
 from kdsae_core.figures.toy import ALPHA, L_INF, PAPER_PERCENT, alpha_colours, describe
 from kdsae_core.toy import analysis as ta
 from kdsae_core.toy.config import REPRESENTED_THRESHOLDS
@@ -75,25 +76,6 @@ def teachers(ev: ta.ToyEvidence) -> Figure:
     return fig
 
 
-def teachers_sentence(ev: ta.ToyEvidence) -> str:
-    t = ta.teacher_summary(ev.grid)
-    rel = ", ".join(f"{percent(v)} at {ALPHA} = {a:g}" for a, v in t["teacher_accuracy_rel"].items() if v is not None)
-    norm = ", ".join(f"{percent(v)}" for v in t["teacher_accuracy_norm"].values())
-    far = t["median_teacher_over_L_inf"] > ta.ORDER_TOLERANCE
-    inherit = abs(t["median_student_over_teacher"] - 1) <= 0.1
-    return (
-        f"Before any distillation, the teachers of the {t['configs']} configurations (seed medians) sit at a median "
-        f"{percent(t['median_teacher_over_L_inf'])} of {L_INF}; the prediction for their own width reaches a median "
-        f"accuracy_rel of {rel} (accuracy_norm {norm} over all levels). Students as wide as their teacher end at "
-        f"a median {t['median_student_over_teacher']:.2f}x the teacher's floor"
-        + (
-            ": the gap to the prediction is already there before distillation, and students inherit it."
-            if far and inherit
-            else "."
-        )
-    )
-
-
 # ---- (2) represented features against the budget ---------------------------------------------------------------
 def represented_data(ev: ta.ToyEvidence) -> pd.DataFrame:
     """One row per trained student: represented features at each threshold, F_S, the predicted floor and the measured
@@ -113,12 +95,10 @@ def represented_data(ev: ta.ToyEvidence) -> pd.DataFrame:
     )
 
 
-def represented(ev: ta.ToyEvidence) -> Figure:
-    data = represented_data(ev)
-    d, teachers = data[data.role == "student"], data[data.role == "teacher"]
+def _represented_vs_budget(ax, d: pd.DataFrame, teachers: pd.DataFrame) -> None:
+    """Left panel: features each model represents (jittered) against its budget F_S, with the students' median
+    per budget at every threshold."""
     key = ta.REPRESENTED
-    fig = new_figure(7.8, 4.8)
-    ax, bx = fig.subplots(1, 2)
     cells = (
         d.groupby(["budget"])
         .agg(**{f"rep_{t}": (f"represented_{t}", "median") for t in REPRESENTED_THRESHOLDS}, models=("seed", "size"))
@@ -162,6 +142,12 @@ def represented(ev: ta.ToyEvidence) -> Figure:
         title="represented features vs the budget",
     )
     ax.legend(fontsize=7, loc="upper left")
+
+
+def _floor_split(bx, d: pd.DataFrame) -> None:
+    """Right panel: the measured floor of students with L* > 0, split into the loss on the features they drop and
+    the loss on the features they keep, each against the predicted floor."""
+    key = ta.REPRESENTED
     below = d[d.predicted_over_L_inf > 0]
     bx.scatter(
         below.predicted_over_L_inf,
@@ -199,6 +185,15 @@ def represented(ev: ta.ToyEvidence) -> Figure:
         title="the measured floor, split (L* > 0)",
     )
     bx.legend(fontsize=7, loc="upper left", markerscale=3)
+
+
+def represented(ev: ta.ToyEvidence) -> Figure:
+    data = represented_data(ev)
+    d, teachers = data[data.role == "student"], data[data.role == "teacher"]
+    fig = new_figure(7.8, 4.8)
+    ax, bx = fig.subplots(1, 2)
+    _represented_vs_budget(ax, d, teachers)
+    _floor_split(bx, d)
     suptitle(
         fig,
         "What the theory counts and what it leaves out: features a student represents against its budget "
@@ -207,38 +202,6 @@ def represented(ev: ta.ToyEvidence) -> Figure:
         describe(ev.grid),
     )
     return fig
-
-
-def represented_sentence(ev: ta.ToyEvidence) -> str:
-    s, t = ta.budget_summary(ev.grid), ta.budget_summary(ev.grid, role="teacher")
-    teachers = (
-        f" Their teachers, trained on the task, represent a median {t['median_represented_over_budget']:.2f} of "
-        f"the budget of their own width ({t['above_budget']:,} of {t['models']:,} above it)."
-        if t
-        else ""
-    )
-    other = "; ".join(
-        f"{v['median_represented_over_budget']:.2f} at ||W_i|| >= {t}"
-        for t, v in s["by_threshold"].items()
-        if t != s["threshold"]
-    )
-    dropped = s["median_dropped_over_predicted_below_d_star"]
-    kept = s["median_interference_share_below_d_star"]
-    effect = (
-        "both push the measured floor above the prediction"
-        if dropped > 1 and kept > 0
-        else "the loss on represented features pushes the floor above the prediction"
-        if kept > 0
-        else "the floor stays near the prediction"
-    )
-    return (
-        f"Of {s['models']:,} trained students whose budget F_S is below n ({s['trivial']:,} more have F_S = n and "
-        f"cannot exceed it), {s['above_budget']:,} represent more features than F_S (||W_i|| >= {s['threshold']}), "
-        f"{s['at_budget']:,} exactly as many and {s['below_budget']:,} fewer; the median student represents "
-        f"{s['median_represented_over_budget']:.2f} of its budget ({other}). The loss on the features they drop is a "
-        f"median {dropped:.2f}x the predicted floor, and the loss on the features they keep (interference and "
-        f"shrinkage) is a median {percent(kept)} of the measured floor: {effect}." + teachers
-    )
 
 
 # ---- (3) importance profiles ---------------------------------------------------------------------------------------
@@ -291,34 +254,6 @@ def profiles(ev: ta.ToyEvidence) -> Figure:
     return fig
 
 
-def profiles_sentence(ev: ta.ToyEvidence) -> str:
-    d = profiles_data(ev)
-    parts, any_clears = [], False
-    for imp, s in d.groupby("importance", sort=False):
-        ok = ta.clears(
-            {
-                "rel": dict(zip(s.alpha, s.accuracy_rel_median.where(s.accuracy_rel_median.notna(), None))),
-                "norm": dict(zip(s.alpha, s.accuracy_norm_median)),
-            }
-        )
-        any_clears |= ok["rel"] or ok["norm"]
-        lowest = s.loc[s.accuracy_norm_median.idxmin()]
-        parts.append(
-            f"{imp} ({s.seeds.iloc[0]} seeds): lowest accuracy_norm {percent(lowest.accuracy_norm_median)} at "
-            f"{ALPHA} = {lowest.alpha:g}, {'clears' if ok['rel'] or ok['norm'] else 'does not clear'} "
-            f"{PAPER_PERCENT} at every level "
-            f"under "
-            f"{'one reading' if ok['rel'] or ok['norm'] else 'either reading'}"
-        )
-    if len(parts) == 1:
-        return parts[0] + "; the other importance profiles are not committed in this checkout."
-    return "; ".join(parts) + (
-        f". At least one reading reaches {PAPER_PERCENT} under some profile."
-        if any_clears
-        else f". No importance profile we tried reaches {PAPER_PERCENT} at every sparsity level under either reading."
-    )
-
-
 # ---- (4) the affine reading ------------------------------------------------------------------------------------------
 def affine_data(ev: ta.ToyEvidence) -> dict[str, pd.DataFrame]:
     r = ta.affine_reading(ev.grid)
@@ -361,19 +296,6 @@ def affine(ev: ta.ToyEvidence) -> Figure:
         describe(ev.grid),
     )
     return fig
-
-
-def affine_sentence(ev: ta.ToyEvidence) -> str:
-    fits = affine_data(ev)["fits"]
-    per = "; ".join(
-        f"{ALPHA} = {r.alpha:g}: accuracy_rel {percent(r.accuracy_rel_median)}, accuracy_norm "
-        f"{percent(r.accuracy_norm_median)}"
-        for r in fits.itertuples()
-    )
-    return (
-        f"Calibrated on n = 10 and 20 and judged on the held-out n = 40: {per}. This reading needs two fitted "
-        "constants per sparsity level, so it is a calibration, not the paper's prediction."
-    )
 
 
 # ---- (5) the knee, in direct mode ------------------------------------------------------------------------------------
@@ -438,23 +360,6 @@ def knee(ev: ta.ToyEvidence) -> Figure:
         describe(ev.direct),
     )
     return fig
-
-
-def knee_sentence(ev: ta.ToyEvidence) -> str:
-    k = ta.knee_summary(ev.direct)
-    distill = ta.knee_summary(ev.grid)
-    still = (
-        f" In {k['lowest_at_widest']} of {k['configs']} configurations the lowest floor is at the widest student "
-        "trained, so the loss is still falling there, past the predicted knee."
-        if k["lowest_at_widest"]
-        else ""
-    )
-    return (
-        f"Trained on the task, {k['within_one']} of {k['testable']} configurations that can test it have their knee "
-        f"within one width of ceil(d*_S) and {k['exact']} exactly at it (median |knee - ceil(d*_S)| = "
-        f"{k['median_abs_diff']:g}).{still} Distilled students cannot show this: their lowest floor is at d_S = d_T "
-        f"in {distill['lowest_at_widest']} of {distill['configs']} configurations."
-    )
 
 
 def missing(ev: ta.ToyEvidence) -> dict[str, str]:
