@@ -16,7 +16,7 @@ from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import reference_dir
 from kdsae_core.runs import layout
 from kdsae_core.runs.reference import PAPER_LAYER_VALUES
-from kdsae_core.toy.analysis import shown
+from kdsae_core.toy.evidence import shown
 
 
 def not_testable_claims(ledger: Ledger) -> None:
