@@ -46,7 +46,7 @@ from sae_step import LR, SHAPES, TRIAL, Batches, Matmuls, density_bias, flops_pe
 from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
 
 from kdsae_core.common import paths
-from kdsae_core.runs.tables import read_metrics
+from kdsae_core.runs.readers import read_metrics
 from kdsae_core.sae.step import SAEUnit
 
 GOALS = {(1024, 32768): 1.25, (384, 2048): 2.0}

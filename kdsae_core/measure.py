@@ -129,34 +129,33 @@ def _result(acc: _Accumulator, ck: Checkpoint, cfg: dict, run_cfg: dict) -> dict
         "explained_variance": 1.0 - float(acc.sse) / variance if variance > 0 else None,
         "alive_threshold": theory.ALIVE_THRESHOLD,
     }
-    if 0 < L0 < F:
-        out.update(
-            {
-                "alpha": m.alpha,
-                "g_alpha": m.g_alpha,
-                "d_star_S": m.d_star_S,
-                "L_inf": m.L_inf,
-                "predictions": {str(k): v for k, v in m.predictions(theory.default_widths(d_in)).items()},
-            }
-        )
-    else:  # alpha = 1 - L0/F is outside (0, 1): the theory does not apply; say so rather than invent a value
-        why = (
-            f"no latent fired on the {n:,} measurement tokens"
-            if F == 0
-            else f"L0 = {L0:.4g} is not inside (0, F = {F})"
-        )
-        out.update(
-            {
-                "alpha": None,
-                "g_alpha": None,
-                "d_star_S": None,
-                "L_inf": m.L_inf,
-                "predictions": {},
-                "note": f"{why}: alpha is undefined",
-            }
-        )
+    out.update(_theory_fields(m, n, d_in))
     out["sorted_importance"] = importance.tolist()
     return out
+
+
+def _theory_fields(m: theory.Measurement, n: int, d_in: int) -> dict:
+    """The theory's quantities of a measurement (alpha, g(alpha), d*_S, L_inf, the predicted floors), or, when
+    alpha = 1 - L0/F is outside (0, 1), a note saying why they are undefined."""
+    F, L0 = m.F_alive, m.avg_active
+    if 0 < L0 < F:
+        return {
+            "alpha": m.alpha,
+            "g_alpha": m.g_alpha,
+            "d_star_S": m.d_star_S,
+            "L_inf": m.L_inf,
+            "predictions": {str(k): v for k, v in m.predictions(theory.default_widths(d_in)).items()},
+        }
+    # the theory does not apply; say so rather than invent a value
+    why = f"no latent fired on the {n:,} measurement tokens" if F == 0 else f"L0 = {L0:.4g} is not inside (0, F = {F})"
+    return {
+        "alpha": None,
+        "g_alpha": None,
+        "d_star_S": None,
+        "L_inf": m.L_inf,
+        "predictions": {},
+        "note": f"{why}: alpha is undefined",
+    }
 
 
 def _write_summaries(run: Path, trials) -> list[Path]:
@@ -213,12 +212,7 @@ def measure_run(
     group over the same measurement tokens in the same batches (sae_plan.measure_plan), so the grouping does
     not change the numbers."""
     run = Path(run)
-    if not layout.run_config(run).exists():
-        raise RunFolderError(
-            f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
-            "download one with `kdsae download`."
-        )
-    run_cfg = json.loads(layout.run_config(run).read_text())
+    run_cfg = _run_config(run)
     settings = run_cfg.get("settings") or {}
     n_tokens = int(tokens or settings.get("measure_tokens") or 100_000)
     if n_tokens < 1:
@@ -255,13 +249,28 @@ def measure_run(
         results = _measure_groups(
             run, run_cfg, model, groups, listed, device, context, plan.batch_tokens, n_tokens, progress
         )
-        written = []
-        for r in results:
-            path = layout.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
-            atomic_write_json(path, r)
-            written.append(path)
-        written += _write_summaries(run, {r["trial"] for r in results})
-        manifest.update_manifest(run, written)  # only these: a file damaged since it was listed stays caught
+        return _write_results(run, results)
+
+
+def _run_config(run: Path) -> dict:
+    """The run folder's config.json; a folder without one is refused."""
+    if not layout.run_config(run).exists():
+        raise RunFolderError(
+            f"{run} is not a run folder (no config.json): train one with `kdsae train` or "
+            "download one with `kdsae download`."
+        )
+    return json.loads(layout.run_config(run).read_text())
+
+
+def _write_results(run: Path, results: list[dict]) -> list[Path]:
+    """Every measurement's JSON and the summaries of their trials, listed in the manifest; the files written."""
+    written = []
+    for r in results:
+        path = layout.measurement_file(run, r["trial"], r["layer"], r["snapshot"])
+        atomic_write_json(path, r)
+        written.append(path)
+    written += _write_summaries(run, {r["trial"] for r in results})
+    manifest.update_manifest(run, written)  # only these: a file damaged since it was listed stays caught
     return written
 
 

@@ -63,11 +63,11 @@ warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; t
 from kdsae_core.book import param_rules
 from kdsae_core.book import params as notebook_params
 from kdsae_core.common import paths
-from kdsae_core.toy import analysis as toy_analysis
 from kdsae_core.figures import catalog, style
 from kdsae_core.figures import toy as toy_figures
 from kdsae_core.figures import toy_why
 from kdsae_core.figures import toy_sentences
+from kdsae_core.toy import evidence as toy_evidence
 from kdsae_core.toy.profiles import paper_grid_time, wall_time
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.results import load_results
@@ -165,7 +165,7 @@ display(Markdown(toy_sentences.accuracy_sentence(results)))
 # With `rerun`, the first two figures and the affine reading use the re-run grid, the others the committed sweeps.
 
 # %% tags=["hide-input"]
-evidence = toy_analysis.evidence_with_grid(results, short)
+evidence = toy_evidence.evidence_with_grid(results, short)
 why = catalog.draw_why(evidence, figures)
 
 

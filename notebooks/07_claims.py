@@ -41,20 +41,20 @@ from tqdm import TqdmWarning
 
 warnings.filterwarnings("ignore", category=TqdmWarning)  # no ipywidgets here; nothing on this page shows a bar
 
-from kdsae_core.toy import analysis as toy_analysis
 from kdsae_core.book import claims
 from kdsae_core.cli.verify import hub_measurements
 from kdsae_core.common.paths import RESULTS, toy_results_file
+from kdsae_core.toy import evidence as toy_evidence
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.results import load_results
 from kdsae_core.toy.sweep import run_sweep
 
 if toy_results:
-    evidence = toy_analysis.evidence_with_grid(load_results(Path(toy_results)), f"the toy results {toy_results}")
+    evidence = toy_evidence.evidence_with_grid(load_results(Path(toy_results)), f"the toy results {toy_results}")
 elif toy_results_file("paper").exists() and not rerun:
-    evidence = toy_analysis.committed_evidence()
+    evidence = toy_evidence.committed_evidence()
 else:
-    evidence = toy_analysis.evidence_with_grid(run_sweep(ToyConfig.from_profile(profile), progress=False),
+    evidence = toy_evidence.evidence_with_grid(run_sweep(ToyConfig.from_profile(profile), progress=False),
                                                f"a {profile} sweep run now")
 toy = evidence.grid
 print(f"Toy-model claims from {evidence.grid_source} ({len(toy['configs'])} configurations, "

@@ -10,6 +10,7 @@ from kdsae_core.book import claims, claims_lm
 from kdsae_core.cli.main import main
 from kdsae_core.common.paths import toy_results_file
 from kdsae_core.toy import analysis as ta
+from kdsae_core.toy import evidence as toy_evidence
 from kdsae_core.toy.config import ToyConfig
 from kdsae_core.toy.profiles import PROFILES
 from kdsae_core.toy.results import load_results
@@ -248,7 +249,7 @@ def test_verify_with_no_options_judges_the_committed_results(committed, tmp_path
     assert main(["verify", "--json", str(tmp_path / "l.json")]) == 0
     out = capsys.readouterr().out
     printed = {c["id"]: c for c in json.loads((tmp_path / "l.json").read_text())}
-    expected = by_id(claims.build_ledger(ta.committed_evidence(), embedded_run=None))
+    expected = by_id(claims.build_ledger(toy_evidence.committed_evidence(), embedded_run=None))
     for cid in ("toy-accuracy", "toy-sparsity-order", "toy-lower-bound", "toy-affine-reading", "toy-knee"):
         assert printed[cid]["verdict"] == expected[cid].verdict, cid
     assert "inputs: results/toy/paper/toy_results.json" in out and "a quick sweep run now" not in out

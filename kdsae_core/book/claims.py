@@ -109,7 +109,17 @@ def headline(ledger: Ledger, toy: ToyEvidence) -> list[tuple[str, str]]:
     """The ledger's verdict as a few Markdown sentences, each with the claim id whose row holds its evidence. Every
     clause follows the verdict or number it cites."""
     claims = {c.id: c for c in ledger.claims}
-    lines = []
+    lines = [_released_sentence(ledger)]
+    floor = _toy_floor_sentence(claims, toy)
+    if floor:
+        lines.append(floor)
+    lines += _toy_claim_sentences(claims, toy)
+    lines.append(_language_model_sentence())
+    return lines
+
+
+def _released_sentence(ledger: Ledger) -> tuple[str, str]:
+    """How the formula's arithmetic fares against the authors' released numbers."""
     released = [c for c in ledger.claims if c.id.startswith("pythia-")]
     ok = sum(c.verdict == CONSISTENT for c in released)
     agree = (
@@ -117,41 +127,45 @@ def headline(ledger: Ledger, toy: ToyEvidence) -> list[tuple[str, str]]:
         if ok
         else "could not be checked against"
     )
-    lines.append(
-        (
-            f"**The formula's arithmetic {agree} the authors' released numbers** (F, α, d\\*_S and the features "
-            f"a width-128 student drops; {', '.join(sorted({c.verdict for c in released}))}): a consistency "
-            "check of their files, not a new measurement.",
-            "pythia-l12-F",
-        )
+    return (
+        f"**The formula's arithmetic {agree} the authors' released numbers** (F, α, d\\*_S and the features "
+        f"a width-128 student drops; {', '.join(sorted({c.verdict for c in released}))}): a consistency "
+        "check of their files, not a new measurement.",
+        "pythia-l12-F",
     )
+
+
+def _toy_floor_sentence(claims: dict, toy: ToyEvidence) -> tuple[str, str] | None:
+    """Whether the predicted floor bounds the toy model's measured loss, and how tightly; None without a pair whose
+    prediction is non-zero."""
     rows = [r for r in ta.pairs(toy.grid) if r["predicted"] > 0]
-    if rows:
-        gap = float(np.median([(r["measured"] - r["predicted"]) / r["L_inf"] for r in rows]))
-        b = ta.lower_bound(toy.grid)
-        holds = claims["toy-lower-bound"].verdict == REPRODUCED
-        kind = (
-            ("a lower bound" + (", but a loose one" if gap > ta.ORDER_TOLERANCE else ""))
-            if holds
-            else "not a lower bound"
-        )
-        lines.append(
-            (
-                f"**In the toy model the predicted floor is {kind}**: {b['nonzero_at_or_above']} of "
-                f"{b['nonzero']} pairs with a non-zero prediction measure at or above it; the median pair sits "
-                f"{percent(gap)} of L∞ {'above' if gap >= 0 else 'below'} it.",
-                "toy-lower-bound",
-            )
-        )
+    if not rows:
+        return None
+    gap = float(np.median([(r["measured"] - r["predicted"]) / r["L_inf"] for r in rows]))
+    b = ta.lower_bound(toy.grid)
+    holds = claims["toy-lower-bound"].verdict == REPRODUCED
+    kind = (
+        ("a lower bound" + (", but a loose one" if gap > ta.ORDER_TOLERANCE else "")) if holds else "not a lower bound"
+    )
+    return (
+        f"**In the toy model the predicted floor is {kind}**: {b['nonzero_at_or_above']} of "
+        f"{b['nonzero']} pairs with a non-zero prediction measure at or above it; the median pair sits "
+        f"{percent(gap)} of L∞ {'above' if gap >= 0 else 'below'} it.",
+        "toy-lower-bound",
+    )
+
+
+def _toy_claim_sentences(claims: dict, toy: ToyEvidence) -> list[tuple[str, str]]:
+    """The toy model's accuracy and knee verdicts, and the feature budget that explains them."""
     acc = claims["toy-accuracy"]
-    lines.append((f"**The 93% accuracy claim: {acc.verdict}** ({_md(acc.measured)}).", "toy-accuracy"))
     knee = claims["toy-knee"]
-    lines.append(
+    lines = [
+        (f"**The 93% accuracy claim: {acc.verdict}** ({_md(acc.measured)}).", "toy-accuracy"),
         (
             f"**The knee at d\\*_S: {knee.verdict}**" + (f" ({_md(knee.measured)})." if knee.measured else "."),
             "toy-knee",
-        )
-    )
+        ),
+    ]
     budget = ta.budget_summary(toy.grid)
     if budget:
         fewer = budget["median_represented_over_budget"] < 1
@@ -165,21 +179,23 @@ def headline(ledger: Ledger, toy: ToyEvidence) -> list[tuple[str, str]]:
                 "toy-feature-budget",
             )
         )
-    lines.append(
-        (
-            "**On a language model nothing is distilled here**: the abstract's distillation and probing results "
-            "need experiments this companion does not run.",
-            "distill-floor-order",
-        )
+    return lines
+
+
+def _language_model_sentence() -> tuple[str, str]:
+    """What the companion does not test on a language model, with layer 12's dropped share when the released file is
+    there."""
+    text = (
+        "**On a language model nothing is distilled here**: the abstract's distillation and probing results "
+        "need experiments this companion does not run."
     )
     layer12 = _layer12_dropped_share()
     if layer12:
-        lines[-1] = (
-            lines[-1][0] + f" At layer 12, the {layer12[0]:.0%} of latents a width-128 student must drop "
-            f"carry {layer12[1]:.2%} of L∞ by the released importances.",
-            lines[-1][1],
+        text += (
+            f" At layer 12, the {layer12[0]:.0%} of latents a width-128 student must drop "
+            f"carry {layer12[1]:.2%} of L∞ by the released importances."
         )
-    return lines
+    return text, "distill-floor-order"
 
 
 def _md(text: str) -> str:

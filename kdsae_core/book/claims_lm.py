@@ -16,7 +16,7 @@ from kdsae_core.common.errors import MissingData
 from kdsae_core.common.paths import reference_dir
 from kdsae_core.runs import layout
 from kdsae_core.runs.reference import PAPER_LAYER_VALUES
-from kdsae_core.toy.analysis import shown
+from kdsae_core.toy.evidence import shown
 
 
 def not_testable_claims(ledger: Ledger) -> None:
@@ -65,89 +65,25 @@ def not_testable_claims(ledger: Ledger) -> None:
 
 
 # ---- Pythia-410M reference measurements -------------------------------------------------------------------
+_RELEASED_SOURCE = ABSTRACT + "; values from the co-author's released layer-12 measurements"
+_RELEASED_FILE = "the authors' released measurements_layer12.json (KDSAE_REFERENCE_DIR)"
+
+
 def pythia_claims(ledger: Ledger) -> None:
+    """The Pythia-410M claims, checked by arithmetic on the authors' released measurement files."""
     ref = reference_dir()
-
-    def check(fn):
-        def run():
-            m = reference_measurement(ref, 12)
-            measured, ok = fn(m)
-            return (
-                measured,
-                consistent_if(ok),
-                "arithmetic on the authors' released layer-12 measurements: it checks the formula's numbers "
-                "against their file, not an experiment run here",
-            )
-
-        return run
-
-    src = ABSTRACT + "; values from the co-author's released layer-12 measurements"
-    released = "the authors' released measurements_layer12.json (KDSAE_REFERENCE_DIR)"
-    ledger.add(
-        Claim(
-            "pythia-l12-F",
-            "Pythia-410M layer 12: F ~ 28,700 alive latents.",
-            src,
-            "F_alive of the released measurement file",
-            "within 0.5%",
-            released,
-        ),
-        check(lambda m: (f"F = {m.F_alive:,}", abs(m.F_alive / 28_700 - 1) <= 0.005)),
-    )
-    ledger.add(
-        Claim(
-            "pythia-l12-alpha",
-            "Pythia-410M layer 12: alpha ~ 0.992.",
-            src,
-            "alpha = 1 - L0 / F from the released file",
-            "|alpha - 0.992| <= 0.0005",
-            released,
-        ),
-        check(lambda m: (f"alpha = {m.alpha:.5f} (L0 = {m.avg_active:g})", abs(m.alpha - 0.992) <= 5e-4)),
-    )
-    ledger.add(
-        Claim(
-            "pythia-l12-dstar",
-            "Pythia-410M layer 12: d*_S ~ 1,065.",
-            src,
-            "d*_S = F / g(alpha) with the unrounded alpha",
-            "within 0.1%",
-            released,
-        ),
-        check(lambda m: (f"d*_S = {m.d_star_S:,.1f} (g = {m.g_alpha:.2f})", abs(m.d_star_S / 1_065 - 1) <= 1e-3)),
-    )
-
-    def loss128(m):
-        p = m.predictions([128])[128]
-        frac = p["features_dropped"] / m.F_alive
-        return f"{p['features_dropped']:,} of {m.F_alive:,} latents dropped ({100 * frac:.1f}%)", abs(
-            frac - 0.88
-        ) <= 0.005
-
+    _layer12_claims(ledger, ref)
     ledger.add(
         Claim(
             "pythia-l12-loss128",
             "At d_S = 128 a student loses 88% of layer 12's features.",
-            src,
+            _RELEASED_SOURCE,
             "1 - floor(128 g(alpha)) / F",
             "within 0.5 percentage points",
-            released,
+            _RELEASED_FILE,
         ),
-        check(loss128),
+        _layer12_check(ref, _loss128),
     )
-
-    def wide():
-        values = {layer: reference_measurement(ref, layer).d_star_S for layer in (12, 16)}
-        pub = PAPER_LAYER_VALUES[8]
-        layer8 = theory.critical_width(pub["F_alive"], theory.alpha_from_sae(pub["F_alive"], pub["L0"]))
-        measured = ", ".join(f"layer {k}: {v:,.1f}" for k, v in values.items())
-        return (
-            measured,
-            consistent_if(all(v > 1024 for v in values.values())),
-            f"layers 12 and 16 from the released files; layer 8 has no released file: from the F and L0 its "
-            f"authors print it would be {layer8:,.1f}, context only, not part of the verdict",
-        )
-
     ledger.add(
         Claim(
             "pythia-dstar-above-dmodel",
@@ -157,7 +93,84 @@ def pythia_claims(ledger: Ledger) -> None:
             "strictly above 1024 at the released layers",
             "the released measurements_layer12/16.json",
         ),
-        wide,
+        lambda: _dstar_above_dmodel(ref),
+    )
+
+
+def _layer12_check(ref: Path | None, fn: Callable) -> Callable:
+    """A ledger check applying fn (measurement -> (measured, ok)) to the released layer-12 measurement."""
+
+    def run():
+        m = reference_measurement(ref, 12)
+        measured, ok = fn(m)
+        return (
+            measured,
+            consistent_if(ok),
+            "arithmetic on the authors' released layer-12 measurements: it checks the formula's numbers "
+            "against their file, not an experiment run here",
+        )
+
+    return run
+
+
+def _layer12_claims(ledger: Ledger, ref: Path | None) -> None:
+    """Layer 12's F, alpha and d*_S against the values the paper prints."""
+    ledger.add(
+        Claim(
+            "pythia-l12-F",
+            "Pythia-410M layer 12: F ~ 28,700 alive latents.",
+            _RELEASED_SOURCE,
+            "F_alive of the released measurement file",
+            "within 0.5%",
+            _RELEASED_FILE,
+        ),
+        _layer12_check(ref, lambda m: (f"F = {m.F_alive:,}", abs(m.F_alive / 28_700 - 1) <= 0.005)),
+    )
+    ledger.add(
+        Claim(
+            "pythia-l12-alpha",
+            "Pythia-410M layer 12: alpha ~ 0.992.",
+            _RELEASED_SOURCE,
+            "alpha = 1 - L0 / F from the released file",
+            "|alpha - 0.992| <= 0.0005",
+            _RELEASED_FILE,
+        ),
+        _layer12_check(ref, lambda m: (f"alpha = {m.alpha:.5f} (L0 = {m.avg_active:g})", abs(m.alpha - 0.992) <= 5e-4)),
+    )
+    ledger.add(
+        Claim(
+            "pythia-l12-dstar",
+            "Pythia-410M layer 12: d*_S ~ 1,065.",
+            _RELEASED_SOURCE,
+            "d*_S = F / g(alpha) with the unrounded alpha",
+            "within 0.1%",
+            _RELEASED_FILE,
+        ),
+        _layer12_check(
+            ref, lambda m: (f"d*_S = {m.d_star_S:,.1f} (g = {m.g_alpha:.2f})", abs(m.d_star_S / 1_065 - 1) <= 1e-3)
+        ),
+    )
+
+
+def _loss128(m: theory.Measurement) -> tuple[str, bool]:
+    """The share of layer 12's latents a width-128 student drops, against the paper's 88%."""
+    p = m.predictions([128])[128]
+    frac = p["features_dropped"] / m.F_alive
+    return f"{p['features_dropped']:,} of {m.F_alive:,} latents dropped ({100 * frac:.1f}%)", abs(frac - 0.88) <= 0.005
+
+
+def _dstar_above_dmodel(ref: Path | None):
+    """d*_S at the released layers 12 and 16 against the teacher's width; layer 8's, from its printed F and L0, as
+    context."""
+    values = {layer: reference_measurement(ref, layer).d_star_S for layer in (12, 16)}
+    pub = PAPER_LAYER_VALUES[8]
+    layer8 = theory.critical_width(pub["F_alive"], theory.alpha_from_sae(pub["F_alive"], pub["L0"]))
+    measured = ", ".join(f"layer {k}: {v:,.1f}" for k, v in values.items())
+    return (
+        measured,
+        consistent_if(all(v > 1024 for v in values.values())),
+        f"layers 12 and 16 from the released files; layer 8 has no released file: from the F and L0 its "
+        f"authors print it would be {layer8:,.1f}, context only, not part of the verdict",
     )
 
 

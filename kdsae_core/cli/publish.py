@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kdsae_core.common.errors import RunFolderError
 from kdsae_core.hub import client as hub
+from kdsae_core.hub import publishing
 from kdsae_core.runs.layout import run_config
 
 
@@ -40,14 +41,14 @@ def publish(
     from kdsae_core.hub.export import export_run
 
     hub.check_repo_id(repo)
-    hub.require_online(f"publishing {run} to {repo}")
+    publishing.require_online(f"publishing {run} to {repo}")
     run = Path(run).expanduser().absolute()
     if not run_config(run).exists():
         raise RunFolderError(f"{run} is not a run folder (no config.json).")
     tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.publish-", dir=run.parent))
     try:
         folder = export_run(run, tmp / "export", repo=repo)
-        return hub.upload(folder, repo, revision=revision, force=force, private=private, message=message)
+        return publishing.upload(folder, repo, revision=revision, force=force, private=private, message=message)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

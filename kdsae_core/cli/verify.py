@@ -89,8 +89,8 @@ def toy_evidence(args) -> ToyEvidence:
     """The committed results (what the book shows), unless a results file or a fresh sweep is asked for; the
     direct-mode sweep and the other importance profiles are the committed ones either way."""
     # torch (the toy sweep): imported when the verb runs, so that `kdsae --help` starts without it
-    from kdsae_core.toy.analysis import committed_evidence, evidence_with_grid
-    from kdsae_core.toy.config import ToyConfig  # torch, as above
+    from kdsae_core.toy.config import ToyConfig
+    from kdsae_core.toy.evidence import committed_evidence, evidence_with_grid  # torch, as above
     from kdsae_core.toy.results import load_results  # torch, as above
     from kdsae_core.toy.sweep import run_sweep  # torch, as above
 

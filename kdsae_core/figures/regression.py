@@ -20,7 +20,7 @@ import matplotlib
 import pandas as pd
 
 from kdsae_core.figures import catalog
-from kdsae_core.toy.analysis import evidence_with_grid, shown
+from kdsae_core.toy.evidence import evidence_with_grid, shown
 from kdsae_core.toy.results import load_results
 
 DATA_SUFFIXES = (".csv", ".json")

@@ -68,22 +68,11 @@ def fused_backward(
     W_enc, b_enc, W_dec, b_dec = (t.detach().to(cd) for t in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
     x = x.to(cd)
     g_enc_block, g_dec, g_b_dec = _grad_buffers(sae)
-    # [x - b_dec | 1 | 0...]: the ones column makes the last product give b_enc's gradient too; zero columns pad
-    # the rows to a multiple of _ALIGN elements (aligned operands for the matrix libraries).
-    xa = torch.zeros(B, _padded(d_in), dtype=cd, device=x.device)
-    xa[:, d_in] = 1
-    xc = xa[:, :d_in]
-    torch.sub(x, b_dec, out=xc)
-    z = _addmm_relu(b_enc, xc, W_enc)  # [B, d_sae]
+    xa = _augmented_input(x, b_dec, d_in)
+    z = _addmm_relu(b_enc, xa[:, :d_in], W_enc)  # [B, d_sae]
     active = torch.count_nonzero(z)  # L0, and the density that picks the path
     chosen = sae_sparse.choose_path(path, active, (B, d_sae), cd)
-    lam64 = torch.as_tensor(lam, dtype=torch.float64, device=z.device)
-    per_token64 = lam64 / (B if form == "sum" else B * d_sae)
-    # In bf16 the `mean` form's per-token term (lam / (B d_sae), ~3e-13 at the paper's shape) is ~1e-5 of the
-    # MSE gradient it would be added to and rounds away; it is then added separately, exactly, in fp32 (below),
-    # and both paths' products get a zero L1 term.
-    l1_apart = form == "mean" and cd not in (torch.float32, torch.float64)
-    per_token = (per_token64 * (not l1_apart)).to(cd)  # rounded once, to the compute dtype
+    lam64, per_token64, l1_apart, per_token = _l1_per_token(lam, form, B, d_sae, cd, z.device)
     if chosen == "sparse":
         g_err, mse, z_sum, fired = sae_sparse.sparse_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec)
     else:
@@ -99,6 +88,29 @@ def fused_backward(
     # a count of at most B d_sae is exact in float64; rounded to float32 as the logged L0 always was
     l0 = active.to(torch.float64).float() / B
     return StepStats(mse=mse, l1=l1, loss=mse + lam64.float() * l1, l0=l0, fired=fired, path=chosen)
+
+
+def _augmented_input(x: torch.Tensor, b_dec: torch.Tensor, d_in: int) -> torch.Tensor:
+    """[x - b_dec | 1 | 0...] in x's dtype: the ones column makes the last product give b_enc's gradient too; zero
+    columns pad the rows to a multiple of _ALIGN elements (aligned operands for the matrix libraries)."""
+    xa = torch.zeros(x.shape[0], _padded(d_in), dtype=x.dtype, device=x.device)
+    xa[:, d_in] = 1
+    torch.sub(x, b_dec, out=xa[:, :d_in])
+    return xa
+
+
+def _l1_per_token(lam, form: str, B: int, d_sae: int, cd: torch.dtype, device):
+    """The L1 term's weight: (lam and its per-token share in float64, whether the share is added apart in fp32, the
+    share each path's products use, rounded once to the compute dtype).
+
+    In bf16 the `mean` form's per-token term (lam / (B d_sae), ~3e-13 at the paper's shape) is ~1e-5 of the MSE
+    gradient it would be added to and rounds away; it is then added separately, exactly, in fp32 (fused_backward),
+    and both paths' products get a zero L1 term."""
+    lam64 = torch.as_tensor(lam, dtype=torch.float64, device=device)
+    per_token64 = lam64 / (B if form == "sum" else B * d_sae)
+    l1_apart = form == "mean" and cd not in (torch.float32, torch.float64)
+    per_token = (per_token64 * (not l1_apart)).to(cd)
+    return lam64, per_token64, l1_apart, per_token
 
 
 def _dense_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec):

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from kdsae_core import theory
-from kdsae_core.common.errors import MissingData
-from kdsae_core.common.paths import REPO_ROOT, toy_importance_results_file, toy_results_file
 from kdsae_core.toy.config import KNEE_TOLERANCE, REPRESENTED_THRESHOLDS, ToyConfig
 from kdsae_core.toy.model import expected_x_squared, importance_profile
-from kdsae_core.toy.results import knee_width, load_results
+from kdsae_core.toy.results import knee_width
 
 PAPER_ACCURACY = 0.93  # "median prediction accuracy above 93%" at every sparsity level
 ORDER_TOLERANCE = 0.02  # sparsity order: a floor may rise by this much of L_inf before it counts as wrong
 REPRESENTED = "0.5"  # the threshold on ||W_i|| the budget comparison uses; 0.3 and 0.7 are shown beside it
 BUDGET_TOLERANCE = 0.01  # share of trained students allowed to represent more features than F_S
 FIT_NS, HELD_OUT_NS = (10, 20), (40,)  # the affine reading is fitted on these feature counts, judged on those
-OTHER_PROFILES = ("geometric:0.9", "uniform")  # the paper grid is also committed under these importance profiles
 
 
 @dataclass
@@ -39,39 +35,6 @@ class ToyEvidence:
     direct: dict | None = None
     direct_source: str = ""
     profiles: dict[str, tuple[dict, str]] = field(default_factory=dict)
-
-
-def shown(path) -> str:
-    """A path as a reader should see it: relative to the repository when inside it."""
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
-
-
-def committed_evidence(grid_file: Path | None = None) -> ToyEvidence:
-    """The committed toy results the book's verdicts rest on: the paper grid (or `grid_file`), the direct-mode knee
-    sweep and the grid under the other importance profiles (absent ones left out)."""
-    grid_file = Path(grid_file) if grid_file else toy_results_file("paper")
-    if not grid_file.exists():
-        raise MissingData(
-            f"the toy results {shown(grid_file)} are missing: run `make results-toy`, or pass --profile "
-            "to run a sweep now"
-        )
-    return evidence_with_grid(load_results(grid_file), shown(grid_file))
-
-
-def evidence_with_grid(grid: dict, source: str) -> ToyEvidence:
-    """`grid` (from `source`) beside the committed direct-mode sweep and importance-profile grids, where present."""
-    direct = toy_results_file("direct")
-    profiles = {
-        imp: (load_results(f), shown(f)) for imp in OTHER_PROFILES if (f := toy_importance_results_file(imp)).exists()
-    }
-    return ToyEvidence(
-        grid,
-        source,
-        load_results(direct) if direct.exists() else None,
-        shown(direct) if direct.exists() else "",
-        profiles,
-    )
 
 
 def on_paper_grid(results: dict) -> bool:

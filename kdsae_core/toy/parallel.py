@@ -75,14 +75,7 @@ def run_parallel(cfg: ToyConfig, out: Path, jobs: int, progress: bool = True) ->
     groups = split_feature_counts(cfg.n, jobs)
     threads = max(1, torch.get_num_threads() // len(groups))
     with run_lock(out):
-        split = {"n": groups, "config": dataclasses.asdict(cfg)}
-        split_file = out / TOY_PARTS_DIR / SPLIT_FILE
-        if split_file.exists() and json.loads(split_file.read_text()) != split:
-            raise InvalidParameter(
-                f"{out / TOY_PARTS_DIR} holds the parts of a sweep split or set up another way "
-                f"({split_file}): rerun that command, or use another --out."
-            )
-        atomic_write_json(split_file, split)
+        _record_split(out, cfg, groups)
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per part: no forked torch state
         parts = [
             ctx.Process(
@@ -97,30 +90,7 @@ def run_parallel(cfg: ToyConfig, out: Path, jobs: int, progress: bool = True) ->
             )
             for i, group in enumerate(groups)
         ]
-        stop = {"signal": None}
-
-        def forward(signum, frame):  # each part saves its state on SIGTERM, as a one-process sweep does
-            stop["signal"] = signum
-            for p in parts:
-                if p.is_alive():
-                    p.terminate()
-
-        old = signal.signal(signal.SIGTERM, forward)
-        try:
-            for p in parts:
-                p.start()
-            for p in parts:
-                p.join()
-        except KeyboardInterrupt:  # a terminal sends SIGINT to the parts too; a `kill -INT` only to this process
-            for p in parts:
-                if p.is_alive():
-                    os.kill(p.pid, signal.SIGINT)
-            for p in parts:
-                p.join()
-            stop["signal"] = signal.SIGINT
-        finally:
-            signal.signal(signal.SIGTERM, old)
-        if stop["signal"] is not None:
+        if _run_parts(parts) is not None:
             raise KeyboardInterrupt(
                 "toy sweep interrupted; state saved in every part: rerun the same command to resume"
             )
@@ -135,6 +105,47 @@ def run_parallel(cfg: ToyConfig, out: Path, jobs: int, progress: bool = True) ->
         atomic_write_json(out / TOY_RESULTS_FILE, results)
         shutil.rmtree(out / TOY_PARTS_DIR)
     return results
+
+
+def _record_split(out: Path, cfg: ToyConfig, groups: list[list[int]]) -> None:
+    """Write the split and the config to OUT/parts/split.json, refusing parts left there by another split or setup."""
+    split = {"n": groups, "config": dataclasses.asdict(cfg)}
+    split_file = out / TOY_PARTS_DIR / SPLIT_FILE
+    if split_file.exists() and json.loads(split_file.read_text()) != split:
+        raise InvalidParameter(
+            f"{out / TOY_PARTS_DIR} holds the parts of a sweep split or set up another way "
+            f"({split_file}): rerun that command, or use another --out."
+        )
+    atomic_write_json(split_file, split)
+
+
+def _run_parts(parts: list) -> int | None:
+    """Start every part and wait for all of them, passing a SIGTERM or SIGINT of this process on to them (each part
+    saves its state on either); the signal that stopped them, or None when they all ran to their end."""
+    stop = {"signal": None}
+
+    def forward(signum, frame):  # each part saves its state on SIGTERM, as a one-process sweep does
+        stop["signal"] = signum
+        for p in parts:
+            if p.is_alive():
+                p.terminate()
+
+    old = signal.signal(signal.SIGTERM, forward)
+    try:
+        for p in parts:
+            p.start()
+        for p in parts:
+            p.join()
+    except KeyboardInterrupt:  # a terminal sends SIGINT to the parts too; a `kill -INT` only to this process
+        for p in parts:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in parts:
+            p.join()
+        stop["signal"] = signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    return stop["signal"]
 
 
 def merge_results(cfg: ToyConfig, parts: list[dict]) -> dict:

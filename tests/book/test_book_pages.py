@@ -81,13 +81,12 @@ def test_toy_page_states_its_source_and_verdict(html):
 
 def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
     from kdsae_core.figures import catalog, toy_why
-    from kdsae_core.toy import analysis as toy_analysis
-
+    from kdsae_core.toy import evidence as toy_evidence
     text = _text(html["toy"])
     assert "Why the toy model misses 93%" in text
     if not paths.toy_results_file("paper").exists():
         return
-    evidence = toy_analysis.committed_evidence()
+    evidence = toy_evidence.committed_evidence()
     page = _plain(text)
     for name in catalog.drawable_why(evidence):
         captions = re.findall(r'<p class="kd-provenance">.*?</p>', html["toy"], flags=re.S)
@@ -108,15 +107,14 @@ def test_claims_page_shows_the_verdicts_the_committed_data_give(html):
     """Every row of the built claims page carries the verdict that the ledger, computed here from the committed
     results, gives; kdsae verify prints the same ledger (tests/test_verify.py)."""
     from kdsae_core.book import claims
-    from kdsae_core.toy import analysis as toy_analysis
-
+    from kdsae_core.toy import evidence as toy_evidence
     text = _text(html["claims"])
     shown = _page_verdicts(html["claims"])
     if not paths.toy_results_file("paper").exists():
         assert "Toy-model claims from a quick sweep run now" in text and shown["toy-accuracy"] == "not testable here"
         return
     assert "Toy-model claims from results/toy/paper/toy_results.json" in text and "paper grid: yes" in text
-    expected = claims.build_ledger(toy_analysis.committed_evidence(), embedded_run=paths.RESULTS / "exp2" / "embedded")
+    expected = claims.build_ledger(toy_evidence.committed_evidence(), embedded_run=paths.RESULTS / "exp2" / "embedded")
     assert shown == {c.id: c.verdict for c in expected.claims}
     assert shown["toy-accuracy"] == "not reproduced"  # pinned: the medians behind it are pinned in test_verify.py
 
