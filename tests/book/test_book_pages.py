@@ -82,6 +82,7 @@ def test_toy_page_states_its_source_and_verdict(html):
 def test_toy_page_explains_the_failure_with_every_figure_the_data_allow(html):
     from kdsae_core.figures import catalog, toy_why
     from kdsae_core.toy import evidence as toy_evidence
+
     text = _text(html["toy"])
     assert "Why the toy model misses 93%" in text
     if not paths.toy_results_file("paper").exists():
@@ -108,6 +109,7 @@ def test_claims_page_shows_the_verdicts_the_committed_data_give(html):
     results, gives; kdsae verify prints the same ledger (tests/test_verify.py)."""
     from kdsae_core.book import claims
     from kdsae_core.toy import evidence as toy_evidence
+
     text = _text(html["claims"])
     shown = _page_verdicts(html["claims"])
     if not paths.toy_results_file("paper").exists():
