@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from kdsae_core.figures.exp2_common import PILOT_COLOUR, TRIAL_COLOURS, axis_label
 from kdsae_core.figures.style import new_figure, plain_log_axis, suptitle
 from kdsae_core.runs.tables import RunData
+from kdsae_core.sae.model import TRIAL_NAMES
 
-MAIN_TRIALS = ("A", "B", "C")
 ROLE = {"A": "dense regime", "B": "paper-exact", "C": "adaptive, target L0"}
 
 
@@ -34,7 +34,7 @@ def frontier_data(run: RunData, trials=None, layers=None) -> pd.DataFrame:
                     "lambda": cfg.get("lambda"),
                     "l1_form": cfg.get("l1_form"),
                     "target_L0": run.target_l0(trial),
-                    "pilot": trial not in MAIN_TRIALS,
+                    "pilot": trial not in TRIAL_NAMES,
                 }
             )
         )
@@ -48,7 +48,7 @@ def frontier_data(run: RunData, trials=None, layers=None) -> pd.DataFrame:
 
 def _trial_label(row) -> str:
     lam = f"\u03bb {row['lambda']:.0e}" if isinstance(row["lambda"], (int, float)) and pd.notna(row["lambda"]) else ""
-    if row["trial"] in MAIN_TRIALS:
+    if row["trial"] in TRIAL_NAMES:
         role = ROLE[row["trial"]]
         if row["trial"] == "C" and pd.notna(row["target_L0"]):
             role = f"adaptive, target L0 {row['target_L0']:g}"

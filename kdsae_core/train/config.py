@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from kdsae_core.common.errors import InvalidParameter
 from kdsae_core.runs.tables import format_tokens
-from kdsae_core.sae.model import TrialSpec, paper_trials, pilot_trial
+from kdsae_core.sae.model import TRIAL_NAMES, TrialSpec, paper_trials, pilot_trial
 from kdsae_core.train.profiles import PROFILES, recorded_settings
 from kdsae_core.train.settings import BY_NAME, KNOBS, SETTINGS
 
@@ -21,7 +21,7 @@ class SAETrainConfig:
     profile: str = "embedded"
     model: str = "embedded"
     layers: list[int] | None = None  # None: every layer of the model
-    trials: list[str] = field(default_factory=lambda: ["A", "B", "C"])  # A, B, C or pilots like P7e-04
+    trials: list[str] = field(default_factory=lambda: list(TRIAL_NAMES))  # A, B, C or pilots like P7e-04
     d_sae: int | None = 2048
     expansion: float | None = None  # d_sae = expansion * d_model (instead of d_sae)
     tokens: int = 300_000
