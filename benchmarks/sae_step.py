@@ -128,7 +128,7 @@ class PlainStep:
 
 @torch.no_grad()
 def previous_fused_backward(sae: SAE, x: torch.Tensor, lam, form: str) -> StepStats:
-    """kdsae_core.sae.step.fused_backward as of commit 6d4dec3 (fp32 path), kept for before/after numbers."""
+    """fused_backward (then in kdsae_core/sae.py) as of commit 6d4dec3 (fp32 path), kept for before/after numbers."""
     B = x.shape[0]
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     xc = x - b_dec
