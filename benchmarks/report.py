@@ -63,6 +63,8 @@ def load_results(folder: Path = RESULTS) -> dict[str, dict]:
         "sae_step_density",
         "vs_saelens_density",
         "trial_c_sparse",
+        "trial_c_sparse_embedded",
+        "sparse_parts",
         "toy_sweep",
         "book_build",
     ):
@@ -337,6 +339,10 @@ def _projection(r: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
 def sparse_step_table(r: dict | None) -> str:
     """The density axis: the speed-up curve per shape, the crossover, the goals (sae_step_density,
     vs_saelens_density)."""
@@ -363,12 +369,14 @@ def sparse_step_table(r: dict | None) -> str:
     crossings = ", ".join(
         f"{k}: {'above every density measured' if v is None else f'**{v:.2%}**'}" for k, v in c["measured"].items()
     )
+    declared = ", ".join(f"{k} **{v:.2%}** (measured: {_pct(c['chosen'][k])})" for k, v in c["declared"].items())
     lines += [
         "",
         f"Crossover (sparse as fast as dense), log-interpolated between the measured densities: {crossings}. "
-        f"`SPARSE_BELOW_DENSITY` in kdsae_core/sae/sparse.py, which the automatic choice reads: "
-        f"**{c['declared']:.2%}** (the lowest crossover rounded down: {c['chosen']}; "
-        f"{'agree' if c['agrees'] else '**they disagree**'}).",
+        f"The threshold the automatic choice reads per shape (`CPU_CROSSOVERS` in kdsae_core/sae/sparse.py, "
+        f"log-interpolated in d_in x d_sae between the shapes): {declared} "
+        f"({'they agree with' if c['agrees'] else '**they disagree** with'} the lowest crossover of each shape, "
+        f"rounded down).",
         "",
         f"Goals: sparse >= {low['goal']:g}x the dense step at 1024 x 32768 and density <= {low['max_density']:.0%}: "
         + ", ".join(f"{sp:.2f}x at {d:.2%}" for d, sp in low["speedups"])
@@ -421,6 +429,49 @@ def vs_saelens_density_section(r: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sparse_parts_table(r: dict | None) -> str:
+    """Where the sparse step's time goes at one density (benchmarks/sparse_parts.py)."""
+    if not r:
+        return (
+            "\n*Where the sparse step's time goes: not measured yet (`.venv/bin/python benchmarks/sparse_parts.py`).*\n"
+        )
+    lines = [
+        "",
+        f"Where the sparse step's time goes at {r['d_in']} x {r['d_sae']:,}, batch {r['batch_tokens']:,}, density "
+        f"{r['density_measured']:.2%} (each call of the sparse half timed on its own, median of {r['rounds']} "
+        "rounds):",
+        "",
+        "| part | ms | GFLOP/s |",
+        "|---|---|---|",
+    ]
+    for name, v in r["parts"].items():
+        rate = "-" if v["gflops"] is None else f"{v['gflops']:.0f}"
+        lines.append(f"| {name} | {v['ms']:.1f} | {rate} |")
+    lines += [
+        f"| rest of the sparse step (Adam, clipping, renormalisation, count, elementwise) | "
+        f"{r['rest_of_sparse_step_ms']:.1f} | - |",
+        "",
+        f"Command `{r['command']}`; " + _bench_machine_short(r["machine"]) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+DRIFT_COLUMNS = ("loss", "lambda", "L0")  # the logged numbers compared between the two runs
+
+
+def drift_sentence(d: dict) -> str:
+    """How far an automatic run's log and weights are from the all-dense run's (benchmarks/trial_c_sparse.py)."""
+    rel, w = d["max_rel_diff"], d["final_weights_rel_diff"]
+    if d["first_differing_step"] is None:
+        return "The automatic run's log is the all-dense one's, number for number."
+    return (
+        f"The automatic run's log departs from the all-dense one's at step {d['first_differing_step']:,}, by at most "
+        + ", ".join(f"{rel[c]:.1e} ({c})" for c in DRIFT_COLUMNS)
+        + f" relative over the run; final weights {w['W_enc']:.0e} (W_enc) and {w['W_dec']:.0e} (W_dec) relative "
+        "in norm."
+    )
+
+
 def _trial_c_sparse(r: dict | None) -> str:
     if not r:
         return "\n*Trial C at 32x expansion: not measured yet (`.venv/bin/python benchmarks/trial_c_sparse.py`).*\n"
@@ -448,7 +499,31 @@ def _trial_c_sparse(r: dict | None) -> str:
         + _bench_machine_short(r["machine"])
         + ".",
     ]
+    if "drift" in r:
+        lines += ["", drift_sentence(r["drift"])]
     return "\n".join(lines) + "\n"
+
+
+def _trial_c_embedded(r: dict | None) -> str:
+    """Trial C at the embedded profile's own width: the numbers the reproducibility page points to."""
+    if not r:
+        return (
+            "\n*Trial C at the embedded width: not measured yet (`.venv/bin/python benchmarks/trial_c_sparse.py "
+            "--d-sae 2048 --layers 5 --out-name trial_c_sparse_embedded`).*\n"
+        )
+    d, a = r["runs"]["dense"], r["runs"]["auto"]
+    steps = sum(a["paths"].values())
+    return (
+        f"\nAt the embedded profile's own width (d_sae {r['d_sae']:,}, layer(s) "
+        f"{', '.join(map(str, r['layers']))}, trial C), where the automatic choice goes sparse below "
+        f"{r['sparse_below_density']:.2%}: {a['paths'].get('sparse', 0):,} of {steps:,} steps sparse"
+        + (f" from step {a['first_sparse_step']:,}" if a["first_sparse_step"] is not None else "")
+        + f", {d['wall_s'] / a['wall_s']:.2f}x the all-dense run's wall time. "
+        + drift_sentence(r["drift"])
+        + f" Command `{r['command']}`; "
+        + _bench_machine_short(r["machine"])
+        + ".\n"
+    )
 
 
 def _bench_machine_short(m: dict) -> str:
@@ -649,7 +724,9 @@ def render_sections(folder: Path = RESULTS) -> dict[str, str]:
         "sparse_step": (
             sparse_step_table(res.get("sae_step_density"))
             + vs_saelens_density_section(res.get("vs_saelens_density"))
+            + sparse_parts_table(res.get("sparse_parts"))
             + _trial_c_sparse(res.get("trial_c_sparse"))
+            + _trial_c_embedded(res.get("trial_c_sparse_embedded"))
         ),
         "sparse_projection": _sparse_projection(),
         "all_layers": _with_one_thread(_all_layers, res, "all_layers"),

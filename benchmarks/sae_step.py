@@ -21,15 +21,17 @@ round) and then the median over rounds. Goals: >= 0.90 at the paper shape, >= 0.
 Writes benchmarks/results/sae_step.json and .md. Re-executes itself with MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=68719476736 (the Makefile's settings) unless --no-malloc-env.
 
-The density axis (issue 19), `--densities 0.002,0.005,...` (default shapes 384x2048 and 1024x32768): at each
+The density axis (issue 19), `--densities 0.002,0.005,...` (default shapes 384x2048, 384x12288 and 1024x32768): at each
 density, in alternating rounds, `before` (SAEUnit.step as of BEFORE_COMMIT, read from git: today's dense step
 before the sparse path existed), `dense` and `sparse` (SAEUnit.step with the path fixed), after the five
 products alone timed in the same run (the matmul rate). The density is set by the encoder bias: every latent's
-b_enc is minus the (1 - density) quantile of its pre-activation over a batch, so each latent fires on that
-fraction of the tokens of any batch drawn alike (the measured density, L0 / d_sae of the last step, is reported
-next to the target). FLOPs per token: 10 d_in d_sae dense, 2 d_in d_sae (1 + 4 density) sparse. From the speed-up
-curve: the crossover density per shape (log-interpolated where sparse stops being faster), the one
-kdsae_core.sae.sparse.SPARSE_BELOW_DENSITY must declare (the lowest, rounded down), whether the automatic choice
+b_enc is minus the (1 - density) quantile of its pre-activation over 8,192 tokens drawn like the batches, so each
+latent fires on about that fraction of the tokens of any batch (the measured density, L0 / d_sae of the last
+step, is reported next to the target, with the first step's). All variants train at DENSITY_LR (1e-9) there, so
+the weights, and with them the density, stay where the bias set them. FLOPs per token: 10 d_in d_sae dense,
+2 d_in d_sae (1 + 4 density) sparse. From the speed-up curve: the crossover density per shape and batch
+(log-interpolated where sparse stops being faster), the one kdsae_core.sae.sparse.CPU_CROSSOVERS must declare per
+shape (the lowest over batches, rounded down), whether the automatic choice
 is ever more than 3% slower than `before`, and the equivalence of 100 sparse and dense steps from the same
 weights on the same batches. Writes benchmarks/results/sae_step_density.json and .md.
 """
@@ -59,6 +61,12 @@ GOALS = {PAPER_SHAPE: 0.90}  # every other shape: 0.70
 GOAL_OTHER = 0.70
 TRIAL = TrialSpec("B", 8e-5, "sum")  # the paper's trial B (fixed lambda, sum form)
 LR, CLIP = 3e-4, 1.0
+# On the density axis every variant trains with this learning rate instead: at LR the weights move enough in the
+# hundreds of steps a point takes to carry the density far from where the encoder bias set it (a target of 7.2%
+# at 384 x 2048 reached 12% after 50 steps, 18% after 200); at 1e-9 it stays put. A step's arithmetic does not
+# depend on the learning rate, so the timings are those of training at that density.
+DENSITY_LR = 1e-9
+CALIBRATION_TOKENS = 8192  # tokens the encoder bias is set on (a batch of 128 cannot resolve a density below 1/128)
 
 
 def flops_per_token(d_in: int, d_sae: int) -> int:
@@ -91,9 +99,14 @@ class Matmuls:
 class Batches:
     def __init__(self, d_in, B, n, g):
         # Activations with a mean, correlated directions and heavy-ish tails, like a residual stream.
-        mix = torch.randn(d_in, d_in, generator=g) / d_in**0.5
-        self.xs = [torch.randn(B, d_in, generator=g) @ mix + 0.3 for _ in range(n)]
+        self.mix = torch.randn(d_in, d_in, generator=g) / d_in**0.5
+        self.xs = [torch.randn(B, d_in, generator=g) @ self.mix + 0.3 for _ in range(n)]
         self.i = 0
+
+    def calibration(self, n: int = CALIBRATION_TOKENS) -> torch.Tensor:
+        """n more tokens drawn like the batches (own generator: the batches stay those of a run without it)."""
+        g = torch.Generator().manual_seed(12345)
+        return torch.randn(n, self.mix.shape[0], generator=g) @ self.mix + 0.3
 
     def next(self) -> torch.Tensor:
         self.i = (self.i + 1) % len(self.xs)
@@ -322,8 +335,8 @@ def markdown(result: dict) -> list[str]:
 
 
 # ---- the density axis (issue 19) ----------------------------------------------------------------------------
-DENSITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.3)
-DENSITY_SHAPES = ((384, 2048), (1024, 32768))
+DENSITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.3)
+DENSITY_SHAPES = ((384, 2048), (384, 12288), (1024, 32768))
 BEFORE_COMMIT = "72d0fa24bc4afb10a542f4ddfec0c43766ff4425"  # the last commit whose SAE step is dense only
 SPEEDUP_GOAL = {"shape": PAPER_SHAPE, "batch": 4096, "max_density": 0.01, "speedup": 3.0}  # sparse / dense step
 SLOWDOWN_LIMIT = 1.03  # no density may make the automatic choice slower than `before` by more than this
@@ -342,8 +355,8 @@ def density_bias(sae: SAE, x: torch.Tensor, density: float) -> torch.Tensor:
 class PathStep:
     """One SAEUnit's step on the shared batches (`unit_cls` from today's kdsae or from BEFORE_COMMIT)."""
 
-    def __init__(self, unit_cls, d_in, d_sae, batches, b_enc, **path):
-        self.unit = unit_cls(TRIAL, 0, d_in, d_sae, seed=0, lr=LR, grad_clip=CLIP, **path)
+    def __init__(self, unit_cls, d_in, d_sae, batches, b_enc, lr=DENSITY_LR, **path):
+        self.unit = unit_cls(TRIAL, 0, d_in, d_sae, seed=0, lr=lr, grad_clip=CLIP, **path)
         with torch.no_grad():
             self.unit.sae.b_enc.copy_(b_enc)
         self.batches = batches
@@ -356,14 +369,15 @@ class PathStep:
 
 def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s) -> dict:
     """`before`, `dense` and `sparse` steps at one density, in alternating rounds."""
-    b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.xs[0], density)
+    b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.calibration(), density)
     fns = {
         "before": PathStep(before.SAEUnit, d_in, d_sae, batches, b_enc),
         "dense": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="dense"),
         "sparse": PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path="sparse"),
     }
     reps = {n: max(1, round(min_sample_s / max(_bench.timed(f, 1), 1e-9))) for n, f in fns.items()}  # + warm-up
-    print(f"  density {density:g}: {reps} steps per sample", flush=True)
+    first = float(fns["sparse"].last.l0) / d_sae  # the warm-up step's density: the measured one should match it
+    print(f"  density {density:g} (first step {first:.4f}): {reps} steps per sample", flush=True)
     times = _bench.alternate(fns, rounds, reps, log=lambda line: print("  " + line, flush=True))
     measured = float(fns["sparse"].last.l0) / d_sae
     flops = {
@@ -374,6 +388,7 @@ def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s
     out = {
         "density_target": density,
         "density_measured": measured,
+        "density_first_step": first,
         "steps_per_sample": reps,
         "variants": {
             n: {
@@ -393,12 +408,13 @@ def bench_density(d_in, d_sae, B, density, rounds, batches, before, min_sample_s
     return out
 
 
-def with_auto_choice(point: dict, d_sae: int, B: int) -> dict:
-    """The path the automatic choice takes at the point's measured density (SPARSE_BELOW_DENSITY as declared now)
-    and its time against `before`, per round, from the point's recorded samples."""
-    auto = sae_sparse.choose_path(
-        "auto", torch.tensor(round(point["density_measured"] * d_sae * B)), (B, d_sae), torch.float32
-    )
+def with_auto_choice(point: dict, d_in: int, d_sae: int, B: int) -> dict:
+    """The path the automatic choice takes at the point's measured density (with the threshold declared now for
+    the shape, sae_sparse.sparse_below_density) and its time against `before`, per round, from the point's
+    recorded samples."""
+    active = torch.tensor(round(point["density_measured"] * d_sae * B))
+    below = sae_sparse.sparse_below_density(d_in, d_sae)
+    auto = sae_sparse.choose_path("auto", active, (B, d_sae), torch.float32, below)
     v = point["variants"]
     return {
         **point,
@@ -431,8 +447,9 @@ def density_equivalence(d_in, d_sae, B, steps, density, **_) -> dict:
     difference of the loss over the steps, and of each final weight tensor (as ||sparse - dense|| / ||dense||)."""
     g = torch.Generator().manual_seed(1)
     batches = Batches(d_in, B, 8, g)
-    b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.xs[0], density)
-    runs = {p: PathStep(SAEUnit, d_in, d_sae, batches, b_enc, step_path=p) for p in ("dense", "sparse")}
+    b_enc = density_bias(SAE.initialised(d_in, d_sae, seed=0), batches.calibration(), density)
+    # at the training learning rate: the density moves as in training, and the two paths must follow each other
+    runs = {p: PathStep(SAEUnit, d_in, d_sae, batches, b_enc, lr=LR, step_path=p) for p in ("dense", "sparse")}
     losses, densities, last = {p: [] for p in runs}, [], {}
     for _ in range(steps):
         x = batches.next()
@@ -482,11 +499,11 @@ def density_sweep(shapes, densities, batch_sizes, rounds, min_sample_s) -> list[
 
 def derive(shapes: list[dict]) -> dict:
     """Everything the sweep's timings decide: the automatic path at each point, the crossovers, the goals (rerun by
-    --rederive on a result file after SPARSE_BELOW_DENSITY changed: the same measurements, read again)."""
+    --rederive on a result file after CPU_CROSSOVERS changed: the same measurements, read again)."""
     shapes = [
         {
             **s,
-            "points": [with_auto_choice(p, s["d_sae"], s["batch_tokens"]) for p in s["points"]],
+            "points": [with_auto_choice(p, s["d_in"], s["d_sae"], s["batch_tokens"]) for p in s["points"]],
             "crossover": crossover(s["points"]),
         }
         for s in shapes
@@ -495,14 +512,21 @@ def derive(shapes: list[dict]) -> dict:
 
 
 def declared_crossover(shapes: list[dict]) -> dict:
+    """Per shape, the crossover sae_sparse.CPU_CROSSOVERS must declare: the lowest over the batch sizes measured,
+    rounded down (0 if sparse was never faster; None if it was faster at every density measured at every batch),
+    and the threshold the automatic choice reads for that shape now."""
     measured = {f"{s['d_in']}x{s['d_sae']}, batch {s['batch_tokens']}": s["crossover"] for s in shapes}
-    found = [c for c in measured.values() if c is not None]  # None: sparse faster at every density measured
-    chosen = (round_down(min(found)) if min(found) > 0 else 0.0) if found else None
+    chosen, declared = {}, {}
+    for d_in, d_sae in dict.fromkeys((s["d_in"], s["d_sae"]) for s in shapes):
+        found = [s["crossover"] for s in shapes if (s["d_in"], s["d_sae"]) == (d_in, d_sae)]
+        found = [c for c in found if c is not None]
+        chosen[f"{d_in}x{d_sae}"] = (round_down(min(found)) if min(found) > 0 else 0.0) if found else None
+        declared[f"{d_in}x{d_sae}"] = sae_sparse.sparse_below_density(d_in, d_sae)
     return {
         "measured": measured,
         "chosen": chosen,
-        "declared": sae_sparse.SPARSE_BELOW_DENSITY,
-        "agrees": chosen == sae_sparse.SPARSE_BELOW_DENSITY,
+        "declared": declared,
+        "agrees": all(chosen[k] is not None and math.isclose(chosen[k], declared[k]) for k in chosen),
     }
 
 
@@ -593,7 +617,7 @@ def main() -> None:
         "--rederive",
         metavar="RESULT",
         default=None,
-        help="re-read a --densities result file with the SPARSE_BELOW_DENSITY declared now, and rewrite it",
+        help="re-read a --densities result file with the crossovers declared now (CPU_CROSSOVERS), and rewrite it",
     )
     ap.add_argument("--equivalence-steps", type=int, default=EQUIVALENCE["steps"], help="with --densities")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
@@ -649,7 +673,7 @@ def main() -> None:
 def rederive(path: str) -> None:
     result = json.loads(Path(path).read_text())
     result.update(derive(result["shapes"]))
-    result["rederived"] = f"derived again with SPARSE_BELOW_DENSITY = {sae_sparse.SPARSE_BELOW_DENSITY}"
+    result["rederived"] = f"derived again with CPU_CROSSOVERS = {sae_sparse.CPU_CROSSOVERS}"
     _bench.write_result(Path(path).stem, result, density_markdown(result))
 
 

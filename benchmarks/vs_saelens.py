@@ -14,9 +14,10 @@ Goals: >= 1.25x at the paper shape (1024 x 32768; the matmul ceiling allows at m
 at 384 x 2048, where per-step overhead dominates.
 
 Density rows (issue 19): the same comparison with the encoder bias set so that a given fraction of the (token,
-latent) pairs fire (sae_step.density_bias; both trainers start from those weights, kdsae choosing its step path
-by itself): trial C's density in the committed embedded run (mean L0 / d_sae of its second half) at 384 x 2048,
-goal >= 2x, and the paper's trial-C regime (L0 150 of 32,768, 0.46%) and 1% at 1024 x 32768, goal >= 3.5x.
+latent) pairs fire (sae_step.density_bias; both trainers start from those weights and train at
+sae_step.DENSITY_LR, so the density stays put; kdsae chooses its step path by itself): trial C's density in the
+committed embedded run (mean L0 / d_sae of its second half) at 384 x 2048, goal >= 2x, and the paper's trial-C
+regime (L0 150 of 32,768, 0.46%) and 1% at 1024 x 32768, goal >= 3.5x.
 `--densities` runs these rows alone and writes benchmarks/results/vs_saelens_density.json and .md.
 
 It also records that the two compute the same thing (benchmarks.saelens_compare.trajectory_comparison): 100
@@ -42,7 +43,7 @@ from pathlib import Path
 import _bench
 import torch
 from report import vs_saelens_density_section
-from sae_step import LR, SHAPES, TRIAL, Batches, Matmuls, density_bias, flops_per_token, parse_shapes
+from sae_step import DENSITY_LR, LR, SHAPES, TRIAL, Batches, Matmuls, density_bias, flops_per_token, parse_shapes
 from saelens_compare import SAELensWorker, matched_l1_coefficient, trajectory_comparison
 
 from kdsae_core.common import paths
@@ -69,16 +70,17 @@ def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s, den
     """One row; with `density`, both trainers start from an encoder bias under which that fraction of pairs fire."""
     g = torch.Generator().manual_seed(0)
     batches = Batches(d_in, B, 2, g)
-    unit = SAEUnit(TRIAL, 0, d_in, d_sae, seed=0, lr=LR, grad_clip=1.0)
+    lr = LR if density is None else DENSITY_LR  # at LR the density would drift away from `density` (sae_step.py)
+    unit = SAEUnit(TRIAL, 0, d_in, d_sae, seed=0, lr=lr, grad_clip=1.0)
     if density is not None:
         with torch.no_grad():
-            unit.sae.b_enc.copy_(density_bias(unit.sae, batches.xs[0], density))
+            unit.sae.b_enc.copy_(density_bias(unit.sae, batches.calibration(), density))
     with tempfile.TemporaryDirectory(prefix="kdsae-vs-saelens-") as tmp:
         info = worker.setup(
             unit.sae.tensors(),
             batches.xs,
             matched_l1_coefficient(TRIAL.l1_coeff, TRIAL.l1_form, d_in, d_sae),
-            LR,
+            lr,
             "shipped",
             threads=torch.get_num_threads(),
             folder=Path(tmp),
@@ -92,7 +94,7 @@ def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s, den
 
     print(f"({d_in}, {d_sae}), batch {B}: warming up", flush=True)
     matmul()
-    unit.step(batches.next())
+    first_density = float(unit.step(batches.next()).l0) / d_sae
     first = saelens_sample(1)
     reps["matmul"] = _bench.reps_for(matmul, min_sample_s)
     reps["kdsae"] = _bench.reps_for(lambda: unit.step(batches.next()), min_sample_s)
@@ -132,7 +134,7 @@ def bench_shape(worker: SAELensWorker, d_in, d_sae, B, rounds, min_sample_s, den
         "speedup": _bench.per_round_ratio(times["saelens"], times["kdsae"]),
     }
     last = unit.step(batches.next())
-    out["kdsae"].update(path=last.path, density=float(last.l0) / d_sae)
+    out["kdsae"].update(path=last.path, density=float(last.l0) / d_sae, density_first_step=first_density)
     goal = GOALS.get((d_in, d_sae)) if density is None else None
     if goal:
         out["goal_speedup"] = goal

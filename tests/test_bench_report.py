@@ -3,12 +3,14 @@ arithmetic of kdsae_core.sae.plan."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
 from benchmarks import gpu_projection
 from benchmarks import report as bench_report
+from kdsae_core.common.paths import REPO_ROOT
 from kdsae_core.sae import plan as sae_plan
 
 
@@ -18,8 +20,8 @@ def test_committed_page_matches_the_result_files():
     assert bench_report.stale_sections() == []
 
 
-def fake_results(folder):
-    m = {
+def fake_machine() -> dict:
+    return {
         "cpu": "TestCPU",
         "cores": 2,
         "torch_threads": 2,
@@ -33,6 +35,10 @@ def fake_results(folder):
         "git_commit": "0123456789abcdef",
         "clock": "wall",
     }
+
+
+def fake_results(folder):
+    m = fake_machine()
     frac = {"median": 0.9312, "min": 0.9, "max": 0.95, "rounds": 3, "best": 0.94}
     var = {
         "label": "kdsae SAEUnit.step",
@@ -118,6 +124,22 @@ def test_memory_plan_counts_and_fit():
     assert "1.07 GB x 2" in text and "fits" in text
 
 
+def test_the_memory_plan_makes_room_for_the_sparse_steps_active_pairs(monkeypatch):
+    """fp32 runs may take the sparse step: its active pairs (SPARSE_PAIR_BYTES each, up to the highest measured
+    crossover x B d_sae of them) need more room than the latent gradient they replace once the crossover is above
+    4 / SPARSE_PAIR_BYTES."""
+    d_in, d_sae, B = 64, 1024, 512
+
+    def workspace(crossover: float, compute: str) -> int:
+        monkeypatch.setattr(sae_plan.sae_sparse, "CPU_CROSSOVERS", {(d_in, d_sae): crossover})
+        return sae_plan.memory_plan(d_in, d_sae, B, 1, 1, compute).workspace_bytes
+
+    # 0.05 x 64 = 3.2 bytes per (token, latent): within the latent gradient's 4; 0.125 x 64 = 8: 4 more
+    assert workspace(0.125, "fp32") - workspace(0.05, "fp32") == 4 * B * d_sae
+    assert workspace(0.05, "fp32") == workspace(0.01, "fp32")
+    assert workspace(0.125, "bf16") == workspace(0.05, "bf16")  # bf16 never takes the sparse step
+
+
 def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
     machine = {
         "threads": 1,
@@ -176,20 +198,7 @@ def test_toy_sweep_and_book_build_sections_state_their_goals(tmp_path):
 
 
 def fake_density_result(folder):
-    m = {
-        "cpu": "TestCPU",
-        "cores": 2,
-        "torch_threads": 2,
-        "memory_bytes": 2**34,
-        "torch": "2.13.0",
-        "blas": "MKL",
-        "malloc_env": {"MALLOC_MMAP_MAX_": "0"},
-        "load_average_start": [0.1, 0, 0],
-        "load_average_end": [0.2, 0, 0],
-        "date": "2026-01-01T00:00:00",
-        "git_commit": "0123456789abcdef",
-        "clock": "wall",
-    }
+    m = fake_machine()
     ratio = lambda x: {"median": x, "min": x * 0.9, "max": x * 1.1, "rounds": 3, "best": x}  # noqa: E731
     point = lambda d, sp, auto: {  # noqa: E731
         "density_target": d,
@@ -219,8 +228,8 @@ def fake_density_result(folder):
         ],
         "crossover": {
             "measured": {"1024x32768, batch 4096": 0.0412},
-            "chosen": 0.041,
-            "declared": 0.041,
+            "chosen": {"1024x32768": 0.041},
+            "declared": {"1024x32768": 0.041},
             "agrees": True,
         },
         "goals": {
@@ -255,7 +264,7 @@ def test_the_sparse_section_shows_the_curve_the_crossover_and_the_goals(tmp_path
     )
     assert "| 1024 x 32768 | 4,096 | 0.3, 0.3060 | 400 | 401 | 160 | 10 | 0.40x (0.36-0.44) | dense | 1.010 |" in text
     assert "1024x32768, batch 4096: **4.12%**" in text
-    assert "**4.10%** (the lowest crossover rounded down: 0.041; agree)" in text
+    assert "1024x32768 **4.10%** (measured: 4.10%) (they agree with the lowest crossover of each shape" in text
     assert (
         "3.60x at 0.51%: **met**" in text
         and "worst 1.010 at 1024 x 32768, batch 4,096, density 0.3060: **met**" in text
@@ -274,3 +283,77 @@ def test_sparse_projection_arithmetic():
     dense = sae_plan.projection()
     assert dense["sae_step_s"] - zero["lower"]["sae_step_s"] == pytest.approx(dense["gemm_s_per_sae_step"] - encoder)
     assert one["dense_wall_h"] == dense["wall_h"] and one["lower"]["speedup"] > 1 > one["upper"]["speedup"]
+
+
+def test_the_drift_sentence_reports_the_first_differing_step_and_the_largest_differences():
+    same = {"first_differing_step": None, "max_rel_diff": {}, "final_weights_rel_diff": {}}
+    assert bench_report.drift_sentence(same) == "The automatic run's log is the all-dense one's, number for number."
+    d = {
+        "first_differing_step": 1234,
+        "max_rel_diff": {"loss": 1.234e-4, "lambda": 3.6e-5, "L0": 1.2e-3},
+        "final_weights_rel_diff": {"W_enc": 2.1e-3, "W_dec": 7e-4},
+    }
+    assert bench_report.drift_sentence(d) == (
+        "The automatic run's log departs from the all-dense one's at step 1,234, by at most 1.2e-04 (loss), "
+        "3.6e-05 (lambda), 1.2e-03 (L0) relative over the run; final weights 2e-03 (W_enc) and 7e-04 (W_dec) "
+        "relative in norm."
+    )
+
+
+def test_the_declared_crossover_is_the_lowest_over_batches_per_shape(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    sae_step = importlib.import_module("sae_step")
+    shapes = [
+        {"d_in": 8, "d_sae": 16, "batch_tokens": 4096, "crossover": 0.1161},
+        {"d_in": 8, "d_sae": 16, "batch_tokens": 128, "crossover": 0.0856},
+        {"d_in": 8, "d_sae": 64, "batch_tokens": 4096, "crossover": None},  # sparse faster at every density
+        {"d_in": 8, "d_sae": 64, "batch_tokens": 128, "crossover": 0.0412},
+    ]
+    monkeypatch.setattr(sae_step.sae_sparse, "CPU_CROSSOVERS", {(8, 16): 0.085, (8, 64): 0.04})
+    c = sae_step.declared_crossover(shapes)
+    assert c["measured"]["8x16, batch 128"] == 0.0856
+    assert c["chosen"] == {"8x16": 0.085, "8x64": 0.041}
+    assert c["declared"] == {"8x16": 0.085, "8x64": 0.04} and not c["agrees"]
+    monkeypatch.setattr(sae_step.sae_sparse, "CPU_CROSSOVERS", {(8, 16): 0.085, (8, 64): 0.041})
+    assert sae_step.declared_crossover(shapes)["agrees"]
+    never = sae_step.declared_crossover([{"d_in": 8, "d_sae": 16, "batch_tokens": 128, "crossover": 0.0}])
+    assert never["chosen"] == {"8x16": 0.0} and not never["agrees"]
+
+
+def test_the_sparse_parts_and_the_embedded_trial_c_are_rendered_from_their_files(tmp_path):
+    machine = fake_machine()
+    parts = {
+        "d_in": 384,
+        "d_sae": 2048,
+        "batch_tokens": 4096,
+        "density_measured": 0.0724,
+        "rounds": 5,
+        "command": "cmd",
+        "machine": machine,
+        "parts": {
+            "encoder (dense, both paths)": {"ms": 36.04, "gflops": 178.7},
+            "z to token-major CSR": {"ms": 18.6, "gflops": None},
+        },
+        "rest_of_sparse_step_ms": 12.34,
+    }
+    run = lambda wall, paths, first: {"wall_s": wall, "paths": paths, "first_sparse_step": first}  # noqa: E731
+    embedded = {
+        "d_sae": 2048,
+        "layers": [5],
+        "sparse_below_density": 0.085,
+        "command": "cmd2",
+        "machine": machine,
+        "runs": {"dense": run(100.0, {"dense": 2344}, None), "auto": run(80.0, {"dense": 100, "sparse": 2244}, 101)},
+        "drift": {"first_differing_step": 102, "max_rel_diff": {"loss": 1e-4, "lambda": 2e-5, "L0": 1e-3}},
+    }
+    embedded["drift"]["final_weights_rel_diff"] = {"W_enc": 2e-3, "W_dec": 7e-4}
+    (tmp_path / "sparse_parts.json").write_text(json.dumps(parts))
+    (tmp_path / "trial_c_sparse_embedded.json").write_text(json.dumps(embedded))
+    text = bench_report.render_sections(tmp_path)["sparse_step"]
+    assert "at 384 x 2,048, batch 4,096, density 7.24%" in text
+    assert "| encoder (dense, both paths) | 36.0 | 179 |" in text and "| z to token-major CSR | 18.6 | - |" in text
+    assert "| rest of the sparse step (Adam, clipping, renormalisation, count, elementwise) | 12.3 | - |" in text
+    assert (
+        "where the automatic choice goes sparse below 8.50%: 2,244 of 2,344 steps sparse from step 101, 1.25x the "
+        "all-dense run's wall time. The automatic run's log departs from the all-dense one's at step 102" in text
+    )

@@ -206,19 +206,49 @@ def test_the_automatic_choice_switches_at_the_recorded_crossover():
     """One token, 1,000 latents: the step is sparse with one active pair fewer than the crossover allows, dense
     from the crossover on."""
     d_sae = 1000
-    edge = math.ceil(sae_sparse.SPARSE_BELOW_DENSITY * d_sae)  # the fewest active pairs that are not below it
+    below = unit_with_active_latents(0, d_sae).sparse_below
+    smallest = min(sae_sparse.CPU_CROSSOVERS.items(), key=lambda kv: kv[0][0] * kv[0][1])[1]
+    assert below == smallest > 0  # 4 x 1,000 is smaller than every measured shape
+    edge = math.ceil(below * d_sae)  # the fewest active pairs that are not below it
     x = torch.randn(1, 4)
     assert unit_with_active_latents(edge - 1, d_sae).step(x).path == "sparse"
     assert unit_with_active_latents(edge, d_sae).step(x).path == "dense"
     f32, shape = torch.float32, (1, d_sae)
-    assert sae_sparse.choose_path("auto", torch.tensor(0), shape, f32) == "sparse"
-    assert sae_sparse.choose_path("auto", torch.tensor(0), shape, torch.bfloat16) == "dense"  # no bf16 sparse
-    assert sae_sparse.choose_path("dense", torch.tensor(0), shape, f32) == "dense"
-    assert sae_sparse.choose_path("sparse", torch.tensor(d_sae), shape, f32) == "sparse"
+    assert sae_sparse.choose_path("auto", torch.tensor(0), shape, f32, below) == "sparse"
+    assert sae_sparse.choose_path("auto", torch.tensor(0), shape, f32, 0.0) == "dense"  # no crossover: dense
+    assert sae_sparse.choose_path("auto", torch.tensor(0), shape, torch.bfloat16, below) == "dense"  # no bf16 sparse
+    assert sae_sparse.choose_path("dense", torch.tensor(0), shape, f32, below) == "dense"
+    assert sae_sparse.choose_path("sparse", torch.tensor(d_sae), shape, f32, 0.0) == "sparse"
     with pytest.raises(ValueError, match="float32 or float64 only"):
-        sae_sparse.choose_path("sparse", torch.tensor(0), shape, torch.bfloat16)
+        sae_sparse.choose_path("sparse", torch.tensor(0), shape, torch.bfloat16, below)
     with pytest.raises(ValueError, match="auto, dense, sparse"):
-        sae_sparse.choose_path("fast", torch.tensor(0), shape, f32)
+        sae_sparse.choose_path("fast", torch.tensor(0), shape, f32, below)
+
+
+def test_the_threshold_follows_the_measured_crossover_of_the_shape():
+    """At a measured shape the threshold is its crossover; between two it lies between theirs, log-linearly in the
+    weight count; beyond them it is the nearest end's; off the CPU it is 0 (auto stays dense on a GPU)."""
+    measured = sorted(sae_sparse.CPU_CROSSOVERS.items(), key=lambda kv: kv[0][0] * kv[0][1])
+    assert len(measured) >= 2
+    for (d_in, d_sae), c in measured:
+        assert sae_sparse.sparse_below_density(d_in, d_sae) == pytest.approx(c, rel=1e-12)
+        assert sae_sparse.sparse_below_density(d_in, d_sae, "cuda") == 0.0
+    ((a_in, a_sae), a), ((b_in, b_sae), b) = measured[0], measured[1]
+    mid = sae_sparse.sparse_below_density(a_in, int((a_in * a_sae * b_in * b_sae) ** 0.5 / a_in))
+    assert mid == pytest.approx((a * b) ** 0.5, rel=1e-3)  # halfway in log size: the geometric mean
+    assert sae_sparse.sparse_below_density(8, 16) == measured[0][1]
+    assert sae_sparse.sparse_below_density(4096, 131072) == measured[-1][1]
+    d_in, d_sae = measured[0][0]
+    unit = SAEUnit(TrialSpec("t", 1e-3, "sum"), 0, d_in, d_sae, seed=0, lr=1e-3, grad_clip=1.0)
+    assert unit.sparse_below == measured[0][1]
+
+
+def test_a_shape_where_sparse_never_won_interpolates_linearly(monkeypatch):
+    """A measured crossover of 0 (the sparse step slower at every density) has no logarithm: between it and the
+    next shape the threshold falls linearly in log size, to 0 at that shape."""
+    monkeypatch.setattr(sae_sparse, "CPU_CROSSOVERS", {(10, 10): 0.08, (10, 1000): 0.0})
+    assert sae_sparse.sparse_below_density(10, 100) == pytest.approx(0.04)
+    assert sae_sparse.sparse_below_density(10, 1000) == 0.0
 
 
 @pytest.mark.parametrize("shift, expected", [(-1e3, "sparse"), (1e3, "dense")])
@@ -229,11 +259,13 @@ def test_a_unit_step_takes_the_path_of_its_batch_density(shift, expected):
     assert unit.step(torch.randn(32, 8)).path == expected
 
 
-def test_the_declared_crossover_is_the_measured_one():
-    """SPARSE_BELOW_DENSITY is the crossover benchmarks/sae_step.py --densities measured on this machine."""
+def test_the_declared_crossovers_are_the_measured_ones():
+    """CPU_CROSSOVERS holds, for every shape benchmarks/sae_step.py --densities measured on this machine, the
+    crossover it measured (the lowest over batch sizes, rounded down), and no shape it did not measure."""
     result = json.loads(DENSITY_RESULT.read_text())
-    assert result["crossover"]["chosen"] == sae_sparse.SPARSE_BELOW_DENSITY, (
-        "benchmarks/results/sae_step_density.json measured another crossover: declare it in kdsae_core/sae/sparse.py "
+    chosen = {tuple(int(v) for v in k.split("x")): c for k, c in result["crossover"]["chosen"].items()}
+    assert chosen == sae_sparse.CPU_CROSSOVERS, (
+        "benchmarks/results/sae_step_density.json measured other crossovers: declare them in kdsae_core/sae/sparse.py "
         "and re-derive the result (benchmarks/sae_step.py --rederive)"
     )
 

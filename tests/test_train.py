@@ -364,7 +364,7 @@ def test_the_sae_step_is_a_setting_and_a_run_recorded_before_it_resumes_dense(tm
     folder recorded before it existed (no sae_step in its settings or states, like results/exp2/embedded) was dense
     throughout, so it resumes and retrains dense -- byte-identical to a dense run -- and refuses another path."""
     folder, model = pythia
-    monkeypatch.setattr(sae_sparse, "SPARSE_BELOW_DENSITY", 1.01)  # auto would take the sparse step at every step
+    monkeypatch.setattr(sae_sparse, "sparse_below_density", lambda *a: 1.01)  # auto: the sparse step at every step
     committed = json.loads((paths.RESULTS / "exp2" / "embedded" / "config.json").read_text())["settings"]
     assert "sae_step" not in committed and SAETrainConfig.from_json(committed).sae_step == "dense"
     assert tiny(folder).sae_step == "auto"
@@ -391,3 +391,22 @@ def test_the_sae_step_is_a_setting_and_a_run_recorded_before_it_resumes_dense(tm
     assert layout.run_metrics(old).read_text() == layout.run_metrics(whole).read_text()
     final = layout.checkpoint_dir(whole, "C", 0, "final") / "sae_weights.safetensors"
     assert (layout.checkpoint_dir(old, "C", 0, "final") / "sae_weights.safetensors").read_bytes() == final.read_bytes()
+
+
+def test_a_resumed_run_keeps_the_sparse_threshold_it_started_with(tmp_path, pythia, monkeypatch):
+    """The density under which `auto` goes sparse is recorded in config.json; a run resumed after kdsae's measured
+    crossover changed keeps its own, so it takes the paths (and gives the bytes) of an uninterrupted run."""
+    folder, model = pythia
+    cfg = tiny(folder, trials=["C"], layers=[0])
+    monkeypatch.setattr(sae_sparse, "sparse_below_density", lambda *a: 1.01)  # every step sparse
+    whole = Trainer(cfg, tmp_path / "whole", progress=False, model=model).run()
+    stopped = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, stopped, progress=False, model=model).run(stop_after_step=3)
+    monkeypatch.setattr(sae_sparse, "sparse_below_density", lambda *a: 1e-9)  # now: sparse only if nothing fires
+    Trainer(cfg, stopped, progress=False, model=model).run(resume=True)
+    assert json.loads(layout.run_config(stopped).read_text())["sparse_step_below_density"] == 1.01
+    assert {json.loads(r)["sae_step"] for r in layout.run_metrics(stopped).read_text().splitlines()} == {"sparse"}
+    assert layout.run_metrics(stopped).read_text() == layout.run_metrics(whole).read_text()
+    fresh = Trainer(cfg, tmp_path / "fresh", progress=False, model=model).run()  # a new run takes today's threshold
+    assert {json.loads(r)["sae_step"] for r in layout.run_metrics(fresh).read_text().splitlines()} == {"dense"}

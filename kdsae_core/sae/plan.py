@@ -16,9 +16,12 @@ from pathlib import Path
 
 import torch
 
+from kdsae_core.sae import sparse as sae_sparse
+
 GB = 1e9
 GiB = 2**30
 BYTES = {"fp32": 4, "bf16": 2}
+SPARSE_PAIR_BYTES = 64  # one active (token, latent) pair in the sparse step, its index copies and temporaries
 
 
 # ---- counts ---------------------------------------------------------------------------------------------
@@ -107,8 +110,9 @@ def memory_plan(
     Per SAE: 4 fp32 copies of its parameters (weights, gradients, Adam's two moments): 16 bytes a parameter,
     1.07 GB at 1024 x 32768. Workspace (one step at a time): the activations z and the latent gradient
     [B, d_sae] in the compute dtype, with bf16 compute also the bf16 weights and the bf16 weight gradient before
-    it is copied into the fp32 buffer, with fp32 the sparse step's transposed W_enc gradient, and the [B, d_in]
-    temporaries."""
+    it is copied into the fp32 buffer, with fp32 the sparse step's transposed W_enc gradient and its active pairs
+    beyond the latent gradient's room (at the highest crossover `auto` goes sparse below on the CPU; a step forced
+    sparse at a higher density takes more), and the [B, d_in] temporaries."""
     cb = BYTES[compute]
     P = sae_params(d_in, d_sae)
     per_sae = 16 * P
@@ -117,10 +121,12 @@ def memory_plan(
         work += P * cb + (d_in + 8) * d_sae * cb
     else:
         # the sparse step (fp32 only) makes the W_enc gradient transposed before copying it into its buffer; its
-        # active pairs (about 64 bytes each with their indices and the conversion's temporaries, fewer than
-        # kdsae_core.sae.sparse.SPARSE_BELOW_DENSITY x B d_sae of them) take less than the [B, d_sae] latent
-        # gradient it does not need while the crossover stays below 1/16
+        # active pairs (about SPARSE_PAIR_BYTES each with their indices and the conversion's temporaries, fewer
+        # than the highest measured crossover x B d_sae of them under `auto`) replace the [B, d_sae] latent
+        # gradient it does not need, and may take more room than it
         work += (d_in + 8) * d_sae * cb
+        pairs = SPARSE_PAIR_BYTES * max(sae_sparse.CPU_CROSSOVERS.values()) * batch_tokens * d_sae
+        work += max(0, math.ceil(pairs) - batch_tokens * d_sae * cb)
     activations = n_layers * batch_tokens * d_in * 4
     shared = work + activations + forward_bytes + model_bytes
     total = n_saes * per_sae + shared

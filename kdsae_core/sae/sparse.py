@@ -4,7 +4,7 @@ Of the step's five matrix products only the encoder, (x - b_dec) W_enc, needs ev
 known, the decoder (z W_dec), the W_dec gradient (z^T g_err), the latent gradient (g_err W_dec^T, needed only
 where z > 0) and the W_enc gradient ((x - b_dec)^T g_pre, g_pre being zero where z = 0) touch only the active
 pairs: with nnz of them, each costs 2 d_in nnz FLOPs instead of 2 d_in B d_sae. `sparse_products` computes
-exactly what the dense branch of `kdsae_core.sae.model.fused_backward` computes (the same loss, the same gradients,
+exactly what the dense branch of `kdsae_core.sae.step.fused_backward` computes (the same loss, the same gradients,
 written into the same buffers, so clipping, Adam and the decoder renormalisation that follow are unchanged);
 only the order of the floating-point sums differs.
 
@@ -16,11 +16,13 @@ already in the layout the W_enc gradient needs. Everything is plain torch (MKL's
 cuSPARSE on CUDA, where this code is untested).
 
 `choose_path` picks the step per batch from the fraction of pairs that fired (training starts dense -- about
-half the latents fire on a fresh SAE -- and gets sparse as the L1 term bites).
+half the latents fire on a fresh SAE -- and gets sparse as the L1 term bites), against the crossover measured for
+the SAE's shape (`sparse_below_density`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -31,10 +33,13 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 
 PATHS = ("auto", "dense", "sparse")
 
-# The crossover: below this fraction of active (token, latent) pairs the sparse step is faster than the dense one.
-# Measured on this machine (2-core AMD EPYC, torch 2.13 CPU/MKL) by `benchmarks/sae_step.py --densities` and
-# recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two agree.
-SPARSE_BELOW_DENSITY = 0.045
+# The crossovers: (d_in, d_sae) -> the fraction of active (token, latent) pairs below which the sparse step was
+# faster than the dense one at every batch size measured (the lowest of batches 128 and 4,096, rounded down).
+# Measured on this machine (2-core AMD EPYC, 2 threads, torch 2.13 CPU/MKL) by `benchmarks/sae_step.py --densities`
+# and recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two
+# agree. It falls with the SAE's size: the dense products run at the machine's matrix rate at any size, while
+# the sparse ones slow down once the weights no longer fit in the caches.
+CPU_CROSSOVERS = {(384, 2048): 0.085, (384, 12288): 0.06, (1024, 32768): 0.045}
 
 # Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16, and the sparse products
 # write into the fp32 gradient buffers directly); others stay dense. So the bf16 step's `mean`-form L1 term, added
@@ -42,18 +47,39 @@ SPARSE_BELOW_DENSITY = 0.045
 SPARSE_DTYPES = (torch.float32, torch.float64)
 
 
-def choose_path(path: str, active: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype) -> str:
+def sparse_below_density(d_in: int, d_sae: int, device_type: str = "cpu") -> float:
+    """The density below which `auto` takes the sparse step for an SAE of this shape.
+
+    On the CPU: the measured crossovers (CPU_CROSSOVERS) interpolated log-linearly in the weight count d_in d_sae
+    between the measured shapes around it, the nearest end's value beyond them. Elsewhere 0, so `auto` stays
+    dense: no crossover has been measured on a GPU (the sparse step there is untested; --sae-step sparse forces
+    it)."""
+    if device_type != "cpu":
+        return 0.0
+    points = sorted((d * s, c) for (d, s), c in CPU_CROSSOVERS.items())
+    size = d_in * d_sae
+    if size <= points[0][0]:
+        return points[0][1]
+    for (s1, c1), (s2, c2) in zip(points, points[1:]):
+        if size <= s2:
+            t = math.log(size / s1) / math.log(s2 / s1)
+            # log-linear in the density too, unless an end is 0 (sparse never faster there): then linear
+            return c1 * (c2 / c1) ** t if c1 > 0 and c2 > 0 else c1 + (c2 - c1) * t
+    return points[-1][1]
+
+
+def choose_path(path: str, active: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype, below: float) -> str:
     """`dense` or `sparse` for a batch whose activations z [B, d_sae] have `active` non-zeros (a 0-dim tensor; read
-    on the host only when `path` is `auto`)."""
+    on the host only when `path` is `auto` and `below`, the density under which auto goes sparse, is above 0)."""
     if path not in PATHS:
         raise ValueError(f"the SAE step path must be one of {', '.join(PATHS)} (got {path!r})")
     if path == "sparse" and dtype not in SPARSE_DTYPES:
         raise ValueError(f"the sparse SAE step computes in float32 or float64 only (got {dtype}): use auto or dense")
     if path != "auto":
         return path
-    if dtype not in SPARSE_DTYPES:
+    if dtype not in SPARSE_DTYPES or below <= 0:
         return "dense"
-    return "sparse" if int(active) < SPARSE_BELOW_DENSITY * shape[0] * shape[1] else "dense"
+    return "sparse" if int(active) < below * shape[0] * shape[1] else "dense"
 
 
 def sparse_flops_per_token(d_in: int, d_sae: int, density: float) -> float:

@@ -50,12 +50,14 @@ def fused_backward(
     form: str,
     compute_dtype: torch.dtype | None = None,
     path: str = "dense",
+    sparse_below: float | None = None,
 ) -> StepStats:
     """Set `.grad` of every SAE parameter to the exact gradient of MSE + lam * L1 on the batch x [B, d_in].
 
     `path`: `dense` (the five products below), `sparse` (after the encoder, only the active (token, latent) pairs:
-    kdsae_core.sae.sparse) or `auto` (sparse below the measured crossover density, sae_sparse.choose_path);
-    StepStats.path says which ran. Both write the same gradients into the same buffers.
+    kdsae_core.sae.sparse) or `auto` (sparse while the batch's density is below `sparse_below`, by default the
+    crossover measured for this shape and device, sae_sparse.sparse_below_density); StepStats.path says which
+    ran. Both write the same gradients into the same buffers.
 
     Dense: five matrix products (encoder, decoder, two weight gradients, the latent gradient): 10 d_in d_sae
     FLOPs per token, no gradient with respect to x. b_dec enters the encoder as a bias correction, so its
@@ -77,7 +79,9 @@ def fused_backward(
     xa = _augmented_input(x, b_dec, d_in)
     z = _addmm_relu(b_enc, xa[:, :d_in], W_enc)  # [B, d_sae]
     active = _count_nonzero(z)  # L0, and the density that picks the path
-    chosen = sae_sparse.choose_path(path, active, (B, d_sae), cd)
+    if sparse_below is None:
+        sparse_below = sae_sparse.sparse_below_density(d_in, d_sae, z.device.type)
+    chosen = sae_sparse.choose_path(path, active, (B, d_sae), cd, sparse_below)
     lam64, per_token64, l1_apart, per_token = _l1_per_token(lam, form, B, d_sae, cd, z.device)
     if chosen == "sparse":
         g_err, mse, z_sum, fired = sae_sparse.sparse_products(z, xa, x, W_dec, b_dec, per_token, g_enc_block, g_dec)
@@ -215,6 +219,8 @@ class SAEUnit:
         self.trial, self.layer, self.lr, self.grad_clip = trial, int(layer), float(lr), float(grad_clip)
         self.compute_dtype = compute_dtype
         self.step_path = step_path  # auto | dense | sparse (fused_backward); auto picks per batch
+        # the density under which auto goes sparse; a resumed run sets the one it started with (its config.json)
+        self.sparse_below = sae_sparse.sparse_below_density(d_in, d_sae, torch.device(device).type)
         self.sae = SAE.initialised(d_in, d_sae, seed, device=device)
         self.opt = torch.optim.Adam(
             self.sae.parameters(), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=_fused_adam_ok(device)
@@ -229,7 +235,9 @@ class SAEUnit:
 
     def step(self, x: torch.Tensor) -> StepStats:
         lam = self.controller.lam
-        stats = fused_backward(self.sae, x, lam, self.trial.l1_form, self.compute_dtype, self.step_path)
+        stats = fused_backward(
+            self.sae, x, lam, self.trial.l1_form, self.compute_dtype, self.step_path, self.sparse_below
+        )
         if self.grad_clip > 0:
             self._clip_gradients()
         self.opt.step()

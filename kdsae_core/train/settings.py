@@ -153,7 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
         "sae_step",
         "choice",
         "the SAE step: auto (default; dense or sparse per batch by its density of active "
-        "latents), dense or sparse. Recorded in config.json; the paths round differently, so a rerun is "
+        "latents against the crossover measured on the CPU; dense on a GPU), dense or sparse. Recorded in "
+        "config.json; the paths round differently, so a rerun is "
         "byte-identical only with the same --sae-step (the committed embedded run: dense)",
         choices=("auto", "dense", "sparse"),
     ),

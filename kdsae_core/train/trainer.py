@@ -38,6 +38,7 @@ from kdsae_core.train.preflight import check_corpus, check_disk, check_memory
 from kdsae_core.train.records import NumericalFault, RunFiles, unit_key
 
 ACTIVATION_LIMIT = 1e6  # |x| above this (or non-finite) stops the run: the forward pass has blown up
+SPARSE_THRESHOLD_KEY = "sparse_step_below_density"  # config.json: the density under which `auto` went sparse
 
 
 class _Stop(Exception):
@@ -127,6 +128,7 @@ class Trainer(RunFiles):
                         compute,
                         step_path=cfg.sae_step,
                     )
+        self.sparse_below = sae_sparse.sparse_below_density(self.d_in, self.d_sae, torch.device(device).type)
         self._order = {k: i for i, k in enumerate(self.all_keys)}  # the log's row order, as one process writes it
         self.alive_window_steps = max(1, math.ceil(cfg.alive_window_tokens / cfg.batch_tokens))
 
@@ -157,9 +159,25 @@ class Trainer(RunFiles):
             "torch_threads": torch.get_num_threads(),
             "processes": self.comm.world,
             # with settings.sae_step auto each step is dense or sparse by its batch's density (metrics.jsonl: sae_step
-            # says which); the threshold auto uses
-            "sparse_step_below_density": sae_sparse.SPARSE_BELOW_DENSITY,
+            # says which); the threshold auto uses (the crossover measured for this shape and device)
+            SPARSE_THRESHOLD_KEY: self.sparse_below,
         }
+
+    def _keep_recorded_threshold(self) -> None:
+        """A resumed run keeps the density threshold of `auto` it started with (config.json), so its steps take the
+        paths an uninterrupted run's would even if kdsae's measured crossovers changed in between."""
+        recorded = None
+        if self.comm.is_main and layout.run_config(self.out).exists():
+            try:
+                recorded = json.loads(layout.run_config(self.out).read_text()).get(SPARSE_THRESHOLD_KEY)
+            except (json.JSONDecodeError, AttributeError):
+                recorded = None  # prepare_folder says what is wrong with the folder
+        recorded = self.comm.broadcast_object(recorded)
+        # on a device where auto stays dense (no crossover measured there: a GPU), a CPU run's value does not apply
+        if self.sparse_below > 0 and isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+            self.sparse_below = float(recorded)
+            for unit in self.units.values():
+                unit.sparse_below = self.sparse_below
 
     # -- files ------------------------------------------------------------------------------------------
 
@@ -234,6 +252,8 @@ class Trainer(RunFiles):
 
     def _run_locked(self, resume: bool, force: bool, stop_after_step: int | None) -> Path:
         self._setup()
+        if resume:
+            self._keep_recorded_threshold()
         decision = None
         if self.comm.is_main:
             try:

@@ -18,7 +18,7 @@ from .test_train_kill_resume import assert_same_as_reference, check_killed_folde
 
 pytestmark = pytest.mark.slow
 
-ALL_SPARSE = "\nimport kdsae_core.sae.sparse as _sparse\n_sparse.SPARSE_BELOW_DENSITY = 1.01\n"
+ALL_SPARSE = "\nimport kdsae_core.sae.sparse as _sparse\n_sparse.sparse_below_density = lambda *a: 1.01\n"
 
 
 @pytest.fixture(scope="module")
