@@ -37,9 +37,9 @@ PATHS = ("auto", "dense", "sparse")
 # faster than the dense one at every batch size measured (the lowest of batches 128 and 4,096, rounded down).
 # Measured on this machine (2-core AMD EPYC, 2 threads, torch 2.13 CPU/MKL) by `benchmarks/sae_step.py --densities`
 # and recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two
-# agree. It falls with the SAE's size: the dense products run at the machine's matrix rate at any size, while
-# the sparse ones slow down once the weights no longer fit in the caches.
-CPU_CROSSOVERS = {(384, 2048): 0.085, (384, 12288): 0.06, (1024, 32768): 0.045}
+# agree. It depends on the shape (the sparse products' rate against the dense ones' differs with d_in, d_sae and
+# the caches), so a shape between two measured ones gets a value between theirs.
+CPU_CROSSOVERS = {(384, 2048): 0.091, (384, 12288): 0.1, (1024, 32768): 0.061}
 
 # Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16, and the sparse products
 # write into the fp32 gradient buffers directly); others stay dense. So the bf16 step's `mean`-form L1 term, added
