@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from kdsae_core.common.errors import InvalidParameter, KdsaeError, RunFolderError
-from kdsae_core.common.fileio import atomic_write_json
+from kdsae_core.common.errors import BadFile, InvalidParameter, KdsaeError, RunFolderError
+from kdsae_core.common.fileio import atomic_write_json, read_json_object
 from kdsae_core.common.locks import run_lock
 from kdsae_core.common.seeding import stream_seed
 from kdsae_core.common.signals import stop_requests
@@ -169,8 +169,8 @@ class Trainer(RunFiles):
         recorded = None
         if self.comm.is_main and layout.run_config(self.out).exists():
             try:
-                recorded = json.loads(layout.run_config(self.out).read_text()).get(SPARSE_THRESHOLD_KEY)
-            except (json.JSONDecodeError, AttributeError):
+                recorded = read_json_object(layout.run_config(self.out)).get(SPARSE_THRESHOLD_KEY)
+            except BadFile:
                 recorded = None  # prepare_folder says what is wrong with the folder
         recorded = self.comm.broadcast_object(recorded)
         # on a device where auto stays dense (no crossover measured there: a GPU), a CPU run's value does not apply
