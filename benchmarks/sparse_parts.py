@@ -2,9 +2,9 @@
 
 At a shape, batch and density (default: 384 x 2,048, batch 4,096, trial C's density in the committed embedded
 run, the point of the >= 2x-SAELens goal), on activations z of that density (sae_step.density_bias), it times in
-alternating rounds each call of kdsae_core.sae.sparse.sparse_products on its own -- building the token-major CSR
-of z, converting it to latent-major, the decoder, the W_dec gradient, the sampled latent gradient and the W_enc
-gradient over the active pairs -- the encoder product both paths share, one dense product of the same size, and
+alternating rounds each stage of kdsae_core.sae.sparse.sparse_products on its own (the functions it calls) --
+gathering z's active pairs in both layouts, the decoder, the W_dec gradient, the sampled latent gradient and the
+W_enc gradient over the active pairs -- the encoder product both paths share, one dense product of the same size, and
 the whole unit step on each path (the rest of a step: Adam, clipping, decoder renormalisation, the count and the
 elementwise passes, is the step less its parts). FLOPs: 2 d_in nnz per sparse product, 2 B d_in d_sae dense.
 
@@ -25,12 +25,13 @@ from report import sparse_parts_table
 from sae_step import CLIP, DENSITY_LR, TRIAL, Batches, density_bias, parse_shapes
 from vs_saelens import trial_c_embedded_density
 
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.sae.step import SAEUnit, _augmented_input
 
 
 def parts(d_in: int, d_sae: int, B: int, density: float) -> tuple[dict, dict, float]:
     """({part: call}, {part: FLOPs}, the measured density) on one batch's activations at `density`. The sparse calls
-    are those of sparse_products, in its order and with its operand layouts, each on the previous one's output
+    are the stages sparse_products calls, in its order, each on the previous one's output
     (the error gradient g_err, which the decoder's output would give, is random: its values do not change the
     cost). The whole steps train on that same batch, at DENSITY_LR, so the density stays put."""
     g = torch.Generator().manual_seed(0)
@@ -48,25 +49,20 @@ def parts(d_in: int, d_sae: int, B: int, density: float) -> tuple[dict, dict, fl
     x = batches.xs[0]
     xa = _augmented_input(x, b_dec, d_in)  # the step's centred input, with its ones column and padding
     z = torch.addmm(b_enc, xa[:, :d_in], W_enc).relu_()
-    by_token = z.to_sparse_csr()
-    by_latent_t = by_token.to_sparse_csc()
-    rows, tokens = by_latent_t.ccol_indices(), by_latent_t.row_indices()
-    by_latent = torch.sparse_csr_tensor(rows, tokens, by_latent_t.values(), (d_sae, B), check_invariants=False)
+    pairs = sae_sparse.active_pairs(z)
+    nnz = pairs.by_token.values().numel()
     g_err = torch.randn(B, d_in, generator=g) * 1e-3
-    nnz = tokens.numel()
     per_token = torch.tensor(TRIAL.l1_coeff / B)
-    l1_term = torch.sparse_csr_tensor(rows, tokens, per_token.expand(nnz), (d_sae, B), check_invariants=False)
-    g_pre = torch.sparse.sampled_addmm(l1_term, W_dec, g_err.T)
+    g_pre = sae_sparse.latent_grad(pairs, per_token, W_dec, g_err)
     g_dec = torch.empty(d_sae, d_in)  # the gradient buffers the step writes into
     block = torch.empty(xa.shape[1], d_sae)
     calls = {
         "encoder (dense, both paths)": lambda: torch.addmm(b_enc, xa[:, :d_in], W_enc).relu_(),
-        "z to token-major CSR": lambda: z.to_sparse_csr(),
-        "token-major to latent-major": lambda: by_token.to_sparse_csc(),
-        "decoder over the active pairs": lambda: torch.addmm(b_dec, by_token, W_dec),
-        "W_dec gradient over the active pairs": lambda: torch.mm(by_latent, g_err, out=g_dec),
-        "latent gradient, sampled at the active pairs": lambda: torch.sparse.sampled_addmm(l1_term, W_dec, g_err.T),
-        "W_enc gradient over the active pairs": lambda: block.copy_(torch.mm(g_pre, xa).T),
+        "z to its active pairs, both layouts": lambda: sae_sparse.active_pairs(z),
+        "decoder over the active pairs": lambda: sae_sparse.decode_error(pairs, W_dec, b_dec, x),
+        "W_dec gradient over the active pairs": lambda: sae_sparse.decoder_grad(pairs, g_err, g_dec),
+        "latent gradient, sampled at the active pairs": lambda: sae_sparse.latent_grad(pairs, per_token, W_dec, g_err),
+        "W_enc gradient over the active pairs": lambda: sae_sparse.encoder_grad(g_pre, xa, block),
         "one dense product of the step, for comparison": lambda: torch.mm(z, W_dec),
         "whole step, dense": lambda: units["dense"].step(batches.next()),
         "whole step, sparse": lambda: units["sparse"].step(batches.next()),
@@ -100,7 +96,7 @@ def main() -> None:
     reps = {n: _bench.reps_for(f, args.min_sample_seconds) for n, f in calls.items()}
     times = _bench.alternate(calls, args.rounds, reps)
     ms = {n: statistics.median(t) * 1e3 for n, t in times.items()}
-    sparse_parts = [n for n in calls if n.endswith("pairs") or n.startswith(("z to", "token-major"))]
+    sparse_parts = [n for n in calls if n.endswith(("pairs", "layouts"))]
     result = {
         "benchmark": "sparse_parts",
         "machine": _bench.finish_machine(m),

@@ -62,6 +62,33 @@ def test_hand_checked_case(path):
         torch.testing.assert_close(g[n], ref[n], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("density", [0.0, 0.004, 0.07, 0.5, 1.0])
+def test_active_pairs_are_torchs_own_conversions(density, dtype):
+    """sparse.active_pairs builds both layouts from one scan of z: they must be exactly torch's to_sparse_csr and
+    its CSC (same pointers, indices and values, in the same order), including z holding negative zeros (== 0: not
+    a pair) and with no pair or every pair active."""
+    g = torch.Generator().manual_seed(5)
+    z = torch.rand(37, 53, generator=g, dtype=dtype) * (torch.rand(37, 53, generator=g) < density)
+    cases = [z, torch.where(z > 0, z, torch.tensor(-0.0, dtype=dtype))]
+    for c in cases:
+        pairs = sae_sparse.active_pairs(c)
+        ref_token = c.to_sparse_csr()
+        ref_latent = ref_token.to_sparse_csc()
+        got, want = pairs.by_token, ref_token
+        assert (got.shape, got.layout) == (want.shape, torch.sparse_csr)
+        assert torch.equal(got.crow_indices(), want.crow_indices()) and torch.equal(
+            got.col_indices(), want.col_indices()
+        )
+        assert torch.equal(got.values(), want.values())
+        got = pairs.by_latent
+        assert got.shape == (53, 37)
+        assert torch.equal(got.crow_indices(), ref_latent.ccol_indices())
+        assert torch.equal(got.col_indices(), ref_latent.row_indices())
+        assert torch.equal(got.values(), ref_latent.values())
+        assert torch.equal(pairs.per_latent, (c > 0).sum(0))
+
+
 def biased_sae(d_in, d_sae, shift, dtype=torch.float32, seed=3) -> SAE:
     s = SAE.initialised(d_in, d_sae, seed=seed).to(dtype)
     with torch.no_grad():
