@@ -335,7 +335,7 @@ def markdown(result: dict) -> list[str]:
 
 
 # ---- the density axis (issue 19) ----------------------------------------------------------------------------
-DENSITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.3)
+DENSITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.3)
 DENSITY_SHAPES = ((384, 2048), (384, 12288), (1024, 32768))
 BEFORE_COMMIT = "72d0fa24bc4afb10a542f4ddfec0c43766ff4425"  # the last commit whose SAE step is dense only
 SPEEDUP_GOAL = {"shape": PAPER_SHAPE, "batch": 4096, "max_density": 0.01, "speedup": 3.0}  # sparse / dense step
