@@ -451,9 +451,11 @@ def sparse_parts_table(r: dict | None) -> str:
     for name, v in r["parts"].items():
         rate = "-" if v["gflops"] is None else f"{v['gflops']:.0f}"
         lines.append(f"| {name} | {v['ms']:.1f} | {rate} |")
+    rest = r["rest_of_sparse_step_ms"]
     lines += [
-        f"| rest of the sparse step (Adam, clipping, renormalisation, count, elementwise) | "
-        f"{r['rest_of_sparse_step_ms']:.1f} | - |",
+        "| rest of the sparse step (Adam, clipping, renormalisation, count, elementwise: the step less its parts"
+        + ("" if rest >= 0 else "; below 0, the parts timed alone took longer than inside the step")
+        + f") | {rest:.1f} | - |",
         "",
         f"Command `{r['command']}`; " + _bench_machine_short(r["machine"]) + ".",
     ]

@@ -64,6 +64,7 @@ def parts(d_in: int, d_sae: int, B: int, density: float) -> tuple[dict, dict, fl
         "latent gradient, sampled at the active pairs": lambda: sae_sparse.latent_grad(pairs, per_token, W_dec, g_err),
         "W_enc gradient over the active pairs": lambda: sae_sparse.encoder_grad(g_pre, xa, block),
         "one dense product of the step, for comparison": lambda: torch.mm(z, W_dec),
+        "torch's to_sparse_csr and to_sparse_csc of z, for comparison": lambda: z.to_sparse_csr().to_sparse_csc(),
         "whole step, dense": lambda: units["dense"].step(batches.next()),
         "whole step, sparse": lambda: units["sparse"].step(batches.next()),
     }

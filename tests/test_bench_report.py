@@ -332,7 +332,7 @@ def test_the_sparse_parts_and_the_embedded_trial_c_are_rendered_from_their_files
         "machine": machine,
         "parts": {
             "encoder (dense, both paths)": {"ms": 36.04, "gflops": 178.7},
-            "z to token-major CSR": {"ms": 18.6, "gflops": None},
+            "z to its active pairs, both layouts": {"ms": 18.6, "gflops": None},
         },
         "rest_of_sparse_step_ms": 12.34,
     }
@@ -351,8 +351,12 @@ def test_the_sparse_parts_and_the_embedded_trial_c_are_rendered_from_their_files
     (tmp_path / "trial_c_sparse_embedded.json").write_text(json.dumps(embedded))
     text = bench_report.render_sections(tmp_path)["sparse_step"]
     assert "at 384 x 2,048, batch 4,096, density 7.24%" in text
-    assert "| encoder (dense, both paths) | 36.0 | 179 |" in text and "| z to token-major CSR | 18.6 | - |" in text
-    assert "| rest of the sparse step (Adam, clipping, renormalisation, count, elementwise) | 12.3 | - |" in text
+    assert (
+        "| encoder (dense, both paths) | 36.0 | 179 |" in text
+        and "| z to its active pairs, both layouts | 18.6 | - |" in text
+    )
+    rest = "| rest of the sparse step (Adam, clipping, renormalisation, count, elementwise: the step less its parts"
+    assert rest + ") | 12.3 | - |" in text
     assert (
         "where the automatic choice goes sparse below 8.50%: 2,244 of 2,344 steps sparse from step 101, 1.25x the "
         "all-dense run's wall time. The automatic run's log departs from the all-dense one's at step 102" in text

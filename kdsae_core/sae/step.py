@@ -22,6 +22,10 @@ from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.sae.model import PARAM_NAMES, SAE, L1Controller, TrialSpec
 
 _ALIGN = 8  # the centred input's width (d_in + its ones column) is padded with zeros to a multiple of this
+# ... and its rows start every _ROW_ALIGN elements (64 bytes in fp32, a cache line): MKL's sparse product for the W_enc
+# gradient is 20% slower on rows 392 floats apart than 400 (384 x 2,048, batch 4,096); the dense products do not
+# change, to the bit
+_ROW_ALIGN = 16
 
 
 @dataclass
@@ -105,10 +109,14 @@ def _count_nonzero(z: torch.Tensor) -> torch.Tensor:
 
 def _augmented_input(x: torch.Tensor, b_dec: torch.Tensor, d_in: int) -> torch.Tensor:
     """[x - b_dec | 1 | 0...] in x's dtype: the ones column makes the last product give b_enc's gradient too; zero
-    columns pad the rows to a multiple of _ALIGN elements (aligned operands for the matrix libraries)."""
-    xa = torch.zeros(x.shape[0], _padded(d_in), dtype=x.dtype, device=x.device)
-    xa[:, d_in] = 1
+    columns pad the rows to a multiple of _ALIGN elements (aligned operands for the matrix libraries), and the rows
+    lie _ROW_ALIGN-aligned in memory (a view of a wider buffer)."""
+    width = _padded(d_in)
+    rows = torch.empty(x.shape[0], _padded(d_in, _ROW_ALIGN), dtype=x.dtype, device=x.device)
+    xa = rows[:, :width]
     torch.sub(x, b_dec, out=xa[:, :d_in])
+    xa[:, d_in] = 1
+    xa[:, d_in + 1 :] = 0
     return xa
 
 
@@ -154,9 +162,9 @@ def _addmm_relu(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return torch.addmm(bias, a, b).relu_()
 
 
-def _padded(d_in: int) -> int:
-    """d_in + 1 rounded up to a multiple of _ALIGN."""
-    return -(-(d_in + 1) // _ALIGN) * _ALIGN
+def _padded(d_in: int, align: int = _ALIGN) -> int:
+    """d_in + 1 rounded up to a multiple of `align`."""
+    return -(-(d_in + 1) // align) * align
 
 
 def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
