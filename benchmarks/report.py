@@ -344,6 +344,25 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2%}"
 
 
+def _threshold_verdict(c: dict) -> str:
+    """How the declared thresholds stand against a density run's own crossovers (`chosen`: per shape the lowest
+    over its batches, rounded down; None if sparse was faster at every density, 0 if at none). The run the
+    thresholds are declared from agrees; another run (one thread, another machine) may measure higher crossovers,
+    which is safe, or lower ones, which is not."""
+    if c["agrees"]:
+        return "they agree with the lowest crossover of each shape, rounded down"
+    above = [k for k, v in c["declared"].items() if c["chosen"].get(k) is not None and v > c["chosen"][k]]
+    if not above:
+        return (
+            "at or below this run's lowest crossover of each shape, rounded down: below them, this run measured the "
+            "sparse step faster"
+        )
+    return (
+        f"**above** this run's lowest crossover, rounded down, at {', '.join(above)}: there the automatic choice "
+        "takes the sparse step at densities where this run measured it slower"
+    )
+
+
 def sparse_step_table(r: dict | None) -> str:
     """The density axis: the speed-up curve per shape, the crossover, the goals (sae_step_density,
     vs_saelens_density)."""
@@ -376,8 +395,7 @@ def sparse_step_table(r: dict | None) -> str:
         f"Crossover (sparse as fast as dense), log-interpolated between the measured densities: {crossings}. "
         f"The threshold the automatic choice reads per shape (`CPU_CROSSOVERS` in kdsae_core/sae/sparse.py, "
         f"log-interpolated in d_in x d_sae between the shapes): {declared} "
-        f"({'they agree with' if c['agrees'] else '**they disagree** with'} the lowest crossover of each shape, "
-        f"rounded down).",
+        f"({_threshold_verdict(c)}).",
         "",
         f"Goals: sparse >= {low['goal']:g}x the dense step at 1024 x 32768 and density <= {low['max_density']:.0%}: "
         + (

@@ -273,6 +273,28 @@ def test_the_sparse_section_shows_the_curve_the_crossover_and_the_goals(tmp_path
     assert "not measured yet (`.venv/bin/python benchmarks/vs_saelens.py --densities`)" in text
 
 
+@pytest.mark.parametrize(
+    "chosen, verdict",
+    [
+        (0.05, "at or below this run's lowest crossover of each shape, rounded down: below them, this run measured"),
+        (None, "at or below this run's lowest crossover of each shape"),
+        (0.03, "**above** this run's lowest crossover, rounded down, at 1024x32768: there the automatic choice"),
+        (0.0, "**above** this run's lowest crossover, rounded down, at 1024x32768"),
+    ],
+)
+def test_a_run_whose_crossovers_differ_from_the_declared_ones_says_which_way(tmp_path, chosen, verdict):
+    """A density run the thresholds were not declared from (one thread, another machine) says whether the declared
+    thresholds are below its crossovers (safe) or above them (the automatic choice goes sparse where it is slower)."""
+    fake_density_result(tmp_path)
+    path = tmp_path / "sae_step_density.json"
+    r = json.loads(path.read_text())
+    r["crossover"].update(chosen={"1024x32768": chosen}, agrees=False)
+    path.write_text(json.dumps(r))
+    text = bench_report.render_sections(tmp_path)["sparse_step"]
+    assert f"1024x32768 **4.10%** (measured: {'-' if chosen is None else f'{chosen:.2%}'}) ({verdict}" in text
+    assert "they agree" not in text
+
+
 def test_sparse_projection_arithmetic():
     p, gpu = sae_plan.PAPER, sae_plan.H100
     zero, one = gpu_projection.sparse_projection(0.0), gpu_projection.sparse_projection(0.01)
