@@ -14,8 +14,7 @@ weight row is read from memory once and the [B, d_in] operands it meets are smal
 latent gradient is a sampled product (torch.sparse.sampled_addmm) on the latent-major pattern, so it comes out
 already in the layout the W_enc gradient needs. Both layouts come from one scan of z (`active_pairs`), and each
 product is a function of its own, so benchmarks/sparse_parts.py times the very calls the step makes. Everything
-is plain torch (MKL's sparse products on the CPU,
-cuSPARSE on CUDA, where this code is untested).
+is plain torch (MKL's sparse products on the CPU, cuSPARSE on CUDA, where this code is untested).
 
 `choose_path` picks the step per batch from the fraction of pairs that fired (training starts dense -- about
 half the latents fire on a fresh SAE -- and gets sparse as the L1 term bites), against the crossover measured for
@@ -101,8 +100,9 @@ class ActivePairs(NamedTuple):
 def active_pairs(z: torch.Tensor) -> ActivePairs:
     """z's non-zeros in both layouts, built from one pass over z.
 
-    torch's own conversions (z.to_sparse_csr(), then .to_sparse_csc() for the latent-major copy) cost 40 ms at
-    4,096 x 2,048 and 7% density on this CPU, a quarter of the sparse step (benchmarks/sparse_parts.py). Here the
+    torch's own conversions (z.to_sparse_csr(), then .to_sparse_csc() for the latent-major copy) cost about 40 ms
+    at 4,096 x 2,048 and 7% density on this CPU, a quarter of the sparse step then (benchmarks/sparse_parts.py
+    times both). Here the
     flat indices of the non-zeros come in row-major order, which is the token-major CSR already; the latent-major
     one is the same pairs stably sorted by latent (a radix sort of 32-bit keys, which keeps each latent's tokens
     in order), with each latent's count for its row pointers. Same pairs, same order, same values as torch's
