@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import kdsae_core.sae.model as sae_mod
-import kdsae_core.sae.step as step_mod
 from kdsae_core.common.adam import ADAM_BETAS, ADAM_EPS
+from kdsae_core.sae import sparse as sae_sparse
 from kdsae_core.sae.model import PARAM_NAMES, SAE, TrialSpec, sae_loss
 from kdsae_core.sae.step import SAEUnit, fused_backward
 
@@ -112,8 +112,9 @@ def test_l0_count_is_exact_with_many_inactive_latents():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_fast_count_equals_torch_count_nonzero(dtype):
-    """step._count_nonzero counts z's bits as integers on the CPU: it must equal torch.count_nonzero for every z,
-    including negative zeros (non-zero bits, but == 0: ReLU passes them through) and NaNs of either sign."""
+    """The step counts z's non-zeros in sparse.nonzero_scan(z) (z's bits as integers on the CPU): the count must
+    equal torch.count_nonzero for every z, including negative zeros (non-zero bits, but == 0: ReLU passes them
+    through) and NaNs of either sign."""
     g = torch.Generator().manual_seed(0)
     z = torch.randn(64, 96, generator=g).relu_().to(dtype)
     cases = [z, torch.zeros(0, 96, dtype=dtype), torch.zeros(5, 7, dtype=dtype)]
@@ -123,7 +124,7 @@ def test_fast_count_equals_torch_count_nonzero(dtype):
         cases.append(w)
     cases.append(torch.full((9, 13), -0.0, dtype=dtype).relu_())
     for c in cases:
-        got = step_mod._count_nonzero(c)
+        got = torch.count_nonzero(sae_sparse.nonzero_scan(c))
         assert got.dtype == torch.int64 and got.shape == ()
         assert int(got) == int(torch.count_nonzero(c))
 
