@@ -64,12 +64,17 @@ def test_hand_checked_case(path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("density", [0.0, 0.004, 0.07, 0.5, 1.0])
-def test_active_pairs_are_torchs_own_conversions(density, dtype):
+@pytest.mark.parametrize("d_sae,index_bits", [(53, 32), (64, 32), (53, 64), (64, 64)])
+def test_active_pairs_are_torchs_own_conversions(density, dtype, d_sae, index_bits, monkeypatch):
     """sparse.active_pairs builds both layouts from one scan of z: they must be exactly torch's to_sparse_csr and
     its CSC (same pointers, indices and values, in the same order), including z holding negative zeros (== 0: not
-    a pair) and with no pair or every pair active."""
+    a pair) and with no pair or every pair active; with d_sae a power of two (flat indices split by a shift) or
+    not (by a division), and with 64-bit indices (a batch whose B d_sae does not fit 32 bits: the limit lowered)."""
+    if index_bits == 64:
+        monkeypatch.setattr(sae_sparse, "_INT32_INDICES_UP_TO", 37 * d_sae - 1)
+    index_dtype = {32: torch.int32, 64: torch.int64}[index_bits]
     g = torch.Generator().manual_seed(5)
-    z = torch.rand(37, 53, generator=g, dtype=dtype) * (torch.rand(37, 53, generator=g) < density)
+    z = torch.rand(37, d_sae, generator=g, dtype=dtype) * (torch.rand(37, d_sae, generator=g) < density)
     cases = [z, torch.where(z > 0, z, torch.tensor(-0.0, dtype=dtype))]
     for c in cases:
         pairs = sae_sparse.active_pairs(c)
@@ -77,14 +82,16 @@ def test_active_pairs_are_torchs_own_conversions(density, dtype):
         ref_latent = ref_token.to_sparse_csc()
         got, want = pairs.by_token, ref_token
         assert (got.shape, got.layout) == (want.shape, torch.sparse_csr)
-        assert torch.equal(got.crow_indices(), want.crow_indices()) and torch.equal(
-            got.col_indices(), want.col_indices()
-        )
+        # 32-bit indices (MKL's) where they fit, the same numbers as torch's 64-bit ones
+        assert got.crow_indices().dtype == got.col_indices().dtype == index_dtype
+        assert torch.equal(got.crow_indices().long(), want.crow_indices())
+        assert torch.equal(got.col_indices().long(), want.col_indices())
         assert torch.equal(got.values(), want.values())
         got = pairs.by_latent
-        assert got.shape == (53, 37)
-        assert torch.equal(got.crow_indices(), ref_latent.ccol_indices())
-        assert torch.equal(got.col_indices(), ref_latent.row_indices())
+        assert got.shape == (d_sae, 37)
+        assert got.crow_indices().dtype == got.col_indices().dtype == index_dtype
+        assert torch.equal(got.crow_indices().long(), ref_latent.ccol_indices())
+        assert torch.equal(got.col_indices().long(), ref_latent.row_indices())
         assert torch.equal(got.values(), ref_latent.values())
         assert torch.equal(pairs.per_latent, (c > 0).sum(0))
 

@@ -89,6 +89,10 @@ def sparse_flops_per_token(d_in: int, d_sae: int, density: float) -> float:
     return 2 * d_in * d_sae * (1 + 4 * density)
 
 
+# The largest flat index (B d_sae) that active_pairs holds in 32 bits.
+_INT32_INDICES_UP_TO = 2**31 - 1
+
+
 class ActivePairs(NamedTuple):
     """The (token, latent) pairs of z [B, d_sae] that fired, in the two layouts the sparse products read."""
 
@@ -107,30 +111,54 @@ def active_pairs(z: torch.Tensor, scan: torch.Tensor | None = None) -> ActivePai
     already; the latent-major one is the same pairs stably sorted by latent (a radix sort of 32-bit keys, which
     keeps each latent's tokens in order), with each latent's count for its row pointers. Same pairs, same order,
     same values as torch's conversions: the products that follow are unchanged to the bit
-    (tests/test_sae_sparse.py)."""
+    (tests/test_sae_sparse.py).
+
+    Indices are 32-bit whenever B d_sae fits (MKL's sparse products take 32-bit indices, and torch copies 64-bit
+    ones down on every call); a power-of-two d_sae splits a flat index with a shift and a mask instead of a
+    division. Each pair's token and value travel through the sort's permutation together, as one 64-bit word:
+    one gather instead of two (index_select is a serial loop on the CPU)."""
     B, d_sae = z.shape
     flat = (nonzero_scan(z) if scan is None else scan).reshape(-1).nonzero().view(-1)  # row-major, [nnz] int64
     values = z.reshape(-1).index_select(0, flat)
-    tokens = flat.div(d_sae, rounding_mode="floor")
-    latents = flat.sub_(tokens * d_sae)  # flat is not needed after this: its memory becomes the latent indices
+    index_dtype = torch.int32 if B * d_sae <= _INT32_INDICES_UP_TO else torch.int64
+    flat = flat.to(index_dtype)
+    if d_sae & (d_sae - 1) == 0:
+        tokens = flat >> (d_sae.bit_length() - 1)
+        latents = flat.bitwise_and_(d_sae - 1)  # flat is not needed after this: its memory becomes the latents
+    else:
+        tokens = flat.div(d_sae, rounding_mode="floor")
+        latents = flat.sub_(tokens * d_sae)
     by_token = torch.sparse_csr_tensor(
-        _row_pointers(torch.bincount(tokens, minlength=B)), latents, values, (B, d_sae), check_invariants=False
+        _row_pointers(torch.bincount(tokens, minlength=B), index_dtype),
+        latents,
+        values,
+        (B, d_sae),
+        check_invariants=False,
     )
-    order = torch.sort(latents.to(torch.int32), stable=True).indices
+    order = torch.sort(latents, stable=True).indices
     per_latent = torch.bincount(latents, minlength=d_sae)
     by_latent = torch.sparse_csr_tensor(
-        _row_pointers(per_latent),
-        tokens.index_select(0, order),
-        values.index_select(0, order),
+        _row_pointers(per_latent, index_dtype),
+        *_permuted_together(tokens, values, order),
         (d_sae, B),
         check_invariants=False,
     )
     return ActivePairs(by_token, by_latent, per_latent)
 
 
-def _row_pointers(counts: torch.Tensor) -> torch.Tensor:
-    """A compressed tensor's row pointers ([n + 1], from 0) from its rows' counts ([n])."""
-    pointers = counts.new_zeros(counts.numel() + 1)
+def _permuted_together(indices: torch.Tensor, values: torch.Tensor, order: torch.Tensor):
+    """(indices[order], values[order]) with one gather where both are 32 bits wide: each (index, value bits) pair
+    viewed as one 64-bit word."""
+    if indices.element_size() != 4 or values.element_size() != 4:
+        return indices.index_select(0, order), values.index_select(0, order)
+    words = torch.stack([indices, values.view(indices.dtype)], dim=1).view(torch.int64).view(-1)
+    pairs = words.index_select(0, order).view(indices.dtype).view(-1, 2)
+    return pairs[:, 0].contiguous(), pairs[:, 1].contiguous().view(values.dtype)
+
+
+def _row_pointers(counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A compressed tensor's row pointers ([n + 1], from 0, of `dtype`) from its rows' counts ([n])."""
+    pointers = torch.zeros(counts.numel() + 1, dtype=dtype, device=counts.device)
     torch.cumsum(counts, 0, out=pointers[1:])
     return pointers
 
