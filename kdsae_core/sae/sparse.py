@@ -41,7 +41,7 @@ PATHS = ("auto", "dense", "sparse")
 # and recorded in benchmarks/results/sae_step_density.json ("crossover"); tests/test_sae_sparse.py checks the two
 # agree. It depends on the shape (the sparse products' rate against the dense ones' differs with d_in, d_sae and
 # the caches), so a shape between two measured ones gets a value between theirs.
-CPU_CROSSOVERS = {(384, 2048): 0.13, (384, 12288): 0.1, (1024, 32768): 0.062}
+CPU_CROSSOVERS = {(384, 2048): 0.13, (384, 12288): 0.12, (1024, 32768): 0.066}
 
 # Sparse products exist for these compute dtypes only (MKL's sparse BLAS has no bfloat16, and the sparse products
 # write into the fp32 gradient buffers directly); others stay dense. So the bf16 step's `mean`-form L1 term, added
