@@ -89,7 +89,7 @@ def sparse_flops_per_token(d_in: int, d_sae: int, density: float) -> float:
     return 2 * d_in * d_sae * (1 + 4 * density)
 
 
-# The largest flat index (B d_sae) that active_pairs holds in 32 bits.
+# The largest z (B d_sae entries, one more than its largest flat index) whose pairs active_pairs indexes in 32 bits.
 _INT32_INDICES_UP_TO = 2**31 - 1
 
 
@@ -108,8 +108,8 @@ def active_pairs(z: torch.Tensor, scan: torch.Tensor | None = None) -> ActivePai
     torch's own conversions (z.to_sparse_csr(), then .to_sparse_csc() for the latent-major copy) cost about 40 ms
     at 4,096 x 2,048 and 7% density on this CPU, a quarter of the sparse step then (benchmarks/sparse_parts.py
     times both). Here the flat indices of the non-zeros come in row-major order, which is the token-major CSR
-    already; the latent-major one is the same pairs stably sorted by latent (a radix sort of 32-bit keys, which
-    keeps each latent's tokens in order), with each latent's count for its row pointers. Same pairs, same order,
+    already; the latent-major one is the same pairs stably sorted by latent (a radix sort of the latent indices,
+    which keeps each latent's tokens in order), with each latent's count for its row pointers. Same pairs, same order,
     same values as torch's conversions: the products that follow are unchanged to the bit
     (tests/test_sae_sparse.py).
 
